@@ -1,0 +1,337 @@
+"""The catalogue of causes: why a mail client rejects a server's certificate.
+
+Each cause has a stable id (used in recordings' reports, ``--fail-on`` and
+the TUI), a title, an explanation and a fix written as templates that the
+diagnosis fills with one session's own names, and the standards it rests on.
+
+Templates use these fields (all strings, always present):
+``requested`` the name the client asked for, ``source`` where that name
+came from, ``server`` the address dialled, ``names`` the identifiers the
+certificate presents, ``sni`` what the client sent as SNI, ``detail`` the
+rule-level reason from the identity or trust check, ``pattern`` the
+offending certificate name (wildcard, NUL name) if any, ``probe_names``
+the names on the certificate the server sends when asked by name,
+``candidates`` certificate names a client could use instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Severity = Literal["security", "failure", "warning"]
+
+
+@dataclass(frozen=True)
+class Citation:
+    """A standard or article a person can look up, e.g. ``RFC 6125 §6.4.3``."""
+
+    source: str
+    section: str = ""
+    note: str = ""
+
+    def __str__(self) -> str:
+        text = f"{self.source} {self.section}".strip()
+        return f"{text} ({self.note})" if self.note else text
+
+
+@dataclass(frozen=True)
+class Cause:
+    id: str
+    title: str
+    severity: Severity
+    explanation: str
+    fix: str
+    citations: tuple[Citation, ...]
+
+
+KB_Q198564 = Citation(
+    "Microsoft KB Q198564",
+    "",
+    "the certificate name must equal the host name in DNS and the server name in the client",
+)
+RFC7817 = Citation("RFC 7817", "§3", "mail clients check the server name as RFC 6125 §6 says")
+RFC6125_DNS = Citation("RFC 6125", "§6.4.1", "DNS-ID matching")
+RFC9525_DNS = Citation("RFC 9525", "§6.3", "DNS domain name matching")
+RFC6125_WILDCARD = Citation("RFC 6125", "§6.4.3", "wildcard certificates")
+RFC6125_CN = Citation("RFC 6125", "§6.4.4", "CN-ID only when there is no DNS-ID")
+RFC9525_CHANGES = Citation("RFC 9525", "Appendix A", "CN-ID is no longer used")
+RFC6066_SNI = Citation("RFC 6066", "§3", "Server Name Indication")
+RFC5280_VALIDITY = Citation("RFC 5280", "§4.1.2.5", "validity period")
+RFC5280_PATH = Citation("RFC 5280", "§6.1", "certification path validation")
+RFC8446_CERT = Citation("RFC 8446", "§4.4.2", "the server sends its chain, leaf first")
+RFC5246_CERT = Citation("RFC 5246", "§7.4.2", "each certificate certifies the one before it")
+
+_CATALOGUE: tuple[Cause, ...] = (
+    Cause(
+        "nul-in-name",
+        "A certificate name hides a NUL or control character",
+        "security",
+        "The certificate presented by {server} carries the name {pattern}, which contains a NUL or "
+        "control character. {detail} No legitimate CA issues such a name: it is the trick behind "
+        "CVE-2009-2408, where a client that stops reading at the NUL accepts a certificate for "
+        "another site.",
+        "Treat this session as an attack or a badly broken CA. Do not accept the certificate; find "
+        "out who issued it and why it reached this client.",
+        (
+            Citation("CVE-2009-2408", "", "NUL in certificate names"),
+            RFC6125_DNS,
+            RFC9525_DNS,
+        ),
+    ),
+    Cause(
+        "invalid-reference",
+        "The name the client asked for is not a valid host name",
+        "failure",
+        "The client asked for {requested!r}, which is neither a host name nor an IP address "
+        "({detail}). No certificate can match it.",
+        "Configure the client with the server's plain host name: no port, no scheme, no spaces.",
+        (RFC9525_DNS, Citation("RFC 1123", "§2.1", "host name syntax")),
+    ),
+    Cause(
+        "upstream-unreachable",
+        "The server could not be reached",
+        "failure",
+        "certmatch could not connect to {server} to fetch its certificate: {detail}",
+        "Check the server address and port the client uses, that the name resolves, and that the "
+        "server is running and reachable from the machine running certmatch.",
+        (),
+    ),
+    Cause(
+        "upstream-tls-failed",
+        "The TLS handshake with the server failed",
+        "failure",
+        "The server at {server} accepted the connection but the TLS handshake with it failed "
+        "before a certificate was received: {detail}",
+        "Check that the port speaks implicit TLS (not STARTTLS or plaintext) and that the server "
+        "and client share a TLS version and cipher.",
+        (Citation("RFC 8314", "§3", "implicit TLS for mail"),),
+    ),
+    Cause(
+        "malformed-certificate",
+        "The server sent a certificate that cannot be parsed",
+        "failure",
+        "A certificate in the chain from {server} could not be parsed: {detail}",
+        "Reissue or re-export the certificate; check the server's certificate file is PEM and "
+        "complete.",
+        (Citation("RFC 5280", "§4.1", "certificate structure"),),
+    ),
+    Cause(
+        "no-sni-default-certificate",
+        "The client sent no SNI, so the server sent its default certificate",
+        "failure",
+        "The client asked for {requested} ({source}) but sent no Server Name Indication. The "
+        "server therefore could not tell which of its names was wanted and presented its default "
+        "certificate, which names {names}. {probe_evidence}",
+        "Make the client send SNI (a current client version does; check for a 'use SNI' setting, "
+        "and use a host name, not an IP address), or make the server's default certificate "
+        "cover {requested}.",
+        (RFC6066_SNI, RFC7817, KB_Q198564),
+    ),
+    Cause(
+        "ip-not-in-certificate",
+        "The client used an IP address the certificate does not name",
+        "failure",
+        "The client connected to the IP address {requested} ({source}). An IP address is matched "
+        "only against the certificate's iPAddress entries, octet for octet; an address written in "
+        "the CN or as a DNS name does not count. The certificate names {names}. A client that "
+        "dials an address also sends no SNI, so the server sends its default certificate.",
+        "Configure the client with the server's host name{candidates_hint} instead of its address, "
+        "or add IP:{requested} to the certificate's subjectAltName.",
+        (
+            Citation("RFC 9525", "§6.4", "IP address matching"),
+            Citation("RFC 4513", "§3.1.3.2", "LDAP: IP address server identity"),
+            RFC6066_SNI,
+            KB_Q198564,
+        ),
+    ),
+    Cause(
+        "mail-domain-not-server",
+        "The client uses the mail domain, the certificate names the server",
+        "failure",
+        "The client asked for {requested}, which looks like the mail domain rather than a "
+        "server's host name. The certificate names the server(s) {candidates}. Clients compare "
+        "the name they were configured with; CNAME or MX indirection is not followed.",
+        "Configure the client with the server host name {candidates} (what DNS points mail to), "
+        "or add {requested} to the certificate's subjectAltName.",
+        (RFC7817, Citation("RFC 6186", "§4", "SRV-located servers"), KB_Q198564),
+    ),
+    Cause(
+        "wildcard-too-deep",
+        "A wildcard covers one label only",
+        "failure",
+        "The client asked for {requested}. The certificate's wildcard {pattern} covers exactly one "
+        "label, and {requested} has more than one label below it. {detail}",
+        "Add {requested} to the certificate's subjectAltName (or a wildcard one level deeper), or "
+        "configure the client with a name one label below the wildcard's domain.",
+        (RFC6125_WILDCARD, RFC9525_DNS, Citation("RFC 4513", "§3.1.3.1"), RFC7817),
+    ),
+    Cause(
+        "wildcard-apex",
+        "A wildcard never covers its own domain",
+        "failure",
+        "The client asked for {requested}. The wildcard {pattern} covers names one label below "
+        "{requested}, never {requested} itself. {detail}",
+        "Add {requested} itself to the certificate's subjectAltName, or configure the client with "
+        "the server's full host name (e.g. mail.{requested}).",
+        (RFC6125_WILDCARD, Citation("RFC 2595", "§2.4", "'*.example.com' does not match 'example.com'"), RFC9525_DNS),
+    ),
+    Cause(
+        "wildcard-partial",
+        "A partial-label wildcard is not honoured",
+        "failure",
+        "The certificate carries the partial wildcard {pattern}. {detail} RFC 9525 and RFC 7817 "
+        "allow '*' only as the complete left-most label; some older clients (and OpenSSL by "
+        "default) accept such patterns, strict ones do not.",
+        "Replace {pattern} with the full names or with a whole-label wildcard, and include "
+        "{requested}.",
+        (RFC9525_DNS, RFC7817, RFC6125_WILDCARD),
+    ),
+    Cause(
+        "wildcard-public-suffix",
+        "A wildcard on a public suffix is never valid",
+        "failure",
+        "The certificate carries {pattern}, a wildcard directly on a public suffix. {detail}",
+        "Obtain a certificate for {requested}; no client should accept this wildcard.",
+        (RFC9525_DNS, RFC6125_WILDCARD),
+    ),
+    Cause(
+        "cn-ignored-san-present",
+        "The name is in the CN, but the certificate has a subjectAltName without it",
+        "failure",
+        "The certificate's Common Name is {requested}, but the certificate also has a "
+        "subjectAltName with DNS names ({names}). When DNS names are present, clients ignore the "
+        "CN entirely, so {requested} is not covered.",
+        "Reissue the certificate with {requested} in its subjectAltName (the CN, if any, should "
+        "repeat one of the SAN names).",
+        (RFC6125_CN, RFC9525_CHANGES, KB_Q198564),
+    ),
+    Cause(
+        "cn-only-legacy",
+        "The name is only in the legacy Common Name",
+        "failure",
+        "The certificate has no subjectAltName and names {requested} only in its Common Name. "
+        "RFC 7817 lets a mail client fall back to the CN in that case, so some mail clients accept "
+        "it, but RFC 9525 dropped CN matching and modern TLS stacks (browsers, Python's ssl, "
+        "recent clients) reject it.",
+        "Reissue the certificate with a subjectAltName containing {requested}.",
+        (RFC6125_CN, RFC7817, RFC9525_CHANGES),
+    ),
+    Cause(
+        "idn-form",
+        "Internationalised name in a different form",
+        "warning",
+        "The name {requested} and the certificate's names differ in their IDNA form (U-label "
+        "versus A-label, 'xn--'). {detail} Matching must compare A-labels; clients that compare "
+        "the raw strings fail.",
+        "Configure the client with the A-label form of the name, and make sure the certificate "
+        "carries the A-label form.",
+        (Citation("RFC 6125", "§6.4.2", "internationalized domain names"), RFC9525_DNS, Citation("RFC 5891")),
+    ),
+    Cause(
+        "trailing-dot",
+        "The client's server name ends with a dot",
+        "warning",
+        "The client was configured with {requested}, with a trailing dot. Matching per RFC 6125 "
+        "ignores it, but OpenSSL's host check (used by many mail clients) does not, and SNI must "
+        "not carry it.",
+        "Remove the trailing dot from the server name in the client's settings.",
+        (RFC6066_SNI, RFC6125_DNS),
+    ),
+    Cause(
+        "name-not-in-certificate",
+        "The certificate does not name the server the client asked for",
+        "failure",
+        "The client asked for {requested} ({source}), but the certificate presented by {server} "
+        "names only {names}. A mail client must find the name it was configured with among the "
+        "certificate's names, so it warns that the certificate does not match the server's "
+        "Internet address.",
+        "Line up the three names: the server name in the mail client, the host name registered in "
+        "DNS, and the name in the certificate. Either configure the client with one of {names}, "
+        "or install a certificate whose subjectAltName includes {requested}.",
+        (KB_Q198564, RFC7817, RFC6125_DNS, RFC9525_DNS),
+    ),
+    Cause(
+        "missing-intermediate",
+        "The server does not send its intermediate certificate",
+        "failure",
+        "The server sent the certificate for its own name but not the intermediate CA "
+        "certificate that links it to a trusted root. {detail}",
+        "Configure the server with the full chain file (its certificate followed by the "
+        "intermediates), e.g. dovecot `ssl_cert = </path/fullchain.pem`.",
+        (RFC8446_CERT, RFC5246_CERT, RFC5280_PATH),
+    ),
+    Cause(
+        "self-signed",
+        "The certificate is self-signed",
+        "failure",
+        "The certificate presented by {server} is signed by its own key, not by a CA the client "
+        "trusts. {detail} Mail clients check names only after the chain validates.",
+        "Install a certificate from a CA the clients trust. To judge names anyway, give certmatch "
+        "the certificate with --ca-file.",
+        (RFC5280_PATH, RFC7817),
+    ),
+    Cause(
+        "unknown-issuer",
+        "The certificate's issuer is not trusted",
+        "failure",
+        "The chain from {server} ends at a CA that is not in the trust store. {detail}",
+        "Use a certificate from a CA the clients trust, or, for a private CA, install its root on "
+        "the clients (and give it to certmatch with --ca-file).",
+        (RFC5280_PATH, RFC7817),
+    ),
+    Cause(
+        "wrong-order",
+        "The chain is sent in the wrong order",
+        "warning",
+        "The server sent its certificates out of order. {detail} TLS 1.2 requires each "
+        "certificate to certify the one before it; TLS 1.3 clients should cope, older ones fail.",
+        "Put the server's own certificate first in its certificate file, followed by each "
+        "intermediate in turn.",
+        (RFC5246_CERT, RFC8446_CERT),
+    ),
+    Cause(
+        "expired",
+        "The certificate has expired",
+        "failure",
+        "{detail} The session was recorded after that date.",
+        "Renew the certificate and install it on the server. If the certificate is in fact "
+        "current, check the clock of the machine that recorded the session.",
+        (RFC5280_VALIDITY,),
+    ),
+    Cause(
+        "not-yet-valid",
+        "The certificate is not valid yet",
+        "failure",
+        "{detail} The session was recorded before that date.",
+        "Check the clocks of the client and server machines; otherwise wait for the validity "
+        "period or reissue the certificate with a correct start date.",
+        (RFC5280_VALIDITY,),
+    ),
+    Cause(
+        "proxy-ca-not-trusted",
+        "The client refused certmatch's own certificate",
+        "failure",
+        "The client aborted the handshake with certmatch ({detail}). It does not trust the proxy's "
+        "CA, so this session says nothing about the real server's certificate, and the client "
+        "will show a certificate warning caused by certmatch, not by the server.",
+        "Add certmatch's CA certificate (mitmproxy-ca-cert.pem in the proxy's configuration "
+        "directory, ~/.mitmproxy by default) to the client's trusted certificates, then retry.",
+        (Citation("mitmproxy documentation", "", "About Certificates: installing the CA"),),
+    ),
+)
+
+CAUSES: dict[str, Cause] = {cause.id: cause for cause in _CATALOGUE}
+
+# Which cause is primary when several hold: the order of the catalogue.
+# Security first, then "no certificate at all", then name causes from the
+# most specific to the generic, then trust and time, then the proxy's own.
+PRIMARY_ORDER: tuple[str, ...] = tuple(cause.id for cause in _CATALOGUE)
+
+
+def get(cause_id: str) -> Cause:
+    """The cause with this id; KeyError names the known ids."""
+    try:
+        return CAUSES[cause_id]
+    except KeyError:
+        raise KeyError(f"unknown cause id {cause_id!r}; known: {', '.join(CAUSES)}") from None

@@ -1,0 +1,307 @@
+"""The ``certmatch`` command line.
+
+This is the one module of the package that wires things together; it
+imports mitmproxy (for ``proxy``) and the TUI only inside the commands
+that need them, so ``check`` starts fast and the domain stays free of both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+import certmatch
+from certmatch import causes as catalogue
+from certmatch.diagnosis import Diagnosis, diagnose
+from certmatch.recording import LineProblem, RecordingError, expand_paths, iter_recording
+from certmatch.trust import TrustStore, TrustStoreError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+_SYMBOLS = {"match": "✓", "legacy-match": "~", "mismatch": "✗", "untrusted": "!", "error": "?"}
+_COLOURS = {"match": "32", "legacy-match": "33", "mismatch": "31", "untrusted": "35", "error": "31"}
+
+
+class UsageError(Exception):
+    """A problem with what the user typed or gave us; printed as one line, exit 2."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.run(args))
+    except (UsageError, RecordingError, TrustStoreError) as exc:
+        print(f"certmatch: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # Output piped into `head` and closed early: not an error worth a traceback.
+        sys.stderr.close()
+        return EXIT_OK
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="certmatch",
+        description=(
+            "Record the TLS handshakes between a mail client and its server, and explain why the "
+            "server's certificate does not match the name the client asked for."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"certmatch {certmatch.__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    check = commands.add_parser(
+        "check",
+        help="judge the sessions in recordings",
+        description="Print one line per recorded session (requested host, presented names, "
+        "verdict, primary cause) and a summary. Exit 0 when nothing fails, 1 when sessions fail, "
+        "2 on usage or input errors.",
+    )
+    check.add_argument("paths", nargs="+", metavar="FILE", help="recording files or directories of *.jsonl")
+    check.add_argument("--json", action="store_true", help="print one JSON document for scripts")
+    check.add_argument(
+        "--fail-on",
+        metavar="CAUSES",
+        default=None,
+        help="comma-separated cause ids that make the exit status 1, or 'any' for any cause at "
+        "all (warnings included); default: any failing session",
+    )
+    check.add_argument(
+        "-v", "--explain", action="store_true", help="print the explanation, fix and citations under each failing session"
+    )
+    _add_trust_options(check)
+    check.set_defaults(run=run_check)
+
+    proxy = commands.add_parser(
+        "proxy",
+        help="run mitmproxy with the certmatch addon and record every TLS session",
+        description="Run mitmproxy (mitmdump) with the certmatch capture addon. The client talks to "
+        "the proxy; the proxy talks to the server exactly as the client asked (same SNI, or none) "
+        "and records what the server presented.",
+    )
+    proxy.add_argument(
+        "--mode",
+        required=True,
+        action="append",
+        help="mitmproxy mode spec, e.g. reverse:tls://mail.example.com:993, socks5, regular "
+        "(repeat for several listeners)",
+    )
+    proxy.add_argument("--record", required=True, metavar="FILE", help="recording file to append to")
+    proxy.add_argument("--listen-host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, loopback only)")
+    proxy.add_argument("--listen-port", type=int, default=None, help="port to bind (default: mitmproxy's, 8080)")
+    proxy.add_argument(
+        "--on-mismatch",
+        choices=("pass", "block"),
+        default="pass",
+        help="'pass' (default) lets a failing session continue so you can watch it; 'block' closes it",
+    )
+    proxy.add_argument(
+        "--host", default="", metavar="NAME", help="the server name the client is configured with, when it sends no SNI"
+    )
+    proxy.add_argument("--confdir", default=None, help="mitmproxy configuration directory (its CA lives there)")
+    proxy.add_argument("--no-sni-probe", action="store_true", help="never ask the server again with SNI")
+    proxy.add_argument("--ca-file", action="append", default=[], metavar="PEM", help="extra CA certificates to trust (repeatable)")
+    proxy.add_argument(
+        "mitmproxy_args", nargs=argparse.REMAINDER, help="after --, further options passed to mitmdump"
+    )
+    proxy.set_defaults(run=run_proxy)
+    return parser
+
+
+def _add_trust_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ca-file",
+        action="append",
+        default=[],
+        metavar="PEM",
+        help="extra CA certificates to trust when judging chains (repeatable)",
+    )
+    parser.add_argument(
+        "--no-system-store", action="store_true", help="trust only the --ca-file certificates"
+    )
+
+
+def _fail_on(spec: str | None) -> set[str] | None:
+    if spec is None:
+        return None
+    if spec.strip() == "any":
+        return {"any"}
+    ids = {part.strip() for part in spec.split(",") if part.strip()}
+    unknown = sorted(ids - set(catalogue.CAUSES))
+    if unknown:
+        raise UsageError(
+            f"--fail-on: unknown cause id(s) {', '.join(unknown)}. "
+            f"Known ids: {', '.join(catalogue.CAUSES)}."
+        )
+    return ids
+
+
+def _is_failure(d: Diagnosis, fail_on: set[str] | None) -> bool:
+    if fail_on is None:
+        return d.failed
+    if "any" in fail_on:
+        return d.failed or bool(d.findings)
+    return bool(fail_on.intersection(d.cause_ids))
+
+
+def run_check(args: argparse.Namespace) -> int:
+    fail_on = _fail_on(args.fail_on)
+    store = TrustStore.load(args.ca_file, use_system=not args.no_system_store)
+    paths = expand_paths(args.paths)
+    if not paths:
+        raise UsageError(f"no recordings (*.jsonl) found in {', '.join(args.paths)}")
+    colour = sys.stdout.isatty() and "NO_COLOR" not in os.environ and not args.json
+
+    verdicts: Counter[str] = Counter()
+    primaries: Counter[str] = Counter()
+    failures = 0
+    input_errors = 0
+    json_sessions: list[dict] = []
+    json_problems: list[str] = []
+    for path in paths:
+        for item in iter_recording(path):
+            if isinstance(item, LineProblem):
+                partial = "partial" in item.message or "unterminated" in item.message
+                if not partial:
+                    input_errors += 1
+                json_problems.append(str(item))
+                label = "warning" if partial else "error"
+                print(f"certmatch: {label}: {item}", file=sys.stderr)
+                continue
+            d = diagnose(item, store)
+            verdicts[d.verdict] += 1
+            if d.primary:
+                primaries[d.primary.id] += 1
+            failed = _is_failure(d, fail_on)
+            failures += failed
+            if args.json:
+                entry = d.to_json()
+                entry["recording"] = str(path)
+                json_sessions.append(entry)
+            else:
+                print(_session_line(d, colour))
+                if args.explain and (failed or d.findings):
+                    print(_explain(d))
+
+    total = sum(verdicts.values())
+    if args.json:
+        json.dump(
+            {
+                "sessions": json_sessions,
+                "summary": {
+                    "sessions": total,
+                    "failed": failures,
+                    "verdicts": dict(verdicts),
+                    "primary_causes": dict(primaries),
+                },
+                "problems": json_problems,
+            },
+            sys.stdout,
+            indent=2,
+            ensure_ascii=False,
+        )
+        print()
+    else:
+        print(_summary(total, failures, verdicts, primaries))
+    if input_errors:
+        return EXIT_USAGE
+    return EXIT_FAILED if failures else EXIT_OK
+
+
+def _session_line(d: Diagnosis, colour: bool) -> str:
+    f = d.facts
+    when = f.started[:19].replace("T", " ")
+    sni = f.sni if f.sni is not None else "-"
+    names = ", ".join(d.presented_names) or "(no certificate)"
+    if len(names) > 48:
+        names = names[:45] + "..."
+    verdict = f"{_SYMBOLS[d.verdict]} {d.verdict}"
+    if colour:
+        verdict = f"\033[{_COLOURS[d.verdict]}m{verdict}\033[0m"
+    cause = d.primary.id if d.primary else ""
+    host = f"{f.requested_host or '?'} ({f.requested_host_source})"
+    return f"{when}  {f.protocol:<10} {host:<40} sni={sni:<24} -> {names:<48} {verdict:<14} {cause}"
+
+
+def _explain(d: Diagnosis) -> str:
+    lines = []
+    for finding in d.findings:
+        lines.append(f"    [{finding.id}] {finding.cause.title}")
+        lines.append(f"      why: {finding.explanation}")
+        lines.append(f"      fix: {finding.fix}")
+        if finding.cause.citations:
+            lines.append("      see: " + "; ".join(str(c) for c in finding.cause.citations))
+    return "\n".join(lines)
+
+
+def _summary(total: int, failures: int, verdicts: Counter[str], primaries: Counter[str]) -> str:
+    if total == 0:
+        return "No sessions recorded."
+    parts = ", ".join(f"{n} {v}" for v, n in verdicts.most_common())
+    text = f"{total} session{'s' if total != 1 else ''}: {parts}; {failures} failing."
+    if primaries:
+        text += "\nPrimary causes: " + ", ".join(f"{c} x{n}" for c, n in primaries.most_common())
+    return text
+
+
+def run_proxy(args: argparse.Namespace) -> int:
+    try:
+        from mitmproxy.tools.main import mitmdump
+    except ImportError as exc:  # pragma: no cover - mitmproxy is a dependency
+        raise UsageError(f"mitmproxy is not installed ({exc}); reinstall certmatch") from None
+    record = Path(args.record)
+    if record.exists() and record.is_dir():
+        raise UsageError(f"--record {record}: is a directory; give a file name such as {record}/session.jsonl")
+    for ca in args.ca_file:
+        TrustStore.load([ca], use_system=False)  # a clear error now, not from inside mitmproxy
+    addon = resources.files("addons").joinpath("capture.py")
+    mitm_args: list[str] = []
+    for mode in args.mode:
+        mitm_args += ["--mode", mode]
+    mitm_args += ["--listen-host", args.listen_host]
+    if args.listen_port is not None:
+        mitm_args += ["--listen-port", str(args.listen_port)]
+    if args.confdir:
+        mitm_args += ["--set", f"confdir={args.confdir}"]
+    mitm_args += [
+        "-s",
+        str(addon),
+        "--set",
+        f"certmatch_record={record}",
+        "--set",
+        f"certmatch_on_mismatch={args.on_mismatch}",
+        "--set",
+        "flow_detail=0",  # never print message contents
+    ]
+    if args.host:
+        mitm_args += ["--set", f"certmatch_host={args.host}"]
+    if args.no_sni_probe:
+        mitm_args += ["--set", "certmatch_sni_probe=false"]
+    for ca in args.ca_file:
+        mitm_args += ["--set", f"certmatch_ca_file={ca}"]
+    extra = list(args.mitmproxy_args)
+    if extra and extra[0] == "--":
+        extra = extra[1:]
+    mitm_args += extra
+    print(
+        f"certmatch {certmatch.__version__}: proxy on {args.listen_host}:{args.listen_port or 8080} "
+        f"({', '.join(args.mode)}), recording to {record}. Ctrl-C to stop.",
+        file=sys.stderr,
+    )
+    return mitmdump(mitm_args) or EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

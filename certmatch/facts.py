@@ -1,0 +1,119 @@
+"""Facts about one TLS handshake, as the proxy saw them.
+
+A session holds facts only, never verdicts: verdicts are derived when a
+recording is read, so an old recording is judged by today's rules.
+Absent values are ``None`` (JSON ``null``): "the client sent no SNI" is
+``sni=None``, never ``""``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+FORMAT_NAME = "certmatch-recording"
+FORMAT_VERSION = 1
+
+Protocol = Literal["imap", "pop3", "smtp", "submission", "ldap", "nntp", "unknown"]
+PROTOCOLS: tuple[str, ...] = ("imap", "pop3", "smtp", "submission", "ldap", "nntp", "unknown")
+
+TlsKind = Literal["implicit", "starttls"]
+
+HostSource = Literal["sni", "socks5", "http-connect", "reverse-target", "option", "unknown"]
+HOST_SOURCES: tuple[str, ...] = (
+    "sni",
+    "socks5",
+    "http-connect",
+    "reverse-target",
+    "option",
+    "unknown",
+)
+
+
+@dataclass
+class SniProbe:
+    """A second handshake the proxy made itself, with SNI, when the client sent none.
+
+    It answers "would the server have sent a matching certificate if the
+    client had asked by name?"
+    """
+
+    sni: str
+    chain: list[str] = field(default_factory=list)  # base64 DER, leaf first
+    error: str | None = None
+
+
+@dataclass
+class StartTlsFacts:
+    """What happened in the plaintext phase before a STARTTLS upgrade."""
+
+    server_offered: bool | None = None
+    client_requested: bool | None = None
+    server_reply: str | None = None
+    plaintext_auth: str | None = None  # the command name only, never the credential
+    injection: str | None = None  # which side sent bytes it should not have, and how many
+    phase: str | None = None  # how far the upgrade got when it stopped
+
+
+@dataclass
+class SessionFacts:
+    """One TLS handshake: what the client asked for and what the server presented."""
+
+    id: str
+    started: str  # ISO 8601, UTC
+    client_address: str | None = None  # "ip:port"
+    proxy_mode: str | None = None  # mitmproxy mode spec, e.g. "reverse:tls://host:993"
+    protocol: str = "unknown"
+    tls_kind: str = "implicit"
+    requested_host: str | None = None
+    requested_host_source: str = "unknown"
+    sni: str | None = None  # exactly what the client sent; None = no SNI extension
+    client_tls_versions: list[str] = field(default_factory=list)
+    client_alpn: list[str] = field(default_factory=list)
+    server_address: str | None = None  # "host:port" as the proxy dialled it
+    server_ip: str | None = None  # the address it resolved to
+    upstream_sni: str | None = None  # what the proxy itself sent upstream
+    tls_version: str | None = None
+    cipher: str | None = None
+    chain: list[str] = field(default_factory=list)  # base64 DER, leaf first
+    server_error: str | None = None  # upstream connect or handshake error
+    client_error: str | None = None  # client-side handshake error (e.g. it refused our CA)
+    action: str | None = None  # "pass" or "block": what the proxy did with the session
+    sni_probe: SniProbe | None = None
+    starttls: StartTlsFacts | None = None
+    notes: list[str] = field(default_factory=list)  # internal problems recorded, not raised
+
+    def to_json(self) -> dict[str, Any]:
+        """The session as a plain dict for one JSON line, with no empty optional parts."""
+        data = dataclasses.asdict(self)
+        if self.sni_probe is None:
+            del data["sni_probe"]
+        if self.starttls is None:
+            del data["starttls"]
+        data["type"] = "session"
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SessionFacts:
+        """Build facts from a dict that has already passed schema validation."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        if kwargs.get("sni_probe") is not None:
+            kwargs["sni_probe"] = SniProbe(**kwargs["sni_probe"])
+        if kwargs.get("starttls") is not None:
+            kwargs["starttls"] = StartTlsFacts(**kwargs["starttls"])
+        return cls(**kwargs)
+
+
+@dataclass
+class RecordingHeader:
+    """The first line of every recording."""
+
+    tool_version: str
+    created: str
+    format: str = FORMAT_NAME
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "header", **dataclasses.asdict(self)}

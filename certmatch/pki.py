@@ -1,0 +1,184 @@
+"""Mint throwaway CAs and server certificates for tests, demos and replay.
+
+Everything here is built with ``cryptography`` and is deliberately small:
+a CA (optionally below another CA) and leaves with exactly the names a
+scenario needs, including names no sane CA would issue (CN-only,
+partial wildcards, an IP written as a DNS name).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+UTC = dt.timezone.utc
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(UTC).replace(microsecond=0)
+
+
+@dataclass
+class Issued:
+    """A certificate, its private key, and the CA certificates above it (nearest first)."""
+
+    cert: x509.Certificate
+    key: ec.EllipticCurvePrivateKey
+    issuers: list[x509.Certificate] = field(default_factory=list)
+
+    @property
+    def is_ca(self) -> bool:
+        try:
+            bc = self.cert.extensions.get_extension_for_class(x509.BasicConstraints)
+        except x509.ExtensionNotFound:
+            return False
+        return bc.value.ca
+
+    def chain(self, *, include_root: bool = False) -> list[x509.Certificate]:
+        """Leaf first, then intermediates; the self-signed root only if asked."""
+        certs = [self.cert, *self.issuers]
+        if not include_root and len(certs) > 1 and _self_signed(certs[-1]):
+            certs = certs[:-1]
+        return certs
+
+    def cert_pem(self) -> bytes:
+        return self.cert.public_bytes(serialization.Encoding.PEM)
+
+    def key_pem(self) -> bytes:
+        return self.key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+    def chain_pem(self, *, include_root: bool = False) -> bytes:
+        return b"".join(
+            c.public_bytes(serialization.Encoding.PEM) for c in self.chain(include_root=include_root)
+        )
+
+    def write(self, directory: Path, stem: str) -> dict[str, Path]:
+        """Write ``stem.pem``, ``stem.key`` (mode 0600) and ``stem.chain.pem``."""
+        directory.mkdir(parents=True, exist_ok=True)
+        paths = {
+            "cert": directory / f"{stem}.pem",
+            "key": directory / f"{stem}.key",
+            "chain": directory / f"{stem}.chain.pem",
+        }
+        paths["cert"].write_bytes(self.cert_pem())
+        paths["key"].write_bytes(self.key_pem())
+        paths["key"].chmod(0o600)
+        paths["chain"].write_bytes(self.chain_pem())
+        return paths
+
+
+def _self_signed(cert: x509.Certificate) -> bool:
+    return cert.issuer == cert.subject
+
+
+def _name(cn: str | None, org: str | None = None) -> x509.Name:
+    attrs = []
+    if org:
+        attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
+    if cn is not None:
+        attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, cn))
+    return x509.Name(attrs)
+
+
+def make_ca(
+    name: str,
+    *,
+    parent: Issued | None = None,
+    not_before: dt.datetime | None = None,
+    not_after: dt.datetime | None = None,
+) -> Issued:
+    """A CA certificate: self-signed when ``parent`` is None, else an intermediate."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = _now()
+    subject = _name(name, "certmatch test PKI")
+    issuer_name = parent.cert.subject if parent else subject
+    signing_key = parent.key if parent else key
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before or now - dt.timedelta(days=1))
+        .not_valid_after(not_after or now + dt.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    )
+    if parent:
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(parent.key.public_key()),
+            critical=False,
+        )
+    cert = builder.sign(signing_key, hashes.SHA256())
+    issuers = [parent.cert, *parent.issuers] if parent else []
+    return Issued(cert, key, issuers)
+
+
+def issue_leaf(
+    ca: Issued | None,
+    *,
+    cn: str | None = None,
+    dns: list[str] | tuple[str, ...] = (),
+    ips: list[str] | tuple[str, ...] = (),
+    not_before: dt.datetime | None = None,
+    not_after: dt.datetime | None = None,
+) -> Issued:
+    """A server certificate signed by ``ca``, or self-signed when ``ca`` is None.
+
+    ``dns`` and ``ips`` become the subjectAltName; with neither, the
+    certificate has no SAN extension at all (a CN-only certificate).
+    """
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = _now()
+    subject = _name(cn)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca.cert.subject if ca else subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before or now - dt.timedelta(days=1))
+        .not_valid_after(not_after or now + dt.timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    )
+    if ca:
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),
+            critical=False,
+        )
+    names: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
+    names += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    cert = builder.sign(ca.key if ca else key, hashes.SHA256())
+    issuers = [ca.cert, *ca.issuers] if ca else []
+    return Issued(cert, key, issuers)

@@ -1,0 +1,673 @@
+"""Reading and writing recordings: JSON Lines files of TLS handshake facts.
+
+Line 1 is a header naming the format and its version; every further line is
+one session (``SessionFacts.to_json()``). The published JSON Schema for a
+line is ``certmatch/recording.schema.json``; every line read is checked
+against it. Unknown extra properties are allowed so a newer 1.x writer does
+not break an older reader.
+
+Reading is forgiving about lines and strict about files: a bad line becomes
+a ``LineProblem`` and reading goes on, but a file that is not a recording
+at all raises ``RecordingError``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from certmatch.facts import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    RecordingHeader,
+    SessionFacts,
+    SniProbe,
+    StartTlsFacts,
+)
+
+SCHEMA_RESOURCE = "recording.schema.json"
+READABLE_VERSIONS: tuple[int, ...] = (FORMAT_VERSION,)
+
+# The header is short; never read further than this looking for its end, so
+# a large binary file passed by mistake is rejected without loading it.
+_HEADER_READ_LIMIT = 64 * 1024
+
+
+class RecordingError(Exception):
+    """A file cannot be used as a recording at all. ``str()`` is one line:
+    ``path:line: what is wrong; what to do`` (``path: ...`` when no line applies)."""
+
+    def __init__(self, path: str | Path, message: str, line: int | None = None) -> None:
+        self.path = str(path)
+        self.line = line
+        self.message = message
+        where = self.path if line is None else f"{self.path}:{line}"
+        super().__init__(f"{where}: {message}")
+
+
+@dataclass(frozen=True)
+class LineProblem:
+    """One line that was skipped while reading; ``str()`` is ``path:line: message``."""
+
+    path: str
+    line: int
+    message: str
+    truncated: bool = False  # the unterminated last line a stopped writer leaves behind
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.message}"
+
+
+@dataclass
+class Recording:
+    """A whole recording read into memory."""
+
+    path: str
+    header: RecordingHeader
+    sessions: list[SessionFacts]
+    problems: list[LineProblem]  # bad lines that were skipped; good records are never dropped
+
+    @property
+    def partial_last_line(self) -> bool:
+        """True if the only problem is an unfinished last line (the writer was stopped)."""
+        return len(self.problems) == 1 and self.problems[0].truncated
+
+
+# --- the schema, and a fast check compiled from it -------------------------------------------
+
+_Failure = tuple[tuple[str | int, ...], str]  # (where in the line, what is wrong)
+_Check = Callable[[Any], _Failure | None]
+
+
+@cache
+def load_schema() -> dict[str, Any]:
+    """The published JSON Schema for one recording line, as shipped inside the package."""
+    text = resources.files("certmatch").joinpath(SCHEMA_RESOURCE).read_text(encoding="utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+def validate_line(data: Any) -> str | None:
+    """Why a parsed line breaks the recording schema, or None if it conforms."""
+    failure = _line_check()(data)
+    return None if failure is None else _describe(failure)
+
+
+@cache
+def _line_check() -> _Check:
+    return _CheckCompiler(load_schema()).compile()
+
+
+def _describe(failure: _Failure) -> str:
+    where, what = failure
+    path = ""
+    for part in where:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else part)
+    return f"{path}: {what}" if path else what
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _json_equal(a: Any, b: Any) -> bool:
+    """Equality as JSON Schema means it: true is not 1, 1 is 1.0."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return a == b
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_json_equal(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_json_equal(a[k], b[k]) for k in a)
+    return bool(a == b)
+
+
+def _any_of(value: Any, alternatives: tuple[_Check, ...]) -> _Failure | None:
+    failures = []
+    for alternative in alternatives:
+        failure = alternative(value)
+        if failure is None:
+            return None
+        failures.append(failure)
+    deepest = max(failures, key=lambda f: len(f[0]))
+    if deepest[0]:
+        return deepest  # the value had the right shape; say what inside it is wrong
+    return (), "; or ".join(f[1] for f in failures)
+
+
+def _wrong_type(value: Any, expected: str) -> str:
+    return f"expected {expected}, got {_show(value)}"
+
+
+def _must_be(value: Any, allowed: tuple[Any, ...]) -> str:
+    shown = ", ".join(_show(a) for a in allowed)
+    return f"{_show(value)}: must be {'one of ' if len(allowed) > 1 else ''}{shown}"
+
+
+_TYPE_TESTS = {
+    "null": "{v} is None",
+    "boolean": "type({v}) is bool",
+    "string": "type({v}) is str",
+    "array": "type({v}) is list",
+    "object": "type({v}) is dict",
+    "number": "type({v}) in (int, float)",
+    "integer": "(type({v}) is int or (type({v}) is float and {v}.is_integer()))",
+}
+_GUARDS = {"string": "str", "array": "list", "object": "dict"}
+
+
+class _CheckCompiler:
+    """Turns the recording schema into the source of one plain Python function.
+
+    jsonschema's own validator costs about a millisecond per session line, far
+    too slow for 100,000-line recordings. This implements exactly the keywords
+    the schema uses and refuses to compile any other, so a rule added to the
+    schema can never be skipped silently; a test checks it agrees with jsonschema.
+    The generated function returns None, or (path, message) for the first rule broken.
+    """
+
+    ANNOTATIONS = frozenset(
+        {"$schema", "$id", "$defs", "$comment", "title", "description", "format", "examples"}
+    )
+    KEYWORDS = frozenset(
+        {"type", "const", "enum", "minLength", "pattern", "required", "properties", "items"}
+        | {"$ref", "anyOf", "if", "then", "else"}
+    )
+
+    def __init__(self, root: dict[str, Any]) -> None:
+        self.root = root
+        self.namespace: dict[str, Any] = {
+            "_show": _show,
+            "_json_equal": _json_equal,
+            "_any_of": _any_of,
+            "_must_be": _must_be,
+            "_wrong_type": _wrong_type,
+        }
+        self.sources: list[str] = []
+        self.counter = 0
+        self.resolving: list[str] = []
+
+    def compile(self) -> _Check:
+        name = self._function(self.root, boolean=False)
+        source = "\n\n".join(self.sources)
+        # The source is built here from the schema shipped in the package, never from input.
+        exec(compile(source, "<certmatch recording schema>", "exec"), self.namespace)  # noqa: S102
+        check: _Check = self.namespace[name]
+        return check
+
+    def _name(self, prefix: str) -> str:
+        self.counter += 1
+        return f"{prefix}{self.counter}"
+
+    def _constant(self, value: Any) -> str:
+        name = self._name("_c")
+        self.namespace[name] = value
+        return name
+
+    def _function(self, node: Any, *, boolean: bool) -> str:
+        """Emit a function checking ``node``; boolean ones return True/False, no messages."""
+        name = self._name("_is" if boolean else "_check")
+        lines = [f"def {name}(v):"]
+        lines += self._statements(node, "v", [], 1, boolean)
+        lines.append("    return True" if boolean else "    return None")
+        self.sources.append("\n".join(lines))
+        return name
+
+    def _statements(
+        self, node: Any, var: str, path: list[str], depth: int, boolean: bool
+    ) -> list[str]:
+        pad = "    " * depth
+
+        def fail(message: str) -> str:
+            where = f"({', '.join(path)},)" if path else "()"
+            return "return False" if boolean else f"return ({where}, {message})"
+
+        if node is True:
+            return []
+        if node is False:
+            return [f"{pad}{fail(repr('no value is allowed here'))}"]
+        unknown = node.keys() - self.KEYWORDS - self.ANNOTATIONS
+        if unknown:
+            raise ValueError(
+                f"the recording schema uses {sorted(unknown)}, which certmatch's line check "
+                "does not implement; teach _CheckCompiler these keywords"
+            )
+        out: list[str] = []
+        known_type: str | None = None
+
+        def guarded(python_type: str, body: list[str]) -> list[str]:
+            # Keywords like "properties" apply only to values of their type.
+            if not body or known_type == python_type:
+                return body
+            inner = ["    " + line for line in body]
+            return [f"{pad}if type({var}) is {python_type}:", *inner]
+
+        if "type" in node:
+            names = [node["type"]] if isinstance(node["type"], str) else list(node["type"])
+            test = " or ".join(_TYPE_TESTS[n].format(v=var) for n in names)
+            expected = repr(" or ".join(names))
+            out.append(f"{pad}if not ({test}):")
+            out.append(f"{pad}    {fail(f'_wrong_type({var}, {expected})')}")
+            if len(names) == 1:
+                known_type = _GUARDS.get(names[0])
+        for keyword in ("const", "enum"):
+            if keyword in node:
+                allowed = tuple([node["const"]] if keyword == "const" else node["enum"])
+                shown = self._constant(allowed)
+                if all(type(a) is str for a in allowed):
+                    test = f"type({var}) is str and {var} in {self._constant(frozenset(allowed))}"
+                else:
+                    test = f"any(_json_equal({var}, a) for a in {shown})"
+                out.append(f"{pad}if not ({test}):")
+                out.append(f"{pad}    {fail(f'_must_be({var}, {shown})')}")
+        string_body: list[str] = []
+        if "minLength" in node:
+            minimum = int(node["minLength"])
+            string_body.append(f"{pad}if len({var}) < {minimum}:")
+            message = f"f'{{_show({var})}} is too short (at least {minimum} characters)'"
+            string_body.append(f"{pad}    {fail(message)}")
+        if "pattern" in node:
+            search = self._constant(re.compile(node["pattern"]).search)  # jsonschema: re.search
+            shown = self._constant(node["pattern"])
+            string_body.append(f"{pad}if {search}({var}) is None:")
+            message = f"f'{{_show({var})}} does not match the pattern {{{shown}}}'"
+            string_body.append(f"{pad}    {fail(message)}")
+        out += guarded("str", string_body)
+        object_body: list[str] = []
+        if "required" in node:
+            names = list(node["required"])
+            wanted = self._constant(frozenset(names))
+            ordered = self._constant(tuple(names))
+            object_body.append(f"{pad}if not {wanted} <= {var}.keys():")
+            message = (
+                f"'missing required field(s): ' + ', '.join(n for n in {ordered} if n not in {var})"
+            )
+            object_body.append(f"{pad}    {fail(message)}")
+        if "properties" in node:
+            for key, sub in node["properties"].items():
+                item = self._name("p")
+                object_body.append(f"{pad}if {key!r} in {var}:")
+                object_body.append(f"{pad}    {item} = {var}[{key!r}]")
+                body = self._statements(sub, item, [*path, repr(key)], depth + 1, boolean)
+                object_body += body or [f"{pad}    pass"]
+        out += guarded("dict", object_body)
+        if "items" in node:
+            index, item = self._name("i"), self._name("x")
+            body = self._statements(node["items"], item, [*path, index], depth + 1, boolean)
+            if body:
+                loop = [f"{pad}for {index}, {item} in enumerate({var}):", *body]
+                out += guarded("list", loop)
+        if "$ref" in node:
+            out += self._statements(self._resolve(node["$ref"]), var, path, depth, boolean)
+            self.resolving.pop()
+        if "anyOf" in node:
+            alternatives = tuple(self._function(a, boolean=False) for a in node["anyOf"])
+            listed = f"({', '.join(alternatives)},)"
+            failure = self._name("f")
+            out.append(f"{pad}{failure} = _any_of({var}, {listed})")
+            out.append(f"{pad}if {failure} is not None:")
+            where = f"({', '.join(path)},)" if path else "()"
+            out.append(
+                f"{pad}    "
+                + ("return False" if boolean else f"return ({where} + {failure}[0], {failure}[1])")
+            )
+        if "if" in node:
+            test_name = self._function(node["if"], boolean=True)
+            then = self._statements(node.get("then", True), var, path, depth + 1, boolean)
+            otherwise = self._statements(node.get("else", True), var, path, depth + 1, boolean)
+            out.append(f"{pad}if {test_name}({var}):")
+            out += then or [f"{pad}    pass"]
+            if otherwise:
+                out.append(f"{pad}else:")
+                out += otherwise
+        return out
+
+    def _resolve(self, ref: str) -> Any:
+        """The node a local ``#/...`` reference points to; refs are inlined, so no cycles."""
+        if not ref.startswith("#/"):
+            raise ValueError(f"the recording schema refers outside itself ({ref})")
+        if ref in self.resolving:
+            raise ValueError(f"the recording schema refers to itself in a loop ({ref})")
+        self.resolving.append(ref)
+        target: Any = self.root
+        for part in ref[2:].split("/"):
+            target = target[part.replace("~1", "/").replace("~0", "~")]
+        return target
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+_NESTED_FIELDS = {
+    "sni_probe": frozenset(f.name for f in dataclasses.fields(SniProbe)),
+    "starttls": frozenset(f.name for f in dataclasses.fields(StartTlsFacts)),
+}
+
+
+def _session_from_line(data: dict[str, Any]) -> SessionFacts:
+    # Drop unknown keys inside nested objects too (a newer 1.x writer may add them);
+    # SessionFacts.from_json only drops them at the top level.
+    for key, known in _NESTED_FIELDS.items():
+        nested = data.get(key)
+        if nested is not None and not nested.keys() <= known:
+            data[key] = {k: v for k, v in nested.items() if k in known}
+    return SessionFacts.from_json(data)
+
+
+def _what_it_looks_like(first: bytes) -> str:
+    """A short guess at what a non-recording file is, from its first line."""
+    if first.startswith(b"\x1f\x8b"):
+        return "a gzip-compressed file; decompress it first"
+    if first.lstrip().startswith(b"-----BEGIN "):
+        label = first.lstrip()[11:].split(b"-----")[0].decode("ascii", "replace")
+        return f"a PEM file ({label}), not a recording"
+    if re.match(rb"\d+:", first):
+        return "a mitmproxy flow file (mitmdump -w), not a recording"
+    if first.startswith(b"\x30\x82"):
+        return "a binary DER file (a certificate or key?), not a recording"
+    if b"\x00" in first:
+        return "a binary file, not a recording"
+    try:
+        data = json.loads(first)
+    except (ValueError, RecursionError):
+        return "a file whose first line is not JSON, not a recording"
+    if isinstance(data, dict) and data.get("type") == "session":
+        return "a recording without its header line (was the start of the file cut off?)"
+    if isinstance(data, dict) and "log" in data:
+        return "a HAR file, not a certmatch recording"
+    return "JSON, but its first line is not a certmatch recording header"
+
+
+class _NotARecording(Exception):
+    """Why a file cannot be read as a recording, and what a reader should do about it."""
+
+    def __init__(
+        self,
+        message: str,
+        line: int | None = None,
+        advice: str = "pass a .jsonl recording written by certmatch",
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+        self.advice = advice
+
+
+def _read_header(path: Path) -> tuple[RecordingHeader, int, LineProblem | None]:
+    """The header, the byte offset where sessions start, and a problem with the header line."""
+    try:
+        with path.open("rb") as file:
+            first = file.readline(_HEADER_READ_LIMIT)
+    except FileNotFoundError:
+        raise _NotARecording("no such file", advice="check the path") from None
+    except IsADirectoryError:
+        raise _NotARecording("is a directory, not a recording file") from None
+    except OSError as error:
+        raise _NotARecording(f"cannot read it ({error.strerror or error})") from None
+    if not first:
+        raise _NotARecording("the file is empty (a recording starts with a header line)")
+    if not first.strip():
+        raise _NotARecording("the first line is blank (a recording starts with a header line)", 1)
+    try:
+        data = json.loads(first)
+    except (ValueError, RecursionError):
+        data = None
+    if (
+        not isinstance(data, dict)
+        or data.get("type") != "header"
+        or data.get("format") != FORMAT_NAME
+    ):
+        raise _NotARecording(f"this looks like {_what_it_looks_like(first)}", 1)
+    version = data.get("format_version")
+    if type(version) is not int:
+        raise _NotARecording(
+            f"the header has no usable format_version (got {_show(version)})",
+            1,
+            "the file was damaged or written by another tool",
+        )
+    if version not in READABLE_VERSIONS:
+        readable = ", ".join(str(v) for v in READABLE_VERSIONS)
+        newer = version > max(READABLE_VERSIONS)
+        raise _NotARecording(
+            f"recording format version {version} is "
+            + ("newer than this certmatch understands" if newer else "not a valid version")
+            + f" (this certmatch reads version {readable})",
+            1,
+            "upgrade certmatch to read it" if newer else "the header is damaged",
+        )
+    header = RecordingHeader(
+        tool_version=_text_or_unknown(data.get("tool_version")),
+        created=_text_or_unknown(data.get("created")),
+        format=FORMAT_NAME,
+        format_version=version,
+    )
+    problem = validate_line(data)
+    header_problem = None
+    if problem is not None:
+        header_problem = LineProblem(str(path), 1, f"the header line is damaged: {problem}")
+    return header, len(first), header_problem
+
+
+def _text_or_unknown(value: Any) -> str:
+    return value if isinstance(value, str) else "unknown"
+
+
+def _open_for_reading(path: str | Path) -> tuple[Path, RecordingHeader, int, LineProblem | None]:
+    path = Path(path)
+    try:
+        header, offset, problem = _read_header(path)
+    except _NotARecording as error:
+        raise RecordingError(path, f"{error.message}; {error.advice}", error.line) from None
+    return path, header, offset, problem
+
+
+def _parse_line(
+    path: str, number: int, raw: bytes, last: bool
+) -> SessionFacts | LineProblem | None:
+    """One line after the header: a session, a problem, or None for a line that carries nothing."""
+    if not raw.strip():
+        return None
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as error:
+        if last and not raw.endswith(b"\n"):
+            return LineProblem(
+                path,
+                number,
+                "the last line stops in the middle of a record (no newline at its end): the "
+                "writer was probably stopped while writing it; every complete record was read",
+                truncated=True,
+            )
+        why = getattr(error, "msg", None) or str(error)
+        text = raw.rstrip(b"\r\n")
+        cut_short = isinstance(error, json.JSONDecodeError) and error.pos >= len(text) - 1
+        hint = " (the line ends mid-record, as when a writer is stopped)" if cut_short else ""
+        return LineProblem(path, number, f"not valid JSON: {why}{hint}; line skipped")
+    failure = _line_check()(data)
+    if failure is not None:
+        return LineProblem(
+            path, number, f"does not match the recording schema: {_describe(failure)}; line skipped"
+        )
+    if data["type"] == "header":
+        return None  # a valid second header: recordings joined with cat
+    try:
+        return _session_from_line(data)
+    except (TypeError, ValueError) as error:  # defensive: the schema should rule these out
+        return LineProblem(path, number, f"cannot build a session from it ({error}); line skipped")
+
+
+def _iter_body(
+    path: Path, offset: int, header_problem: LineProblem | None
+) -> Iterator[SessionFacts | LineProblem]:
+    if header_problem is not None:
+        yield header_problem
+    name = str(path)
+    with path.open("rb") as file:
+        file.seek(offset)
+        number = 1
+        previous: bytes | None = None
+        # One line of look-ahead, so the last line is known to be the last.
+        for raw in file:
+            if previous is not None:
+                item = _parse_line(name, number, previous, last=False)
+                if item is not None:
+                    yield item
+            number += 1
+            previous = raw
+        if previous is not None:
+            item = _parse_line(name, number, previous, last=True)
+            if item is not None:
+                yield item
+
+
+def iter_recording(path: str | Path) -> Iterator[SessionFacts | LineProblem]:
+    """Sessions and skipped-line problems of a recording, in file order, one at a time.
+
+    The header is checked at once: RecordingError if the file is missing, empty,
+    not a recording, or of a format version this certmatch cannot read.
+    """
+    path, _header, offset, problem = _open_for_reading(path)
+    return _iter_body(path, offset, problem)
+
+
+def read_recording(path: str | Path) -> Recording:
+    """Read a whole recording; bad lines are collected as problems, never fatal."""
+    path, header, offset, problem = _open_for_reading(path)
+    sessions: list[SessionFacts] = []
+    problems: list[LineProblem] = []
+    try:
+        for item in _iter_body(path, offset, problem):
+            if isinstance(item, SessionFacts):
+                sessions.append(item)
+            else:
+                problems.append(item)
+    except OSError as error:
+        raise RecordingError(path, f"reading stopped: {error.strerror or error}") from None
+    return Recording(path=str(path), header=header, sessions=sessions, problems=problems)
+
+
+def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
+    """Files as given, directories replaced by their ``*.jsonl`` files in name order.
+
+    A path that does not exist, or a directory with no recordings, raises RecordingError.
+    A file named twice is listed once.
+    """
+    result: list[Path] = []
+    seen: set[Path] = set()
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            found = sorted(p for p in path.glob("*.jsonl") if p.is_file())
+            if not found:
+                raise RecordingError(
+                    path,
+                    "directory holds no *.jsonl recordings; pass a recording file or "
+                    "the directory the proxy records into",
+                )
+        elif path.exists():
+            found = [path]
+        else:
+            raise RecordingError(path, "no such file or directory; check the path")
+        for file in found:
+            key = file.resolve()
+            if key not in seen:
+                seen.add(key)
+                result.append(file)
+    return result
+
+
+# --- writing ---------------------------------------------------------------------------------
+
+
+class RecordingWriter:
+    """Append-only writer: one line per session, written with a single write call."""
+
+    def __init__(self, path: str | Path, *, tool_version: str) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            starting = b""
+            if self.path.exists() and self.path.stat().st_size > 0:
+                starting = self._check_appendable()
+            else:
+                header = RecordingHeader(
+                    tool_version=tool_version,
+                    created=datetime.now(UTC).isoformat(timespec="seconds"),
+                )
+                starting = _encode_line(header.to_json())
+            # Unbuffered: each line reaches the file in one write(); with O_APPEND two
+            # writers cannot interleave within a line.
+            self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - closed in close()
+        except OSError as error:
+            raise RecordingError(
+                self.path,
+                f"cannot write the recording ({error.strerror or error}); "
+                "choose a writable location",
+            ) from None
+        if starting:
+            self._write(starting)
+
+    def _check_appendable(self) -> bytes:
+        """Refuse someone else's file; return what to write first (a newline after a cut line)."""
+        try:
+            _read_header(self.path)
+        except _NotARecording as error:
+            raise RecordingError(
+                self.path,
+                f"will not append to this file: {error.message}; choose another output file",
+                error.line,
+            ) from None
+        with self.path.open("rb") as file:
+            file.seek(-1, os.SEEK_END)
+            ends_cleanly = file.read(1) == b"\n"
+        # A stopped writer may have left half a line; start afresh so it stays one bad line.
+        return b"" if ends_cleanly else b"\n"
+
+    def _write(self, data: bytes) -> None:
+        with self._lock:
+            if self._file.closed:
+                raise ValueError(f"recording writer for {self.path} is closed")
+            view = memoryview(data)
+            while view:
+                view = view[self._file.write(view) :]
+
+    def write(self, session: SessionFacts) -> None:
+        """Append one session as one line."""
+        self._write(_encode_line(session.to_json()))
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _encode_line(data: dict[str, Any]) -> bytes:
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    # Lone surrogates (bytes smuggled through surrogateescape) become \udcXX escapes,
+    # which is still valid JSON and reads back to the same string.
+    return (text + "\n").encode("utf-8", "backslashreplace")

@@ -1,0 +1,546 @@
+"""Does a presented chain lead to a trusted root, at a given time, ignoring names?
+
+certmatch explains name mismatches; trust is judged separately so that a
+chain problem (expired, self-signed, missing intermediate, ...) is never
+mistaken for a name problem, and the other way round. RFC 7817 §3: mail
+clients check the name only after certification path validation.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import ssl
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.utils import CryptographyDeprecationWarning
+from cryptography.x509.verification import ExtensionPolicy, PolicyBuilder, Store
+
+from certmatch.certificates import ParsedChain, certificate_label
+
+# Tried in order when ssl's default paths do not name an existing bundle.
+FALLBACK_SYSTEM_BUNDLES = (
+    "/etc/ssl/certs/ca-certificates.crt",  # Debian, Ubuntu, Alpine
+    "/etc/pki/tls/certs/ca-bundle.crt",  # Fedora, RHEL
+    "/etc/ssl/cert.pem",  # macOS, BSDs
+)
+
+ProblemId = Literal[
+    "expired",
+    "not-yet-valid",
+    "self-signed",
+    "unknown-issuer",
+    "missing-intermediate",
+    "wrong-order",
+    "malformed-certificate",
+    "no-certificate",
+]
+
+MAX_PATH_LENGTH = 10
+_DER = Encoding.DER
+
+
+class TrustStoreError(Exception):
+    """A CA file could not be used; the message names the file and what to do."""
+
+
+@dataclass(frozen=True)
+class TrustStore:
+    """The root certificates a chain is judged against, and where they came from."""
+
+    roots: tuple[x509.Certificate, ...]
+    sources: tuple[str, ...]  # e.g. "system (/etc/ssl/certs/ca-certificates.crt)", "/path/ca.pem"
+
+    @classmethod
+    def load(cls, ca_files: Sequence[str | Path] = (), *, use_system: bool = True) -> TrustStore:
+        """The system bundle (when ``use_system``) plus every PEM bundle in ``ca_files``.
+
+        Raises TrustStoreError for a CA file that is missing, unreadable or
+        holds no certificate. A machine without a system bundle is not an
+        error: the source then says so, and every chain is judged untrusted.
+        """
+        roots: list[x509.Certificate] = []
+        sources: list[str] = []
+        if use_system:
+            path, system_roots = _system_roots()
+            roots += system_roots
+            sources.append(
+                f"system ({path})" if path else "system (no CA bundle found on this machine)"
+            )
+        for ca_file in ca_files:
+            roots += _read_ca_file(Path(ca_file))
+            sources.append(str(ca_file))
+        unique = {cert.public_bytes(_DER): cert for cert in roots}
+        return cls(tuple(unique.values()), tuple(sources))
+
+    @cached_property
+    def _der(self) -> frozenset[bytes]:
+        return frozenset(cert.public_bytes(_DER) for cert in self.roots)
+
+    @cached_property
+    def _by_subject(self) -> dict[x509.Name, list[x509.Certificate]]:
+        index: dict[x509.Name, list[x509.Certificate]] = {}
+        for cert in self.roots:
+            index.setdefault(cert.subject, []).append(cert)
+        return index
+
+    @cached_property
+    def verifier_store(self) -> Store | None:
+        """The roots as a ``cryptography`` Store (None when there are none: it refuses empty)."""
+        return Store(list(self.roots)) if self.roots else None
+
+    def contains(self, cert: x509.Certificate) -> bool:
+        return cert.public_bytes(_DER) in self._der
+
+    def issuers_of(self, cert: x509.Certificate) -> list[x509.Certificate]:
+        """Roots whose name and key say they signed ``cert``."""
+        return [root for root in self._by_subject.get(cert.issuer, []) if _signed_by(cert, root)]
+
+    def describe(self) -> str:
+        """E.g. "the trust store (144 roots: system (/etc/ssl/certs/ca-certificates.crt))"."""
+        count = f"{len(self.roots)} root{'' if len(self.roots) == 1 else 's'}"
+        return f"the trust store ({count}: {'; '.join(self.sources) or 'no sources'})"
+
+
+@dataclass(frozen=True)
+class TrustProblem:
+    """One reason the chain is not (or not fully) acceptable."""
+
+    id: ProblemId
+    cert_index: int | None  # position in the presented chain; None for a store root or the chain
+    detail: str
+
+
+@dataclass(frozen=True)
+class TrustResult:
+    trusted: bool  # the chain validates to a root in the store at the given time, ignoring names
+    problems: tuple[TrustProblem, ...]
+    validated_path: tuple[str, ...]  # subjects, leaf to root, when trusted
+
+
+def assess_trust(chain: ParsedChain, at: datetime, store: TrustStore) -> TrustResult:
+    """Judge the presented chain against ``store`` at time ``at``, ignoring names; never raises.
+
+    Trust comes from ``cryptography``'s verifier (web PKI rules for the CA
+    certificates, none for the leaf, so names and the leaf's extensions play
+    no part). If the verifier refuses but the chain reaches a root by name
+    and signature with every certificate in date, every issuer a CA and
+    nothing unparseable, the chain is trusted too: the web PKI rules refuse
+    chains that OpenSSL-based clients accept (e.g. a CA without keyUsage),
+    and certmatch would otherwise have no reason to show. The problems come
+    from our own path, built by issuer name and signature through the
+    presented certificates and the store:
+
+    - expired / not-yet-valid: a certificate on the path outside its validity at ``at``.
+    - self-signed: the leaf signed itself and is not in the store.
+    - unknown-issuer: the path ends at a CA (or a self-signed root) that is not in the store.
+    - missing-intermediate: the path ends at a certificate that is not a CA and
+      whose issuer is neither presented nor in the store. This is a heuristic:
+      the server most likely left out its intermediate, but the issuer could
+      also be a private CA nobody here trusts.
+    - wrong-order: the leaf is not first, or the certificates on the path are
+      not presented leaf-to-issuer (RFC 5246 §7.4.2 requires that order; RFC
+      8446 §4.4.2 only the leaf first, and many clients reorder).
+    - malformed-certificate / no-certificate: unparseable entries; an empty chain.
+    """
+    try:
+        return _assess(chain, _as_utc(at), store)
+    except Exception as exc:  # noqa: BLE001 - a judgement must never crash a report
+        detail = f"Trust could not be assessed: {type(exc).__name__}: {exc}"
+        return TrustResult(False, (TrustProblem("malformed-certificate", None, detail),), ())
+
+
+# --- assessment -----------------------------------------------------------------------------
+
+
+def _as_utc(at: datetime) -> datetime:
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
+@dataclass
+class _Step:
+    """One certificate on the path we built: where it came from."""
+
+    cert: x509.Certificate
+    index: int | None  # presented position, None when only the store has it
+    in_store: bool
+
+
+def _assess(chain: ParsedChain, at: datetime, store: TrustStore) -> TrustResult:
+    if not chain.certificates:
+        detail = "The server presented no certificate at all."
+        return TrustResult(False, (TrustProblem("no-certificate", None, detail),), ())
+
+    problems = [
+        TrustProblem("malformed-certificate", s.index, _sentence(s.error))
+        for s in chain.summaries
+        if s.error
+    ]
+    presented = {i: c for i, c in enumerate(chain.certificates) if c is not None}
+    if 0 not in presented:
+        unassessable = "Without a parseable leaf certificate trust cannot be assessed."
+        if problems and problems[0].cert_index == 0:
+            problems[0] = TrustProblem(
+                "malformed-certificate", 0, f"{problems[0].detail} {unassessable}"
+            )
+        else:
+            problems.insert(0, TrustProblem("malformed-certificate", 0, unassessable))
+        return TrustResult(False, tuple(problems), ())
+
+    leaf_index = _find_leaf(presented)
+    path = _build_path(leaf_index, presented, store)
+    verified = _verify(presented, leaf_index, at, store)
+
+    trust_problems = _path_end_problems(path, store) or _non_ca_issuer_problems(path)
+    time_problems = _time_problems(path, at)
+    if verified is not None:
+        # The verifier found a path in date to a root; ours may have taken a detour.
+        trusted, shown = True, verified
+        trust_problems, time_problems = [], []
+    else:
+        trusted = (
+            not trust_problems
+            and not time_problems
+            and not any(chain.summaries[s.index].error for s in path if s.index is not None)
+        )
+        shown = [s.cert for s in path] if trusted else []
+
+    problems += trust_problems
+    problems += _order_problems(path, leaf_index, chain)
+    problems += time_problems
+    return TrustResult(trusted, tuple(problems), tuple(_subject(c) for c in shown))
+
+
+def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """Issuer name matches and the signature verifies with the issuer's key."""
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except Exception:  # noqa: BLE001 - name mismatch, bad signature, unsupported key: all "no"
+        return False
+    return True
+
+
+def _find_leaf(presented: dict[int, x509.Certificate]) -> int:
+    """Index 0, unless it certifies another presented certificate and someone else does not."""
+
+    def issues_another(i: int) -> bool:
+        return any(j != i and _signed_by(other, presented[i]) for j, other in presented.items())
+
+    if not issues_another(0):
+        return 0
+    ends = [i for i in presented if not issues_another(i)]
+    non_ca = [i for i in ends if not _is_ca(presented[i])]
+    return (non_ca or ends or [0])[0]
+
+
+def _build_path(
+    leaf_index: int, presented: dict[int, x509.Certificate], store: TrustStore
+) -> list[_Step]:
+    """Follow issuer name and signature from the leaf, preferring store roots."""
+    by_der = {cert.public_bytes(_DER): i for i, cert in presented.items()}
+    path = [_Step(presented[leaf_index], leaf_index, store.contains(presented[leaf_index]))]
+    used = {leaf_index}
+    while not path[-1].in_store and len(path) < MAX_PATH_LENGTH:
+        current = path[-1].cert
+        roots = store.issuers_of(current)
+        if roots:
+            root = roots[0]
+            path.append(_Step(root, by_der.get(root.public_bytes(_DER)), True))
+            break
+        candidates = [i for i, c in presented.items() if i not in used and _signed_by(current, c)]
+        if not candidates:
+            break
+        used.add(candidates[0])
+        cert = presented[candidates[0]]
+        path.append(_Step(cert, candidates[0], store.contains(cert)))
+    return path
+
+
+def _verify(
+    presented: dict[int, x509.Certificate], leaf_index: int, at: datetime, store: TrustStore
+) -> list[x509.Certificate] | None:
+    """The verifier's path, or None when it refuses.
+
+    A client verifier with a permit-all leaf policy checks everything about
+    the path except names and the leaf's own extensions (a server verifier
+    always matches a name and requires a subjectAltName).
+    """
+    if store.verifier_store is None:
+        return None
+    verifier = (
+        PolicyBuilder()
+        .store(store.verifier_store)
+        .time(at)
+        .extension_policies(
+            ca_policy=ExtensionPolicy.webpki_defaults_ca(),
+            ee_policy=ExtensionPolicy.permit_all(),
+        )
+        .build_client_verifier()
+    )
+    intermediates = [c for i, c in presented.items() if i != leaf_index]
+    try:
+        return verifier.verify(presented[leaf_index], intermediates).chain
+    except Exception:  # noqa: BLE001 - VerificationError, or ValueError on odd input
+        return None
+
+
+def _path_end_problems(path: list[_Step], store: TrustStore) -> list[TrustProblem]:
+    last = path[-1]  # never a store root here, so always a presented certificate
+    if last.in_store:
+        return []
+    if len(path) == 1 and _is_self_signed(last.cert):
+        return [
+            TrustProblem(
+                "self-signed",
+                last.index,
+                f"The leaf certificate {_name(last.cert)} is self-signed and is not in "
+                f"{store.describe()}; a client accepts it only if the user pins or imports it.",
+            )
+        ]
+    if _is_self_signed(last.cert):
+        return [
+            TrustProblem(
+                "unknown-issuer",
+                last.index,
+                f"The chain ends in the self-signed root {_name(last.cert)} ({_where(last)}), "
+                f"which is not in {store.describe()}.",
+            )
+        ]
+    issuer = _issuer_name(last.cert)
+    if _is_ca(last.cert):
+        return [
+            TrustProblem(
+                "unknown-issuer",
+                last.index,
+                f"The chain ends at the CA certificate {_name(last.cert)} ({_where(last)}); its "
+                f"issuer {issuer} was not sent by the server and is not in {store.describe()}.",
+            )
+        ]
+    return [
+        TrustProblem(
+            "missing-intermediate",
+            last.index,
+            f"The server sent {_name(last.cert)} ({_where(last)}) but not the certificate of "
+            f"its issuer {issuer}, and that issuer is not in {store.describe()} either: most "
+            "likely the server is not configured to send its intermediate certificate (or the "
+            "issuer is a private CA that is not trusted here).",
+        )
+    ]
+
+
+def _non_ca_issuer_problems(path: list[_Step]) -> list[TrustProblem]:
+    """Store roots are trusted as they are; any other issuer must say CA:TRUE."""
+    return [
+        TrustProblem(
+            "unknown-issuer",
+            issuer.index,
+            f"{_name(child.cert)} is signed by {_name(issuer.cert)} ({_where(issuer)}), "
+            "which is not a CA certificate (basicConstraints CA is not true), so no "
+            "client accepts it as an issuer.",
+        )
+        for child, issuer in itertools.pairwise(path)
+        if not issuer.in_store and not _is_ca(issuer.cert)
+    ]
+
+
+def _order_problems(path: list[_Step], leaf_index: int, chain: ParsedChain) -> list[TrustProblem]:
+    indices = [s.index for s in path if s.index is not None]
+    in_order = leaf_index == 0 and all(a < b for a, b in itertools.pairwise(indices))
+    if in_order:
+        return []
+    presented = ", ".join(
+        f"{i}: {s.subject or '(unparseable)'}" for i, s in enumerate(chain.summaries)
+    )
+    expected = " -> ".join(f"{_name(s.cert)}" for s in path if s.index is not None)
+    first = (
+        "The leaf certificate is not the first one sent"
+        if leaf_index != 0
+        else "The certificates are not sent leaf first, each followed by its issuer"
+    )
+    return [
+        TrustProblem(
+            "wrong-order",
+            leaf_index if leaf_index != 0 else None,
+            f"{first}: the server sent [{presented}], the path is {expected}. "
+            "TLS 1.2 requires that order (RFC 5246 §7.4.2); TLS 1.3 only the leaf first "
+            "(RFC 8446 §4.4.2). Many clients reorder, some refuse.",
+        )
+    ]
+
+
+def _time_problems(path: list[_Step], at: datetime) -> list[TrustProblem]:
+    problems: list[TrustProblem] = []
+    for position, step in enumerate(path):
+        cert = step.cert
+        try:
+            start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
+        except Exception:  # noqa: BLE001, S112 - reported as malformed elsewhere
+            continue
+        role = _role(position, len(path), step)
+        window = f"valid from {_when(start)} to {_when(end)}"
+        if at > end:
+            problems.append(
+                TrustProblem(
+                    "expired",
+                    step.index,
+                    f"The {role} {_name(cert)} expired on {_when(end)} ({window}); "
+                    f"checked at {_when(at)}.",
+                )
+            )
+        elif at < start:
+            problems.append(
+                TrustProblem(
+                    "not-yet-valid",
+                    step.index,
+                    f"The {role} {_name(cert)} is not valid until {_when(start)} ({window}); "
+                    f"checked at {_when(at)}. If that date is right, a clock is wrong.",
+                )
+            )
+    return problems
+
+
+# --- small helpers ----------------------------------------------------------------------------
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except Exception:  # noqa: BLE001 - absent or unparseable: not a CA
+        return False
+
+
+def _is_self_signed(cert: x509.Certificate) -> bool:
+    try:
+        return cert.subject == cert.issuer and _signed_by(cert, cert)
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _subject(cert: x509.Certificate) -> str:
+    try:
+        return cert.subject.rfc4514_string()
+    except Exception:  # noqa: BLE001
+        return ""
+
+
+def _name(cert: x509.Certificate) -> str:
+    """A subject quoted for a sentence."""
+    text = _subject(cert)
+    return f"'{text}'" if text else "(empty or unparseable subject)"
+
+
+def _issuer_name(cert: x509.Certificate) -> str:
+    try:
+        return f"'{cert.issuer.rfc4514_string()}'"
+    except Exception:  # noqa: BLE001
+        return "(unparseable issuer)"
+
+
+def _role(position: int, length: int, step: _Step) -> str:
+    if position == 0:
+        return "leaf certificate"
+    if step.in_store and position == length - 1:
+        return "root certificate"
+    return "intermediate certificate"
+
+
+def _where(step: _Step) -> str:
+    if step.index is None:
+        return "from the trust store"
+    return f"the server's {certificate_label(step.index)}"
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _sentence(error: str | None) -> str:
+    text = (error or "could not be parsed").rstrip(".")
+    return text[:1].upper() + text[1:] + "."
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+
+@functools.cache
+def _system_roots() -> tuple[str | None, tuple[x509.Certificate, ...]]:
+    """The first system CA bundle found, parsed once per process."""
+    defaults = ssl.get_default_verify_paths()
+    for candidate in (defaults.cafile, defaults.openssl_cafile, *FALLBACK_SYSTEM_BUNDLES):
+        if not candidate:
+            continue
+        try:
+            data = Path(candidate).read_bytes()
+        except OSError:
+            continue
+        certs = [cert for cert in _pem_certificates(data) if cert is not None]
+        if certs:
+            return candidate, tuple(certs)
+    return None, ()
+
+
+_PEM_BEGIN = b"-----BEGIN CERTIFICATE-----"
+_PEM_END = b"-----END CERTIFICATE-----"
+
+
+def _pem_certificates(data: bytes) -> list[x509.Certificate | None]:
+    """Each PEM certificate block parsed on its own (None where it fails).
+
+    One odd root must not sink a whole bundle, which is what
+    ``load_pem_x509_certificates`` would do.
+    """
+    results: list[x509.Certificate | None] = []
+    start = data.find(_PEM_BEGIN)
+    while start != -1:
+        end = data.find(_PEM_END, start)
+        if end == -1:
+            results.append(None)
+            break
+        block = data[start : end + len(_PEM_END)]
+        with warnings.catch_warnings():
+            # Some trusted roots have a non-positive serial; cryptography warns about it.
+            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+            try:
+                results.append(x509.load_pem_x509_certificate(block))
+            except ValueError:
+                results.append(None)
+        start = data.find(_PEM_BEGIN, end)
+    return results
+
+
+def _read_ca_file(path: Path) -> list[x509.Certificate]:
+    advice = "pass a PEM file with one or more CA certificates"
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise TrustStoreError(f"CA file {path}: no such file; {advice}") from None
+    except IsADirectoryError:
+        raise TrustStoreError(f"CA file {path}: is a directory; {advice}") from None
+    except OSError as exc:
+        raise TrustStoreError(
+            f"CA file {path}: cannot read it ({exc.strerror}); {advice}"
+        ) from None
+    parsed = _pem_certificates(data)
+    broken = [str(n) for n, cert in enumerate(parsed, 1) if cert is None]
+    if broken:
+        raise TrustStoreError(
+            f"CA file {path}: certificate block {', '.join(broken)} could not be parsed; "
+            f"fix or remove it, and {advice}"
+        )
+    if not parsed:
+        hint = ""
+        try:
+            x509.load_der_x509_certificate(data)
+            hint = f" (it looks like DER: convert it with 'openssl x509 -inform der -in {path}')"
+        except ValueError:
+            pass
+        raise TrustStoreError(f"CA file {path}: no PEM certificate found{hint}; {advice}")
+    return [cert for cert in parsed if cert is not None]

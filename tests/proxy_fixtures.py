@@ -1,0 +1,156 @@
+"""Run mitmproxy with the certmatch capture addon, in-process or as a real mitmdump.
+
+In-process (a thread with its own event loop) is fast and lets a test
+inject a failure into the addon; ``mitmdump_process`` runs the stock
+``mitmdump -s addons/capture.py`` exactly as the README tells users to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mitmproxy import options
+from mitmproxy.tools.dump import DumpMaster
+
+from addons.capture import CertmatchCapture
+from certmatch.recording import read_recording
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class RunningProxy:
+    port: int
+    record: Path
+    confdir: Path
+    addon: CertmatchCapture | None = None
+    log: list[str] = field(default_factory=list)
+
+    @property
+    def ca_file(self) -> Path:
+        """The proxy's CA certificate, which clients must trust."""
+        return self.confdir / "mitmproxy-ca-cert.pem"
+
+    def sessions(self, expected: int = 1, timeout: float = 5.0):
+        """The recorded sessions, once at least ``expected`` are there."""
+        deadline = time.monotonic() + timeout
+        while True:
+            recording = read_recording(self.record) if self.record.exists() else None
+            sessions = recording.sessions if recording else []
+            if len(sessions) >= expected or time.monotonic() > deadline:
+                return sessions
+            time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def inprocess_proxy(
+    tmp: Path,
+    mode: str,
+    *,
+    addon: CertmatchCapture | None = None,
+    **certmatch_options: object,
+) -> Iterator[RunningProxy]:
+    """mitmproxy with the capture addon in a background thread, listening on a free port."""
+    confdir = tmp / "mitmproxy"
+    record = tmp / "session.jsonl"
+    addon = addon or CertmatchCapture()
+    ready = threading.Event()
+    state: dict[str, object] = {}
+
+    async def run() -> None:
+        opts = options.Options(
+            mode=[mode], listen_host="127.0.0.1", listen_port=0, confdir=str(confdir)
+        )
+        master = DumpMaster(opts, with_termlog=False, with_dumper=False)
+        master.addons.add(addon)
+        settings = {"certmatch_record": str(record)}
+        settings.update({f"certmatch_{k}": v for k, v in certmatch_options.items()})
+        opts.update(**settings)
+        state["master"] = master
+        state["loop"] = asyncio.get_running_loop()
+        task = asyncio.create_task(master.run())
+        proxyserver = master.addons.get("proxyserver")
+        for _ in range(500):
+            servers = list(proxyserver.servers)
+            if servers and servers[0].listen_addrs:
+                state["port"] = servers[0].listen_addrs[0][1]
+                break
+            await asyncio.sleep(0.01)
+        ready.set()
+        await task
+
+    thread = threading.Thread(target=lambda: asyncio.run(run()), daemon=True)
+    thread.start()
+    if not ready.wait(10) or "port" not in state:
+        raise RuntimeError("mitmproxy did not start listening within 10 s")
+    proxy = RunningProxy(int(state["port"]), record, confdir, addon)  # type: ignore[arg-type]
+    try:
+        yield proxy
+    finally:
+        loop = state["loop"]
+        master = state["master"]
+        loop.call_soon_threadsafe(master.shutdown)  # type: ignore[attr-defined]
+        thread.join(10)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+@contextlib.contextmanager
+def private_hosts(tmp: Path, names: list[str]) -> Iterator[list[str]]:
+    """A command prefix that runs a program with its own /etc/hosts mapping ``names`` to loopback.
+
+    Uses a private mount namespace (root), so the machine's /etc/hosts is untouched.
+    """
+    hosts = tmp / "hosts"
+    hosts.write_text("127.0.0.1 localhost\n" + "".join(f"127.0.0.1 {n}\n" for n in names))
+    yield ["unshare", "-m", "sh", "-c", f'mount --bind "{hosts}" /etc/hosts && exec "$0" "$@"']
+
+
+@contextlib.contextmanager
+def mitmdump_process(
+    tmp: Path, argv: list[str], *, prefix: list[str] = (), port: int
+) -> Iterator[subprocess.Popen]:
+    """Run a command (mitmdump or certmatch proxy) until the test is done; its output goes to tmp/proxy.log."""
+    log = (tmp / "proxy.log").open("wb")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [*prefix, *argv], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )
+    try:
+        wait_for_port(port)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def venv_bin(name: str) -> str:
+    return str(Path(sys.executable).parent / name)

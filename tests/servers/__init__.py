@@ -1,0 +1,28 @@
+"""Real mail and directory servers on loopback for certmatch's tests.
+
+Each module starts one kind of server (dovecot, aiosmtpd, slapd) with
+certificates minted by the tests; ``clients`` holds real clients that dial
+loopback but ask for a host name. The pytest fixtures live in tests/conftest.py.
+"""
+
+from .certs import CertFiles, CertSpec, MintedPki, mint_all
+from .dovecot import DovecotServer, start_dovecot
+from .process import MissingSystemPackage, ServerStartError
+from .slapd import SlapdServer, start_slapd
+from .smtp import ReceivedMessage, SmtpServer, start_smtp
+
+__all__ = [
+    "CertFiles",
+    "CertSpec",
+    "DovecotServer",
+    "MintedPki",
+    "MissingSystemPackage",
+    "ReceivedMessage",
+    "ServerStartError",
+    "SlapdServer",
+    "SmtpServer",
+    "mint_all",
+    "start_dovecot",
+    "start_slapd",
+    "start_smtp",
+]
