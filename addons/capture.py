@@ -22,7 +22,9 @@ No hook here lets an exception escape: a failure in analysis or writing is
 logged, noted in the session record, and traffic flows on.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: mitmproxy loads this file as a
+# script without registering it in sys.modules, and dataclasses then cannot
+# resolve string annotations.
 
 import asyncio
 import base64
@@ -42,7 +44,7 @@ from OpenSSL import SSL, crypto
 
 import certmatch
 from certmatch import diagnosis, protocols
-from certmatch.facts import SessionFacts
+from certmatch.facts import SessionFacts, StartTlsFacts
 from certmatch.probe import probe_with_sni
 from certmatch.recording import RecordingError, RecordingWriter
 from certmatch.trust import TrustStore, TrustStoreError
@@ -60,7 +62,7 @@ def _never_raises(hook: F) -> F:
     if asyncio.iscoroutinefunction(hook):
 
         @functools.wraps(hook)
-        async def async_wrapper(self: CertmatchCapture, data: Any) -> None:
+        async def async_wrapper(self: "CertmatchCapture", data: Any) -> None:
             try:
                 await hook(self, data)
             except Exception as exc:  # noqa: BLE001 - the session must survive our bugs
@@ -69,13 +71,28 @@ def _never_raises(hook: F) -> F:
         return async_wrapper  # type: ignore[return-value]
 
     @functools.wraps(hook)
-    def wrapper(self: CertmatchCapture, data: Any) -> None:
+    def wrapper(self: "CertmatchCapture", data: Any) -> None:
         try:
             hook(self, data)
         except Exception as exc:  # noqa: BLE001 - the session must survive our bugs
             self._internal_error(hook.__name__, data, exc)
 
     return wrapper  # type: ignore[return-value]
+
+
+@dataclass
+class StartTlsUpgrade:
+    """What a STARTTLS layer tells this addon about the plaintext phase of a connection."""
+
+    protocol: str
+    facts: StartTlsFacts
+
+
+# Filled by the STARTTLS layer (addons/starttls.py) before it starts the TLS
+# layers, keyed by client connection id; the entry is removed when the
+# client disconnects. The same StartTlsFacts object is shared, so findings
+# made after the handshake (e.g. injected bytes) reach the record.
+STARTTLS_UPGRADES: dict[str, StartTlsUpgrade] = {}
 
 
 @dataclass
@@ -167,24 +184,17 @@ class CertmatchCapture:
     def tls_clienthello(self, data: tls.ClientHelloData) -> None:
         context = data.context
         hello = data.client_hello
-        facts = SessionFacts(
-            id=uuid.uuid4().hex,
-            started=datetime.now(UTC).isoformat(timespec="milliseconds"),
-            client_address=_format_address(context.client.peername),
-            proxy_mode=context.client.proxy_mode.full_spec,
-            sni=hello.sni,
-            client_alpn=[p.decode("ascii", "replace") for p in hello.alpn_protocols],
-            client_tls_versions=protocols.offered_tls_versions(
-                hello.extensions, _legacy_version(hello)
-            ),
+        facts = _new_facts(context.client, context.server, hello.sni)
+        facts.client_alpn = [p.decode("ascii", "replace") for p in hello.alpn_protocols]
+        facts.client_tls_versions = protocols.offered_tls_versions(
+            hello.extensions, _legacy_version(hello)
         )
         server = context.server
-        if server.address:
-            facts.server_address = _format_address(server.address)
-            facts.protocol = protocols.protocol_from_port(server.address[1])
-        facts.requested_host, facts.requested_host_source = _requested_host(
-            context, hello.sni, ctx.options.certmatch_host
-        )
+        upgrade = STARTTLS_UPGRADES.get(context.client.id)
+        if upgrade is not None:
+            facts.tls_kind = "starttls"
+            facts.protocol = upgrade.protocol
+            facts.starttls = upgrade.facts
         self.pending[context.client.id] = _Pending(facts)
 
         # See the server's certificate before answering the client, so that
@@ -242,10 +252,17 @@ class CertmatchCapture:
 
     @_never_raises
     def server_connect_error(self, data: server_hooks.ServerConnectionHookData) -> None:
+        error = f"cannot connect: {data.server.error or 'connection failed'}"
         pending = self.pending.get(data.client.id)
         if pending is None:
+            # Reverse mode dials before the client's ClientHello: without a
+            # record here, an unreachable server would leave no trace.
+            pending = _Pending(_new_facts(data.client, data.server, None))
+            pending.facts.server_error = error
+            pending.facts.action = "block"
+            self._write(pending)
             return
-        pending.facts.server_error = f"cannot connect: {data.server.error or 'connection failed'}"
+        pending.facts.server_error = error
         self._judge(pending)
 
     @_never_raises
@@ -317,9 +334,29 @@ class CertmatchCapture:
 
     @_never_raises
     def client_disconnected(self, client: connection.Client) -> None:
+        STARTTLS_UPGRADES.pop(client.id, None)
         pending = self.pending.pop(client.id, None)
         if pending is not None:
             self._write(pending)
+
+    def record_without_tls(
+        self, client: connection.Client, server: connection.Server, upgrade: StartTlsUpgrade
+    ) -> None:
+        """Record a STARTTLS connection that never reached a TLS handshake.
+
+        Called by the STARTTLS layer when the server did not offer the
+        upgrade, refused it, or the plaintext phase broke off.
+        """
+        try:
+            facts = _new_facts(client, server, None)
+            facts.protocol = upgrade.protocol
+            facts.tls_kind = "starttls"
+            facts.starttls = upgrade.facts
+            pending = _Pending(facts)
+            self.pending.pop(client.id, None)
+            self._write(pending)
+        except Exception as exc:  # noqa: BLE001
+            self._internal_error("record_without_tls", None, exc)
 
     # -- internals ---------------------------------------------------------
 
@@ -386,6 +423,28 @@ class CertmatchCapture:
             pending.facts.notes.append(f"internal error in {hook}: {type(exc).__name__}: {exc}")
 
 
+def _new_facts(
+    client: connection.Client, server: connection.Server, sni: str | None
+) -> SessionFacts:
+    """The facts every session starts with: who, where, and what was asked for."""
+    facts = SessionFacts(
+        id=uuid.uuid4().hex,
+        started=datetime.now(UTC).isoformat(timespec="milliseconds"),
+        client_address=_format_address(client.peername),
+        proxy_mode=client.proxy_mode.full_spec,
+        sni=sni,
+    )
+    if server.address:
+        facts.server_address = _format_address(server.address)
+        facts.protocol = protocols.protocol_from_port(server.address[1])
+    if server.peername:
+        facts.server_ip = server.peername[0]
+    facts.requested_host, facts.requested_host_source = _requested_host(
+        client, server, sni, ctx.options.certmatch_host
+    )
+    return facts
+
+
 def _set_faithful_sni(server: connection.Server, client_sni: str | None) -> None:
     """Make the upstream handshake send the client's SNI, or none when it sent none.
 
@@ -406,15 +465,15 @@ def _set_faithful_sni(server: connection.Server, client_sni: str | None) -> None
 
 
 def _requested_host(
-    context: Any, sni: str | None, configured: str
+    client: connection.Client, server: connection.Server, sni: str | None, configured: str
 ) -> tuple[str | None, str]:
     """The name the client asked for, and where certmatch learned it."""
     if sni:
         return sni, "sni"
     if configured:
         return configured, "option"
-    mode = context.client.proxy_mode
-    address = context.server.address
+    mode = client.proxy_mode
+    address = server.address
     if isinstance(mode, mode_specs.ReverseMode):
         return mode.address[0], "reverse-target"
     host = address[0] if address else None

@@ -209,6 +209,8 @@ def diagnose(facts: SessionFacts, store: TrustStore) -> Diagnosis:
     return _build(facts, verdict, found, identity, trust, summaries, parsed)
 
 
+_CAUSES_EVEN_WHEN_MATCHING = frozenset({"nul-in-name", "trailing-dot", "idn-form"})
+
 # Identity flags that are reported under a broader cause.
 _FLAG_ALIASES = {
     "wildcard-not-leftmost": "wildcard-partial",
@@ -219,6 +221,9 @@ _FLAG_ALIASES = {
 
 def _identity_findings(identity: IdentityResult, found: dict[str, tuple[str, str]]) -> None:
     flags = {_FLAG_ALIASES.get(flag, flag) for flag in identity.flags}
+    if identity.verdict == "match":
+        # A name that matched needs no explaining; only advisories and attacks remain.
+        flags &= _CAUSES_EVEN_WHEN_MATCHING
     for cid in _IDENTITY_CAUSES:
         if cid not in flags:
             continue

@@ -58,6 +58,7 @@ def inprocess_proxy(
     mode: str,
     *,
     addon: CertmatchCapture | None = None,
+    extra_addons: tuple[object, ...] = (),
     **certmatch_options: object,
 ) -> Iterator[RunningProxy]:
     """mitmproxy with the capture addon in a background thread, listening on a free port."""
@@ -72,7 +73,7 @@ def inprocess_proxy(
             mode=[mode], listen_host="127.0.0.1", listen_port=0, confdir=str(confdir)
         )
         master = DumpMaster(opts, with_termlog=False, with_dumper=False)
-        master.addons.add(addon)
+        master.addons.add(addon, *extra_addons)
         settings = {"certmatch_record": str(record)}
         settings.update({f"certmatch_{k}": v for k, v in certmatch_options.items()})
         opts.update(**settings)
