@@ -214,7 +214,16 @@ class CertmatchCapture:
     @_never_raises
     def tls_start_server(self, data: tls.TlsData) -> None:
         pending = self.pending.get(data.context.client.id)
-        if pending is None or data.ssl_conn is None:
+        if pending is None:
+            return
+        if data.ssl_conn is None:
+            # Loaded as a script (-s), this hook runs before mitmproxy's own
+            # tlsconfig; let it build the connection now, as it would have.
+            _set_faithful_sni(data.conn, pending.facts.sni)
+            tlsconfig = ctx.master.addons.get("tlsconfig")
+            if tlsconfig is not None:
+                tlsconfig.tls_start_server(data)
+        if data.ssl_conn is None:
             return
         # certmatch judges the chain itself; OpenSSL's verdict must not abort
         # the handshake (stock mitmproxy then crashes or hangs the client).
@@ -285,8 +294,7 @@ class CertmatchCapture:
                 f"certmatch: closing the client connection for {pending.facts.requested_host} "
                 f"({why}; certmatch_on_mismatch={ctx.options.certmatch_on_mismatch})."
             )
-            # No TLS context for the client: mitmproxy closes the connection.
-            data.ssl_conn = None
+            data.ssl_conn = _refusing_connection()
             self._write(pending)
         else:
             pending.facts.action = "pass"
@@ -299,8 +307,8 @@ class CertmatchCapture:
     @_never_raises
     def tls_failed_client(self, data: tls.TlsData) -> None:
         pending = self.pending.get(data.context.client.id)
-        if pending is None:
-            return
+        if pending is None or pending.facts.action == "block":
+            return  # a blocked client fails its handshake by our doing, not its own
         pending.facts.client_error = data.conn.error or "the client aborted the TLS handshake"
         self._judge(pending)
         self._write(pending)
@@ -482,6 +490,19 @@ def _requested_host(
     if isinstance(mode, mode_specs.RegularMode):
         return host, "http-connect"
     return host, "unknown"
+
+
+def _refusing_connection() -> SSL.Connection:
+    """A server-side TLS connection with no certificate: it answers any ClientHello with a
+    handshake_failure alert, so the client stops before any mail is exchanged.
+
+    Providing a connection (rather than none) keeps mitmproxy's tlsconfig from
+    building a working one, whichever order the addons run in.
+    """
+    context = SSL.Context(SSL.TLS_SERVER_METHOD)
+    connection = SSL.Connection(context)
+    connection.set_accept_state()
+    return connection
 
 
 def _peer_chain(ssl_conn: SSL.Connection | None) -> list[str]:

@@ -1,0 +1,183 @@
+"""The addon in stock mitmdump and through ``certmatch proxy``, in regular, SOCKS5 and reverse modes.
+
+Regular and SOCKS5 modes make the proxy resolve the host name the client
+asked for, so mitmdump runs with a private /etc/hosts (a mount namespace)
+that maps the test names to loopback.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from proxy_fixtures import REPO, free_port, mitmdump_process, private_hosts, venv_bin
+from servers.clients import s_client
+
+from certmatch.diagnosis import diagnose
+from certmatch.recording import read_recording
+from certmatch.trust import TrustStore
+
+pytestmark = pytest.mark.timeout(90)
+
+NAMES = ["imap.example.test", "wrong.example.test", "a.b.example.test", "example.test"]
+
+
+def _sessions(record: Path, expected: int, timeout: float = 5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if record.exists():
+            sessions = read_recording(record).sessions
+            if len(sessions) >= expected:
+                return sessions
+        time.sleep(0.05)
+    return read_recording(record).sessions if record.exists() else []
+
+
+def _curl(args: list[str], cafile: Path, user: str, password: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["curl", "--silent", "--show-error", "--max-time", "10", "--cacert", str(cafile),
+         "--user", f"{user}:{password}", *args],
+        capture_output=True, check=False, timeout=20,
+    )
+
+
+@pytest.fixture
+def store(pki) -> TrustStore:
+    return TrustStore.load([pki.root_ca])
+
+
+@pytest.mark.parametrize(
+    ("mode", "curl_proxy", "source"),
+    [
+        ("regular", "--proxy", "http-connect"),
+        ("socks5", "--socks5-hostname", "socks5"),
+    ],
+)
+def test_curl_through_mitmdump_in_forward_modes(
+    mode, curl_proxy, source, tmp_path, dovecot, pki, store
+):
+    port = free_port()
+    record = tmp_path / "rec.jsonl"
+    conf = tmp_path / "conf"
+    argv = [
+        venv_bin("mitmdump"), "--listen-host", "127.0.0.1", "--listen-port", str(port),
+        "--mode", mode, "--set", f"confdir={conf}",
+        "-s", str(REPO / "addons" / "capture.py"),
+        "--set", f"certmatch_record={record}", "--set", f"certmatch_ca_file={pki.root_ca}",
+    ]
+    with private_hosts(tmp_path, NAMES) as prefix, mitmdump_process(
+        tmp_path, argv, prefix=prefix, port=port
+    ):
+        ok = _curl(
+            [curl_proxy, f"127.0.0.1:{port}",
+             f"imaps://imap.example.test:{dovecot.imaps_port}/INBOX;UID=1"],
+            conf / "mitmproxy-ca-cert.pem", dovecot.user, dovecot.password,
+        )
+        wrong = _curl(
+            [curl_proxy, f"127.0.0.1:{port}",
+             f"imaps://wrong.example.test:{dovecot.imaps_port}/INBOX;UID=1"],
+            conf / "mitmproxy-ca-cert.pem", dovecot.user, dovecot.password,
+        )
+        sessions = _sessions(record, 2)
+    assert ok.returncode == 0, ok.stderr
+    assert b"known message body" in ok.stdout
+    assert wrong.returncode == 0, "pass mode lets the engineer watch a failing session"
+    by_host = {s.requested_host: s for s in sessions}
+    assert set(by_host) == {"imap.example.test", "wrong.example.test"}
+    good, bad = by_host["imap.example.test"], by_host["wrong.example.test"]
+    assert good.sni == "imap.example.test" and good.requested_host_source == "sni"
+    assert good.proxy_mode == mode
+    assert good.server_address == f"imap.example.test:{dovecot.imaps_port}"
+    assert good.server_ip == "127.0.0.1"
+    assert diagnose(good, store).verdict == "match"
+    assert diagnose(bad, store).primary.id == "name-not-in-certificate"
+
+
+def test_socks5_with_an_ip_literal(tmp_path, dovecot, pki, store):
+    port = free_port()
+    record = tmp_path / "rec.jsonl"
+    conf = tmp_path / "conf"
+    argv = [
+        venv_bin("mitmdump"), "--listen-host", "127.0.0.1", "--listen-port", str(port),
+        "--mode", "socks5", "--set", f"confdir={conf}",
+        "-s", str(REPO / "addons" / "capture.py"),
+        "--set", f"certmatch_record={record}", "--set", f"certmatch_ca_file={pki.root_ca}",
+    ]
+    with mitmdump_process(tmp_path, argv, port=port):
+        _curl(
+            ["--socks5", f"127.0.0.1:{port}", f"imaps://127.0.0.1:{dovecot.imaps_port}/INBOX;UID=1"],
+            conf / "mitmproxy-ca-cert.pem", dovecot.user, dovecot.password,
+        )
+        sessions = _sessions(record, 1)
+    facts = sessions[0]
+    assert facts.sni is None  # curl sends no SNI for an IP literal (RFC 6066 §3)
+    assert facts.requested_host == "127.0.0.1"
+    assert facts.requested_host_source == "socks5"
+    assert facts.upstream_sni is None
+    result = diagnose(facts, store)
+    assert result.primary.id == "ip-not-in-certificate"
+    assert "mail.example.test" in result.primary.fix  # names the host name to use instead
+
+
+def test_certmatch_proxy_command(tmp_path, dovecot, pki, store):
+    port = free_port()
+    record = tmp_path / "rec.jsonl"
+    conf = tmp_path / "conf"
+    argv = [
+        venv_bin("certmatch"), "proxy",
+        "--mode", f"reverse:tls://127.0.0.1:{dovecot.imaps_port}",
+        "--record", str(record), "--listen-port", str(port), "--confdir", str(conf),
+        "--ca-file", str(pki.root_ca), "--host", "alt.example.test",
+    ]
+    with mitmdump_process(tmp_path, argv, port=port):
+        s_client(port, servername=None, cafile=conf / "mitmproxy-ca-cert.pem")
+        s_client(port, servername="wrong.example.test", cafile=conf / "mitmproxy-ca-cert.pem")
+        sessions = _sessions(record, 2)
+    log = (tmp_path / "proxy.log").read_text()
+    assert "recording to" in log
+    assert "no-sni-default-certificate" in log and "name-not-in-certificate" in log
+    causes = sorted(diagnose(s, store).primary.id for s in sessions)
+    assert causes == ["name-not-in-certificate", "no-sni-default-certificate"]
+    assert all(s.proxy_mode.startswith("reverse:tls://") for s in sessions)
+
+
+def test_certmatch_proxy_refuses_a_bad_ca_file(tmp_path):
+    done = subprocess.run(
+        [venv_bin("certmatch"), "proxy", "--mode", "regular", "--record", str(tmp_path / "r.jsonl"),
+         "--ca-file", str(tmp_path / "missing.pem")],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert done.returncode == 2
+    assert "missing.pem" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_block_in_mitmdump_script_mode(tmp_path, dovecot, pki):
+    """Loaded with -s, the addon's hooks run before mitmproxy's tlsconfig: block must still hold."""
+    port = free_port()
+    record = tmp_path / "rec.jsonl"
+    conf = tmp_path / "conf"
+    argv = [
+        venv_bin("mitmdump"), "--listen-host", "127.0.0.1", "--listen-port", str(port),
+        "--mode", f"reverse:tls://127.0.0.1:{dovecot.imaps_port}", "--set", f"confdir={conf}",
+        "-s", str(REPO / "addons" / "capture.py"),
+        "--set", f"certmatch_record={record}", "--set", f"certmatch_ca_file={pki.root_ca}",
+        "--set", "certmatch_on_mismatch=block",
+    ]
+    with mitmdump_process(tmp_path, argv, port=port):
+        blocked = s_client(port, servername="wrong.example.test", cafile=conf / "mitmproxy-ca-cert.pem")
+        passed = s_client(port, servername="imap.example.test", cafile=conf / "mitmproxy-ca-cert.pem")
+        sessions = _sessions(record, 2)
+    assert blocked.chain == []  # the client never got a certificate
+    assert passed.verify_code == 0 and passed.chain
+    assert [(s.requested_host, s.action) for s in sessions] == [
+        ("wrong.example.test", "block"),
+        ("imap.example.test", "pass"),
+    ]
+    assert all(s.client_error is None for s in sessions)
+    log = (tmp_path / "proxy.log").read_text()
+    assert "closing the client connection for wrong.example.test" in log
+    assert "Traceback" not in log
