@@ -67,10 +67,8 @@ _CATALOGUE: tuple[Cause, ...] = (
         "nul-in-name",
         "A certificate name hides a NUL or control character",
         "security",
-        "The certificate presented by {server} carries the name {pattern}, which contains a NUL or "
-        "control character. {detail} No legitimate CA issues such a name: it is the trick behind "
-        "CVE-2009-2408, where a client that stops reading at the NUL accepts a certificate for "
-        "another site.",
+        "The certificate presented by {server} carries the name {pattern}. {detail} No "
+        "legitimate CA issues such a name.",
         "Treat this session as an attack or a badly broken CA. Do not accept the certificate; find "
         "out who issued it and why it reached this client.",
         (

@@ -22,6 +22,7 @@ from typing import Any, Literal
 from certmatch import causes as catalogue
 from certmatch.certificates import CertificateSummary, ParsedChain, parse_chain
 from certmatch.facts import SessionFacts
+from certmatch.text import printable
 from certmatch.identity import (
     IdentifierCheck,
     IdentityResult,
@@ -159,7 +160,7 @@ class Diagnosis:
 
 def diagnose(facts: SessionFacts, store: TrustStore) -> Diagnosis:
     """Judge one session. Never raises on odd facts: oddities become findings."""
-    parsed = parse_chain(facts.chain)
+    parsed = _parse_chain(tuple(facts.chain))
     summaries = parsed.summaries
     reference = facts.requested_host or ""
     found: dict[str, tuple[str, str]] = {}  # cause id -> (detail, pattern)
@@ -182,15 +183,15 @@ def diagnose(facts: SessionFacts, store: TrustStore) -> Diagnosis:
         return _build(facts, "error", found, None, None, summaries, parsed)
 
     try:
-        presented = PresentedIdentifiers.from_certificate(leaf)
+        presented = _presented(facts.chain[0], leaf)
     except ValueError as exc:
         found["malformed-certificate"] = (str(exc), "")
         return _build(facts, "error", found, None, None, summaries, parsed)
 
-    identity = check_identity(reference, presented)
+    identity = _check_identity(reference, presented)
     _identity_findings(identity, found)
 
-    trust = assess_trust(parsed, _capture_time(facts), store)
+    trust = _assess_trust(tuple(facts.chain), parsed, _capture_time(facts), store)
     for problem in trust.problems:
         if problem.id in catalogue.CAUSES and problem.id not in found:
             found[problem.id] = (problem.detail, "")
@@ -202,7 +203,9 @@ def diagnose(facts: SessionFacts, store: TrustStore) -> Diagnosis:
         verdict: Verdict = "mismatch"
     elif identity.verdict == "legacy-match":
         verdict = "legacy-match"
-    elif not trust.trusted or any(p.id in _TRUST_CAUSES for p in trust.problems):
+    elif not trust.trusted or any(
+        p.id in _TRUST_CAUSES and catalogue.get(p.id).severity != "warning" for p in trust.problems
+    ):
         verdict = "untrusted"
     else:
         verdict = "match"
@@ -217,6 +220,56 @@ _FLAG_ALIASES = {
     "wildcard-idn": "idn-form",
     "ip-in-dns-or-cn": "ip-not-in-certificate",
 }
+
+
+# Sessions to one server repeat the same chain and names thousands of times:
+# parse, match and validate each distinct combination once per process.
+_parse_chain = lru_cache(maxsize=4096)(parse_chain)
+_check_identity = lru_cache(maxsize=16384)(check_identity)
+_TRUST_CACHES: dict[int, tuple[TrustStore, dict[tuple, TrustResult]]] = {}
+_TRUST_CACHE_SIZE = 8192
+
+
+@lru_cache(maxsize=4096)
+def _presented(leaf_b64: str, leaf: Any) -> PresentedIdentifiers:
+    """The leaf's identifiers, remembered by its DER (``leaf`` is its parsed form)."""
+    return PresentedIdentifiers.from_certificate(leaf)
+
+
+def _assess_trust(
+    chain_key: tuple[str, ...], parsed: ParsedChain, at: datetime, store: TrustStore
+) -> TrustResult:
+    """assess_trust, remembered per store, chain and where ``at`` falls in each validity period.
+
+    When every certificate is within its validity the result does not depend
+    on the exact time; otherwise the time is part of the key (the problem
+    text names it).
+    """
+    positions = tuple(_validity_position(s, at) for s in parsed.summaries)
+    key = (chain_key, positions, at if any(positions) else None)
+    entry = _TRUST_CACHES.get(id(store))
+    if entry is None or entry[0] is not store:
+        if len(_TRUST_CACHES) >= 8:
+            _TRUST_CACHES.pop(next(iter(_TRUST_CACHES)))
+        entry = (store, {})  # holding the store keeps its id from being reused
+        _TRUST_CACHES[id(store)] = entry
+    cache = entry[1]
+    result = cache.get(key)
+    if result is None:
+        result = assess_trust(parsed, at, store)
+        if len(cache) >= _TRUST_CACHE_SIZE:
+            cache.clear()
+        cache[key] = result
+    return result
+
+
+def _validity_position(summary: CertificateSummary, at: datetime) -> int:
+    """-1 before the validity period, 0 within it (or unknown), 1 after it."""
+    if summary.not_before and at < summary.not_before:
+        return -1
+    if summary.not_after and at > summary.not_after:
+        return 1
+    return 0
 
 
 def _identity_findings(identity: IdentityResult, found: dict[str, tuple[str, str]]) -> None:
@@ -270,14 +323,16 @@ def _context_findings(
         probe = facts.sni_probe
         probe_matches = False
         if probe and probe.chain:
-            probe_leaf = parse_chain(probe.chain).leaf
+            probe_leaf = _parse_chain(tuple(probe.chain)).leaf
             if probe_leaf is not None:
                 try:
                     probe_ids = PresentedIdentifiers.from_certificate(probe_leaf)
                 except ValueError:
                     probe_ids = None
                 if probe_ids is not None:
-                    probe_matches = check_identity(identity.reference, probe_ids).verdict == "match"
+                    probe_matches = (
+                        _check_identity(identity.reference, probe_ids).verdict == "match"
+                    )
         if probe_matches or probe is None:
             found["no-sni-default-certificate"] = ("", "")
     candidates = _mail_domain_candidates(identity.normalized, presented)
@@ -346,13 +401,14 @@ def _finding(
     pattern: str,
     identity: IdentityResult | None,
 ) -> Finding:
-    requested = facts.requested_host or "(unknown host)"
+    requested = printable(facts.requested_host or "(unknown host)")
+    pattern = printable(pattern)
     candidates = pattern if cause.id == "mail-domain-not-server" else ", ".join(
         n for n in names if not n.startswith("*") and not _is_ip(n)
     )
     probe_names: tuple[str, ...] = ()
     if facts.sni_probe and facts.sni_probe.chain:
-        probe_summaries = parse_chain(facts.sni_probe.chain).summaries
+        probe_summaries = _parse_chain(tuple(facts.sni_probe.chain)).summaries
         if probe_summaries:
             probe_names = _presented_names(probe_summaries[0])
     if facts.sni_probe is None:
@@ -409,10 +465,11 @@ def _evidence(
 
 
 def _presented_names(summary: CertificateSummary) -> tuple[str, ...]:
+    """The leaf's names for display, control characters escaped."""
     names = list(summary.dns_names) + list(summary.ip_addresses)
     if not summary.dns_names:
         names += [f"CN={cn}" for cn in summary.common_names]
-    return tuple(names)
+    return tuple(printable(name) for name in names)
 
 
 def _summary_json(s: CertificateSummary) -> dict[str, Any]:

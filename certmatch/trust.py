@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.verification import ExtensionPolicy, PolicyBuilder, Store
 
-from certmatch.certificates import ParsedChain, certificate_label
+from certmatch.certificates import CertificateSummary, ParsedChain, certificate_label
 
 # Tried in order when ssl's default paths do not name an existing bundle.
 FALLBACK_SYSTEM_BUNDLES = (
@@ -357,7 +357,7 @@ def _order_problems(path: list[_Step], leaf_index: int, chain: ParsedChain) -> l
     if in_order:
         return []
     presented = ", ".join(
-        f"{i}: {s.subject or '(unparseable)'}" for i, s in enumerate(chain.summaries)
+        f"{i}: {s.subject or _empty_subject(s)}" for i, s in enumerate(chain.summaries)
     )
     expected = " -> ".join(f"{_name(s.cert)}" for s in path if s.index is not None)
     first = (
@@ -429,6 +429,14 @@ def _subject(cert: x509.Certificate) -> str:
         return cert.subject.rfc4514_string()
     except Exception:  # noqa: BLE001
         return ""
+
+
+def _empty_subject(summary: CertificateSummary) -> str:
+    """How to show a certificate whose subject is empty: by its names, or as unparseable."""
+    if summary.error:
+        return "(unparseable)"
+    names = summary.dns_names + summary.ip_addresses
+    return f"(empty subject; SAN {', '.join(names)})" if names else "(empty subject)"
 
 
 def _name(cert: x509.Certificate) -> str:

@@ -78,7 +78,21 @@ def inprocess_proxy(
         settings.update({f"certmatch_{k}": v for k, v in certmatch_options.items()})
         opts.update(**settings)
         state["master"] = master
-        state["loop"] = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
+        state["loop"] = loop
+        # Shutting down with connections still open cancels their handlers;
+        # asyncio would print each cancellation. They are expected here.
+        default_handler = loop.get_exception_handler()
+
+        def quiet_cancellations(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+            if isinstance(context.get("exception"), asyncio.CancelledError):
+                return
+            if default_handler:
+                default_handler(loop, context)
+            else:
+                loop.default_exception_handler(context)
+
+        loop.set_exception_handler(quiet_cancellations)
         task = asyncio.create_task(master.run())
         proxyserver = master.addons.get("proxyserver")
         for _ in range(500):

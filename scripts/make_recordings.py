@@ -1,0 +1,292 @@
+"""Regenerate the sample recordings in recordings/, one per cause, through the real proxy.
+
+    uv run python scripts/make_recordings.py
+
+Every session is a real TLS handshake: a real client (Python's ssl) talks to
+certmatch's mitmproxy addon, which talks to a small real TLS server that
+greets like IMAP and picks its certificate by SNI. Certificates are minted
+fresh under a throwaway "certmatch Sample Root" (saved as recordings/ca.pem,
+give it to ``certmatch check --ca-file``). One recording cannot come from a
+live server: ``malformed-certificate`` is the ``correct`` capture with its
+leaf certificate truncated, as no TLS server will send a broken certificate.
+
+The expected verdict and primary cause of each file are written to
+recordings/MANIFEST.json; tests check ``certmatch check`` agrees.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import shutil
+import socket
+import ssl
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from proxy_fixtures import free_port, inprocess_proxy  # noqa: E402
+
+from certmatch import pki  # noqa: E402
+
+OUT = REPO / "recordings"
+UTC = dt.timezone.utc
+GREETING = b"* OK [CAPABILITY IMAP4rev1] certmatch sample server ready\r\n"
+
+
+class GreeterServer:
+    """A TLS server on loopback that selects its certificate by SNI and greets like IMAP."""
+
+    def __init__(self, default_chain: Path, default_key: Path, by_sni: dict[str, tuple[Path, Path]]):
+        self.default = self._context(default_chain, default_key)
+        self.by_sni = {name: self._context(c, k) for name, (c, k) in by_sni.items()}
+        self.default.sni_callback = self._pick
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self._stop = False
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    @staticmethod
+    def _context(chain: Path, key: Path) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(chain, key)
+        return context
+
+    def _pick(self, conn: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
+        if name in self.by_sni:
+            conn.context = self.by_sni[name]
+
+    def _serve(self) -> None:
+        while not self._stop:
+            try:
+                raw, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(raw,), daemon=True).start()
+
+    def _handle(self, raw: socket.socket) -> None:
+        try:
+            with self.default.wrap_socket(raw, server_side=True) as tls:
+                tls.sendall(GREETING)
+                tls.settimeout(5)
+                while tls.recv(4096):
+                    pass
+        except (OSError, ssl.SSLError):
+            pass
+
+    def close(self) -> None:
+        self._stop = True
+        self.sock.close()
+
+
+@dataclass
+class Sample:
+    name: str
+    description: str
+    verdict: str
+    primary_cause: str | None
+    sni: str | None  # what the client sends
+    host_option: str = ""  # certmatch --host (the name the client is configured with)
+    trust_proxy: bool = True
+    target: str = "greeter"  # greeter | closed | plaintext
+    extra: dict = field(default_factory=dict)
+
+
+def _write_pair(issued: pki.Issued, directory: Path, stem: str, chain: list | None = None) -> tuple[Path, Path]:
+    paths = issued.write(directory, stem)
+    if chain is not None:
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        paths["chain"].write_bytes(b"".join(c.public_bytes(Encoding.PEM) for c in chain))
+    return paths["chain"], paths["key"]
+
+
+def build_pki(work: Path) -> tuple[dict, dict[str, tuple[Path, Path]]]:
+    """Certificates per SNI name for the main server, and the default ones of each server."""
+    root = pki.make_ca("certmatch Sample Root")
+    inter = pki.make_ca("certmatch Sample Intermediate", parent=root)
+    other_root = pki.make_ca("Unknown Private Root")
+    other_inter = pki.make_ca("Unknown Private Intermediate", parent=other_root)
+    (OUT / "ca.pem").write_bytes(root.cert_pem())
+
+    def leaf(**kw) -> pki.Issued:
+        return pki.issue_leaf(inter, **kw)
+
+    default = leaf(cn="mail.example.test", dns=["mail.example.test", "imap.example.test"])
+    specs: dict[str, tuple[Path, Path]] = {}
+
+    def add(sni: str, issued: pki.Issued, chain: list | None = None) -> None:
+        specs[sni] = _write_pair(issued, work, sni.replace("*", "star"), chain)
+
+    add("wrong.example.test", leaf(cn="other.example.net", dns=["other.example.net"]))
+    add("cnonly.example.test", leaf(cn="cnonly.example.test"))
+    add("cnsan.example.test", leaf(cn="cnsan.example.test", dns=["other.example.test"]))
+    wildcard = leaf(dns=["*.example.test"])
+    add("a.b.example.test", wildcard)
+    add("example.test", wildcard)
+    add("imap2.example.test", leaf(dns=["im*.example.test"]))
+    add("x.test", leaf(dns=["*.test"]))
+    add("alt.example.test", leaf(dns=["alt.example.test"]))
+    add("nul.example.test", leaf(dns=["nul.example.test\x00.attacker.example"]))
+    add(
+        "expired.example.test",
+        leaf(
+            dns=["expired.example.test"],
+            not_before=dt.datetime(2020, 1, 1, tzinfo=UTC),
+            not_after=dt.datetime(2021, 1, 1, tzinfo=UTC),
+        ),
+    )
+    add(
+        "future.example.test",
+        leaf(
+            dns=["future.example.test"],
+            not_before=dt.datetime(2030, 1, 1, tzinfo=UTC),
+            not_after=dt.datetime(2031, 1, 1, tzinfo=UTC),
+        ),
+    )
+    add("selfsigned.example.test", pki.issue_leaf(None, dns=["selfsigned.example.test"]))
+    private = pki.issue_leaf(other_inter, dns=["private.example.test"])
+    add("private.example.test", private)
+    nointer = leaf(dns=["nointer.example.test"])
+    add("nointer.example.test", nointer, chain=[nointer.cert])
+    disorder = leaf(dns=["disorder.example.test"])
+    add("disorder.example.test", disorder, chain=[disorder.cert, root.cert, inter.cert])
+    defaults = {
+        "default": _write_pair(default, work, "default"),
+        "idn": _write_pair(leaf(dns=["xn--bcher-kva.example.test"]), work, "idn"),
+        "maildomain": _write_pair(leaf(dns=["mail.example.org"]), work, "maildomain"),
+    }
+    return specs, defaults
+
+
+SAMPLES = [
+    Sample("correct", "The client asks for a name on the certificate: a match, no finding.", "match", None, "imap.example.test"),
+    Sample("name-not-in-certificate", "The client asks for wrong.example.test; the server presents other.example.net (KB Q198564).", "mismatch", "name-not-in-certificate", "wrong.example.test"),
+    Sample("cn-only-legacy", "The certificate names the host only in its CN, with no subjectAltName.", "legacy-match", "cn-only-legacy", "cnonly.example.test"),
+    Sample("cn-ignored-san-present", "The name is in the CN, but the SAN lists only other.example.test.", "mismatch", "cn-ignored-san-present", "cnsan.example.test"),
+    Sample("wildcard-too-deep", "*.example.test presented for a.b.example.test.", "mismatch", "wildcard-too-deep", "a.b.example.test"),
+    Sample("wildcard-apex", "*.example.test presented for example.test itself.", "mismatch", "wildcard-apex", "example.test"),
+    Sample("wildcard-partial", "The partial wildcard im*.example.test presented for imap2.example.test.", "mismatch", "wildcard-partial", "imap2.example.test"),
+    Sample("wildcard-public-suffix", "*.test (a wildcard on a public suffix) presented for x.test.", "mismatch", "wildcard-public-suffix", "x.test"),
+    Sample("no-sni-default-certificate", "The client is configured with alt.example.test but sends no SNI; the server sends its default certificate, and asked by name would send alt's.", "mismatch", "no-sni-default-certificate", None, host_option="alt.example.test"),
+    Sample("ip-not-in-certificate", "The client dials 127.0.0.1 (no SNI); the certificate has no IP address entry.", "mismatch", "ip-not-in-certificate", None),
+    Sample("mail-domain-not-server", "The client uses the mail domain example.org; the certificate names mail.example.org.", "mismatch", "mail-domain-not-server", None, host_option="example.org", extra={"default": "maildomain"}),
+    Sample("trailing-dot", "The client is configured with 'mail.example.test.' (trailing dot): RFC matching passes, OpenSSL-based clients fail.", "match", "trailing-dot", None, host_option="mail.example.test."),
+    Sample("idn-form", "The client is configured with the U-label bücher.example.test; the certificate carries the A-label.", "match", "idn-form", None, host_option="bücher.example.test", extra={"default": "idn"}),
+    Sample("invalid-reference", "The client's server name is 'mail.example.test:993' (a port in the host name field).", "mismatch", "invalid-reference", None, host_option="mail.example.test:993"),
+    Sample("nul-in-name", "The certificate's SAN hides a NUL: nul.example.test\\0.attacker.example.", "mismatch", "nul-in-name", "nul.example.test"),
+    Sample("expired", "The name matches; the certificate expired on 2021-01-01.", "untrusted", "expired", "expired.example.test"),
+    Sample("not-yet-valid", "The name matches; the certificate is valid only from 2030-01-01.", "untrusted", "not-yet-valid", "future.example.test"),
+    Sample("self-signed", "The name matches; the certificate is self-signed.", "untrusted", "self-signed", "selfsigned.example.test"),
+    Sample("unknown-issuer", "The name matches; the chain ends at a private root the store does not have.", "untrusted", "unknown-issuer", "private.example.test"),
+    Sample("missing-intermediate", "The server sends its leaf without the intermediate.", "untrusted", "missing-intermediate", "nointer.example.test"),
+    Sample("wrong-order", "The server sends leaf, root, intermediate: out of order.", "match", "wrong-order", "disorder.example.test"),
+    Sample("proxy-ca-not-trusted", "The client does not trust certmatch's CA and aborts; the server's certificate is fine.", "match", "proxy-ca-not-trusted", "imap.example.test", trust_proxy=False),
+    Sample("upstream-unreachable", "Nothing listens at the server address.", "error", "upstream-unreachable", "imap.example.test", target="closed"),
+    Sample("upstream-tls-failed", "The server port speaks plaintext IMAP, not implicit TLS.", "error", "upstream-tls-failed", "imap.example.test", target="plaintext"),
+]
+
+
+def _plaintext_server() -> int:
+    sock = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            conn.sendall(GREETING)
+            conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return sock.getsockname()[1]
+
+
+def _client(port: int, sni: str | None, cafile: Path | None) -> None:
+    context = ssl.create_default_context(cafile=str(cafile)) if cafile else ssl.create_default_context()
+    context.check_hostname = False
+    if cafile is None:
+        context.load_verify_locations(cadata=_unrelated_ca())
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+            with context.wrap_socket(raw, server_hostname=sni) as tls:
+                tls.settimeout(5)
+                tls.recv(200)
+    except (OSError, ssl.SSLError):
+        pass
+
+
+def _unrelated_ca() -> str:
+    return pki.make_ca("Some Other CA").cert_pem().decode()
+
+
+def main() -> int:
+    OUT.mkdir(exist_ok=True)
+    for old in OUT.glob("*.jsonl"):
+        old.unlink()
+    work = Path(tempfile.mkdtemp(prefix="certmatch-samples-"))
+    manifest = {}
+    try:
+        specs, defaults = build_pki(work)
+        servers = {
+            "default": GreeterServer(*defaults["default"], specs),
+            "idn": GreeterServer(*defaults["idn"], {}),
+            "maildomain": GreeterServer(*defaults["maildomain"], {}),
+        }
+        closed = free_port()
+        plaintext = _plaintext_server()
+        for sample in SAMPLES:
+            server = servers[sample.extra.get("default", "default")]
+            port = {"closed": closed, "plaintext": plaintext}.get(sample.target, server.port)
+            options: dict[str, object] = {"ca_file": [str(OUT / "ca.pem")]}
+            if sample.host_option:
+                options["host"] = sample.host_option
+            run = work / sample.name
+            run.mkdir()
+            with inprocess_proxy(run, f"reverse:tls://127.0.0.1:{port}", **options) as proxy:
+                _client(proxy.port, sample.sni, proxy.ca_file if sample.trust_proxy else None)
+                sessions = proxy.sessions(1)
+            if len(sessions) != 1:
+                print(f"{sample.name}: expected 1 session, got {len(sessions)}", file=sys.stderr)
+                return 1
+            shutil.copy(run / "session.jsonl", OUT / f"{sample.name}.jsonl")
+            manifest[f"{sample.name}.jsonl"] = {
+                "description": sample.description,
+                "verdict": sample.verdict,
+                "primary_cause": sample.primary_cause,
+            }
+        _make_malformed(manifest)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    (OUT / "MANIFEST.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    print(f"wrote {len(manifest)} recordings to {OUT}")
+    return 0
+
+
+def _make_malformed(manifest: dict) -> None:
+    """The one synthetic sample: the 'correct' capture with its leaf truncated to 100 bytes."""
+    lines = (OUT / "correct.jsonl").read_text().splitlines()
+    session = json.loads(lines[1])
+    der = base64.b64decode(session["chain"][0])
+    session["chain"][0] = base64.b64encode(der[:100]).decode()
+    session["id"] = "malformed-" + session["id"]
+    (OUT / "malformed-certificate.jsonl").write_text(
+        lines[0] + "\n" + json.dumps(session, separators=(",", ":"), ensure_ascii=False) + "\n"
+    )
+    manifest["malformed-certificate.jsonl"] = {
+        "description": "Synthetic: the 'correct' capture with its leaf certificate cut to 100 bytes "
+        "(no TLS server sends a broken certificate).",
+        "verdict": "error",
+        "primary_cause": "malformed-certificate",
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""The ``certmatch check`` command as a user runs it: output, exit codes, and bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from proxy_fixtures import REPO, venv_bin
+
+RECORDINGS = REPO / "recordings"
+CA = RECORDINGS / "ca.pem"
+
+
+def certmatch(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [venv_bin("certmatch"), *args], capture_output=True, text=True, check=False, timeout=60
+    )
+
+
+def _assert_one_line_error(done: subprocess.CompletedProcess, *needles: str) -> None:
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def test_a_matching_session_exits_0():
+    done = certmatch("check", "--ca-file", str(CA), str(RECORDINGS / "correct.jsonl"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "✓ match" in done.stdout
+    assert "1 session: 1 match; 0 failing." in done.stdout
+
+
+def test_a_mismatch_exits_1_and_names_host_names_and_cause():
+    done = certmatch("check", "--ca-file", str(CA), str(RECORDINGS / "name-not-in-certificate.jsonl"))
+    assert done.returncode == 1
+    line = done.stdout.splitlines()[0]
+    for part in ("wrong.example.test", "other.example.net", "mismatch", "name-not-in-certificate"):
+        assert part in line
+
+
+def test_explain_prints_why_fix_and_citations():
+    done = certmatch("check", "-v", "--ca-file", str(CA), str(RECORDINGS / "wildcard-too-deep.jsonl"))
+    assert "why:" in done.stdout and "fix:" in done.stdout
+    assert "RFC 6125 §6.4.3" in done.stdout
+
+
+def test_json_output_has_the_documented_fields():
+    done = certmatch("check", "--json", "--ca-file", str(CA), str(RECORDINGS / "no-sni-default-certificate.jsonl"))
+    assert done.returncode == 1
+    report = json.loads(done.stdout)
+    (session,) = report["sessions"]
+    for key in ("requested_host", "requested_host_source", "sni", "verdict", "primary_cause",
+                "causes", "explanation", "citations"):
+        assert key in session
+    assert session["sni"] is None
+    assert session["requested_host"] == "alt.example.test"
+    assert session["requested_host_source"] == "option"
+    assert session["verdict"] == "mismatch"
+    assert session["primary_cause"] == "no-sni-default-certificate"
+    assert any("RFC 6066" in c for c in session["citations"])
+    assert report["summary"]["sessions"] == 1
+
+
+def test_fail_on_selects_which_causes_fail():
+    wildcard = str(RECORDINGS / "wildcard-apex.jsonl")
+    assert certmatch("check", "--ca-file", str(CA), "--fail-on", "expired", wildcard).returncode == 0
+    assert certmatch("check", "--ca-file", str(CA), "--fail-on", "wildcard-apex,expired", wildcard).returncode == 1
+    # a warning-only session passes by default but fails with --fail-on any
+    dot = str(RECORDINGS / "trailing-dot.jsonl")
+    assert certmatch("check", "--ca-file", str(CA), dot).returncode == 0
+    assert certmatch("check", "--ca-file", str(CA), "--fail-on", "any", dot).returncode == 1
+
+
+def test_unknown_fail_on_id_is_a_usage_error():
+    done = certmatch("check", "--fail-on", "wildcard-typo", str(RECORDINGS / "correct.jsonl"))
+    _assert_one_line_error(done, "wildcard-typo", "Known ids")
+
+
+def test_missing_file(tmp_path):
+    _assert_one_line_error(certmatch("check", str(tmp_path / "nope.jsonl")), "nope.jsonl")
+
+
+def test_not_a_recording(tmp_path):
+    pem = tmp_path / "cert.jsonl"
+    pem.write_text(CA.read_text())
+    _assert_one_line_error(certmatch("check", str(pem)), "cert.jsonl")
+
+
+def test_bad_ca_file(tmp_path):
+    bad = tmp_path / "ca.pem"
+    bad.write_text("not a certificate\n")
+    _assert_one_line_error(
+        certmatch("check", "--ca-file", str(bad), str(RECORDINGS / "correct.jsonl")), "ca.pem"
+    )
+
+
+def test_a_bad_line_is_reported_and_good_records_are_kept(tmp_path):
+    lines = (RECORDINGS / "correct.jsonl").read_text().splitlines()
+    wrong = (RECORDINGS / "name-not-in-certificate.jsonl").read_text().splitlines()[1]
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text("\n".join([lines[0], lines[1], "{not json", wrong]) + "\n")
+    done = certmatch("check", "--ca-file", str(CA), str(broken))
+    assert done.returncode == 2  # an input error outranks failing sessions
+    assert f"{broken}:3:" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "imap.example.test" in done.stdout and "wrong.example.test" in done.stdout
+
+
+def test_a_killed_proxys_partial_last_line_is_a_warning(tmp_path):
+    lines = (RECORDINGS / "correct.jsonl").read_text().splitlines()
+    partial = tmp_path / "killed.jsonl"
+    partial.write_text(lines[0] + "\n" + lines[1] + "\n" + lines[1][:50])
+    done = certmatch("check", "--ca-file", str(CA), str(partial))
+    assert done.returncode == 0, done.stderr
+    assert "warning" in done.stderr and f"{partial}:3" in done.stderr
+    assert "1 session: 1 match" in done.stdout
+
+
+def test_no_command_prints_help():
+    done = certmatch()
+    assert done.returncode == 2
+    assert "check" in done.stdout and "proxy" in done.stdout
+
+
+@pytest.mark.parametrize("args", [["check"], ["proxy"]])
+def test_missing_arguments_are_explained(args):
+    done = certmatch(*args)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert "required" in done.stderr

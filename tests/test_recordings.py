@@ -1,0 +1,60 @@
+"""The sample recordings in recordings/ say what MANIFEST.json claims, through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from proxy_fixtures import REPO, venv_bin
+
+from certmatch import causes
+from certmatch.recording import read_recording
+
+RECORDINGS = REPO / "recordings"
+MANIFEST = json.loads((RECORDINGS / "MANIFEST.json").read_text())
+
+
+def _check_json(*paths: Path) -> dict:
+    done = subprocess.run(
+        [venv_bin("certmatch"), "check", "--json", "--ca-file", str(RECORDINGS / "ca.pem"),
+         *map(str, paths)],
+        capture_output=True, text=True, check=False, timeout=60,
+    )
+    assert done.returncode in (0, 1), done.stderr
+    return json.loads(done.stdout)
+
+
+def test_every_recording_is_in_the_manifest_and_back():
+    on_disk = {p.name for p in RECORDINGS.glob("*.jsonl")}
+    assert on_disk == set(MANIFEST)
+
+
+def test_check_agrees_with_what_each_recording_claims():
+    report = _check_json(RECORDINGS)
+    assert report["problems"] == []
+    by_file = {Path(s["recording"]).name: s for s in report["sessions"]}
+    assert set(by_file) == set(MANIFEST)
+    for name, claim in MANIFEST.items():
+        got = by_file[name]
+        assert (got["verdict"], got["primary_cause"]) == (
+            claim["verdict"],
+            claim["primary_cause"],
+        ), f"{name}: {got['explanation']}"
+        if got["primary_cause"]:
+            assert got["explanation"] and got["fix"], name
+
+
+def test_every_cause_in_the_catalogue_has_a_recording():
+    claimed = {claim["primary_cause"] for claim in MANIFEST.values()}
+    assert set(causes.CAUSES) - claimed == set()
+
+
+def test_recordings_hold_no_message_content_or_credentials():
+    for path in RECORDINGS.glob("*.jsonl"):
+        raw = path.read_bytes()
+        assert b"secret" not in raw and b"LOGIN" not in raw, path
+        recording = read_recording(path)
+        assert recording.problems == []
+        for session in recording.sessions:
+            assert session.chain or session.server_error, path
