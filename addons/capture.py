@@ -35,7 +35,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from mitmproxy import connection, ctx, exceptions, tcp, tls
 from mitmproxy.addonmanager import Loader
@@ -53,10 +53,8 @@ logger = logging.getLogger("certmatch")
 
 ON_MISMATCH_CHOICES = ("pass", "block")
 
-F = TypeVar("F", bound=Callable[..., Any])
 
-
-def _never_raises(hook: F) -> F:
+def _never_raises[F: Callable[..., Any]](hook: F) -> F:
     """Run a hook; on an exception, log it and note it in the session instead of raising."""
 
     if asyncio.iscoroutinefunction(hook):
@@ -219,6 +217,7 @@ class CertmatchCapture:
         if data.ssl_conn is None:
             # Loaded as a script (-s), this hook runs before mitmproxy's own
             # tlsconfig; let it build the connection now, as it would have.
+            assert isinstance(data.conn, connection.Server)
             _set_faithful_sni(data.conn, pending.facts.sni)
             tlsconfig = ctx.master.addons.get("tlsconfig")
             if tlsconfig is not None:
@@ -284,9 +283,7 @@ class CertmatchCapture:
         verdict = pending.verdict
         assert verdict is not None
         no_server = not pending.facts.chain
-        block = no_server or (
-            verdict.failed and ctx.options.certmatch_on_mismatch == "block"
-        )
+        block = no_server or (verdict.failed and ctx.options.certmatch_on_mismatch == "block")
         if block:
             pending.facts.action = "block"
             why = "no server certificate" if no_server else verdict.verdict
@@ -408,7 +405,9 @@ class CertmatchCapture:
         facts = pending.facts
         verdict = pending.verdict
         if verdict is None:
-            logger.warning(f"certmatch: {facts.requested_host}: no verdict ({'; '.join(facts.notes)})")
+            logger.warning(
+                f"certmatch: {facts.requested_host}: no verdict ({'; '.join(facts.notes)})"
+            )
             return
         names = ", ".join(verdict.presented_names) or "no certificate"
         line = (

@@ -22,9 +22,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from certmatch.diagnosis import diagnose  # noqa: E402
-from certmatch.recording import iter_recording  # noqa: E402
-from certmatch.trust import TrustStore  # noqa: E402
+from certmatch.diagnosis import diagnose
+from certmatch.recording import iter_recording
+from certmatch.trust import TrustStore
 
 SAMPLES = REPO / "recordings"
 
@@ -73,14 +73,21 @@ def main() -> int:
                 diagnose(item, store)
 
     results = {}
-    for name, fn in [("json.loads only", parse_only), ("read + schema", read_validated),
-                     ("read + schema + diagnose", read_and_diagnose)]:
+    for name, fn in [
+        ("json.loads only", parse_only),
+        ("read + schema", read_validated),
+        ("read + schema + diagnose", read_and_diagnose),
+    ]:
         results[name] = statistics.median(timed(fn) for _ in range(args.repeat))
     floor = results["json.loads only"]
-    print(f"{args.sessions} sessions ({path.stat().st_size / 1e6:.1f} MB), median of {args.repeat} runs")
+    print(
+        f"{args.sessions} sessions ({path.stat().st_size / 1e6:.1f} MB), median of {args.repeat} runs"
+    )
     print(f"{'step':<28}{'seconds':>9}{'µs/session':>12}{'x floor':>9}")
     for name, seconds in results.items():
-        print(f"{name:<28}{seconds:>9.2f}{seconds / args.sessions * 1e6:>12.0f}{seconds / floor:>9.1f}")
+        print(
+            f"{name:<28}{seconds:>9.2f}{seconds / args.sessions * 1e6:>12.0f}{seconds / floor:>9.1f}"
+        )
     return 0
 
 

@@ -172,7 +172,11 @@ _CATALOGUE: tuple[Cause, ...] = (
         "{requested}, never {requested} itself. {detail}",
         "Add {requested} itself to the certificate's subjectAltName, or configure the client with "
         "the server's full host name (e.g. mail.{requested}).",
-        (RFC6125_WILDCARD, Citation("RFC 2595", "§2.4", "'*.example.com' does not match 'example.com'"), RFC9525_DNS),
+        (
+            RFC6125_WILDCARD,
+            Citation("RFC 2595", "§2.4", "'*.example.com' does not match 'example.com'"),
+            RFC9525_DNS,
+        ),
     ),
     Cause(
         "wildcard-partial",
@@ -224,7 +228,11 @@ _CATALOGUE: tuple[Cause, ...] = (
         "the raw strings fail.",
         "Configure the client with the A-label form of the name, and make sure the certificate "
         "carries the A-label form.",
-        (Citation("RFC 6125", "§6.4.2", "internationalized domain names"), RFC9525_DNS, Citation("RFC 5891")),
+        (
+            Citation("RFC 6125", "§6.4.2", "internationalized domain names"),
+            RFC9525_DNS,
+            Citation("RFC 5891"),
+        ),
     ),
     Cause(
         "trailing-dot",

@@ -69,7 +69,9 @@ def _parser() -> argparse.ArgumentParser:
         "verdict, primary cause) and a summary. Exit 0 when nothing fails, 1 when sessions fail, "
         "2 on usage or input errors.",
     )
-    check.add_argument("paths", nargs="+", metavar="FILE", help="recording files or directories of *.jsonl")
+    check.add_argument(
+        "paths", nargs="+", metavar="FILE", help="recording files or directories of *.jsonl"
+    )
     check.add_argument("--json", action="store_true", help="print one JSON document for scripts")
     check.add_argument(
         "--fail-on",
@@ -79,7 +81,10 @@ def _parser() -> argparse.ArgumentParser:
         "all (warnings included); default: any failing session",
     )
     check.add_argument(
-        "-v", "--explain", action="store_true", help="print the explanation, fix and citations under each failing session"
+        "-v",
+        "--explain",
+        action="store_true",
+        help="print the explanation, fix and citations under each failing session",
     )
     _add_trust_options(check)
     check.set_defaults(run=run_check)
@@ -98,9 +103,17 @@ def _parser() -> argparse.ArgumentParser:
         help="mitmproxy mode spec, e.g. reverse:tls://mail.example.com:993, socks5, regular "
         "(repeat for several listeners)",
     )
-    proxy.add_argument("--record", required=True, metavar="FILE", help="recording file to append to")
-    proxy.add_argument("--listen-host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, loopback only)")
-    proxy.add_argument("--listen-port", type=int, default=None, help="port to bind (default: mitmproxy's, 8080)")
+    proxy.add_argument(
+        "--record", required=True, metavar="FILE", help="recording file to append to"
+    )
+    proxy.add_argument(
+        "--listen-host",
+        default="127.0.0.1",
+        help="address to bind (default: 127.0.0.1, loopback only)",
+    )
+    proxy.add_argument(
+        "--listen-port", type=int, default=None, help="port to bind (default: mitmproxy's, 8080)"
+    )
     proxy.add_argument(
         "--on-mismatch",
         choices=("pass", "block"),
@@ -108,13 +121,28 @@ def _parser() -> argparse.ArgumentParser:
         help="'pass' (default) lets a failing session continue so you can watch it; 'block' closes it",
     )
     proxy.add_argument(
-        "--host", default="", metavar="NAME", help="the server name the client is configured with, when it sends no SNI"
+        "--host",
+        default="",
+        metavar="NAME",
+        help="the server name the client is configured with, when it sends no SNI",
     )
-    proxy.add_argument("--confdir", default=None, help="mitmproxy configuration directory (its CA lives there)")
-    proxy.add_argument("--no-sni-probe", action="store_true", help="never ask the server again with SNI")
-    proxy.add_argument("--ca-file", action="append", default=[], metavar="PEM", help="extra CA certificates to trust (repeatable)")
     proxy.add_argument(
-        "mitmproxy_args", nargs=argparse.REMAINDER, help="after --, further options passed to mitmdump"
+        "--confdir", default=None, help="mitmproxy configuration directory (its CA lives there)"
+    )
+    proxy.add_argument(
+        "--no-sni-probe", action="store_true", help="never ask the server again with SNI"
+    )
+    proxy.add_argument(
+        "--ca-file",
+        action="append",
+        default=[],
+        metavar="PEM",
+        help="extra CA certificates to trust (repeatable)",
+    )
+    proxy.add_argument(
+        "mitmproxy_args",
+        nargs=argparse.REMAINDER,
+        help="after --, further options passed to mitmdump",
     )
     proxy.set_defaults(run=run_proxy)
     return parser
@@ -263,7 +291,9 @@ def run_proxy(args: argparse.Namespace) -> int:
         raise UsageError(f"mitmproxy is not installed ({exc}); reinstall certmatch") from None
     record = Path(args.record)
     if record.exists() and record.is_dir():
-        raise UsageError(f"--record {record}: is a directory; give a file name such as {record}/session.jsonl")
+        raise UsageError(
+            f"--record {record}: is a directory; give a file name such as {record}/session.jsonl"
+        )
     for ca in args.ca_file:
         TrustStore.load([ca], use_system=False)  # a clear error now, not from inside mitmproxy
     addon = resources.files("addons").joinpath("capture.py")

@@ -22,13 +22,14 @@ from typing import Any, Literal
 from certmatch import causes as catalogue
 from certmatch.certificates import CertificateSummary, ParsedChain, parse_chain
 from certmatch.facts import SessionFacts
-from certmatch.text import printable
 from certmatch.identity import (
     IdentifierCheck,
     IdentityResult,
     PresentedIdentifiers,
     check_identity,
+    registrable_domain,
 )
+from certmatch.text import printable
 from certmatch.trust import TrustResult, TrustStore, assess_trust
 
 Verdict = Literal["match", "legacy-match", "mismatch", "untrusted", "error"]
@@ -148,8 +149,13 @@ class Diagnosis:
             "citations": [str(c) for c in primary.cause.citations] if primary else [],
             "findings": [finding.to_json() for finding in self.findings],
             "identifiers": [
-                {"kind": c.kind, "presented": c.presented, "outcome": c.outcome,
-                 "rule": c.rule, "reason": c.reason}
+                {
+                    "kind": c.kind,
+                    "presented": c.presented,
+                    "outcome": c.outcome,
+                    "rule": c.rule,
+                    "reason": c.reason,
+                }
                 for c in (self.identity.checks if self.identity else ())
             ],
             "certificates": [_summary_json(s) for s in self.certificates],
@@ -241,11 +247,18 @@ def _assess_trust(
 ) -> TrustResult:
     """assess_trust, remembered per store, chain and where ``at`` falls in each validity period.
 
-    When every certificate is within its validity the result does not depend
-    on the exact time; otherwise the time is part of the key (the problem
-    text names it).
+    The periods are those of the presented certificates and of the store's
+    roots that could have issued them. When ``at`` is inside all of them the
+    result does not depend on the exact time; otherwise the time is part of
+    the key (the problem text names it).
     """
     positions = tuple(_validity_position(s, at) for s in parsed.summaries)
+    positions += tuple(
+        _root_position(root, at)
+        for cert in parsed.certificates
+        if cert is not None
+        for root in store.roots_named(cert.issuer)
+    )
     key = (chain_key, positions, at if any(positions) else None)
     entry = _TRUST_CACHES.get(id(store))
     if entry is None or entry[0] is not store:
@@ -261,6 +274,12 @@ def _assess_trust(
             cache.clear()
         cache[key] = result
     return result
+
+
+def _root_position(root: Any, at: datetime) -> int:
+    if at < root.not_valid_before_utc:
+        return -1
+    return 1 if at > root.not_valid_after_utc else 0
 
 
 def _validity_position(summary: CertificateSummary, at: datetime) -> int:
@@ -354,27 +373,6 @@ def _mail_domain_candidates(reference: str, presented: PresentedIdentifiers) -> 
     ]
 
 
-@lru_cache(maxsize=4096)
-def registrable_domain(name: str) -> str | None:
-    """The registrable domain (public suffix plus one label) of ``name``, or None.
-
-    Names under a TLD the list does not know (``.test``, internal TLDs) get
-    the list's default rule: the last two labels.
-    """
-    labels = name.rstrip(".").split(".")
-    if len(labels) < 2:
-        return None
-    try:
-        from publicsuffix2 import get_sld
-
-        sld = get_sld(name, strict=False)
-    except Exception:  # the list failed to load: use the default rule
-        sld = None
-    if not sld or "." not in sld:
-        return ".".join(labels[-2:])
-    return sld
-
-
 def _build(
     facts: SessionFacts,
     verdict: Verdict,
@@ -403,8 +401,10 @@ def _finding(
 ) -> Finding:
     requested = printable(facts.requested_host or "(unknown host)")
     pattern = printable(pattern)
-    candidates = pattern if cause.id == "mail-domain-not-server" else ", ".join(
-        n for n in names if not n.startswith("*") and not _is_ip(n)
+    candidates = (
+        pattern
+        if cause.id == "mail-domain-not-server"
+        else ", ".join(n for n in names if not n.startswith("*") and not _is_ip(n))
     )
     probe_names: tuple[str, ...] = ()
     if facts.sni_probe and facts.sni_probe.chain:
@@ -449,8 +449,10 @@ def _evidence(
     facts: SessionFacts, names: tuple[str, ...], identity: IdentityResult | None
 ) -> tuple[str, ...]:
     lines = [
-        f"requested host: {facts.requested_host or '(unknown)'} "
-        f"({_HOST_SOURCE_TEXT.get(facts.requested_host_source, facts.requested_host_source)})",
+        (
+            f"requested host: {facts.requested_host or '(unknown)'} "
+            f"({_HOST_SOURCE_TEXT.get(facts.requested_host_source, facts.requested_host_source)})"
+        ),
         f"client SNI: {facts.sni if facts.sni is not None else 'none sent'}",
         f"SNI sent upstream: {facts.upstream_sni if facts.upstream_sni is not None else 'none'}",
         f"certificate names: {_join(names)}",
@@ -515,7 +517,10 @@ def _is_tls_error(error: str | None) -> bool:
 
 def _is_proxy_refusal(error: str) -> bool:
     lowered = error.lower()
-    return any(w in lowered for w in ("unknown ca", "bad certificate", "certificate unknown", "does not trust"))
+    return any(
+        w in lowered
+        for w in ("unknown ca", "bad certificate", "certificate unknown", "does not trust")
+    )
 
 
 def _capture_time(facts: SessionFacts) -> datetime:

@@ -641,6 +641,23 @@ def _is_public_suffix(labels: list[str]) -> bool:
     return bool(psl.get_tld(domain, wildcard=True) == domain)
 
 
+@functools.lru_cache(maxsize=4096)
+def registrable_domain(name: str) -> str | None:
+    """The registrable domain (a public suffix plus one label) of ``name``, or None.
+
+    Names under a suffix the list does not know (``.test``, internal TLDs)
+    follow the list's default rule: the last two labels.
+    """
+    labels = name.lower().rstrip(".").split(".")
+    if len(labels) < 2 or not all(labels):
+        return None
+    psl = _public_suffix_list()
+    sld = psl.get_sld(".".join(labels), wildcard=True) if psl is not None else None
+    if not sld or "." not in sld:
+        return ".".join(labels[-2:])
+    return str(sld)
+
+
 @functools.cache
 def _public_suffix_list() -> Any | None:
     """The ICANN section of publicsuffix2's bundled list, or None if it cannot be loaded.

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def _now() -> dt.datetime:
@@ -60,7 +60,8 @@ class Issued:
 
     def chain_pem(self, *, include_root: bool = False) -> bytes:
         return b"".join(
-            c.public_bytes(serialization.Encoding.PEM) for c in self.chain(include_root=include_root)
+            c.public_bytes(serialization.Encoding.PEM)
+            for c in self.chain(include_root=include_root)
         )
 
     def write(self, directory: Path, stem: str) -> dict[str, Path]:
@@ -165,9 +166,7 @@ def issue_leaf(
         .not_valid_before(not_before or now - dt.timedelta(days=1))
         .not_valid_after(not_after or now + dt.timedelta(days=365))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
     )
     if ca:

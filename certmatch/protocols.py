@@ -43,7 +43,7 @@ def protocol_from_port(port: int | None) -> str:
 def protocol_from_server_greeting(data: bytes) -> str:
     """The protocol whose server greeting ``data`` starts with, or ``unknown``."""
     head = data[:512]
-    if head.startswith(b"* OK") or head.startswith(b"* PREAUTH"):
+    if head.startswith((b"* OK", b"* PREAUTH")):
         return "imap"
     if head.startswith(b"+OK"):
         return "pop3"
@@ -88,7 +88,9 @@ _TLS_VERSION_NAMES = {
 SUPPORTED_VERSIONS_EXTENSION = 43
 
 
-def offered_tls_versions(extensions: list[tuple[int, bytes]], legacy_version: int | None) -> list[str]:
+def offered_tls_versions(
+    extensions: list[tuple[int, bytes]], legacy_version: int | None
+) -> list[str]:
     """TLS versions a ClientHello offers: its supported_versions extension, else its legacy version.
 
     GREASE values (RFC 8701) and unknown numbers are left out.

@@ -100,6 +100,10 @@ class TrustStore:
     def contains(self, cert: x509.Certificate) -> bool:
         return cert.public_bytes(_DER) in self._der
 
+    def roots_named(self, name: x509.Name) -> list[x509.Certificate]:
+        """Roots whose subject is ``name`` (candidates for issuing a certificate with that issuer)."""
+        return list(self._by_subject.get(name, []))
+
     def issuers_of(self, cert: x509.Certificate) -> list[x509.Certificate]:
         """Roots whose name and key say they signed ``cert``."""
         return [root for root in self._by_subject.get(cert.issuer, []) if _signed_by(cert, root)]

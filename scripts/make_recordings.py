@@ -31,19 +31,21 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from proxy_fixtures import free_port, inprocess_proxy  # noqa: E402
+from proxy_fixtures import free_port, inprocess_proxy
 
-from certmatch import pki  # noqa: E402
+from certmatch import pki
 
 OUT = REPO / "recordings"
-UTC = dt.timezone.utc
+UTC = dt.UTC
 GREETING = b"* OK [CAPABILITY IMAP4rev1] certmatch sample server ready\r\n"
 
 
 class GreeterServer:
     """A TLS server on loopback that selects its certificate by SNI and greets like IMAP."""
 
-    def __init__(self, default_chain: Path, default_key: Path, by_sni: dict[str, tuple[Path, Path]]):
+    def __init__(
+        self, default_chain: Path, default_key: Path, by_sni: dict[str, tuple[Path, Path]]
+    ):
         self.default = self._context(default_chain, default_key)
         self.by_sni = {name: self._context(c, k) for name, (c, k) in by_sni.items()}
         self.default.sni_callback = self._pick
@@ -98,7 +100,9 @@ class Sample:
     extra: dict = field(default_factory=dict)
 
 
-def _write_pair(issued: pki.Issued, directory: Path, stem: str, chain: list | None = None) -> tuple[Path, Path]:
+def _write_pair(
+    issued: pki.Issued, directory: Path, stem: str, chain: list | None = None
+) -> tuple[Path, Path]:
     paths = issued.write(directory, stem)
     if chain is not None:
         from cryptography.hazmat.primitives.serialization import Encoding
@@ -166,30 +170,184 @@ def build_pki(work: Path) -> tuple[dict, dict[str, tuple[Path, Path]]]:
 
 
 SAMPLES = [
-    Sample("correct", "The client asks for a name on the certificate: a match, no finding.", "match", None, "imap.example.test"),
-    Sample("name-not-in-certificate", "The client asks for wrong.example.test; the server presents other.example.net (KB Q198564).", "mismatch", "name-not-in-certificate", "wrong.example.test"),
-    Sample("cn-only-legacy", "The certificate names the host only in its CN, with no subjectAltName.", "legacy-match", "cn-only-legacy", "cnonly.example.test"),
-    Sample("cn-ignored-san-present", "The name is in the CN, but the SAN lists only other.example.test.", "mismatch", "cn-ignored-san-present", "cnsan.example.test"),
-    Sample("wildcard-too-deep", "*.example.test presented for a.b.example.test.", "mismatch", "wildcard-too-deep", "a.b.example.test"),
-    Sample("wildcard-apex", "*.example.test presented for example.test itself.", "mismatch", "wildcard-apex", "example.test"),
-    Sample("wildcard-partial", "The partial wildcard im*.example.test presented for imap2.example.test.", "mismatch", "wildcard-partial", "imap2.example.test"),
-    Sample("wildcard-public-suffix", "*.test (a wildcard on a public suffix) presented for x.test.", "mismatch", "wildcard-public-suffix", "x.test"),
-    Sample("no-sni-default-certificate", "The client is configured with alt.example.test but sends no SNI; the server sends its default certificate, and asked by name would send alt's.", "mismatch", "no-sni-default-certificate", None, host_option="alt.example.test"),
-    Sample("ip-not-in-certificate", "The client dials 127.0.0.1 (no SNI); the certificate has no IP address entry.", "mismatch", "ip-not-in-certificate", None),
-    Sample("mail-domain-not-server", "The client uses the mail domain example.org; the certificate names mail.example.org.", "mismatch", "mail-domain-not-server", None, host_option="example.org", extra={"default": "maildomain"}),
-    Sample("trailing-dot", "The client is configured with 'mail.example.test.' (trailing dot): RFC matching passes, OpenSSL-based clients fail.", "match", "trailing-dot", None, host_option="mail.example.test."),
-    Sample("idn-form", "The client is configured with the U-label bücher.example.test; the certificate carries the A-label.", "match", "idn-form", None, host_option="bücher.example.test", extra={"default": "idn"}),
-    Sample("invalid-reference", "The client's server name is 'mail.example.test:993' (a port in the host name field).", "mismatch", "invalid-reference", None, host_option="mail.example.test:993"),
-    Sample("nul-in-name", "The certificate's SAN hides a NUL: nul.example.test\\0.attacker.example.", "mismatch", "nul-in-name", "nul.example.test"),
-    Sample("expired", "The name matches; the certificate expired on 2021-01-01.", "untrusted", "expired", "expired.example.test"),
-    Sample("not-yet-valid", "The name matches; the certificate is valid only from 2030-01-01.", "untrusted", "not-yet-valid", "future.example.test"),
-    Sample("self-signed", "The name matches; the certificate is self-signed.", "untrusted", "self-signed", "selfsigned.example.test"),
-    Sample("unknown-issuer", "The name matches; the chain ends at a private root the store does not have.", "untrusted", "unknown-issuer", "private.example.test"),
-    Sample("missing-intermediate", "The server sends its leaf without the intermediate.", "untrusted", "missing-intermediate", "nointer.example.test"),
-    Sample("wrong-order", "The server sends leaf, root, intermediate: out of order.", "match", "wrong-order", "disorder.example.test"),
-    Sample("proxy-ca-not-trusted", "The client does not trust certmatch's CA and aborts; the server's certificate is fine.", "match", "proxy-ca-not-trusted", "imap.example.test", trust_proxy=False),
-    Sample("upstream-unreachable", "Nothing listens at the server address.", "error", "upstream-unreachable", "imap.example.test", target="closed"),
-    Sample("upstream-tls-failed", "The server port speaks plaintext IMAP, not implicit TLS.", "error", "upstream-tls-failed", "imap.example.test", target="plaintext"),
+    Sample(
+        "correct",
+        "The client asks for a name on the certificate: a match, no finding.",
+        "match",
+        None,
+        "imap.example.test",
+    ),
+    Sample(
+        "name-not-in-certificate",
+        "The client asks for wrong.example.test; the server presents other.example.net (KB Q198564).",
+        "mismatch",
+        "name-not-in-certificate",
+        "wrong.example.test",
+    ),
+    Sample(
+        "cn-only-legacy",
+        "The certificate names the host only in its CN, with no subjectAltName.",
+        "legacy-match",
+        "cn-only-legacy",
+        "cnonly.example.test",
+    ),
+    Sample(
+        "cn-ignored-san-present",
+        "The name is in the CN, but the SAN lists only other.example.test.",
+        "mismatch",
+        "cn-ignored-san-present",
+        "cnsan.example.test",
+    ),
+    Sample(
+        "wildcard-too-deep",
+        "*.example.test presented for a.b.example.test.",
+        "mismatch",
+        "wildcard-too-deep",
+        "a.b.example.test",
+    ),
+    Sample(
+        "wildcard-apex",
+        "*.example.test presented for example.test itself.",
+        "mismatch",
+        "wildcard-apex",
+        "example.test",
+    ),
+    Sample(
+        "wildcard-partial",
+        "The partial wildcard im*.example.test presented for imap2.example.test.",
+        "mismatch",
+        "wildcard-partial",
+        "imap2.example.test",
+    ),
+    Sample(
+        "wildcard-public-suffix",
+        "*.test (a wildcard on a public suffix) presented for x.test.",
+        "mismatch",
+        "wildcard-public-suffix",
+        "x.test",
+    ),
+    Sample(
+        "no-sni-default-certificate",
+        "The client is configured with alt.example.test but sends no SNI; the server sends its default certificate, and asked by name would send alt's.",
+        "mismatch",
+        "no-sni-default-certificate",
+        None,
+        host_option="alt.example.test",
+    ),
+    Sample(
+        "ip-not-in-certificate",
+        "The client dials 127.0.0.1 (no SNI); the certificate has no IP address entry.",
+        "mismatch",
+        "ip-not-in-certificate",
+        None,
+    ),
+    Sample(
+        "mail-domain-not-server",
+        "The client uses the mail domain example.org; the certificate names mail.example.org.",
+        "mismatch",
+        "mail-domain-not-server",
+        None,
+        host_option="example.org",
+        extra={"default": "maildomain"},
+    ),
+    Sample(
+        "trailing-dot",
+        "The client is configured with 'mail.example.test.' (trailing dot): RFC matching passes, OpenSSL-based clients fail.",
+        "match",
+        "trailing-dot",
+        None,
+        host_option="mail.example.test.",
+    ),
+    Sample(
+        "idn-form",
+        "The client is configured with the U-label bücher.example.test; the certificate carries the A-label.",
+        "match",
+        "idn-form",
+        None,
+        host_option="bücher.example.test",
+        extra={"default": "idn"},
+    ),
+    Sample(
+        "invalid-reference",
+        "The client's server name is 'mail.example.test:993' (a port in the host name field).",
+        "mismatch",
+        "invalid-reference",
+        None,
+        host_option="mail.example.test:993",
+    ),
+    Sample(
+        "nul-in-name",
+        "The certificate's SAN hides a NUL: nul.example.test\\0.attacker.example.",
+        "mismatch",
+        "nul-in-name",
+        "nul.example.test",
+    ),
+    Sample(
+        "expired",
+        "The name matches; the certificate expired on 2021-01-01.",
+        "untrusted",
+        "expired",
+        "expired.example.test",
+    ),
+    Sample(
+        "not-yet-valid",
+        "The name matches; the certificate is valid only from 2030-01-01.",
+        "untrusted",
+        "not-yet-valid",
+        "future.example.test",
+    ),
+    Sample(
+        "self-signed",
+        "The name matches; the certificate is self-signed.",
+        "untrusted",
+        "self-signed",
+        "selfsigned.example.test",
+    ),
+    Sample(
+        "unknown-issuer",
+        "The name matches; the chain ends at a private root the store does not have.",
+        "untrusted",
+        "unknown-issuer",
+        "private.example.test",
+    ),
+    Sample(
+        "missing-intermediate",
+        "The server sends its leaf without the intermediate.",
+        "untrusted",
+        "missing-intermediate",
+        "nointer.example.test",
+    ),
+    Sample(
+        "wrong-order",
+        "The server sends leaf, root, intermediate: out of order.",
+        "match",
+        "wrong-order",
+        "disorder.example.test",
+    ),
+    Sample(
+        "proxy-ca-not-trusted",
+        "The client does not trust certmatch's CA and aborts; the server's certificate is fine.",
+        "match",
+        "proxy-ca-not-trusted",
+        "imap.example.test",
+        trust_proxy=False,
+    ),
+    Sample(
+        "upstream-unreachable",
+        "Nothing listens at the server address.",
+        "error",
+        "upstream-unreachable",
+        "imap.example.test",
+        target="closed",
+    ),
+    Sample(
+        "upstream-tls-failed",
+        "The server port speaks plaintext IMAP, not implicit TLS.",
+        "error",
+        "upstream-tls-failed",
+        "imap.example.test",
+        target="plaintext",
+    ),
 ]
 
 
@@ -210,15 +368,19 @@ def _plaintext_server() -> int:
 
 
 def _client(port: int, sni: str | None, cafile: Path | None) -> None:
-    context = ssl.create_default_context(cafile=str(cafile)) if cafile else ssl.create_default_context()
+    context = (
+        ssl.create_default_context(cafile=str(cafile)) if cafile else ssl.create_default_context()
+    )
     context.check_hostname = False
     if cafile is None:
         context.load_verify_locations(cadata=_unrelated_ca())
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
-            with context.wrap_socket(raw, server_hostname=sni) as tls:
-                tls.settimeout(5)
-                tls.recv(200)
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+            context.wrap_socket(raw, server_hostname=sni) as tls,
+        ):
+            tls.settimeout(5)
+            tls.recv(200)
     except (OSError, ssl.SSLError):
         pass
 

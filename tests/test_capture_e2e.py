@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ssl
 import subprocess
-from pathlib import Path
 
 import ldap3
 import pytest
@@ -18,7 +17,7 @@ from proxy_fixtures import inprocess_proxy
 from scenarios import SCENARIOS, scenario
 from servers.clients import LoopbackIMAP4_SSL, LoopbackPOP3_SSL, LoopbackSMTP_SSL, s_client
 
-import addons.capture as capture
+from addons import capture
 from certmatch.certificates import parse_chain
 from certmatch.diagnosis import diagnose
 from certmatch.trust import TrustStore
@@ -54,14 +53,20 @@ def test_imaps_scenario_recorded_and_diagnosed(case, tmp_path, dovecot, pki, sto
     options: dict[str, object] = {"ca_file": [str(pki.root_ca)]}
     if not case.client_sends_sni and case.name != "ip-literal":
         options["host"] = case.server_name  # the name the client is configured with
-    with inprocess_proxy(tmp_path, f"reverse:tls://127.0.0.1:{dovecot.imaps_port}", **options) as proxy:
+    with inprocess_proxy(
+        tmp_path, f"reverse:tls://127.0.0.1:{dovecot.imaps_port}", **options
+    ) as proxy:
         name = case.name_for("imap")
-        s_client(proxy.port, servername=name if case.client_sends_sni else None, cafile=proxy.ca_file)
+        s_client(
+            proxy.port, servername=name if case.client_sends_sni else None, cafile=proxy.ca_file
+        )
         sessions = proxy.sessions(1)
     assert len(sessions) == 1
     facts = sessions[0]
     assert facts.sni == (name if case.client_sends_sni else None)
-    assert facts.upstream_sni == facts.sni, "the proxy must ask upstream exactly what the client asked"
+    assert facts.upstream_sni == facts.sni, (
+        "the proxy must ask upstream exactly what the client asked"
+    )
     assert facts.protocol == "imap"  # from dovecot's greeting (the port is a high one)
     assert facts.tls_kind == "implicit"
     assert facts.action == "pass"
@@ -81,7 +86,9 @@ def test_imaps_scenario_recorded_and_diagnosed(case, tmp_path, dovecot, pki, sto
 def test_no_sni_probe_shows_the_server_would_have_matched(tmp_path, dovecot, pki, store):
     case = scenario("alt")
     mode = f"reverse:tls://127.0.0.1:{dovecot.imaps_port}"
-    with inprocess_proxy(tmp_path, mode, ca_file=[str(pki.root_ca)], host=case.server_name) as proxy:
+    with inprocess_proxy(
+        tmp_path, mode, ca_file=[str(pki.root_ca)], host=case.server_name
+    ) as proxy:
         s_client(proxy.port, servername=None, cafile=proxy.ca_file)
         facts = proxy.sessions(1)[0]
     assert facts.requested_host == "alt.example.test"
@@ -160,7 +167,9 @@ def test_ldap3_ldaps(tmp_path, slapd_factory, pki, store):
     mode = f"reverse:tls://127.0.0.1:{slapd.ldaps_port}"
     with inprocess_proxy(tmp_path, mode, ca_file=[str(pki.root_ca)]) as proxy:
         tls = ldap3.Tls(
-            validate=ssl.CERT_REQUIRED, ca_certs_file=str(proxy.ca_file), sni="ldap.example.test",
+            validate=ssl.CERT_REQUIRED,
+            ca_certs_file=str(proxy.ca_file),
+            sni="ldap.example.test",
             valid_names=["ldap.example.test"],
         )
         server = ldap3.Server("127.0.0.1", port=proxy.port, use_ssl=True, tls=tls)
@@ -182,13 +191,22 @@ def test_curl_imaps_fetch(tmp_path, dovecot, pki, store):
     with inprocess_proxy(tmp_path, mode, ca_file=[str(pki.root_ca)]) as proxy:
         done = subprocess.run(
             [
-                "curl", "--silent", "--show-error", "--max-time", "10",
-                "--connect-to", f"imap.example.test:993:127.0.0.1:{proxy.port}",
-                "--cacert", str(proxy.ca_file),
-                "--user", f"{dovecot.user}:{dovecot.password}",
+                "curl",
+                "--silent",
+                "--show-error",
+                "--max-time",
+                "10",
+                "--connect-to",
+                f"imap.example.test:993:127.0.0.1:{proxy.port}",
+                "--cacert",
+                str(proxy.ca_file),
+                "--user",
+                f"{dovecot.user}:{dovecot.password}",
                 "imaps://imap.example.test/INBOX;UID=1",
             ],
-            capture_output=True, check=False, timeout=20,
+            capture_output=True,
+            check=False,
+            timeout=20,
         )
         facts = proxy.sessions(1)[0]
     assert done.returncode == 0, done.stderr
@@ -206,7 +224,9 @@ def test_block_closes_a_mismatching_session(tmp_path, dovecot, pki):
         with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
             LoopbackIMAP4_SSL("wrong.example.test", proxy.port, ssl_context=_client_context(proxy))
         blocked = proxy.sessions(1)[0]
-        good = LoopbackIMAP4_SSL("imap.example.test", proxy.port, ssl_context=_client_context(proxy))
+        good = LoopbackIMAP4_SSL(
+            "imap.example.test", proxy.port, ssl_context=_client_context(proxy)
+        )
         good.logout()
         sessions = proxy.sessions(2)
     assert blocked.action == "block"
@@ -249,7 +269,9 @@ def test_failure_in_analysis_is_noted_and_mail_flows(tmp_path, dovecot, pki, mon
     monkeypatch.setattr(capture.diagnosis, "diagnose", broken)
     mode = f"reverse:tls://127.0.0.1:{dovecot.imaps_port}"
     with inprocess_proxy(tmp_path, mode, ca_file=[str(pki.root_ca)]) as proxy:
-        client = LoopbackIMAP4_SSL("imap.example.test", proxy.port, ssl_context=_client_context(proxy))
+        client = LoopbackIMAP4_SSL(
+            "imap.example.test", proxy.port, ssl_context=_client_context(proxy)
+        )
         client.login(dovecot.user, dovecot.password)
         status, _ = client.select("INBOX")
         client.logout()
@@ -263,11 +285,14 @@ def test_failure_in_writing_is_logged_and_mail_flows(tmp_path, dovecot, pki, cap
     addon = capture.CertmatchCapture()
     mode = f"reverse:tls://127.0.0.1:{dovecot.imaps_port}"
     with inprocess_proxy(tmp_path, mode, addon=addon, ca_file=[str(pki.root_ca)]) as proxy:
+
         def full_disk(_facts):
             raise OSError(28, "No space left on device")
 
         addon.writer.write = full_disk  # type: ignore[method-assign]
-        client = LoopbackIMAP4_SSL("imap.example.test", proxy.port, ssl_context=_client_context(proxy))
+        client = LoopbackIMAP4_SSL(
+            "imap.example.test", proxy.port, ssl_context=_client_context(proxy)
+        )
         client.login(dovecot.user, dovecot.password)
         status, _ = client.select("INBOX")
         client.logout()
@@ -307,17 +332,31 @@ def test_mitmdump_loads_the_addon_script(tmp_path, dovecot, pki, store):
     port = free_port()
     record = tmp_path / "rec.jsonl"
     argv = [
-        venv_bin("mitmdump"), "--listen-host", "127.0.0.1", "--listen-port", str(port),
-        "--mode", f"reverse:tls://127.0.0.1:{dovecot.imaps_port}",
-        "--set", f"confdir={tmp_path / 'conf'}",
-        "-s", str(REPO / "addons" / "capture.py"),
-        "--set", f"certmatch_record={record}",
-        "--set", f"certmatch_ca_file={pki.root_ca}",
+        venv_bin("mitmdump"),
+        "--listen-host",
+        "127.0.0.1",
+        "--listen-port",
+        str(port),
+        "--mode",
+        f"reverse:tls://127.0.0.1:{dovecot.imaps_port}",
+        "--set",
+        f"confdir={tmp_path / 'conf'}",
+        "-s",
+        str(REPO / "addons" / "capture.py"),
+        "--set",
+        f"certmatch_record={record}",
+        "--set",
+        f"certmatch_ca_file={pki.root_ca}",
     ]
     with mitmdump_process(tmp_path, argv, port=port):
-        s_client(port, servername="cnsan.example.test", cafile=tmp_path / "conf" / "mitmproxy-ca-cert.pem")
-        from certmatch.recording import read_recording
+        s_client(
+            port,
+            servername="cnsan.example.test",
+            cafile=tmp_path / "conf" / "mitmproxy-ca-cert.pem",
+        )
         import time
+
+        from certmatch.recording import read_recording
 
         for _ in range(100):
             if record.exists() and read_recording(record).sessions:

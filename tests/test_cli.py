@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from pathlib import Path
 
 import pytest
 from proxy_fixtures import REPO, venv_bin
@@ -36,7 +35,9 @@ def test_a_matching_session_exits_0():
 
 
 def test_a_mismatch_exits_1_and_names_host_names_and_cause():
-    done = certmatch("check", "--ca-file", str(CA), str(RECORDINGS / "name-not-in-certificate.jsonl"))
+    done = certmatch(
+        "check", "--ca-file", str(CA), str(RECORDINGS / "name-not-in-certificate.jsonl")
+    )
     assert done.returncode == 1
     line = done.stdout.splitlines()[0]
     for part in ("wrong.example.test", "other.example.net", "mismatch", "name-not-in-certificate"):
@@ -44,18 +45,34 @@ def test_a_mismatch_exits_1_and_names_host_names_and_cause():
 
 
 def test_explain_prints_why_fix_and_citations():
-    done = certmatch("check", "-v", "--ca-file", str(CA), str(RECORDINGS / "wildcard-too-deep.jsonl"))
+    done = certmatch(
+        "check", "-v", "--ca-file", str(CA), str(RECORDINGS / "wildcard-too-deep.jsonl")
+    )
     assert "why:" in done.stdout and "fix:" in done.stdout
     assert "RFC 6125 §6.4.3" in done.stdout
 
 
 def test_json_output_has_the_documented_fields():
-    done = certmatch("check", "--json", "--ca-file", str(CA), str(RECORDINGS / "no-sni-default-certificate.jsonl"))
+    done = certmatch(
+        "check",
+        "--json",
+        "--ca-file",
+        str(CA),
+        str(RECORDINGS / "no-sni-default-certificate.jsonl"),
+    )
     assert done.returncode == 1
     report = json.loads(done.stdout)
     (session,) = report["sessions"]
-    for key in ("requested_host", "requested_host_source", "sni", "verdict", "primary_cause",
-                "causes", "explanation", "citations"):
+    for key in (
+        "requested_host",
+        "requested_host_source",
+        "sni",
+        "verdict",
+        "primary_cause",
+        "causes",
+        "explanation",
+        "citations",
+    ):
         assert key in session
     assert session["sni"] is None
     assert session["requested_host"] == "alt.example.test"
@@ -68,8 +85,15 @@ def test_json_output_has_the_documented_fields():
 
 def test_fail_on_selects_which_causes_fail():
     wildcard = str(RECORDINGS / "wildcard-apex.jsonl")
-    assert certmatch("check", "--ca-file", str(CA), "--fail-on", "expired", wildcard).returncode == 0
-    assert certmatch("check", "--ca-file", str(CA), "--fail-on", "wildcard-apex,expired", wildcard).returncode == 1
+    assert (
+        certmatch("check", "--ca-file", str(CA), "--fail-on", "expired", wildcard).returncode == 0
+    )
+    assert (
+        certmatch(
+            "check", "--ca-file", str(CA), "--fail-on", "wildcard-apex,expired", wildcard
+        ).returncode
+        == 1
+    )
     # a warning-only session passes by default but fails with --fail-on any
     dot = str(RECORDINGS / "trailing-dot.jsonl")
     assert certmatch("check", "--ca-file", str(CA), dot).returncode == 0

@@ -37,9 +37,21 @@ def _sessions(record: Path, expected: int, timeout: float = 5.0):
 
 def _curl(args: list[str], cafile: Path, user: str, password: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        ["curl", "--silent", "--show-error", "--max-time", "10", "--cacert", str(cafile),
-         "--user", f"{user}:{password}", *args],
-        capture_output=True, check=False, timeout=20,
+        [
+            "curl",
+            "--silent",
+            "--show-error",
+            "--max-time",
+            "10",
+            "--cacert",
+            str(cafile),
+            "--user",
+            f"{user}:{password}",
+            *args,
+        ],
+        capture_output=True,
+        check=False,
+        timeout=20,
     )
 
 
@@ -62,23 +74,45 @@ def test_curl_through_mitmdump_in_forward_modes(
     record = tmp_path / "rec.jsonl"
     conf = tmp_path / "conf"
     argv = [
-        venv_bin("mitmdump"), "--listen-host", "127.0.0.1", "--listen-port", str(port),
-        "--mode", mode, "--set", f"confdir={conf}",
-        "-s", str(REPO / "addons" / "capture.py"),
-        "--set", f"certmatch_record={record}", "--set", f"certmatch_ca_file={pki.root_ca}",
+        venv_bin("mitmdump"),
+        "--listen-host",
+        "127.0.0.1",
+        "--listen-port",
+        str(port),
+        "--mode",
+        mode,
+        "--set",
+        f"confdir={conf}",
+        "-s",
+        str(REPO / "addons" / "capture.py"),
+        "--set",
+        f"certmatch_record={record}",
+        "--set",
+        f"certmatch_ca_file={pki.root_ca}",
     ]
-    with private_hosts(tmp_path, NAMES) as prefix, mitmdump_process(
-        tmp_path, argv, prefix=prefix, port=port
+    with (
+        private_hosts(tmp_path, NAMES) as prefix,
+        mitmdump_process(tmp_path, argv, prefix=prefix, port=port),
     ):
         ok = _curl(
-            [curl_proxy, f"127.0.0.1:{port}",
-             f"imaps://imap.example.test:{dovecot.imaps_port}/INBOX;UID=1"],
-            conf / "mitmproxy-ca-cert.pem", dovecot.user, dovecot.password,
+            [
+                curl_proxy,
+                f"127.0.0.1:{port}",
+                f"imaps://imap.example.test:{dovecot.imaps_port}/INBOX;UID=1",
+            ],
+            conf / "mitmproxy-ca-cert.pem",
+            dovecot.user,
+            dovecot.password,
         )
         wrong = _curl(
-            [curl_proxy, f"127.0.0.1:{port}",
-             f"imaps://wrong.example.test:{dovecot.imaps_port}/INBOX;UID=1"],
-            conf / "mitmproxy-ca-cert.pem", dovecot.user, dovecot.password,
+            [
+                curl_proxy,
+                f"127.0.0.1:{port}",
+                f"imaps://wrong.example.test:{dovecot.imaps_port}/INBOX;UID=1",
+            ],
+            conf / "mitmproxy-ca-cert.pem",
+            dovecot.user,
+            dovecot.password,
         )
         sessions = _sessions(record, 2)
     assert ok.returncode == 0, ok.stderr
@@ -100,15 +134,32 @@ def test_socks5_with_an_ip_literal(tmp_path, dovecot, pki, store):
     record = tmp_path / "rec.jsonl"
     conf = tmp_path / "conf"
     argv = [
-        venv_bin("mitmdump"), "--listen-host", "127.0.0.1", "--listen-port", str(port),
-        "--mode", "socks5", "--set", f"confdir={conf}",
-        "-s", str(REPO / "addons" / "capture.py"),
-        "--set", f"certmatch_record={record}", "--set", f"certmatch_ca_file={pki.root_ca}",
+        venv_bin("mitmdump"),
+        "--listen-host",
+        "127.0.0.1",
+        "--listen-port",
+        str(port),
+        "--mode",
+        "socks5",
+        "--set",
+        f"confdir={conf}",
+        "-s",
+        str(REPO / "addons" / "capture.py"),
+        "--set",
+        f"certmatch_record={record}",
+        "--set",
+        f"certmatch_ca_file={pki.root_ca}",
     ]
     with mitmdump_process(tmp_path, argv, port=port):
         _curl(
-            ["--socks5", f"127.0.0.1:{port}", f"imaps://127.0.0.1:{dovecot.imaps_port}/INBOX;UID=1"],
-            conf / "mitmproxy-ca-cert.pem", dovecot.user, dovecot.password,
+            [
+                "--socks5",
+                f"127.0.0.1:{port}",
+                f"imaps://127.0.0.1:{dovecot.imaps_port}/INBOX;UID=1",
+            ],
+            conf / "mitmproxy-ca-cert.pem",
+            dovecot.user,
+            dovecot.password,
         )
         sessions = _sessions(record, 1)
     facts = sessions[0]
@@ -126,10 +177,20 @@ def test_certmatch_proxy_command(tmp_path, dovecot, pki, store):
     record = tmp_path / "rec.jsonl"
     conf = tmp_path / "conf"
     argv = [
-        venv_bin("certmatch"), "proxy",
-        "--mode", f"reverse:tls://127.0.0.1:{dovecot.imaps_port}",
-        "--record", str(record), "--listen-port", str(port), "--confdir", str(conf),
-        "--ca-file", str(pki.root_ca), "--host", "alt.example.test",
+        venv_bin("certmatch"),
+        "proxy",
+        "--mode",
+        f"reverse:tls://127.0.0.1:{dovecot.imaps_port}",
+        "--record",
+        str(record),
+        "--listen-port",
+        str(port),
+        "--confdir",
+        str(conf),
+        "--ca-file",
+        str(pki.root_ca),
+        "--host",
+        "alt.example.test",
     ]
     with mitmdump_process(tmp_path, argv, port=port):
         s_client(port, servername=None, cafile=conf / "mitmproxy-ca-cert.pem")
@@ -145,9 +206,20 @@ def test_certmatch_proxy_command(tmp_path, dovecot, pki, store):
 
 def test_certmatch_proxy_refuses_a_bad_ca_file(tmp_path):
     done = subprocess.run(
-        [venv_bin("certmatch"), "proxy", "--mode", "regular", "--record", str(tmp_path / "r.jsonl"),
-         "--ca-file", str(tmp_path / "missing.pem")],
-        capture_output=True, text=True, timeout=30, check=False,
+        [
+            venv_bin("certmatch"),
+            "proxy",
+            "--mode",
+            "regular",
+            "--record",
+            str(tmp_path / "r.jsonl"),
+            "--ca-file",
+            str(tmp_path / "missing.pem"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     assert done.returncode == 2
     assert "missing.pem" in done.stderr
@@ -161,15 +233,31 @@ def test_block_in_mitmdump_script_mode(tmp_path, dovecot, pki):
     record = tmp_path / "rec.jsonl"
     conf = tmp_path / "conf"
     argv = [
-        venv_bin("mitmdump"), "--listen-host", "127.0.0.1", "--listen-port", str(port),
-        "--mode", f"reverse:tls://127.0.0.1:{dovecot.imaps_port}", "--set", f"confdir={conf}",
-        "-s", str(REPO / "addons" / "capture.py"),
-        "--set", f"certmatch_record={record}", "--set", f"certmatch_ca_file={pki.root_ca}",
-        "--set", "certmatch_on_mismatch=block",
+        venv_bin("mitmdump"),
+        "--listen-host",
+        "127.0.0.1",
+        "--listen-port",
+        str(port),
+        "--mode",
+        f"reverse:tls://127.0.0.1:{dovecot.imaps_port}",
+        "--set",
+        f"confdir={conf}",
+        "-s",
+        str(REPO / "addons" / "capture.py"),
+        "--set",
+        f"certmatch_record={record}",
+        "--set",
+        f"certmatch_ca_file={pki.root_ca}",
+        "--set",
+        "certmatch_on_mismatch=block",
     ]
     with mitmdump_process(tmp_path, argv, port=port):
-        blocked = s_client(port, servername="wrong.example.test", cafile=conf / "mitmproxy-ca-cert.pem")
-        passed = s_client(port, servername="imap.example.test", cafile=conf / "mitmproxy-ca-cert.pem")
+        blocked = s_client(
+            port, servername="wrong.example.test", cafile=conf / "mitmproxy-ca-cert.pem"
+        )
+        passed = s_client(
+            port, servername="imap.example.test", cafile=conf / "mitmproxy-ca-cert.pem"
+        )
         sessions = _sessions(record, 2)
     assert blocked.chain == []  # the client never got a certificate
     assert passed.verify_code == 0 and passed.chain

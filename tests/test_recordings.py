@@ -17,9 +17,18 @@ MANIFEST = json.loads((RECORDINGS / "MANIFEST.json").read_text())
 
 def _check_json(*paths: Path) -> dict:
     done = subprocess.run(
-        [venv_bin("certmatch"), "check", "--json", "--ca-file", str(RECORDINGS / "ca.pem"),
-         *map(str, paths)],
-        capture_output=True, text=True, check=False, timeout=60,
+        [
+            venv_bin("certmatch"),
+            "check",
+            "--json",
+            "--ca-file",
+            str(RECORDINGS / "ca.pem"),
+            *map(str, paths),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
     )
     assert done.returncode in (0, 1), done.stderr
     return json.loads(done.stdout)

@@ -1,0 +1,199 @@
+"""diagnose(): verdicts, primary causes and explanations from facts alone (pure, minted certificates)."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+
+import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from certmatch import causes, pki
+from certmatch.diagnosis import diagnose
+from certmatch.facts import SessionFacts, SniProbe
+from certmatch.trust import TrustStore
+
+UTC = dt.UTC
+
+
+@pytest.fixture(scope="module")
+def ca(tmp_path_factory):
+    root = pki.make_ca("Diagnosis Root")
+    inter = pki.make_ca("Diagnosis Intermediate", parent=root)
+    path = tmp_path_factory.mktemp("ca") / "root.pem"
+    path.write_bytes(root.cert_pem())
+    return inter, TrustStore.load([path], use_system=False)
+
+
+def b64(issued: pki.Issued) -> list[str]:
+    return [base64.b64encode(c.public_bytes(Encoding.DER)).decode() for c in issued.chain()]
+
+
+def facts(chain, host, *, sni="same", source="sni", started="2026-11-28T10:00:00+00:00", **kw):
+    return SessionFacts(
+        id="t",
+        started=started,
+        requested_host=host,
+        requested_host_source=source,
+        sni=host if sni == "same" else sni,
+        chain=chain,
+        server_address="mail:993",
+        **kw,
+    )
+
+
+def test_names_fail_and_trust_fails_reports_the_name_cause_first(ca):
+    _, store = ca
+    leaf = pki.issue_leaf(None, dns=["other.example.net"])  # self-signed and wrong
+    d = diagnose(facts(b64(leaf), "mail.example.test"), store)
+    assert d.verdict == "mismatch"
+    assert d.cause_ids == ("name-not-in-certificate", "self-signed")
+    assert "mail.example.test" in d.primary.explanation
+    assert "other.example.net" in d.primary.explanation
+
+
+def test_explanation_and_fix_carry_the_sessions_names(ca):
+    inter, store = ca
+    leaf = pki.issue_leaf(inter, dns=["*.example.test"])
+    d = diagnose(facts(b64(leaf), "a.b.example.test"), store)
+    assert d.primary.id == "wildcard-too-deep"
+    assert "*.example.test" in d.primary.explanation and "a.b.example.test" in d.primary.fix
+    assert "RFC 6125 §6.4.3" in [str(c).split(" (")[0] for c in d.primary.cause.citations]
+
+
+def test_no_sni_with_a_probe_that_also_fails_is_a_plain_mismatch(ca):
+    inter, store = ca
+    default = pki.issue_leaf(inter, dns=["mail.example.test"])
+    probe = SniProbe(sni="alt.example.test", chain=b64(default)[:1])
+    d = diagnose(
+        facts(b64(default), "alt.example.test", sni=None, source="option", sni_probe=probe), store
+    )
+    assert d.primary.id == "name-not-in-certificate"
+    assert "no-sni-default-certificate" not in d.cause_ids
+
+
+def test_no_sni_with_a_matching_probe_is_the_no_sni_cause(ca):
+    inter, store = ca
+    default = pki.issue_leaf(inter, dns=["mail.example.test"])
+    alt = pki.issue_leaf(inter, dns=["alt.example.test"])
+    probe = SniProbe(sni="alt.example.test", chain=b64(alt)[:1])
+    d = diagnose(
+        facts(b64(default), "alt.example.test", sni=None, source="option", sni_probe=probe), store
+    )
+    assert d.cause_ids == ("no-sni-default-certificate",)
+    assert "matches" in d.primary.explanation
+
+
+def test_mail_domain_instead_of_server(ca):
+    inter, store = ca
+    leaf = pki.issue_leaf(inter, dns=["mail.example.org", "smtp.example.org"])
+    d = diagnose(facts(b64(leaf), "example.org"), store)
+    assert d.primary.id == "mail-domain-not-server"
+    assert "mail.example.org, smtp.example.org" in d.primary.fix
+
+
+def test_time_is_the_capture_time_and_cached_results_respect_it(tmp_path):
+    old = dt.datetime(2020, 1, 1, tzinfo=UTC)
+    root = pki.make_ca("Old Root", not_before=old)
+    inter = pki.make_ca("Old Intermediate", parent=root, not_before=old)
+    (tmp_path / "root.pem").write_bytes(root.cert_pem())
+    store = TrustStore.load([tmp_path / "root.pem"], use_system=False)
+    leaf = pki.issue_leaf(
+        inter,
+        dns=["mail.example.test"],
+        not_before=dt.datetime(2026, 1, 1, tzinfo=UTC),
+        not_after=dt.datetime(2026, 6, 1, tzinfo=UTC),
+    )
+    chain = b64(leaf)
+    inside = diagnose(facts(chain, "mail.example.test", started="2026-03-01T00:00:00+00:00"), store)
+    after = diagnose(facts(chain, "mail.example.test", started="2026-07-01T00:00:00+00:00"), store)
+    before = diagnose(facts(chain, "mail.example.test", started="2025-07-01T00:00:00+00:00"), store)
+    again = diagnose(facts(chain, "mail.example.test", started="2026-04-01T00:00:00+00:00"), store)
+    assert (inside.verdict, after.verdict, before.verdict, again.verdict) == (
+        "match",
+        "untrusted",
+        "untrusted",
+        "match",
+    )
+    assert after.primary.id == "expired" and before.primary.id == "not-yet-valid"
+    assert "2026-07-01" in after.primary.explanation
+
+
+def test_cached_trust_notices_a_root_outside_its_validity(tmp_path):
+    """Two sessions with the same chain, one before the root's own validity: no stale cache hit."""
+    root = pki.make_ca("Late Root", not_before=dt.datetime(2026, 1, 1, tzinfo=UTC))
+    leaf = pki.issue_leaf(
+        root,
+        dns=["mail.example.test"],
+        not_before=dt.datetime(2025, 1, 1, tzinfo=UTC),
+    )
+    (tmp_path / "root.pem").write_bytes(root.cert_pem())
+    store = TrustStore.load([tmp_path / "root.pem"], use_system=False)
+    chain = b64(leaf)
+    later = diagnose(facts(chain, "mail.example.test", started="2026-11-01T00:00:00+00:00"), store)
+    earlier = diagnose(
+        facts(chain, "mail.example.test", started="2025-06-01T00:00:00+00:00"), store
+    )
+    assert later.verdict == "match"
+    assert earlier.verdict == "untrusted" and "not-yet-valid" in earlier.cause_ids
+
+
+def test_trailing_dot_is_a_warning_on_a_match(ca):
+    inter, store = ca
+    leaf = pki.issue_leaf(inter, dns=["mail.example.test"])
+    d = diagnose(facts(b64(leaf), "mail.example.test.", sni=None, source="option"), store)
+    assert d.verdict == "match"
+    assert d.cause_ids == ("trailing-dot",)
+    assert not d.failed
+
+
+@pytest.mark.parametrize(
+    ("error", "cause"),
+    [
+        ("cannot connect: [Errno 111] Connection refused", "upstream-unreachable"),
+        ("The remote server does not speak TLS.", "upstream-tls-failed"),
+    ],
+)
+def test_no_certificate(ca, error, cause):
+    _, store = ca
+    d = diagnose(facts([], "mail.example.test", server_error=error), store)
+    assert d.verdict == "error" and d.primary.id == cause
+    assert error in d.primary.explanation
+
+
+def test_garbage_certificate_is_malformed_not_a_crash(ca):
+    _, store = ca
+    d = diagnose(facts([base64.b64encode(b"\x30\x03junk").decode()], "mail.example.test"), store)
+    assert d.verdict == "error" and d.primary.id == "malformed-certificate"
+
+
+def test_client_refusing_the_proxy_is_reported_beside_a_good_certificate(ca):
+    inter, store = ca
+    leaf = pki.issue_leaf(inter, dns=["mail.example.test"])
+    d = diagnose(
+        facts(b64(leaf), "mail.example.test", client_error="tlsv1 alert unknown ca"), store
+    )
+    assert d.verdict == "match"
+    assert d.cause_ids == ("proxy-ca-not-trusted",)
+    assert d.failed
+
+
+def test_every_cause_renders_without_missing_template_fields(ca):
+    inter, store = ca
+    leaf = pki.issue_leaf(inter, dns=["mail.example.test"])
+    base = facts(b64(leaf), "mail.example.test")
+    from certmatch.diagnosis import _finding
+
+    for cause in causes.CAUSES.values():
+        finding = _finding(cause, base, ("mail.example.test",), "detail", "pattern", None)
+        assert "{" not in finding.explanation and "{" not in finding.fix, cause.id
+
+
+def test_to_json_is_serialisable(ca):
+    import json
+
+    inter, store = ca
+    leaf = pki.issue_leaf(inter, dns=["mail.example.test"])
+    data = diagnose(facts(b64(leaf), "wrong.example.test"), store).to_json()
+    text = json.dumps(data)
+    assert json.loads(text)["primary_cause"] == "name-not-in-certificate"

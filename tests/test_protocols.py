@@ -1,0 +1,58 @@
+"""Protocol recognition from ports, greetings and ClientHello extensions (pure)."""
+
+from __future__ import annotations
+
+import pytest
+
+from certmatch import protocols
+
+
+@pytest.mark.parametrize(
+    ("greeting", "protocol"),
+    [
+        (b"* OK [CAPABILITY IMAP4rev1] Dovecot ready.\r\n", "imap"),
+        (b"* PREAUTH ready\r\n", "imap"),
+        (b"+OK Dovecot ready.\r\n", "pop3"),
+        (b"220 mail.example.test ESMTP Postfix\r\n", "smtp"),
+        (b"220-mail.example.test ESMTP\r\n", "smtp"),
+        (b"200 news.example.test InterNetNews NNRP server ready\r\n", "nntp"),
+        (b"201 no posting\r\n", "nntp"),
+        (b"220 ProFTPD FTP server ready\r\n", "unknown"),
+        (b"HTTP/1.1 200 OK\r\n", "unknown"),
+        (b"", "unknown"),
+    ],
+)
+def test_server_greeting(greeting, protocol):
+    assert protocols.protocol_from_server_greeting(greeting) == protocol
+
+
+def test_ldap_client_speaks_first_with_a_ber_sequence():
+    assert protocols.protocol_from_client_data(b"\x30\x0c\x02\x01\x01") == "ldap"
+    assert protocols.protocol_from_client_data(b"a LOGIN") == "unknown"
+
+
+def test_port_and_refinement():
+    assert protocols.protocol_from_port(993) == "imap"
+    assert protocols.protocol_from_port(465) == "submission"
+    assert protocols.protocol_from_port(10993) == "unknown"
+    assert protocols.protocol_from_port(None) == "unknown"
+    assert protocols.refine_protocol("submission", "smtp") == "submission"
+    assert protocols.refine_protocol("unknown", "imap") == "imap"
+    assert protocols.refine_protocol("imap", "unknown") == "imap"
+
+
+def test_offered_versions_from_supported_versions_skipping_grease():
+    body = (
+        bytes([8])
+        + bytes.fromhex("0a0a")
+        + bytes.fromhex("0304")
+        + bytes.fromhex("0303")
+        + bytes.fromhex("0302")
+    )
+    assert protocols.offered_tls_versions([(43, body)], 0x0303) == ["TLSv1.3", "TLSv1.2", "TLSv1.1"]
+
+
+def test_offered_versions_fall_back_to_the_legacy_version():
+    assert protocols.offered_tls_versions([], 0x0303) == ["TLSv1.2"]
+    assert protocols.offered_tls_versions([], 0x9999) == []
+    assert protocols.offered_tls_versions([(43, b"")], None) == []
