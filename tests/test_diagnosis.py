@@ -179,7 +179,7 @@ def test_client_refusing_the_proxy_is_reported_beside_a_good_certificate(ca):
 
 
 def test_every_cause_renders_without_missing_template_fields(ca):
-    inter, store = ca
+    inter, _ = ca
     leaf = pki.issue_leaf(inter, dns=["mail.example.test"])
     base = facts(b64(leaf), "mail.example.test")
     from certmatch.diagnosis import _finding
