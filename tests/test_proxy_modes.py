@@ -269,3 +269,34 @@ def test_block_in_mitmdump_script_mode(tmp_path, dovecot, pki):
     log = (tmp_path / "proxy.log").read_text()
     assert "closing the client connection for wrong.example.test" in log
     assert "Traceback" not in log
+
+
+def test_mitmweb_loads_the_addon_script(tmp_path, dovecot, pki, store):
+    port, web_port = free_port(), free_port()
+    record = tmp_path / "rec.jsonl"
+    conf = tmp_path / "conf"
+    argv = [
+        venv_bin("mitmweb"),
+        "--no-web-open-browser",
+        "--web-port",
+        str(web_port),
+        "--listen-host",
+        "127.0.0.1",
+        "--listen-port",
+        str(port),
+        "--mode",
+        f"reverse:tls://127.0.0.1:{dovecot.imaps_port}",
+        "--set",
+        f"confdir={conf}",
+        "-s",
+        str(REPO / "addons" / "capture.py"),
+        "--set",
+        f"certmatch_record={record}",
+        "--set",
+        f"certmatch_ca_file={pki.root_ca}",
+    ]
+    with mitmdump_process(tmp_path, argv, port=port):
+        s_client(port, servername="wrong.example.test", cafile=conf / "mitmproxy-ca-cert.pem")
+        sessions = _sessions(record, 1)
+    assert len(sessions) == 1
+    assert diagnose(sessions[0], store).primary.id == "name-not-in-certificate"
