@@ -86,13 +86,6 @@ class StartTlsUpgrade:
     facts: StartTlsFacts
 
 
-# Filled by the STARTTLS layer (addons/starttls.py) before it starts the TLS
-# layers, keyed by client connection id; the entry is removed when the
-# client disconnects. The same StartTlsFacts object is shared, so findings
-# made after the handshake (e.g. injected bytes) reach the record.
-STARTTLS_UPGRADES: dict[str, StartTlsUpgrade] = {}
-
-
 @dataclass
 class _Pending:
     """A session being observed: its facts so far and, once known, the verdict."""
@@ -108,6 +101,10 @@ class CertmatchCapture:
 
     def __init__(self) -> None:
         self.pending: dict[str, _Pending] = {}
+        # Filled by the STARTTLS layer (addons/starttls.py) through
+        # starttls_upgrading(), keyed by client connection id. The facts object
+        # is shared, so findings made later (e.g. injected bytes) reach the record.
+        self.starttls_upgrades: dict[str, StartTlsUpgrade] = {}
         self.writer: RecordingWriter | None = None
         self.store: TrustStore | None = None
         self.sessions_written = 0
@@ -188,7 +185,7 @@ class CertmatchCapture:
             hello.extensions, _legacy_version(hello)
         )
         server = context.server
-        upgrade = STARTTLS_UPGRADES.get(context.client.id)
+        upgrade = self.starttls_upgrades.get(context.client.id)
         if upgrade is not None:
             facts.tls_kind = "starttls"
             facts.protocol = upgrade.protocol
@@ -283,7 +280,11 @@ class CertmatchCapture:
         verdict = pending.verdict
         assert verdict is not None
         no_server = not pending.facts.chain
-        block = no_server or (verdict.failed and ctx.options.certmatch_on_mismatch == "block")
+        # Block on the certificate's verdict only: warnings, and findings about
+        # a plaintext phase that is already over, do not stop the session.
+        block = no_server or (
+            verdict.verdict != "match" and ctx.options.certmatch_on_mismatch == "block"
+        )
         if block:
             pending.facts.action = "block"
             why = "no server certificate" if no_server else verdict.verdict
@@ -339,24 +340,36 @@ class CertmatchCapture:
 
     @_never_raises
     def client_disconnected(self, client: connection.Client) -> None:
-        STARTTLS_UPGRADES.pop(client.id, None)
+        self.starttls_upgrades.pop(client.id, None)
         pending = self.pending.pop(client.id, None)
         if pending is not None:
             self._write(pending)
 
+    def starttls_upgrading(
+        self, client: connection.Client, protocol: str, starttls: StartTlsFacts
+    ) -> None:
+        """The STARTTLS layer saw the server accept the upgrade: the next handshake is a STARTTLS one."""
+        self.starttls_upgrades[client.id] = StartTlsUpgrade(protocol, starttls)
+
     def record_without_tls(
-        self, client: connection.Client, server: connection.Server, upgrade: StartTlsUpgrade
+        self,
+        client: connection.Client,
+        server: connection.Server,
+        protocol: str,
+        starttls: StartTlsFacts,
+        error: str | None = None,
     ) -> None:
         """Record a STARTTLS connection that never reached a TLS handshake.
 
         Called by the STARTTLS layer when the server did not offer the
-        upgrade, refused it, or the plaintext phase broke off.
+        upgrade, refused it, or the plaintext phase broke off (``error``).
         """
         try:
             facts = _new_facts(client, server, None)
-            facts.protocol = upgrade.protocol
+            facts.protocol = protocol
             facts.tls_kind = "starttls"
-            facts.starttls = upgrade.facts
+            facts.starttls = starttls
+            facts.server_error = error
             pending = _Pending(facts)
             self.pending.pop(client.id, None)
             self._write(pending)

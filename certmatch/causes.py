@@ -62,6 +62,15 @@ RFC5280_PATH = Citation("RFC 5280", "§6.1", "certification path validation")
 RFC8446_CERT = Citation("RFC 8446", "§4.4.2", "the server sends its chain, leaf first")
 RFC5246_CERT = Citation("RFC 5246", "§7.4.2", "each certificate certifies the one before it")
 
+RFC3207 = Citation("RFC 3207", "§4", "SMTP STARTTLS: the EHLO keyword and the 220 reply")
+RFC2595_3 = Citation("RFC 2595", "§3", "IMAP STARTTLS")
+RFC2595_4 = Citation("RFC 2595", "§4", "POP3 STLS")
+RFC4513_3 = Citation("RFC 4513", "§3", "LDAP StartTLS operation")
+RFC4642 = Citation("RFC 4642", "§2", "NNTP STARTTLS")
+RFC8314 = Citation(
+    "RFC 8314", "§3", "prefer implicit TLS; clients must not send credentials in clear"
+)
+
 _CATALOGUE: tuple[Cause, ...] = (
     Cause(
         "nul-in-name",
@@ -76,6 +85,59 @@ _CATALOGUE: tuple[Cause, ...] = (
             RFC6125_DNS,
             RFC9525_DNS,
         ),
+    ),
+    Cause(
+        "starttls-injection",
+        "Bytes crossed the STARTTLS boundary",
+        "security",
+        "{detail} Anything sent in plaintext between the upgrade request and the TLS handshake "
+        "can be injected by an attacker on the path; an implementation that buffers it and acts "
+        "on it after the handshake treats attacker data as if it came over TLS. certmatch did "
+        "not pass those bytes into the TLS session.",
+        "Find which side sent the bytes. A client must wait for the server's reply after "
+        "STARTTLS; a server must discard its plaintext input buffer when it switches to TLS. "
+        "Update the software (this is the flaw class of CVE-2011-0411 and the 2021 'NO STARTTLS' "
+        "study), or use implicit TLS (ports 465, 993, 995, 636, 563).",
+        (
+            Citation("CVE-2011-0411", "", "STARTTLS plaintext command injection"),
+            Citation(
+                "Poddebniak et al., USENIX Security 2021",
+                "",
+                "Why TLS is better without STARTTLS (NO STARTTLS)",
+            ),
+            RFC3207,
+        ),
+    ),
+    Cause(
+        "plaintext-auth",
+        "Credentials were sent before TLS",
+        "security",
+        "{detail} Anyone on the path between the client and {server} could read them.",
+        "Make the client require TLS before it authenticates (a 'STARTTLS required' or 'SSL/TLS' "
+        "setting, not 'if available'), and make the server refuse authentication on an "
+        "unencrypted connection. Change the password that was exposed.",
+        (RFC8314, RFC2595_3, RFC3207),
+    ),
+    Cause(
+        "starttls-not-offered",
+        "The server does not offer STARTTLS",
+        "failure",
+        "{detail} A client that insists on TLS gives up here; one that does not carries on in "
+        "plaintext, so certmatch saw no certificate at all.",
+        "Enable STARTTLS on the server at {server} (give it a certificate and key), or configure "
+        "the client with the server's implicit-TLS port. If the server does offer it elsewhere, "
+        "something on the path may be stripping the capability.",
+        (RFC3207, RFC2595_3, RFC4513_3, RFC4642),
+    ),
+    Cause(
+        "starttls-refused",
+        "The server refused the STARTTLS upgrade",
+        "failure",
+        "{detail} The session either ended or went on in plaintext, so certmatch saw no "
+        "certificate.",
+        "Check the server's TLS configuration at {server} (certificate and key readable, TLS "
+        "enabled on this listener) and its log for why the upgrade failed.",
+        (RFC3207, RFC2595_3, RFC4513_3, RFC4642),
     ),
     Cause(
         "invalid-reference",

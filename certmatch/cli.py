@@ -308,6 +308,8 @@ def run_proxy(args: argparse.Namespace) -> int:
     mitm_args += [
         "-s",
         str(addon),
+        "-s",
+        str(resources.files("addons").joinpath("starttls.py")),
         "--set",
         f"certmatch_record={record}",
         "--set",

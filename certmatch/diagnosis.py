@@ -29,6 +29,7 @@ from certmatch.identity import (
     check_identity,
     registrable_domain,
 )
+from certmatch.starttls import starttls_findings
 from certmatch.text import printable
 from certmatch.trust import TrustResult, TrustStore, assess_trust
 
@@ -177,11 +178,15 @@ def diagnose(facts: SessionFacts, store: TrustStore) -> Diagnosis:
 
     if facts.client_error and _is_proxy_refusal(facts.client_error):
         found["proxy-ca-not-trusted"] = (facts.client_error, "")
+    starttls = starttls_findings(facts)
+    found.update({cause_id: (detail, "") for cause_id, detail in starttls.items()})
 
     if not facts.chain:
-        detail = facts.server_error or "no certificate was received"
-        cid = "upstream-tls-failed" if _is_tls_error(facts.server_error) else "upstream-unreachable"
-        found[cid] = (detail, "")
+        upgrade_declined = {"starttls-not-offered", "starttls-refused"} & starttls.keys()
+        if facts.server_error or not upgrade_declined:
+            detail = facts.server_error or "no certificate was received"
+            tls_failed = _is_tls_error(facts.server_error)
+            found["upstream-tls-failed" if tls_failed else "upstream-unreachable"] = (detail, "")
         return _build(facts, "error", found, None, None, summaries, parsed)
 
     if leaf is None:

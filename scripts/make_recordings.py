@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from proxy_fixtures import free_port, inprocess_proxy
 
+from addons.starttls import StartTlsAddon
 from certmatch import pki
 
 OUT = REPO / "recordings"
@@ -165,6 +166,7 @@ def build_pki(work: Path) -> tuple[dict, dict[str, tuple[Path, Path]]]:
         "default": _write_pair(default, work, "default"),
         "idn": _write_pair(leaf(dns=["xn--bcher-kva.example.test"]), work, "idn"),
         "maildomain": _write_pair(leaf(dns=["mail.example.org"]), work, "maildomain"),
+        "smtp": _write_pair(leaf(dns=["smtp.example.test"]), work, "smtp"),
     }
     return specs, defaults
 
@@ -348,7 +350,123 @@ SAMPLES = [
         "imap.example.test",
         target="plaintext",
     ),
+    Sample(
+        "starttls-not-offered",
+        "SMTP submission: the server's EHLO reply lists no STARTTLS, so the session stays plaintext.",
+        "error",
+        "starttls-not-offered",
+        None,
+        target="smtp",
+        extra={"behaviour": "not-offered"},
+    ),
+    Sample(
+        "starttls-refused",
+        "SMTP submission: the server answers STARTTLS with 454.",
+        "error",
+        "starttls-refused",
+        None,
+        target="smtp",
+        extra={"behaviour": "refuse"},
+    ),
+    Sample(
+        "plaintext-auth",
+        "SMTP submission: the client sends AUTH before STARTTLS (the command name is recorded, "
+        "never the credential); the certificate itself matches.",
+        "match",
+        "plaintext-auth",
+        None,
+        host_option="smtp.example.test",
+        target="smtp",
+        extra={"behaviour": "normal", "login_first": True},
+    ),
+    Sample(
+        "starttls-injection",
+        "SMTP submission: the server sends a plaintext '250' right after its '220' to STARTTLS; "
+        "certmatch drops it and records the finding.",
+        "match",
+        "starttls-injection",
+        None,
+        host_option="smtp.example.test",
+        target="smtp",
+        extra={"behaviour": "inject"},
+    ),
 ]
+
+
+class SmtpStartTlsServer:
+    """A small SMTP server with STARTTLS, for the STARTTLS samples.
+
+    ``behaviour``: "normal"; "not-offered" (EHLO lists no STARTTLS);
+    "refuse" (STARTTLS gets 454); "inject" (a plaintext "250" follows the 220
+    to STARTTLS, before the handshake: the buffering flaw class).
+    """
+
+    def __init__(self, chain: Path, key: Path, behaviour: str):
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(chain, key)
+        self.behaviour = behaviour
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        conn.settimeout(5)
+        stream: socket.socket | ssl.SSLSocket = conn
+        try:
+            stream.sendall(b"220 smtp.example.test ESMTP certmatch sample\r\n")
+            reader = stream.makefile("rb")
+            while line := reader.readline():
+                verb = line.split(b" ", 1)[0].strip().upper()
+                if verb == b"EHLO":
+                    caps = [b"250-smtp.example.test", b"250-AUTH PLAIN"]
+                    if self.behaviour != "not-offered" or isinstance(stream, ssl.SSLSocket):
+                        caps.append(b"250-STARTTLS")
+                    stream.sendall(b"\r\n".join(caps) + b"\r\n250 8BITMIME\r\n")
+                elif verb == b"AUTH":
+                    stream.sendall(b"235 2.7.0 Authentication successful\r\n")
+                elif verb == b"STARTTLS" and not isinstance(stream, ssl.SSLSocket):
+                    if self.behaviour == "refuse":
+                        stream.sendall(b"454 4.7.0 TLS not available\r\n")
+                        continue
+                    extra = b"250 injected\r\n" if self.behaviour == "inject" else b""
+                    stream.sendall(b"220 2.0.0 Ready to start TLS\r\n" + extra)
+                    stream = self.context.wrap_socket(conn, server_side=True)
+                    reader = stream.makefile("rb")
+                elif verb == b"QUIT":
+                    stream.sendall(b"221 2.0.0 Bye\r\n")
+                    return
+                else:
+                    stream.sendall(b"250 2.0.0 OK\r\n")
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            conn.close()
+
+
+def _smtp_client(port: int, cafile: Path, *, login_first: bool) -> None:
+    """smtplib as a mail client would use it: EHLO, (AUTH in plaintext), STARTTLS, EHLO, QUIT."""
+    import smtplib
+
+    try:
+        with smtplib.SMTP("127.0.0.1", port, timeout=5) as smtp:
+            smtp.ehlo("client.example.test")
+            if login_first:
+                smtp.login("user", "sample-password")
+            if smtp.has_extn("starttls"):
+                context = ssl.create_default_context(cafile=str(cafile))
+                context.check_hostname = False
+                smtp.starttls(context=context)
+                smtp.ehlo("client.example.test")
+    except (OSError, smtplib.SMTPException, ssl.SSLError):
+        pass
 
 
 def _plaintext_server() -> int:
@@ -406,15 +524,25 @@ def main() -> int:
         plaintext = _plaintext_server()
         for sample in SAMPLES:
             server = servers[sample.extra.get("default", "default")]
-            port = {"closed": closed, "plaintext": plaintext}.get(sample.target, server.port)
             options: dict[str, object] = {"ca_file": [str(OUT / "ca.pem")]}
             if sample.host_option:
                 options["host"] = sample.host_option
             run = work / sample.name
             run.mkdir()
-            with inprocess_proxy(run, f"reverse:tls://127.0.0.1:{port}", **options) as proxy:
-                _client(proxy.port, sample.sni, proxy.ca_file if sample.trust_proxy else None)
-                sessions = proxy.sessions(1)
+            if sample.target == "smtp":
+                smtp = SmtpStartTlsServer(*defaults["smtp"], sample.extra["behaviour"])
+                mode = f"reverse:tcp://127.0.0.1:{smtp.port}"
+                with inprocess_proxy(
+                    run, mode, extra_addons=(StartTlsAddon(),), **options
+                ) as proxy:
+                    login_first = bool(sample.extra.get("login_first"))
+                    _smtp_client(proxy.port, proxy.ca_file, login_first=login_first)
+                    sessions = proxy.sessions(1)
+            else:
+                port = {"closed": closed, "plaintext": plaintext}.get(sample.target, server.port)
+                with inprocess_proxy(run, f"reverse:tls://127.0.0.1:{port}", **options) as proxy:
+                    _client(proxy.port, sample.sni, proxy.ca_file if sample.trust_proxy else None)
+                    sessions = proxy.sessions(1)
             if len(sessions) != 1:
                 print(f"{sample.name}: expected 1 session, got {len(sessions)}", file=sys.stderr)
                 return 1
