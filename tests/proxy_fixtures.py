@@ -167,5 +167,37 @@ def mitmdump_process(
         log.close()
 
 
+def stock_command(
+    program: str,
+    *,
+    port: int,
+    mode: str,
+    confdir: Path,
+    record: Path,
+    ca_file: Path | None,
+    extra: tuple[str, ...] = (),
+) -> list[str]:
+    """The command line a user types to run stock mitmdump/mitmweb with the capture addon."""
+    argv = [
+        venv_bin(program),
+        *extra,
+        "--listen-host",
+        "127.0.0.1",
+        "--listen-port",
+        str(port),
+        "--mode",
+        mode,
+        "--set",
+        f"confdir={confdir}",
+        "-s",
+        str(REPO / "addons" / "capture.py"),
+        "--set",
+        f"certmatch_record={record}",
+    ]
+    if ca_file is not None:
+        argv += ["--set", f"certmatch_ca_file={ca_file}"]
+    return argv
+
+
 def venv_bin(name: str) -> str:
     return str(Path(sys.executable).parent / name)

@@ -327,27 +327,18 @@ def test_flow_is_marked_for_mitmproxy_uis(tmp_path, dovecot, pki):
 
 def test_mitmdump_loads_the_addon_script(tmp_path, dovecot, pki, store):
     """The stock ``mitmdump -s addons/capture.py`` path, as the README shows it."""
-    from proxy_fixtures import REPO, free_port, mitmdump_process, venv_bin
+    from proxy_fixtures import free_port, mitmdump_process, stock_command
 
     port = free_port()
     record = tmp_path / "rec.jsonl"
-    argv = [
-        venv_bin("mitmdump"),
-        "--listen-host",
-        "127.0.0.1",
-        "--listen-port",
-        str(port),
-        "--mode",
-        f"reverse:tls://127.0.0.1:{dovecot.imaps_port}",
-        "--set",
-        f"confdir={tmp_path / 'conf'}",
-        "-s",
-        str(REPO / "addons" / "capture.py"),
-        "--set",
-        f"certmatch_record={record}",
-        "--set",
-        f"certmatch_ca_file={pki.root_ca}",
-    ]
+    argv = stock_command(
+        "mitmdump",
+        port=port,
+        mode=f"reverse:tls://127.0.0.1:{dovecot.imaps_port}",
+        confdir=tmp_path / "conf",
+        record=record,
+        ca_file=pki.root_ca,
+    )
     with mitmdump_process(tmp_path, argv, port=port):
         s_client(
             port,

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from proxy_fixtures import REPO, free_port, mitmdump_process, private_hosts, venv_bin
+from proxy_fixtures import free_port, mitmdump_process, private_hosts, stock_command, venv_bin
 from servers.clients import s_client
 
 from certmatch.diagnosis import diagnose
@@ -73,23 +73,9 @@ def test_curl_through_mitmdump_in_forward_modes(
     port = free_port()
     record = tmp_path / "rec.jsonl"
     conf = tmp_path / "conf"
-    argv = [
-        venv_bin("mitmdump"),
-        "--listen-host",
-        "127.0.0.1",
-        "--listen-port",
-        str(port),
-        "--mode",
-        mode,
-        "--set",
-        f"confdir={conf}",
-        "-s",
-        str(REPO / "addons" / "capture.py"),
-        "--set",
-        f"certmatch_record={record}",
-        "--set",
-        f"certmatch_ca_file={pki.root_ca}",
-    ]
+    argv = stock_command(
+        "mitmdump", port=port, mode=mode, confdir=conf, record=record, ca_file=pki.root_ca
+    )
     with (
         private_hosts(tmp_path, NAMES) as prefix,
         mitmdump_process(tmp_path, argv, prefix=prefix, port=port),
@@ -133,23 +119,9 @@ def test_socks5_with_an_ip_literal(tmp_path, dovecot, pki, store):
     port = free_port()
     record = tmp_path / "rec.jsonl"
     conf = tmp_path / "conf"
-    argv = [
-        venv_bin("mitmdump"),
-        "--listen-host",
-        "127.0.0.1",
-        "--listen-port",
-        str(port),
-        "--mode",
-        "socks5",
-        "--set",
-        f"confdir={conf}",
-        "-s",
-        str(REPO / "addons" / "capture.py"),
-        "--set",
-        f"certmatch_record={record}",
-        "--set",
-        f"certmatch_ca_file={pki.root_ca}",
-    ]
+    argv = stock_command(
+        "mitmdump", port=port, mode="socks5", confdir=conf, record=record, ca_file=pki.root_ca
+    )
     with mitmdump_process(tmp_path, argv, port=port):
         _curl(
             [
@@ -232,25 +204,14 @@ def test_block_in_mitmdump_script_mode(tmp_path, dovecot, pki):
     port = free_port()
     record = tmp_path / "rec.jsonl"
     conf = tmp_path / "conf"
-    argv = [
-        venv_bin("mitmdump"),
-        "--listen-host",
-        "127.0.0.1",
-        "--listen-port",
-        str(port),
-        "--mode",
-        f"reverse:tls://127.0.0.1:{dovecot.imaps_port}",
-        "--set",
-        f"confdir={conf}",
-        "-s",
-        str(REPO / "addons" / "capture.py"),
-        "--set",
-        f"certmatch_record={record}",
-        "--set",
-        f"certmatch_ca_file={pki.root_ca}",
-        "--set",
-        "certmatch_on_mismatch=block",
-    ]
+    argv = stock_command(
+        "mitmdump",
+        port=port,
+        mode=f"reverse:tls://127.0.0.1:{dovecot.imaps_port}",
+        confdir=conf,
+        record=record,
+        ca_file=pki.root_ca,
+    ) + ["--set", "certmatch_on_mismatch=block"]
     with mitmdump_process(tmp_path, argv, port=port):
         blocked = s_client(
             port, servername="wrong.example.test", cafile=conf / "mitmproxy-ca-cert.pem"
@@ -275,26 +236,15 @@ def test_mitmweb_loads_the_addon_script(tmp_path, dovecot, pki, store):
     port, web_port = free_port(), free_port()
     record = tmp_path / "rec.jsonl"
     conf = tmp_path / "conf"
-    argv = [
-        venv_bin("mitmweb"),
-        "--no-web-open-browser",
-        "--web-port",
-        str(web_port),
-        "--listen-host",
-        "127.0.0.1",
-        "--listen-port",
-        str(port),
-        "--mode",
-        f"reverse:tls://127.0.0.1:{dovecot.imaps_port}",
-        "--set",
-        f"confdir={conf}",
-        "-s",
-        str(REPO / "addons" / "capture.py"),
-        "--set",
-        f"certmatch_record={record}",
-        "--set",
-        f"certmatch_ca_file={pki.root_ca}",
-    ]
+    argv = stock_command(
+        "mitmweb",
+        port=port,
+        mode=f"reverse:tls://127.0.0.1:{dovecot.imaps_port}",
+        confdir=conf,
+        record=record,
+        ca_file=pki.root_ca,
+        extra=("--no-web-open-browser", "--web-port", str(web_port)),
+    )
     with mitmdump_process(tmp_path, argv, port=port):
         s_client(port, servername="wrong.example.test", cafile=conf / "mitmproxy-ca-cert.pem")
         sessions = _sessions(record, 1)
