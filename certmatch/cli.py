@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections import Counter
 from collections.abc import Sequence
 from importlib import resources
@@ -35,6 +36,7 @@ class UsageError(Exception):
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if not getattr(args, "command", None):
         parser.print_help()
         return EXIT_USAGE
@@ -133,6 +135,11 @@ def _parser() -> argparse.ArgumentParser:
         "--no-sni-probe", action="store_true", help="never ask the server again with SNI"
     )
     proxy.add_argument(
+        "--tui",
+        action="store_true",
+        help="show the sessions live in the terminal UI (the proxy's own log goes to FILE.proxy.log)",
+    )
+    proxy.add_argument(
         "--ca-file",
         action="append",
         default=[],
@@ -145,6 +152,27 @@ def _parser() -> argparse.ArgumentParser:
         help="after --, further options passed to mitmdump",
     )
     proxy.set_defaults(run=run_proxy)
+
+    view = commands.add_parser(
+        "view",
+        help="browse recordings in the terminal UI",
+        description="Open the TUI on recordings: failing sessions first (a: all), each with its "
+        "cause, evidence, chain, fix and citations.",
+    )
+    view.add_argument(
+        "paths", nargs="+", metavar="FILE", help="recording files or directories of *.jsonl"
+    )
+    view.add_argument(
+        "--follow", action="store_true", help="keep reading sessions as they are appended"
+    )
+    view.add_argument(
+        "--all",
+        dest="show_all",
+        action="store_true",
+        help="show every session, not only failing ones",
+    )
+    _add_trust_options(view)
+    view.set_defaults(run=run_view)
     return parser
 
 
@@ -284,6 +312,57 @@ def _summary(total: int, failures: int, verdicts: Counter[str], primaries: Count
     return text
 
 
+def run_view(args: argparse.Namespace) -> int:
+    from tui.app import run_view as tui_run_view
+
+    return tui_run_view(
+        args.paths,
+        follow=args.follow,
+        show_all=args.show_all,
+        ca_files=args.ca_file,
+        use_system_store=not args.no_system_store,
+    )
+
+
+def _run_proxy_with_tui(args: argparse.Namespace) -> int:
+    """The proxy in a child process, logging to a file; the TUI follows its recording here."""
+    import subprocess
+
+    from tui.app import run_view as tui_run_view
+
+    record = Path(args.record)
+    log_path = record.with_name(record.name + ".proxy.log")
+    child_argv = [sys.executable, "-m", "certmatch.cli", *[a for a in args.argv if a != "--tui"]]
+    with log_path.open("ab") as log:
+        child = subprocess.Popen(child_argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        try:
+            # The proxy creates the recording (with its header) once it is up.
+            deadline = time.monotonic() + 30
+            while not record.exists() and child.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if not record.exists():
+                print(
+                    f"certmatch: the proxy did not start (exit {child.poll()}); see {log_path}",
+                    file=sys.stderr,
+                )
+                return EXIT_USAGE
+            code = tui_run_view([str(record)], follow=True, show_all=True, ca_files=args.ca_file)
+        finally:
+            child.terminate()
+            try:
+                child.wait(10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+    if child.returncode not in (0, -15) and code == EXIT_OK:
+        print(
+            f"certmatch: the proxy stopped with exit {child.returncode}; see {log_path}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    return code
+
+
 def run_proxy(args: argparse.Namespace) -> int:
     try:
         from mitmproxy.tools.main import mitmdump
@@ -296,6 +375,8 @@ def run_proxy(args: argparse.Namespace) -> int:
         )
     for ca in args.ca_file:
         TrustStore.load([ca], use_system=False)  # a clear error now, not from inside mitmproxy
+    if args.tui:
+        return _run_proxy_with_tui(args)
     addon = resources.files("addons").joinpath("capture.py")
     mitm_args: list[str] = []
     for mode in args.mode:

@@ -97,13 +97,15 @@ class SessionFacts:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SessionFacts:
         """Build facts from a dict that has already passed schema validation."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in data.items() if k in known}
+        kwargs = {k: v for k, v in data.items() if k in _SESSION_FIELDS}
         if kwargs.get("sni_probe") is not None:
             kwargs["sni_probe"] = SniProbe(**kwargs["sni_probe"])
         if kwargs.get("starttls") is not None:
             kwargs["starttls"] = StartTlsFacts(**kwargs["starttls"])
         return cls(**kwargs)
+
+
+_SESSION_FIELDS = frozenset(f.name for f in dataclasses.fields(SessionFacts))
 
 
 @dataclass

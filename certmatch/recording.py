@@ -466,7 +466,13 @@ def _text_or_unknown(value: Any) -> str:
     return value if isinstance(value, str) else "unknown"
 
 
-def _open_for_reading(path: str | Path) -> tuple[Path, RecordingHeader, int, LineProblem | None]:
+def open_recording(path: str | Path) -> tuple[Path, RecordingHeader, int, LineProblem | None]:
+    """Check a recording's header: its path, header, the byte offset of the first
+    session line, and a problem with the header line if it is damaged but readable.
+
+    Raises RecordingError as ``read_recording`` does. Used by readers that tail
+    a growing file (the TUI's follow mode).
+    """
     path = Path(path)
     try:
         header, offset, problem = _read_header(path)
@@ -475,9 +481,7 @@ def _open_for_reading(path: str | Path) -> tuple[Path, RecordingHeader, int, Lin
     return path, header, offset, problem
 
 
-def _parse_line(
-    path: str, number: int, raw: bytes, last: bool
-) -> SessionFacts | LineProblem | None:
+def parse_line(path: str, number: int, raw: bytes, last: bool) -> SessionFacts | LineProblem | None:
     """One line after the header: a session, a problem, or None for a line that carries nothing."""
     if not raw.strip():
         return None
@@ -523,13 +527,13 @@ def _iter_body(
         # One line of look-ahead, so the last line is known to be the last.
         for raw in file:
             if previous is not None:
-                item = _parse_line(name, number, previous, last=False)
+                item = parse_line(name, number, previous, last=False)
                 if item is not None:
                     yield item
             number += 1
             previous = raw
         if previous is not None:
-            item = _parse_line(name, number, previous, last=True)
+            item = parse_line(name, number, previous, last=True)
             if item is not None:
                 yield item
 
@@ -540,13 +544,13 @@ def iter_recording(path: str | Path) -> Iterator[SessionFacts | LineProblem]:
     The header is checked at once: RecordingError if the file is missing, empty,
     not a recording, or of a format version this certmatch cannot read.
     """
-    path, _header, offset, problem = _open_for_reading(path)
+    path, _header, offset, problem = open_recording(path)
     return _iter_body(path, offset, problem)
 
 
 def read_recording(path: str | Path) -> Recording:
     """Read a whole recording; bad lines are collected as problems, never fatal."""
-    path, header, offset, problem = _open_for_reading(path)
+    path, header, offset, problem = open_recording(path)
     sessions: list[SessionFacts] = []
     problems: list[LineProblem] = []
     try:

@@ -1,0 +1,176 @@
+"""Measure the TUI on big recordings (a benchmark that prints numbers, not a test).
+
+    .venv/bin/python bench/bench_tui.py --sessions 100000
+    .venv/bin/python bench/bench_tui.py --sessions 1000000 --skip-filters
+    .venv/bin/python bench/bench_tui.py --follow-rate 1000 --follow-seconds 10
+
+The app runs headless (Textual's test driver), which paints exactly as in a
+terminal, so the times include rendering. Targets (issue 4): first screen
+< 1 s, loaded and filterable < 10 s, filter change < 200 ms and RSS < 400 MB
+for 100,000 sessions; 1,000,000 opens and scrolls; following a recording that
+grows by 1,000 sessions/s stays responsive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+T0 = time.perf_counter()
+from textual.strip import Strip
+
+from certmatch.trust import TrustStore
+from tui.app import CertmatchApp
+from tui.model import Filter
+from tui.session_list import SessionList
+
+IMPORT_SECONDS = time.perf_counter() - T0
+sys.path.insert(0, str(Path(__file__).parent))
+import make_large_recording
+
+SIZE = (160, 45)
+FILTERS = ("cause:expired", "protocol:imap", "example7", "verdict:mismatch protocol:pop3", "")
+
+
+def rss_mb() -> tuple[float, float]:
+    """(current, peak) resident memory of this process in MB."""
+    values = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            values[key] = int(rest.split()[0]) / 1024
+    return values.get("VmRSS", 0.0), values.get("VmHWM", 0.0)
+
+
+async def timed_keys(pilot, *keys: str) -> float:
+    started = time.perf_counter()
+    await pilot.press(*keys)
+    await pilot.pause()
+    return time.perf_counter() - started
+
+
+def watch_first_paint() -> dict[str, float]:
+    """Record when the session list first renders a line holding a session."""
+    seen: dict[str, float] = {}
+    render_line = SessionList.render_line
+
+    def spy(self: SessionList, y: int) -> Strip:
+        if y > 0 and self.items and "painted" not in seen:
+            seen["painted"] = time.perf_counter()
+            seen["rows"] = len(self.rows)
+        return render_line(self, y)
+
+    SessionList.render_line = spy  # type: ignore[method-assign]
+    return seen
+
+
+async def bench_file(path: Path, ca: Path, skip_filters: bool) -> None:
+    store = TrustStore.load([ca])
+    first_paint = watch_first_paint()
+    app = CertmatchApp([path], store=store)
+    started = time.perf_counter()
+    async with app.run_test(size=SIZE) as pilot:
+        while "painted" not in first_paint:
+            await pilot.pause(0.005)
+        first = first_paint["painted"] - started
+        print(f"first screen painted:      {first:7.2f} s  ({first_paint['rows']:,.0f} rows loaded by then)")
+        while not app.initial_load_done:
+            await pilot.pause(0.05)
+        loaded = time.perf_counter() - started
+        print(f"fully loaded:              {loaded:7.2f} s  ({len(app.rows):,} sessions, {app.failing:,} failing)")
+        print(f"full diagnoses run:        {app.loader.cache.diagnosed:7,}  (the rest reused a cached judgement)")
+        current, peak = rss_mb()
+        print(f"resident memory:           {current:7.0f} MB  (peak {peak:.0f} MB)")
+        scroll = [await timed_keys(pilot, key) for key in ("G", "g", "pagedown", "pagedown", "j", "k", "end")]
+        print(f"scroll key to repaint:     {max(scroll) * 1000:7.0f} ms max ({statistics.median(scroll) * 1000:.0f} ms median)")
+        if skip_filters:
+            return
+        for text in FILTERS:
+            app.filter = Filter.parse(text)
+            app.rebuild()
+            await pilot.pause()
+            print(f"filter {text or '(none)':<28} {app.last_filter_seconds * 1000:5.0f} ms  -> {len(app.session_list.items):,} rows")
+        for key, what in (("a", "all sessions"), ("a", "failing only"), ("v", "grouped"), ("v", "ungrouped")):
+            elapsed = await timed_keys(pilot, key)
+            print(f"key {key} ({what}):{'':<{17 - len(what)}} {elapsed * 1000:5.0f} ms  (rebuild {app.last_filter_seconds * 1000:.0f} ms)")
+
+
+async def bench_follow(directory: Path, rate: int, seconds: float) -> None:
+    path = directory / "follow.jsonl"
+    ca = make_large_recording.write(path, 0)
+    root_kinds = make_large_recording._kinds(make_large_recording.make_ca("bench follow root"))
+    lines = [json.dumps(d, separators=(",", ":")) + "\n" for d in make_large_recording.sessions(int(rate * seconds), root_kinds, 2)]
+    store = TrustStore.load([ca])
+    app = CertmatchApp([path], store=store, follow=True, poll_interval=0.1)
+    written = 0
+    stop = threading.Event()
+
+    def writer() -> None:
+        nonlocal written
+        chunk = max(1, rate // 20)
+        with path.open("a", encoding="utf-8") as out:
+            next_time = time.perf_counter()
+            while written < len(lines) and not stop.is_set():
+                out.write("".join(lines[written : written + chunk]))
+                out.flush()
+                written = min(len(lines), written + chunk)
+                next_time += chunk / rate
+                time.sleep(max(0.0, next_time - time.perf_counter()))
+
+    async with app.run_test(size=SIZE) as pilot:
+        while not app.initial_load_done:
+            await pilot.pause(0.01)
+        thread = threading.Thread(target=writer)
+        thread.start()
+        lags: list[int] = []
+        keys: list[float] = []
+        try:
+            while thread.is_alive():
+                keys.append(await timed_keys(pilot, "k"))
+                keys.append(await timed_keys(pilot, "G"))
+                lags.append(written - len(app.rows))
+                await pilot.pause(0.2)
+        finally:
+            stop.set()
+            thread.join()
+        caught_up = time.perf_counter()
+        while len(app.rows) < written:
+            await pilot.pause(0.01)
+        print(f"following {rate:,} sessions/s for {seconds:.0f} s ({written:,} sessions):")
+        print(f"  rows behind the file:    {statistics.mean(lags):7.0f} mean, {max(lags):,} max")
+        print(f"  caught up after writing: {time.perf_counter() - caught_up:7.2f} s")
+        print(f"  key press to repaint:    {statistics.median(keys) * 1000:7.0f} ms median, {max(keys) * 1000:.0f} ms max")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sessions", type=int, default=100_000)
+    parser.add_argument("--recording", type=Path, default=None, help="reuse (or create) this recording")
+    parser.add_argument("--skip-filters", action="store_true")
+    parser.add_argument("--follow-rate", type=int, default=0, help="sessions per second to append")
+    parser.add_argument("--follow-seconds", type=float, default=10)
+    args = parser.parse_args(argv)
+    print(f"import of the TUI:         {IMPORT_SECONDS:7.2f} s")
+    directory = Path("/tmp/certmatch-bench")
+    directory.mkdir(exist_ok=True)
+    if args.follow_rate:
+        asyncio.run(bench_follow(directory, args.follow_rate, args.follow_seconds))
+        return 0
+    path = args.recording or directory / f"sessions-{args.sessions}.jsonl"
+    ca = path.with_name(path.name + ".ca.pem")
+    if not path.exists() or not ca.exists():
+        print(f"writing {path} ...", flush=True)
+        make_large_recording.write(path, args.sessions)
+    print(f"recording: {path} ({path.stat().st_size / 1e6:.0f} MB)")
+    asyncio.run(bench_file(path, ca, args.skip_filters))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,399 @@
+"""The TUI driven with Textual's Pilot: every key, follow mode, and the list's judgement cache."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from certmatch.diagnosis import diagnose
+from certmatch.facts import SessionFacts
+from certmatch.recording import RecordingWriter, read_recording
+from certmatch.trust import TrustStore
+from tui.app import CertmatchApp, run_view
+from tui.judge import JudgementCache, shorten_names
+from tui.model import Filter, FilterError, Group
+from tui.screens import HelpScreen, PromptScreen
+from tui.source import RecordingSource
+
+DATA = Path(__file__).parent / "data" / "tui"
+SAMPLE = DATA / "sample.jsonl"
+SIZE = (160, 40)
+
+
+def run_async(test):
+    """Run an async test on a fresh event loop (no pytest async plugin is needed)."""
+
+    @functools.wraps(test)
+    def run(*args, **kwargs):
+        asyncio.run(test(*args, **kwargs))
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def store() -> TrustStore:
+    return TrustStore.load([DATA / "root.pem"], use_system=False)
+
+
+@pytest.fixture(scope="module")
+def sample() -> list[SessionFacts]:
+    return read_recording(SAMPLE).sessions
+
+
+async def wait_for(pilot, condition: Callable[[], bool], what: str, timeout: float = 15) -> None:
+    """Let the app run until ``condition`` holds; fail saying ``what`` did not happen."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.02)
+
+
+def app_on(store: TrustStore, *paths: Path, **options) -> CertmatchApp:
+    return CertmatchApp(list(paths) or [SAMPLE], store=store, **options)
+
+
+def current_facts(app: CertmatchApp) -> SessionFacts:
+    assert app.detail is not None, "no session is shown in the detail pane"
+    return app.detail[0].facts
+
+
+# --- the list ---------------------------------------------------------------------------------
+
+
+@run_async
+async def test_default_view_lists_failing_sessions_and_a_shows_all(store, sample) -> None:
+    expected_failing = [f.id for f in sample if diagnose(f, store).failed]
+    app = app_on(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.initial_load_done, "the recording to load")
+        shown = [app.rows[i] for i in app.session_list.items]
+        assert len(shown) == len(expected_failing) < len(sample)
+        assert all(row.judgement.failed for row in shown)
+        await pilot.press("a")
+        assert len(app.session_list.items) == len(sample)
+        await pilot.press("a")
+        assert len(app.session_list.items) == len(expected_failing)
+
+
+@run_async
+async def test_movement_keys(store, sample) -> None:
+    app = app_on(store, show_all=True)
+    async with app.run_test(size=(160, 16)) as pilot:
+        await wait_for(pilot, lambda: app.initial_load_done, "the recording to load")
+        listing = app.session_list
+        assert current_facts(app).id == sample[0].id
+        await pilot.press("j")
+        assert listing.cursor == 1 and current_facts(app).id == sample[1].id
+        await pilot.press("down", "down")
+        assert listing.cursor == 3
+        await pilot.press("k")
+        assert listing.cursor == 2
+        await pilot.press("up")
+        assert listing.cursor == 1
+        await pilot.press("G")
+        assert listing.cursor == len(sample) - 1
+        assert current_facts(app).id == sample[-1].id
+        assert listing.scroll_offset.y > 0, "the list scrolls to keep the cursor visible"
+        await pilot.press("g")
+        assert listing.cursor == 0 and listing.scroll_offset.y == 0
+        await pilot.press("pagedown")
+        assert listing.cursor > 1
+        await pilot.press("pageup")
+        assert listing.cursor == 0
+        await pilot.press("end")
+        assert listing.cursor == len(sample) - 1
+        await pilot.press("home")
+        assert listing.cursor == 0
+
+
+@run_async
+async def test_enter_shows_the_detail_full_screen_and_back(store) -> None:
+    app = app_on(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.initial_load_done, "the recording to load")
+        assert app.session_list.display
+        await pilot.press("enter")
+        assert not app.session_list.display
+        assert app.query_one("#detail").has_focus
+        await pilot.press("enter")
+        assert app.session_list.display and app.session_list.has_focus
+
+
+@run_async
+async def test_detail_explains_with_the_sessions_names_and_cites(store, sample) -> None:
+    app = app_on(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.initial_load_done, "the recording to load")
+        await pilot.press("f")
+        await pilot.press(*"cause:wildcard-too-deep", "enter")
+        facts = current_facts(app)
+        text = str(app.query_one("#detail-body").render())
+        d = diagnose(facts, store)
+        assert d.primary is not None and d.primary.id == "wildcard-too-deep"
+        assert d.primary.explanation.split(".")[0] in text.replace("\n", " ")
+        assert facts.requested_host in text
+        for check in d.identity.checks:
+            assert check.presented in text and check.rule in text
+        for summary in d.certificates:
+            assert summary.sha256 in text and summary.subject in text
+        for citation in d.primary.cause.citations:
+            assert str(citation) in text
+
+
+@run_async
+async def test_filter_by_cause_protocol_verdict_and_host(store, sample) -> None:
+    app = app_on(store, show_all=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.initial_load_done, "the recording to load")
+
+        async def apply(text: str) -> list[str]:
+            await pilot.press("f")
+            prompt = app.screen
+            assert isinstance(prompt, PromptScreen)
+            prompt.query_one("Input").value = text
+            await pilot.press("enter")
+            return [app.rows[i].host for i in app.session_list.items]
+
+        assert await apply("cause:expired") == ["expired.example.test"]
+        imap = await apply("protocol:imap")
+        assert imap and len(imap) == sum(f.protocol == "imap" for f in sample)
+        untrusted = await apply("verdict:untrusted")
+        assert untrusted and all(
+            diagnose(f, store).verdict == "untrusted" for f in sample if f.requested_host in untrusted
+        )
+        assert await apply("wrong") == ["wrong.example.test", "wrong.example.test"]
+        assert await apply("host:wrong verdict:match") == []
+        assert "matches the filter" in app.session_list.empty_message
+        await pilot.press("f")
+        app.screen.query_one("Input").value = "cause:no-such-cause"
+        await pilot.press("enter")
+        assert isinstance(app.screen, PromptScreen), "a bad filter keeps the prompt open"
+        assert "unknown cause id" in str(app.screen.query_one("#prompt-error").render())
+        await pilot.press("escape")
+        assert not isinstance(app.screen, PromptScreen)
+        assert await apply("") != []
+
+
+@run_async
+async def test_find_and_next_previous(store) -> None:
+    app = app_on(store, show_all=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.initial_load_done, "the recording to load")
+        await pilot.press("slash", *"wrong", "enter")
+        first = app.session_list.cursor
+        assert current_facts(app).requested_host == "wrong.example.test"
+        await pilot.press("n")
+        second = app.session_list.cursor
+        assert second > first and current_facts(app).requested_host == "wrong.example.test"
+        await pilot.press("n")
+        assert app.session_list.cursor == first, "find wraps around"
+        await pilot.press("N")
+        assert app.session_list.cursor == second
+
+
+@run_async
+async def test_grouped_view_counts_sessions_per_host_certificate_and_cause(store) -> None:
+    app = app_on(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.initial_load_done, "the recording to load")
+        failing = len(app.session_list.items)
+        await pilot.press("v")
+        groups = app.session_list.items
+        assert all(isinstance(g, Group) for g in groups)
+        assert sum(g.count for g in groups) == failing
+        top = groups[0]
+        assert (top.host, top.count, top.judgement.primary) == ("wrong.example.test", 2, "name-not-in-certificate")
+        assert "Group of 2 sessions" in str(app.query_one("#detail-body").render())
+        await pilot.press("v")
+        assert len(app.session_list.items) == failing
+
+
+@run_async
+async def test_export_writes_json_and_pem_and_says_where(store, tmp_path) -> None:
+    app = app_on(store, export_dir=tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.initial_load_done, "the recording to load")
+        facts = current_facts(app)
+        await pilot.press("c")
+        written = sorted(tmp_path.iterdir())
+        assert [p.name for p in written] == [f"certmatch-{facts.id}.chain.pem", f"certmatch-{facts.id}.json"]
+        data = json.loads(written[1].read_text())
+        assert data["id"] == facts.id and data["primary_cause"] == diagnose(facts, store).primary.id
+        certs = x509.load_pem_x509_certificates(written[0].read_bytes())
+        assert len(certs) == len(facts.chain)
+        messages = [n.message for n in app._notifications]
+        assert any(str(written[0]) in m and str(written[1]) in m for m in messages)
+
+
+@run_async
+async def test_help_and_quit(store) -> None:
+    app = app_on(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        help_text = " ".join(str(s.render()) for s in app.screen.query("Static"))
+        for key, description in app.KEY_HELP:
+            assert description in help_text
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+        await pilot.press("q")
+    assert app.return_code == 0
+
+
+@run_async
+async def test_every_binding_has_a_description_and_shows_in_the_footer(store) -> None:
+    app = app_on(store)
+    async with app.run_test(size=(240, 30)) as pilot:
+        await pilot.pause()
+        assert all(b.description for b in app.BINDINGS)
+        footer_actions = {key.action for key in app.query("FooterKey")}
+        assert {b.action for b in app.BINDINGS} <= footer_actions
+
+
+@run_async
+async def test_command_palette_runs_the_same_actions(store) -> None:
+    app = app_on(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.initial_load_done, "the recording to load")
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        for wanted in ("Filter", "Find", "Follow on/off", "Grouped view on/off", "Export selected session", "Help"):
+            assert wanted in titles
+        await pilot.press("ctrl+p")
+        await pilot.press(*"Grouped view")
+        await wait_for(pilot, lambda: app.screen.query_one("CommandList").option_count > 0, "palette matches")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.grouped, "the palette to switch to the grouped view")
+
+
+# --- follow -----------------------------------------------------------------------------------
+
+
+def _session(template: SessionFacts, number: int) -> SessionFacts:
+    data = template.to_json()
+    data["id"] = f"grown-{number}"
+    return SessionFacts.from_json(data)
+
+
+@run_async
+async def test_follow_shows_sessions_appended_while_running(store, sample, tmp_path) -> None:
+    path = tmp_path / "live.jsonl"
+    failing = next(f for f in sample if diagnose(f, store).failed)
+    with RecordingWriter(path, tool_version="test") as writer:
+        writer.write(_session(failing, 0))
+    app = app_on(store, path, follow=True, poll_interval=0.02)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: len(app.rows) == 1, "the first session")
+        with RecordingWriter(path, tool_version="test") as writer:
+            for number in range(1, 6):
+                writer.write(_session(failing, number))
+            with path.open("ab") as raw:
+                raw.write(b'{"type":"session","id":"half')  # a line still being written
+            await wait_for(pilot, lambda: len(app.rows) == 6, "the appended sessions")
+            assert not app.problems, "an unfinished last line is not an error while following"
+            assert app.session_list.cursor == 5 and current_facts(app).id == "grown-5"
+            with path.open("ab") as raw:
+                raw.write(b'"}\n')  # finished, but not a valid session: reported once complete
+            await wait_for(pilot, lambda: len(app.problems) == 1, "the bad line to be reported")
+            writer.write(_session(failing, 6))
+            await wait_for(pilot, lambda: len(app.rows) == 7, "the session after the bad line")
+        assert "following" in str(app.query_one("#status").render())
+        await pilot.press("F")
+        assert not app.following
+        await wait_for(pilot, lambda: not app._loading, "the reader to stop")
+        with RecordingWriter(path, tool_version="test") as writer:
+            writer.write(_session(failing, 7))
+        await pilot.pause(0.1)
+        assert len(app.rows) == 7, "not following: the file is not read again"
+        await pilot.press("F")
+        await wait_for(pilot, lambda: len(app.rows) == 8, "follow to read the file again")
+
+
+@run_async
+async def test_follow_waits_for_a_recording_the_proxy_has_not_created_yet(store, sample, tmp_path) -> None:
+    path = tmp_path / "later.jsonl"
+    app = app_on(store, path, follow=True, poll_interval=0.02)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.initial_load_done, "the first pass")
+        assert "waiting for" in str(app.query_one("#status").render())
+        with RecordingWriter(path, tool_version="test") as writer:
+            writer.write(_session(sample[1], 0))
+        await wait_for(pilot, lambda: len(app.rows) == 1, "the new file to be read")
+
+
+# --- entry point, model and cache -----------------------------------------------------------
+
+
+def test_run_view_reports_bad_input_in_one_line(tmp_path, capsys) -> None:
+    missing = tmp_path / "nope.jsonl"
+    assert run_view([str(missing)], follow=False, show_all=False, ca_files=[], use_system_store=False) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nope.jsonl" in err and "Traceback" not in err
+    pem = tmp_path / "cert.pem"
+    shutil.copy(DATA / "root.pem", pem)
+    assert run_view([str(pem)], follow=False, show_all=False, ca_files=[], use_system_store=False) == 2
+    assert "PEM" in capsys.readouterr().err
+    assert run_view([str(SAMPLE)], follow=False, show_all=False, ca_files=[str(missing)]) == 2
+    assert "nope.jsonl" in capsys.readouterr().err
+
+
+def test_cached_judgements_equal_fresh_diagnoses(store, sample) -> None:
+    cache = JudgementCache(store)
+    for facts in sample + [_session(f, 99) for f in sample]:
+        judged = cache.judge(facts)
+        d = diagnose(facts, store)
+        assert (judged.verdict, judged.failed, judged.causes) == (d.verdict, d.failed, d.cause_ids)
+    # Sessions differing only in id (and the two with the same host and certificate) share one.
+    assert cache.diagnosed == len({(f.requested_host, tuple(f.chain)) for f in sample}) < len(sample)
+
+
+def test_cache_tells_apart_times_on_either_side_of_a_validity_boundary(store, sample) -> None:
+    expired = next(f for f in sample if f.requested_host == "expired.example.test")
+    cache = JudgementCache(store)
+    before = _session(expired, 1)
+    before.started = "2020-06-01T00:00:00+00:00"  # inside the leaf's validity
+    judged_before, judged_after = cache.judge(before), cache.judge(expired)
+    assert judged_after.primary == "expired"
+    assert "expired" not in judged_before.causes
+    assert judged_before.causes == diagnose(before, store).cause_ids
+
+
+def test_filter_language() -> None:
+    f = Filter.parse("Mail protocol:imap,pop3 cause:expired v:✗ c:!self-signed")
+    assert f.hosts == ("mail",) and f.protocols == {"imap", "pop3"}
+    assert f.causes == {"expired"} and f.verdicts == {"mismatch"} and f.excluded_causes == {"self-signed"}
+    with pytest.raises(FilterError, match="did you mean wildcard-apex"):
+        Filter.parse("cause:apex")
+    with pytest.raises(FilterError, match="unknown filter field"):
+        Filter.parse("colour:red")
+    with pytest.raises(FilterError, match="unknown verdict"):
+        Filter.parse("verdict:bad")
+    assert Filter.parse("  ").empty
+
+
+def test_shortened_names_say_how_many_were_left_out() -> None:
+    names = tuple(f"host{i}.example.test" for i in range(10))
+    short = shorten_names(names, 45)
+    assert len(short) <= 45 and short.startswith("host0.example.test") and short.endswith(" +8")
+    assert shorten_names(()) == "(no certificate)"
+
+
+def test_source_reads_only_complete_lines_until_final(tmp_path, sample) -> None:
+    path = tmp_path / "r.jsonl"
+    with RecordingWriter(path, tool_version="test") as writer:
+        writer.write(sample[0])
+    with path.open("ab") as raw:
+        raw.write(b'{"type":"sess')
+    source = RecordingSource(path)
+    assert [type(item).__name__ for _, item in source.read_new(final=False)] == ["SessionFacts"]
+    assert list(source.read_new(final=False)) == []
+    problems = [item for _, item in source.read_new(final=True)]
+    assert len(problems) == 1 and problems[0].truncated

@@ -1,0 +1,75 @@
+"""SVG snapshots of the TUI (pytest-textual-snapshot): the list, the grouped view, and the
+detail pane for several causes, from the fixed recording in tests/data/tui/.
+
+After a deliberate change of the layout, review and accept with:
+    .venv/bin/pytest tests/test_tui_snapshots.py --snapshot-update
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from certmatch.trust import TrustStore
+from tui.app import CertmatchApp
+from tui.model import Filter
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE = Path("tests/data/tui/sample.jsonl")  # relative, so the path shown is the same everywhere
+SIZE = (150, 44)
+
+
+@pytest.fixture(autouse=True)
+def _in_repo(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+
+
+def _app(**options) -> CertmatchApp:
+    store = TrustStore.load([REPO / "tests/data/tui/root.pem"], use_system=False)
+    return CertmatchApp([SAMPLE], store=store, **options)
+
+
+def _loaded_then(filter_text: str = "", *keys: str):
+    async def run_before(pilot) -> None:
+        app = pilot.app
+        deadline = time.monotonic() + 15
+        while not app.initial_load_done:
+            assert time.monotonic() < deadline, "the sample recording did not load"
+            await pilot.pause(0.02)
+        if filter_text:
+            app.filter = Filter.parse(filter_text)
+            app.rebuild()
+        if keys:
+            await pilot.press(*keys)
+        await pilot.pause()
+
+    return run_before
+
+
+def test_list_of_failing_sessions(snap_compare) -> None:
+    assert snap_compare(_app(), terminal_size=SIZE, run_before=_loaded_then())
+
+
+def test_list_of_all_sessions_scrolled_right(snap_compare) -> None:
+    assert snap_compare(_app(show_all=True), terminal_size=(100, 30), run_before=_loaded_then("", "G", "right"))
+
+
+def test_grouped_view(snap_compare) -> None:
+    assert snap_compare(_app(), terminal_size=SIZE, run_before=_loaded_then("", "v"))
+
+
+@pytest.mark.parametrize(
+    "cause",
+    [
+        "name-not-in-certificate",
+        "wildcard-too-deep",
+        "cn-only-legacy",
+        "no-sni-default-certificate",
+        "expired",
+        "missing-intermediate",
+    ],
+)
+def test_detail_pane(snap_compare, cause: str) -> None:
+    assert snap_compare(_app(), terminal_size=SIZE, run_before=_loaded_then(f"cause:{cause}", "enter"))
