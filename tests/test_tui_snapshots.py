@@ -27,7 +27,8 @@ def _in_repo(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _app(**options) -> CertmatchApp:
-    store = TrustStore.load([REPO / "tests/data/tui/root.pem"], use_system=False)
+    # Relative (the test runs in the repo), so the store's description is the same in any clone.
+    store = TrustStore.load([Path("tests/data/tui/root.pem")], use_system=False)
     return CertmatchApp([SAMPLE], store=store, **options)
 
 
