@@ -173,6 +173,53 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_trust_options(view)
     view.set_defaults(run=run_view)
+
+    demo = commands.add_parser(
+        "demo",
+        help="watch certmatch diagnose embedded mail servers with typical certificate mistakes",
+        description="Start small IMAP, POP3, SMTP and LDAP servers on loopback (implicit TLS, and "
+        "STARTTLS), each but one with a certificate mistake from the cause catalogue, behind the "
+        "certmatch proxy; drive Python's own mail clients through it; then open the TUI on the "
+        "recording (or print the check report with --no-tui). Nothing is left running afterwards.",
+    )
+    demo.add_argument(
+        "--no-tui", action="store_true", help="print the check report instead of opening the TUI"
+    )
+    demo.add_argument(
+        "--record",
+        metavar="FILE",
+        default=None,
+        help="write the recording to FILE (must not exist yet)",
+    )
+    demo.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the demo's working directory (demo CA, certificates, recording)",
+    )
+    demo.set_defaults(run=run_demo_command)
+
+    replay = commands.add_parser(
+        "replay",
+        help="serve the recorded servers offline, for a client under test",
+        description="For each recorded server, listen on loopback and present certificate chains of "
+        "the same shape (names, dates, chain length and order, self-signedness), re-signed by a "
+        "local replay CA, speaking the recorded protocol through the handshake (STARTTLS "
+        "included). The client's SNI selects the certificate, as on the original. Prints the "
+        "endpoints and the CA file to trust; Ctrl-C stops.",
+    )
+    replay.add_argument(
+        "paths", nargs="+", metavar="FILE", help="recording files or directories of *.jsonl"
+    )
+    replay.add_argument(
+        "--json", action="store_true", help="print the endpoints as one JSON document"
+    )
+    replay.add_argument(
+        "--listen-host",
+        default="127.0.0.1",
+        help="address to listen on (default: 127.0.0.1, loopback only)",
+    )
+    _add_trust_options(replay)  # which issuers the original chains were trusted by, as for check
+    replay.set_defaults(run=run_replay_command)
     return parser
 
 
@@ -414,6 +461,25 @@ def run_proxy(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return mitmdump(mitm_args) or EXIT_OK
+
+
+def run_demo_command(args: argparse.Namespace) -> int:
+    from certmatch.demo import run_demo
+
+    record = Path(args.record) if args.record else None
+    return run_demo(tui=not args.no_tui, record=record, keep=args.keep)
+
+
+def run_replay_command(args: argparse.Namespace) -> int:
+    from certmatch.demo import run_replay
+
+    return run_replay(
+        args.paths,
+        json_output=args.json,
+        listen_host=args.listen_host,
+        ca_files=args.ca_file,
+        use_system_store=not args.no_system_store,
+    )
 
 
 if __name__ == "__main__":

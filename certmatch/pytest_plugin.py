@@ -1,0 +1,148 @@
+"""pytest plugin: judge saved recordings in tests, and replay their servers for a client under test.
+
+Registered through the ``pytest11`` entry point (``-p no:certmatch`` turns it off):
+
+* ``certmatch_sessions(path, ...)`` (fixture): the diagnosed sessions of one or more recordings;
+* :func:`assert_names_match` / :func:`assert_cause`: assertion helpers that fail with
+  certmatch's explanation, fix and citations rather than a bare ``assert False``;
+* ``certmatch_replay(path, ...)`` (fixture): serves the recorded servers on loopback
+  (certificates of the same shape, re-signed by a replay CA) and returns the endpoints and the
+  CA file; everything is stopped when the test ends.
+
+The ini option ``certmatch_ca_files`` (paths relative to the rootdir) lists CA files the
+recorded chains are trusted by, for both fixtures, as ``certmatch check --ca-file`` would.
+See docs/pytest-plugin.md for a complete example.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from certmatch.diagnosis import Diagnosis, diagnose
+from certmatch.recording import expand_paths, read_recording
+from certmatch.replay import RunningReplay, load_sessions, running_replay
+from certmatch.trust import TrustStore
+
+PathsArg = str | Path | Sequence[str | Path]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addini(
+        "certmatch_ca_files",
+        type="paths",
+        default=[],
+        help="CA files (PEM) the recorded chains are trusted by, for certmatch_sessions and "
+        "certmatch_replay (like `certmatch check --ca-file`)",
+    )
+
+
+def _paths(paths: PathsArg) -> list[Path]:
+    given = [paths] if isinstance(paths, str | Path) else list(paths)
+    return expand_paths(given)
+
+
+def _store(
+    config: pytest.Config, ca_files: Iterable[str | Path], use_system_store: bool
+) -> TrustStore:
+    try:
+        configured = [Path(p) for p in config.getini("certmatch_ca_files")]
+    except ValueError:  # fixtures imported without the plugin registered: no ini option
+        configured = []
+    return TrustStore.load([*configured, *ca_files], use_system=use_system_store)
+
+
+@pytest.fixture
+def certmatch_sessions(pytestconfig: pytest.Config) -> Callable[..., list[Diagnosis]]:
+    """A loader: ``certmatch_sessions(path, ca_files=(), use_system_store=True)`` returns one
+    :class:`~certmatch.diagnosis.Diagnosis` per recorded session, in file order.
+
+    ``path`` is a recording, a directory of ``*.jsonl`` recordings, or a list of either.
+    A bad line fails the test with the file and line number.
+    """
+
+    def load(
+        paths: PathsArg, *, ca_files: Iterable[str | Path] = (), use_system_store: bool = True
+    ) -> list[Diagnosis]:
+        store = _store(pytestconfig, ca_files, use_system_store)
+        diagnosed: list[Diagnosis] = []
+        for path in _paths(paths):
+            recording = read_recording(path)
+            bad = [p for p in recording.problems if not p.truncated]
+            if bad:
+                pytest.fail(
+                    "certmatch: unreadable recording lines:\n" + "\n".join(map(str, bad)),
+                    pytrace=False,
+                )
+            diagnosed.extend(diagnose(session, store) for session in recording.sessions)
+        return diagnosed
+
+    return load
+
+
+def describe_failure(d: Diagnosis) -> str:
+    """certmatch's verdict on a session, with every cause's explanation, fix and citations."""
+    f = d.facts
+    sni = f.sni if f.sni is not None else "none"
+    lines = [
+        (
+            f"certmatch: session {f.id} ({f.protocol}, {f.tls_kind} TLS to {f.server_address}): "
+            f"the client asked for {f.requested_host!r} ({f.requested_host_source}, SNI {sni}); "
+            f"the certificate names {', '.join(d.presented_names) or 'nothing'}: {d.verdict}"
+        ),
+    ]
+    for finding in d.findings:
+        lines.append(f"[{finding.id}] {finding.cause.title}")
+        lines.append(f"  why: {finding.explanation}")
+        lines.append(f"  fix: {finding.fix}")
+        if finding.cause.citations:
+            lines.append("  see: " + "; ".join(str(c) for c in finding.cause.citations))
+    return "\n".join(lines)
+
+
+def assert_names_match(d: Diagnosis, *, allow: Iterable[str] = ()) -> None:
+    """Fail the test, with certmatch's explanation, unless the session is a clean match.
+
+    Causes listed in ``allow`` (ids such as ``"wrong-order"``) are tolerated;
+    warnings (``trailing-dot``, ``idn-form``, ``wrong-order``) never fail on their own.
+    """
+    allowed = set(allow)
+    blocking = [f for f in d.findings if f.id not in allowed and f.cause.severity != "warning"]
+    if blocking or (d.verdict != "match" and not d.findings):
+        pytest.fail(describe_failure(d), pytrace=False)
+
+
+def assert_cause(d: Diagnosis, cause_id: str, *, primary: bool = True) -> None:
+    """Fail the test unless ``cause_id`` is the session's primary cause (or any cause, with
+    ``primary=False``); the failure shows what certmatch found instead."""
+    found = (d.primary.id if d.primary else None) if primary else None
+    if (primary and found == cause_id) or (not primary and cause_id in d.cause_ids):
+        return
+    expected = f"primary cause {cause_id}" if primary else f"cause {cause_id} among the causes"
+    found_text = ", ".join(d.cause_ids) or "no cause (a clean match)"
+    pytest.fail(f"expected {expected}, found {found_text}\n{describe_failure(d)}", pytrace=False)
+
+
+@pytest.fixture
+def certmatch_replay(pytestconfig: pytest.Config) -> Iterator[Callable[..., RunningReplay]]:
+    """A starter: ``certmatch_replay(path, ca_files=(), use_system_store=True,
+    listen_host="127.0.0.1")`` serves the recorded servers and returns a
+    :class:`~certmatch.replay.RunningReplay` (``.listeners`` with host, port, protocol and
+    names; ``.listener_for(session_id)``; ``.ca_file`` to trust). Stopped after the test."""
+    with contextlib.ExitStack() as stack:
+
+        def start(
+            paths: PathsArg,
+            *,
+            ca_files: Iterable[str | Path] = (),
+            use_system_store: bool = True,
+            listen_host: str = "127.0.0.1",
+        ) -> RunningReplay:
+            store = _store(pytestconfig, ca_files, use_system_store)
+            sessions = load_sessions(_paths(paths))
+            return stack.enter_context(running_replay(sessions, store, listen_host=listen_host))
+
+        yield start
