@@ -66,7 +66,7 @@ def render_detail(d: Diagnosis, recording: str, *, group_count: int | None = Non
             "italic",
         )
     text.append(
-        f"Session {f.id} · {f.started} · {f.protocol} ({f.tls_kind} TLS) · "
+        f"Session {f.id} · {f.started} · {f.protocol} ({'STARTTLS' if f.tls_kind == 'starttls' else 'implicit TLS'}) · "
         f"client {f.client_address or '(unknown)'} → server {f.server_address or '(unknown)'}\n",
         "dim",
     )
