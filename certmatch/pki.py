@@ -16,6 +16,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 UTC = dt.UTC
@@ -105,14 +106,39 @@ def make_ca(
     subject = _name(name, "certmatch test PKI")
     issuer_name = parent.cert.subject if parent else subject
     signing_key = parent.key if parent else key
+    builder = ca_certificate_builder(
+        subject,
+        issuer_name,
+        key.public_key(),
+        parent.key.public_key() if parent else None,
+        not_before or now - dt.timedelta(days=1),
+        not_after or now + dt.timedelta(days=3650),
+    )
+    cert = builder.sign(signing_key, hashes.SHA256())
+    issuers = [parent.cert, *parent.issuers] if parent else []
+    return Issued(cert, key, issuers)
+
+
+def ca_certificate_builder(
+    subject: x509.Name,
+    issuer: x509.Name,
+    public_key: CertificatePublicKeyTypes,
+    issuer_public_key: CertificatePublicKeyTypes | None,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+) -> x509.CertificateBuilder:
+    """A CA certificate's builder (basic constraints, key usage, key identifiers), ready to sign.
+
+    ``issuer_public_key`` is None for a self-signed root.
+    """
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
-        .issuer_name(issuer_name)
-        .public_key(key.public_key())
+        .issuer_name(issuer)
+        .public_key(public_key)
         .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before or now - dt.timedelta(days=1))
-        .not_valid_after(not_after or now + dt.timedelta(days=3650))
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -128,16 +154,14 @@ def make_ca(
             ),
             critical=True,
         )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
     )
-    if parent:
+    if issuer_public_key is not None:
         builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(parent.key.public_key()),
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_public_key),  # type: ignore[arg-type]
             critical=False,
         )
-    cert = builder.sign(signing_key, hashes.SHA256())
-    issuers = [parent.cert, *parent.issuers] if parent else []
-    return Issued(cert, key, issuers)
+    return builder
 
 
 def issue_leaf(

@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtensionOID, NameOID
 
+from certmatch import pki
 from certmatch.certificates import decode_der
 from certmatch.facts import SessionFacts
 from certmatch.mailservers import (
@@ -438,36 +439,14 @@ def _ca_certificate(
     name: x509.Name, key: PrivateKey, issuer: x509.Name, signer_key: PrivateKey
 ) -> x509.Certificate:
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(dt.datetime(2000, 1, 1, tzinfo=dt.UTC))
-        .not_valid_after(now + dt.timedelta(days=3650 * 5))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    builder = pki.ca_certificate_builder(
+        name,
+        issuer,
+        key.public_key(),
+        signer_key.public_key() if issuer != name else None,
+        dt.datetime(2000, 1, 1, tzinfo=dt.UTC),
+        now + dt.timedelta(days=3650 * 5),
     )
-    if issuer != name:
-        builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(signer_key.public_key()),  # type: ignore[arg-type]
-            critical=False,
-        )
     return builder.sign(signer_key, _signature_hash_for(signer_key))  # type: ignore[arg-type]
 
 
