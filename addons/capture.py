@@ -287,10 +287,16 @@ class CertmatchCapture:
         )
         if block:
             pending.facts.action = "block"
-            why = "no server certificate" if no_server else verdict.verdict
+            if no_server:
+                why = "no server certificate"
+            else:
+                primary = verdict.primary
+                why = verdict.verdict + (f", {primary.id}" if primary else "")
+                why += f"; certmatch_on_mismatch={ctx.options.certmatch_on_mismatch}"
             logger.warning(
                 f"certmatch: closing the client connection for {pending.facts.requested_host} "
-                f"({why}; certmatch_on_mismatch={ctx.options.certmatch_on_mismatch})."
+                f"({why}). mitmproxy logs this as a failed client handshake ('no shared "
+                "cipher'): that is certmatch refusing the client, not a client problem."
             )
             data.ssl_conn = _refusing_connection()
             self._write(pending)
