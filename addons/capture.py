@@ -345,6 +345,15 @@ class CertmatchCapture:
         self._write(pending)
 
     @_never_raises
+    def server_disconnected(self, data: server_hooks.ServerConnectionHookData) -> None:
+        # The handshake is over and its facts are complete. Some servers answer a
+        # client's hang-up with an alert, after which mitmproxy may never report
+        # the client as gone: do not wait for that to write the record.
+        pending = self.pending.get(data.client.id)
+        if pending is not None and pending.verdict is not None:
+            self._write(pending)
+
+    @_never_raises
     def client_disconnected(self, client: connection.Client) -> None:
         self.starttls_upgrades.pop(client.id, None)
         pending = self.pending.pop(client.id, None)

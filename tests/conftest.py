@@ -124,3 +124,40 @@ def slapd_factory(
     finally:
         for server in started.values():
             server.stop()
+
+
+from servers import NnrpdServer, start_nnrpd
+
+
+@pytest.fixture(scope="session")
+def nntp_factory(
+    pki: ScenarioPki, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[[str], NnrpdServer]]:
+    """``nntp_factory(scenario_name) -> NnrpdServer``: INN's nnrpd serving that scenario's certificate.
+
+    nnrpd has no SNI, so each scenario gets its own pair of daemons, started on
+    first use and cached for the session. NnrpdServer attributes: ``host``,
+    ``nntp_port`` (plaintext, STARTTLS offered), ``nntps_port`` (implicit
+    TLS), ``cert`` (CertFiles served), ``group`` (the one newsgroup,
+    "test.certmatch", empty), ``path_host`` (named in the greeting),
+    ``start_seconds``, ``log_path``.
+    """
+    started: dict[str, NnrpdServer] = {}
+    workdir = tmp_path_factory.mktemp("nnrpd")
+
+    def get(scenario_name: str) -> NnrpdServer:
+        scenario(scenario_name)  # unknown names fail with the list of known ones
+        if scenario_name not in started:
+            try:
+                started[scenario_name] = start_nnrpd(
+                    pki.for_scenario(scenario_name), workdir / scenario_name, pki.root_ca
+                )
+            except (MissingSystemPackage, ServerStartError) as err:
+                _fail_clearly(err)
+        return started[scenario_name]
+
+    try:
+        yield get
+    finally:
+        for server in started.values():
+            server.stop()

@@ -4,8 +4,7 @@ dovecot (IMAP, POP3), aiosmtpd (submission) and slapd (LDAP) are the real
 servers; imaplib, poplib, smtplib, ldap3, curl and ``openssl s_client`` the
 real clients. Servers that misbehave on purpose (silent, garbage, closing,
 injecting) cannot be made from real ones, so a few lines of socket code
-stand in for them. NNTP is covered by the sans-io tests only: INN is not
-installed by the test fixtures.
+stand in for them. NNTP, with INN's nnrpd, is in tests/test_nntp_e2e.py.
 """
 
 from __future__ import annotations

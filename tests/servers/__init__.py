@@ -26,3 +26,4 @@ __all__ = [
     "start_slapd",
     "start_smtp",
 ]
+from .inn import NnrpdServer as NnrpdServer, start_nnrpd as start_nnrpd  # noqa: I001
