@@ -29,7 +29,10 @@ from certmatch.pki import Issued, issue_leaf, make_ca
 
 UTC = dt.UTC
 START = dt.datetime(2025, 6, 1, 8, 0, 0, tzinfo=UTC)
-VALID = {"not_before": dt.datetime(2025, 1, 1, tzinfo=UTC), "not_after": dt.datetime(2030, 1, 1, tzinfo=UTC)}
+VALID = {
+    "not_before": dt.datetime(2025, 1, 1, tzinfo=UTC),
+    "not_after": dt.datetime(2030, 1, 1, tzinfo=UTC),
+}
 PROTOCOLS = (("imap", 993), ("pop3", 995), ("submission", 465), ("smtp", 25), ("ldap", 636))
 
 
@@ -44,7 +47,9 @@ def _kinds(root: Issued) -> list[tuple[str, list[str], bool]]:
     kinds: list[tuple[str, list[str], bool]] = []
     for domain_index in range(20):
         d = f"example{domain_index}.test"
-        default = issue_leaf(inter, cn=f"mail.{d}", dns=[f"mail.{d}", f"imap.{d}", f"smtp.{d}"], **VALID)
+        default = issue_leaf(
+            inter, cn=f"mail.{d}", dns=[f"mail.{d}", f"imap.{d}", f"smtp.{d}"], **VALID
+        )
         wildcard = issue_leaf(inter, dns=[f"*.{d}"], **VALID)
         kinds += [
             (f"mail.{d}", _b64(default), True),
@@ -67,14 +72,20 @@ def _kinds(root: Issued) -> list[tuple[str, list[str], bool]]:
                 True,
             ),
             (f"self.{d}", _b64(issue_leaf(None, dns=[f"self.{d}"], **VALID)), True),
-            (f"nointer.{d}", _b64(issue_leaf(inter, dns=[f"nointer.{d}"], **VALID), intermediate=False), True),
+            (
+                f"nointer.{d}",
+                _b64(issue_leaf(inter, dns=[f"nointer.{d}"], **VALID), intermediate=False),
+                True,
+            ),
             (f"alt.{d}", _b64(default), False),
             (f"down.{d}", [], True),
         ]
     return kinds
 
 
-def sessions(count: int, kinds: list[tuple[str, list[str], bool]], seed: int) -> Iterator[dict[str, Any]]:
+def sessions(
+    count: int, kinds: list[tuple[str, list[str], bool]], seed: int
+) -> Iterator[dict[str, Any]]:
     """``count`` session lines as dicts, one second apart from START."""
     rng = random.Random(seed)
     # Matching hosts are the most common, as in real traffic.

@@ -31,7 +31,9 @@ DEFAULT_RECORDING = Path("tests/data/tui/sample.jsonl")
 DEFAULT_CA = Path("tests/data/tui/root.pem")
 
 
-async def capture(app: CertmatchApp, out: Path, size: tuple[int, int], filter_text: str, keys: list[str]) -> None:
+async def capture(
+    app: CertmatchApp, out: Path, size: tuple[int, int], filter_text: str, keys: list[str]
+) -> None:
     async with app.run_test(size=size) as pilot:
         deadline = time.monotonic() + 60
         while not app.initial_load_done:
@@ -51,12 +53,18 @@ async def capture(app: CertmatchApp, out: Path, size: tuple[int, int], filter_te
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("recording", nargs="?", type=Path, default=None)
-    parser.add_argument("--ca-file", action="append", default=None, help="CA to trust (default: the sample's)")
-    parser.add_argument("--system-store", action="store_true", help="also trust the system CA store")
+    parser.add_argument(
+        "--ca-file", action="append", default=None, help="CA to trust (default: the sample's)"
+    )
+    parser.add_argument(
+        "--system-store", action="store_true", help="also trust the system CA store"
+    )
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "tui.svg")
     parser.add_argument("--size", default="150x42", help="terminal COLUMNSxLINES (default 150x42)")
     parser.add_argument("--filter", default="", help="a filter to apply first, as typed after f")
-    parser.add_argument("--keys", default="", help="keys to press first, comma-separated (e.g. j,j,enter)")
+    parser.add_argument(
+        "--keys", default="", help="keys to press first, comma-separated (e.g. j,j,enter)"
+    )
     parser.add_argument("--png", action="store_true", help="also write a PNG next to the SVG")
     args = parser.parse_args(argv)
 
@@ -84,7 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.png:
         converter = shutil.which("rsvg-convert")
         if converter is None:
-            print("screenshot: no PNG: rsvg-convert is not installed (apt-get install librsvg2-bin)", file=sys.stderr)
+            print(
+                "screenshot: no PNG: rsvg-convert is not installed (apt-get install librsvg2-bin)",
+                file=sys.stderr,
+            )
             return 1
         png = out.with_suffix(".png")
         subprocess.run([converter, str(out), "-o", str(png)], check=True)

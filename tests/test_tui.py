@@ -168,7 +168,9 @@ async def test_filter_by_cause_protocol_verdict_and_host(store, sample) -> None:
         assert imap and len(imap) == sum(f.protocol == "imap" for f in sample)
         untrusted = await apply("verdict:untrusted")
         assert untrusted and all(
-            diagnose(f, store).verdict == "untrusted" for f in sample if f.requested_host in untrusted
+            diagnose(f, store).verdict == "untrusted"
+            for f in sample
+            if f.requested_host in untrusted
         )
         assert await apply("wrong") == ["wrong.example.test", "wrong.example.test"]
         assert await apply("host:wrong verdict:match") == []
@@ -211,7 +213,11 @@ async def test_grouped_view_counts_sessions_per_host_certificate_and_cause(store
         assert all(isinstance(g, Group) for g in groups)
         assert sum(g.count for g in groups) == failing
         top = groups[0]
-        assert (top.host, top.count, top.judgement.primary) == ("wrong.example.test", 2, "name-not-in-certificate")
+        assert (top.host, top.count, top.judgement.primary) == (
+            "wrong.example.test",
+            2,
+            "name-not-in-certificate",
+        )
         assert "Group of 2 sessions" in str(app.query_one("#detail-body").render())
         await pilot.press("v")
         assert len(app.session_list.items) == failing
@@ -225,7 +231,10 @@ async def test_export_writes_json_and_pem_and_says_where(store, tmp_path) -> Non
         facts = current_facts(app)
         await pilot.press("c")
         written = sorted(tmp_path.iterdir())
-        assert [p.name for p in written] == [f"certmatch-{facts.id}.chain.pem", f"certmatch-{facts.id}.json"]
+        assert [p.name for p in written] == [
+            f"certmatch-{facts.id}.chain.pem",
+            f"certmatch-{facts.id}.json",
+        ]
         data = json.loads(written[1].read_text())
         assert data["id"] == facts.id and data["primary_cause"] == diagnose(facts, store).primary.id
         certs = x509.load_pem_x509_certificates(written[0].read_bytes())
@@ -265,11 +274,20 @@ async def test_command_palette_runs_the_same_actions(store) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: app.initial_load_done, "the recording to load")
         titles = [c.title for c in app.get_system_commands(app.screen)]
-        for wanted in ("Filter", "Find", "Follow on/off", "Grouped view on/off", "Export selected session", "Help"):
+        for wanted in (
+            "Filter",
+            "Find",
+            "Follow on/off",
+            "Grouped view on/off",
+            "Export selected session",
+            "Help",
+        ):
             assert wanted in titles
         await pilot.press("ctrl+p")
         await pilot.press(*"Grouped view")
-        await wait_for(pilot, lambda: app.screen.query_one("CommandList").option_count > 0, "palette matches")
+        await wait_for(
+            pilot, lambda: app.screen.query_one("CommandList").option_count > 0, "palette matches"
+        )
         await pilot.press("enter")
         await wait_for(pilot, lambda: app.grouped, "the palette to switch to the grouped view")
 
@@ -318,7 +336,9 @@ async def test_follow_shows_sessions_appended_while_running(store, sample, tmp_p
 
 
 @run_async
-async def test_follow_waits_for_a_recording_the_proxy_has_not_created_yet(store, sample, tmp_path) -> None:
+async def test_follow_waits_for_a_recording_the_proxy_has_not_created_yet(
+    store, sample, tmp_path
+) -> None:
     path = tmp_path / "later.jsonl"
     app = app_on(store, path, follow=True, poll_interval=0.02)
     async with app.run_test(size=SIZE) as pilot:
@@ -334,12 +354,17 @@ async def test_follow_waits_for_a_recording_the_proxy_has_not_created_yet(store,
 
 def test_run_view_reports_bad_input_in_one_line(tmp_path, capsys) -> None:
     missing = tmp_path / "nope.jsonl"
-    assert run_view([str(missing)], follow=False, show_all=False, ca_files=[], use_system_store=False) == 2
+    assert (
+        run_view([str(missing)], follow=False, show_all=False, ca_files=[], use_system_store=False)
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "nope.jsonl" in err and "Traceback" not in err
     pem = tmp_path / "cert.pem"
     shutil.copy(DATA / "root.pem", pem)
-    assert run_view([str(pem)], follow=False, show_all=False, ca_files=[], use_system_store=False) == 2
+    assert (
+        run_view([str(pem)], follow=False, show_all=False, ca_files=[], use_system_store=False) == 2
+    )
     assert "PEM" in capsys.readouterr().err
     assert run_view([str(SAMPLE)], follow=False, show_all=False, ca_files=[str(missing)]) == 2
     assert "nope.jsonl" in capsys.readouterr().err
@@ -352,7 +377,9 @@ def test_cached_judgements_equal_fresh_diagnoses(store, sample) -> None:
         d = diagnose(facts, store)
         assert (judged.verdict, judged.failed, judged.causes) == (d.verdict, d.failed, d.cause_ids)
     # Sessions differing only in id (and the two with the same host and certificate) share one.
-    assert cache.diagnosed == len({(f.requested_host, tuple(f.chain)) for f in sample}) < len(sample)
+    assert (
+        cache.diagnosed == len({(f.requested_host, tuple(f.chain)) for f in sample}) < len(sample)
+    )
 
 
 def test_cache_tells_apart_times_on_either_side_of_a_validity_boundary(store, sample) -> None:
@@ -369,7 +396,11 @@ def test_cache_tells_apart_times_on_either_side_of_a_validity_boundary(store, sa
 def test_filter_language() -> None:
     f = Filter.parse("Mail protocol:imap,pop3 cause:expired v:✗ c:!self-signed")
     assert f.hosts == ("mail",) and f.protocols == {"imap", "pop3"}
-    assert f.causes == {"expired"} and f.verdicts == {"mismatch"} and f.excluded_causes == {"self-signed"}
+    assert (
+        f.causes == {"expired"}
+        and f.verdicts == {"mismatch"}
+        and f.excluded_causes == {"self-signed"}
+    )
     with pytest.raises(FilterError, match="did you mean wildcard-apex"):
         Filter.parse("cause:apex")
     with pytest.raises(FilterError, match="unknown filter field"):

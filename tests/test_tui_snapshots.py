@@ -54,7 +54,9 @@ def test_list_of_failing_sessions(snap_compare) -> None:
 
 
 def test_list_of_all_sessions_scrolled_right(snap_compare) -> None:
-    assert snap_compare(_app(show_all=True), terminal_size=(100, 30), run_before=_loaded_then("", "G", "right"))
+    assert snap_compare(
+        _app(show_all=True), terminal_size=(100, 30), run_before=_loaded_then("", "G", "right")
+    )
 
 
 def test_grouped_view(snap_compare) -> None:
@@ -73,4 +75,6 @@ def test_grouped_view(snap_compare) -> None:
     ],
 )
 def test_detail_pane(snap_compare, cause: str) -> None:
-    assert snap_compare(_app(), terminal_size=SIZE, run_before=_loaded_then(f"cause:{cause}", "enter"))
+    assert snap_compare(
+        _app(), terminal_size=SIZE, run_before=_loaded_then(f"cause:{cause}", "enter")
+    )

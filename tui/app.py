@@ -278,7 +278,11 @@ class CertmatchApp(App[int]):
         listing.set_items(groups, grouped=True)
         if isinstance(current, Group):
             for position, g in enumerate(groups):
-                if g.host == current.host and g.judgement.leaf_sha256 == current.judgement.leaf_sha256 and g.judgement.primary == current.judgement.primary:
+                if (
+                    g.host == current.host
+                    and g.judgement.leaf_sha256 == current.judgement.leaf_sha256
+                    and g.judgement.primary == current.judgement.primary
+                ):
                     listing.cursor = position
                     break
 
@@ -286,7 +290,9 @@ class CertmatchApp(App[int]):
         if not self.initial_load_done:
             return "Loading…"
         if not self.rows:
-            return "No sessions recorded yet." + (" Following: new sessions appear here." if self.following else "")
+            return "No sessions recorded yet." + (
+                " Following: new sessions appear here." if self.following else ""
+            )
         if not self.filter.empty:
             return f"No session matches the filter “{self.filter.text}”. Press f to change it."
         if not self.show_all:
@@ -300,7 +306,9 @@ class CertmatchApp(App[int]):
         parts = [f"certmatch · {names}", f"{len(self.rows):,} sessions, {self.failing:,} failing"]
         shown = "all" if self.show_all else "failing"
         if self.grouped:
-            parts.append(f"grouped ({shown}): {len(self._grouping):,} groups of {len(self._visible):,}")
+            parts.append(
+                f"grouped ({shown}): {len(self._grouping):,} groups of {len(self._visible):,}"
+            )
         else:
             parts.append(f"showing {shown}: {len(self._visible):,}")
         if not self.filter.empty:
@@ -310,7 +318,9 @@ class CertmatchApp(App[int]):
             percent = 100 * read // total if total else 0
             parts.append(f"loading {percent}%")
         if self.following:
-            waiting = f" (waiting for {', '.join(self.loader.waiting)})" if self.loader.waiting else ""
+            waiting = (
+                f" (waiting for {', '.join(self.loader.waiting)})" if self.loader.waiting else ""
+            )
             parts.append("following" + waiting)
         if self.problems:
             parts.append(f"{len(self.problems):,} bad lines skipped")
@@ -338,7 +348,12 @@ class CertmatchApp(App[int]):
         if selected is None:
             self._detail_key = None
             self.detail = None
-            body.update(Text("Select a session to see why it fails, the evidence and the fix.", style="italic"))
+            body.update(
+                Text(
+                    "Select a session to see why it fails, the evidence and the fix.",
+                    style="italic",
+                )
+            )
             return
         row, count = selected
         key = (row.source, row.offset, count)
@@ -407,7 +422,12 @@ class CertmatchApp(App[int]):
             self._start_loader()
             self._wake.set()
         self._update_status()
-        self.notify("Following: new sessions are read and shown as they are recorded." if self.following else "Stopped following.", timeout=3)
+        self.notify(
+            "Following: new sessions are read and shown as they are recorded."
+            if self.following
+            else "Stopped following.",
+            timeout=3,
+        )
 
     def action_filter(self) -> None:
         def check(text: str) -> str | None:
@@ -441,7 +461,12 @@ class CertmatchApp(App[int]):
                 self._find(1, include_current=True)
 
         self.push_screen(
-            PromptScreen("Find", value=self.find_text, placeholder="text anywhere in a line", help_text="n: next match, N: previous match"),
+            PromptScreen(
+                "Find",
+                value=self.find_text,
+                placeholder="text anywhere in a line",
+                help_text="n: next match, N: previous match",
+            ),
             apply,
         )
 
@@ -465,12 +490,16 @@ class CertmatchApp(App[int]):
                 listing.cursor = position
                 self._show_detail()
                 return
-        self.notify(f"Nothing in the list contains “{self.find_text}”.", severity="warning", timeout=4)
+        self.notify(
+            f"Nothing in the list contains “{self.find_text}”.", severity="warning", timeout=4
+        )
 
     def action_export(self) -> None:
         self._show_detail()
         if self.detail is None:
-            self.notify("No session is selected, so there is nothing to export.", severity="warning")
+            self.notify(
+                "No session is selected, so there is nothing to export.", severity="warning"
+            )
             return
         d, recording = self.detail
         try:
@@ -484,7 +513,11 @@ class CertmatchApp(App[int]):
             return
         self.copy_to_clipboard(session_json(d, recording))
         where = " and ".join(str(p.resolve()) for p in written)
-        self.notify(f"Wrote {where}. The JSON is also on the clipboard.", title=f"Exported session {d.facts.id}", timeout=8)
+        self.notify(
+            f"Wrote {where}. The JSON is also on the clipboard.",
+            title=f"Exported session {d.facts.id}",
+            timeout=8,
+        )
         self.exported = written
 
     def action_help(self) -> None:
@@ -498,18 +531,40 @@ class CertmatchApp(App[int]):
     # --- command palette -------------------------------------------------------------------
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        yield SystemCommand("Show all sessions / only failing", "Toggle between every session and the failing ones (a)", self.action_toggle_all)
-        yield SystemCommand("Filter", "By host, protocol, cause id, verdict (f)", self.action_filter)
+        yield SystemCommand(
+            "Show all sessions / only failing",
+            "Toggle between every session and the failing ones (a)",
+            self.action_toggle_all,
+        )
+        yield SystemCommand(
+            "Filter", "By host, protocol, cause id, verdict (f)", self.action_filter
+        )
         yield SystemCommand("Find", "Find text in the list (/)", self.action_find)
         yield SystemCommand("Find next", "Next match of the find (n)", self.action_find_next)
-        yield SystemCommand("Find previous", "Previous match of the find (N)", self.action_find_previous)
-        yield SystemCommand("Follow on/off", "Read sessions as they are recorded (F)", self.action_toggle_follow)
-        yield SystemCommand("Grouped view on/off", "One line per host + certificate + cause (v)", self.action_toggle_grouped)
-        yield SystemCommand("Export selected session", "JSON and PEM chain to files (c)", self.action_export)
-        yield SystemCommand("Detail full screen", "Show the detail pane alone, or back (enter)", self.action_toggle_detail)
+        yield SystemCommand(
+            "Find previous", "Previous match of the find (N)", self.action_find_previous
+        )
+        yield SystemCommand(
+            "Follow on/off", "Read sessions as they are recorded (F)", self.action_toggle_follow
+        )
+        yield SystemCommand(
+            "Grouped view on/off",
+            "One line per host + certificate + cause (v)",
+            self.action_toggle_grouped,
+        )
+        yield SystemCommand(
+            "Export selected session", "JSON and PEM chain to files (c)", self.action_export
+        )
+        yield SystemCommand(
+            "Detail full screen",
+            "Show the detail pane alone, or back (enter)",
+            self.action_toggle_detail,
+        )
         yield SystemCommand("First session", "Go to the top (g)", self.action_top)
         yield SystemCommand("Last session", "Go to the bottom (G)", self.action_bottom)
-        yield SystemCommand("Help", "Every key, the filter syntax and the cause ids (?)", self.action_help)
+        yield SystemCommand(
+            "Help", "Every key, the filter syntax and the cause ids (?)", self.action_help
+        )
         yield from super().get_system_commands(screen)
 
 

@@ -23,7 +23,12 @@ VERDICT_STYLES = {
     "error": "bold red",
 }
 _OUTCOME_SYMBOLS = {"match": "✓", "no-match": "✗", "rejected": "⚠", "not-considered": "·"}
-_OUTCOME_STYLES = {"match": "green", "no-match": "red", "rejected": "yellow", "not-considered": "dim"}
+_OUTCOME_STYLES = {
+    "match": "green",
+    "no-match": "red",
+    "rejected": "yellow",
+    "not-considered": "dim",
+}
 _HEADING = "bold underline"
 
 
@@ -92,7 +97,10 @@ def render_detail(d: Diagnosis, recording: str, *, group_count: int | None = Non
     for line in other_evidence:
         _indented(text, line)
 
-    _section(text, f"Presented identifiers ({len(checks)}), each against {f.requested_host or '(unknown)'}")
+    _section(
+        text,
+        f"Presented identifiers ({len(checks)}), each against {f.requested_host or '(unknown)'}",
+    )
     if not checks:
         _indented(text, "none checked (no readable certificate)", "dim")
     for check in checks:
@@ -131,7 +139,9 @@ def render_detail(d: Diagnosis, recording: str, *, group_count: int | None = Non
             _indented(text, f"  {finding.explanation}")
             _indented(text, f"  Fix: {finding.fix}")
             if finding.cause.citations:
-                _indented(text, "  See: " + "; ".join(str(c) for c in finding.cause.citations), "dim")
+                _indented(
+                    text, "  See: " + "; ".join(str(c) for c in finding.cause.citations), "dim"
+                )
     if f.notes:
         _section(text, "Notes recorded by the proxy")
         for note in f.notes:

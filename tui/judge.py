@@ -47,7 +47,7 @@ class Judgement:
 
 
 def shorten_names(names: tuple[str, ...], width: int = NAMES_WIDTH) -> str:
-    """"a, b +3": as many names as fit in ``width``, then how many were left out."""
+    """ "a, b +3": as many names as fit in ``width``, then how many were left out."""
     if not names:
         return "(no certificate)"
     shown: list[str] = []

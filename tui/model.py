@@ -14,13 +14,29 @@ from certmatch.causes import CAUSES
 from certmatch.diagnosis import VERDICTS
 from tui.judge import Judgement
 
-VERDICT_SYMBOLS = {"match": "✓", "legacy-match": "~", "mismatch": "✗", "untrusted": "!", "error": "?"}
+VERDICT_SYMBOLS = {
+    "match": "✓",
+    "legacy-match": "~",
+    "mismatch": "✗",
+    "untrusted": "!",
+    "error": "?",
+}
 
 
 class Row:
     """One session as the list shows it."""
 
-    __slots__ = ("client", "host", "host_source", "judgement", "offset", "protocol", "sni", "source", "time")
+    __slots__ = (
+        "client",
+        "host",
+        "host_source",
+        "judgement",
+        "offset",
+        "protocol",
+        "sni",
+        "source",
+        "time",
+    )
 
     def __init__(
         self,
@@ -96,13 +112,20 @@ class Filter:
 
     @property
     def empty(self) -> bool:
-        return not (self.hosts or self.protocols or self.causes or self.verdicts or self.excluded_causes)
+        return not (
+            self.hosts or self.protocols or self.causes or self.verdicts or self.excluded_causes
+        )
 
     @classmethod
     def parse(cls, text: str) -> Filter:
         """Parse ``host:x protocol:imap cause:id verdict:mismatch words``; FilterError if wrong."""
         hosts: list[str] = []
-        values: dict[str, set[str]] = {"protocol": set(), "cause": set(), "verdict": set(), "!cause": set()}
+        values: dict[str, set[str]] = {
+            "protocol": set(),
+            "cause": set(),
+            "verdict": set(),
+            "!cause": set(),
+        }
         for word in text.split():
             name, colon, value = word.partition(":")
             if not colon:

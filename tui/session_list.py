@@ -115,7 +115,9 @@ class SessionList(ScrollView, can_focus=True, inherit_bindings=False):
     def columns(self) -> tuple[tuple[str, int], ...]:
         return GROUP_COLUMNS if self.grouped else SESSION_COLUMNS
 
-    def set_items(self, items: list[int] | list[Group], *, grouped: bool, keep: int | None = None) -> None:
+    def set_items(
+        self, items: list[int] | list[Group], *, grouped: bool, keep: int | None = None
+    ) -> None:
         """Show ``items``; put the cursor on row ``keep`` (or the one after it) if given."""
         self.items = items
         self.grouped = grouped
@@ -203,13 +205,19 @@ class SessionList(ScrollView, can_focus=True, inherit_bindings=False):
         if index >= len(self.items):
             if index == 0:
                 style = base + self.get_component_rich_style("session-list--empty")
-                return Strip([Segment(f" {self.empty_message}", style)]).crop_extend(0, width, style)
+                return Strip([Segment(f" {self.empty_message}", style)]).crop_extend(
+                    0, width, style
+                )
             return Strip.blank(width, base)
         style = base
         if index == self.cursor:
             style = base + self.get_component_rich_style("session-list--cursor")
         item = self.items[index]
-        segments = self._group_segments(item, style) if isinstance(item, Group) else self._row_segments(item, style)
+        segments = (
+            self._group_segments(item, style)
+            if isinstance(item, Group)
+            else self._row_segments(item, style)
+        )
         return Strip(segments).crop_extend(scroll_x, scroll_x + width, style)
 
     def _row_segments(self, index: int, style: Style) -> list[Segment]:
@@ -229,7 +237,10 @@ class SessionList(ScrollView, can_focus=True, inherit_bindings=False):
                 fit(row.client, widths[7]),
             )
         )
-        return [Segment(verdict, style + VERDICT_COLOURS.get(j.verdict, Style())), Segment(rest, style)]
+        return [
+            Segment(verdict, style + VERDICT_COLOURS.get(j.verdict, Style())),
+            Segment(rest, style),
+        ]
 
     def _group_segments(self, g: Group, style: Style) -> list[Segment]:
         widths = [w for _, w in GROUP_COLUMNS]
@@ -237,7 +248,10 @@ class SessionList(ScrollView, can_focus=True, inherit_bindings=False):
         last = self.rows[g.last]
         return [
             Segment(fit(f"{g.count:>7,}", widths[0]) + " ", style),
-            Segment(fit(verdict_label(j.verdict), widths[1]), style + VERDICT_COLOURS.get(j.verdict, Style())),
+            Segment(
+                fit(verdict_label(j.verdict), widths[1]),
+                style + VERDICT_COLOURS.get(j.verdict, Style()),
+            ),
             Segment(
                 " "
                 + " ".join(
@@ -258,7 +272,9 @@ class SessionList(ScrollView, can_focus=True, inherit_bindings=False):
         item = self.items[position]
         if isinstance(item, Group):
             j = item.judgement
-            return f"{item.host} {j.verdict} {j.primary} {j.names} {' '.join(item.protocols)}".lower()
+            return (
+                f"{item.host} {j.verdict} {j.primary} {j.names} {' '.join(item.protocols)}".lower()
+            )
         row = self.rows[item]
         j = row.judgement
         return (

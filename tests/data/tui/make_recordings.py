@@ -26,7 +26,10 @@ from certmatch.pki import Issued, issue_leaf, make_ca
 
 HERE = Path(__file__).resolve().parent
 UTC = dt.UTC
-VALID = {"not_before": dt.datetime(2025, 1, 1, tzinfo=UTC), "not_after": dt.datetime(2035, 1, 1, tzinfo=UTC)}
+VALID = {
+    "not_before": dt.datetime(2025, 1, 1, tzinfo=UTC),
+    "not_after": dt.datetime(2035, 1, 1, tzinfo=UTC),
+}
 START = dt.datetime(2025, 6, 1, 10, 0, 0, tzinfo=UTC)
 
 
@@ -41,7 +44,10 @@ def main() -> None:
     root = make_ca("certmatch test root", **VALID)
     inter = make_ca("certmatch test intermediate", parent=root, **VALID)
     default = issue_leaf(
-        inter, cn="mail.example.test", dns=["mail.example.test", "imap.example.test", "smtp.example.test"], **VALID
+        inter,
+        cn="mail.example.test",
+        dns=["mail.example.test", "imap.example.test", "smtp.example.test"],
+        **VALID,
     )
     wildcard = issue_leaf(inter, dns=["*.example.test"], **VALID)
     wrong = issue_leaf(inter, dns=["other.example.net"], **VALID)
@@ -51,7 +57,13 @@ def main() -> None:
         ("imap", "wrong.example.test", "wrong.example.test", wrong, {}),
         ("imap", "a.b.example.test", "a.b.example.test", wildcard, {}),
         ("submission", "example.test", "example.test", wildcard, {}),
-        ("pop3", "cnonly.example.test", "cnonly.example.test", issue_leaf(inter, cn="cnonly.example.test", **VALID), {}),
+        (
+            "pop3",
+            "cnonly.example.test",
+            "cnonly.example.test",
+            issue_leaf(inter, cn="cnonly.example.test", **VALID),
+            {},
+        ),
         (
             "imap",
             "cnsan.example.test",
@@ -71,12 +83,30 @@ def main() -> None:
             ),
             {},
         ),
-        ("imap", "self.example.test", "self.example.test", issue_leaf(None, dns=["self.example.test"], **VALID), {}),
+        (
+            "imap",
+            "self.example.test",
+            "self.example.test",
+            issue_leaf(None, dns=["self.example.test"], **VALID),
+            {},
+        ),
         ("ldap", "alt.example.test", None, default, {}),
         ("imap", "192.0.2.10", None, default, {}),
         ("submission", "smtp.example.test", "smtp.example.test", default, {}),
-        ("pop3", "down.example.test", "down.example.test", None, {"server_error": "connection refused"}),
-        ("imap", "example.com", "example.com", issue_leaf(inter, dns=["mail.example.com"], **VALID), {}),
+        (
+            "pop3",
+            "down.example.test",
+            "down.example.test",
+            None,
+            {"server_error": "connection refused"},
+        ),
+        (
+            "imap",
+            "example.com",
+            "example.com",
+            issue_leaf(inter, dns=["mail.example.com"], **VALID),
+            {},
+        ),
         ("imap", "wrong.example.test", "wrong.example.test", wrong, {}),
     ]
     missing_intermediate = issue_leaf(inter, dns=["nointer.example.test"], **VALID)
