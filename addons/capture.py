@@ -242,7 +242,10 @@ class CertmatchCapture:
         self._judge(pending)
         if self._wants_probe(pending) and conn.peername:
             facts.sni_probe = await probe_with_sni(
-                conn.peername[0], conn.peername[1], facts.requested_host or ""
+                conn.peername[0],
+                conn.peername[1],
+                facts.requested_host or "",
+                starttls=facts.protocol if facts.tls_kind == "starttls" else None,
             )
             self._judge(pending)
 

@@ -2,47 +2,143 @@
 
 Used when a client sent no SNI and got a certificate that does not match:
 asking again by name shows whether the server would have sent the right
-certificate (the ``no-sni-default-certificate`` cause).
+certificate (the ``no-sni-default-certificate`` cause). For a STARTTLS
+session the probe first speaks the protocol's upgrade dialogue, as the
+client did.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import socket
 import ssl
 
 from certmatch.facts import SniProbe
 
+# An LDAP ExtendedRequest for StartTLS (RFC 4511 §4.14.1), message id 1.
+_LDAP_STARTTLS = bytes.fromhex("301d02010177188016") + b"1.3.6.1.4.1.1466.20037"
 
-async def probe_with_sni(ip: str, port: int, sni: str, *, timeout: float = 3.0) -> SniProbe:
+
+class _Refused(Exception):
+    """The server did not agree to the STARTTLS upgrade."""
+
+
+async def probe_with_sni(
+    ip: str, port: int, sni: str, *, starttls: str | None = None, timeout: float = 3.0
+) -> SniProbe:
     """Connect to ``ip:port``, send ``sni``, and return the certificate presented.
 
-    Never raises: a failure is recorded in ``SniProbe.error``. Only the leaf
-    is recorded (Python 3.12's ssl module does not expose the rest of an
-    unverified chain); the leaf is what names are judged on.
+    ``starttls`` names the protocol whose upgrade to perform first (smtp,
+    submission, imap, pop3, nntp, ldap); None means implicit TLS. Never raises:
+    a failure is recorded in ``SniProbe.error``. Only the leaf is recorded
+    (Python 3.12's ssl module does not expose the rest of an unverified chain);
+    the leaf is what names are judged on.
     """
+    try:
+        der = await asyncio.wait_for(
+            asyncio.to_thread(_fetch_leaf, ip, port, sni, starttls, timeout), timeout + 1
+        )
+    except TimeoutError:
+        return SniProbe(sni=sni, error=f"no answer from {ip}:{port} within {timeout:g} s")
+    except _Refused as exc:
+        return SniProbe(sni=sni, error=f"the server refused the STARTTLS upgrade: {exc}")
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        return SniProbe(sni=sni, error=f"{type(exc).__name__}: {exc}")
+    if not der:
+        return SniProbe(sni=sni, error="the server sent no certificate")
+    return SniProbe(sni=sni, chain=[base64.b64encode(der).decode("ascii")])
+
+
+def _fetch_leaf(ip: str, port: int, sni: str, starttls: str | None, timeout: float) -> bytes | None:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
-    writer = None
-    try:
-        _, writer = await asyncio.wait_for(
-            asyncio.open_connection(ip, port, ssl=context, server_hostname=sni),
-            timeout,
+    with socket.create_connection((ip, port), timeout=timeout) as raw:
+        if starttls:
+            _upgrade(raw, starttls)
+        with context.wrap_socket(raw, server_hostname=sni) as tls:
+            return tls.getpeercert(binary_form=True)
+
+
+def _upgrade(sock: socket.socket, protocol: str) -> None:
+    """Speak ``protocol`` up to the server's positive answer to STARTTLS."""
+    reader = _Lines(sock)
+    if protocol in ("smtp", "submission", "lmtp"):
+        reader.reply(b"220")
+        sock.sendall(
+            b"LHLO certmatch.invalid\r\n" if protocol == "lmtp" else b"EHLO certmatch.invalid\r\n"
         )
-        ssl_object = writer.get_extra_info("ssl_object")
-        der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
-        if not der:
-            return SniProbe(sni=sni, error="the server sent no certificate")
-        return SniProbe(sni=sni, chain=[base64.b64encode(der).decode("ascii")])
-    except TimeoutError:
-        return SniProbe(sni=sni, error=f"no answer from {ip}:{port} within {timeout:g} s")
-    except (OSError, ssl.SSLError, ValueError) as exc:
-        return SniProbe(sni=sni, error=f"{type(exc).__name__}: {exc}")
-    finally:
-        if writer is not None:
-            writer.close()
-            try:
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
-            except (TimeoutError, OSError, ssl.SSLError):
-                pass
+        reader.reply(b"250")
+        sock.sendall(b"STARTTLS\r\n")
+        reader.reply(b"220")
+    elif protocol == "imap":
+        reader.expect(b"* OK")
+        sock.sendall(b"cm1 STARTTLS\r\n")
+        while not (line := reader.line()).startswith(b"cm1 "):
+            pass
+        if not line.startswith(b"cm1 OK"):
+            raise _Refused(_text(line))
+    elif protocol == "pop3":
+        reader.expect(b"+OK")
+        sock.sendall(b"STLS\r\n")
+        reader.expect(b"+OK")
+    elif protocol == "nntp":
+        reader.expect(b"20")
+        sock.sendall(b"STARTTLS\r\n")
+        reader.expect(b"382")
+    elif protocol == "ldap":
+        sock.sendall(_LDAP_STARTTLS)
+        _ldap_result(sock)
+    else:
+        raise ValueError(f"no STARTTLS dialogue for protocol {protocol!r}")
+
+
+class _Lines:
+    """CRLF lines from a socket, without reading past the line asked for."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def line(self) -> bytes:
+        data = bytearray()
+        while not data.endswith(b"\n"):
+            byte = self.sock.recv(1)  # one byte at a time: nothing may be read past the reply
+            if not byte:
+                raise ConnectionError("the server closed the connection during the upgrade")
+            data += byte
+            if len(data) > 8192:
+                raise ValueError("the server sent an over-long line")
+        return bytes(data)
+
+    def expect(self, prefix: bytes) -> bytes:
+        line = self.line()
+        if not line.startswith(prefix):
+            raise _Refused(_text(line))
+        return line
+
+    def reply(self, code: bytes) -> None:
+        """A (possibly multi-line) SMTP-style reply that must carry ``code``."""
+        while True:
+            line = self.expect(code)
+            if line[3:4] != b"-":
+                return
+
+
+def _ldap_result(sock: socket.socket) -> None:
+    data = b""
+    while len(data) < 2 or len(data) < 2 + data[1]:
+        chunk = sock.recv(1)
+        if not chunk:
+            raise ConnectionError("the server closed the connection during the upgrade")
+        data += chunk
+        if len(data) >= 2 and data[1] & 0x80:
+            raise ValueError("the LDAP server sent a reply longer than this probe reads")
+    marker = data.find(b"\x0a\x01")  # resultCode, an ENUMERATED of one byte
+    if marker < 0 or data[marker + 2] != 0:
+        code = data[marker + 2] if marker >= 0 else "unknown"
+        raise _Refused(f"LDAP resultCode {code}")
+
+
+def _text(line: bytes) -> str:
+    return line.decode("ascii", "replace").strip()[:200]

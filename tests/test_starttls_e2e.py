@@ -9,6 +9,7 @@ stand in for them. NNTP, with INN's nnrpd, is in tests/test_nntp_e2e.py.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import imaplib
 import smtplib
@@ -24,6 +25,7 @@ from pathlib import Path
 import ldap3
 import pytest
 from aiosmtpd.controller import Controller
+from cryptography import x509
 from proxy_fixtures import RunningProxy, free_port, inprocess_proxy
 from scenarios import SERVICE_NAMES, ScenarioPki, scenario
 from servers import DovecotServer, SlapdServer, SmtpServer
@@ -254,6 +256,34 @@ def test_s_client_starttls_wrong_host_is_a_mismatch(
     assert session.starttls is not None and session.starttls.client_requested is True
     verdict, causes = judged(session, pki)
     assert verdict == "mismatch" and causes[0] == "name-not-in-certificate"
+
+
+@pytest.mark.parametrize("protocol", ["imap", "pop3", "smtp"])
+def test_no_sni_over_starttls_is_proven_by_a_starttls_probe(
+    protocol: str,
+    tmp_path: Path,
+    pki: ScenarioPki,
+    dovecot: DovecotServer,
+    smtp_server: SmtpServer,
+) -> None:
+    """A client configured with alt.example.test sends no SNI after STARTTLS: the server's
+    default certificate comes back; the proxy's probe, speaking the same STARTTLS dialogue
+    with SNI, gets alt's certificate, which proves the cause."""
+    port = {
+        "imap": dovecot.imap_port,
+        "pop3": dovecot.pop3_port,
+        "smtp": smtp_server.submission_port,
+    }[protocol]
+    alt = scenario("alt")
+    with starttls_proxy(tmp_path, reverse(port), pki, certmatch_host=alt.server_name) as proxy:
+        s_client(proxy.port, servername=None, starttls=protocol)
+        session = only_session(proxy)
+    assert session.sni is None and session.upstream_sni is None
+    assert session.sni_probe is not None and session.sni_probe.error is None, session.sni_probe
+    probe_leaf = x509.load_der_x509_certificate(base64.b64decode(session.sni_probe.chain[0]))
+    assert probe_leaf == pki.for_scenario("alt").leaf
+    verdict, causes = judged(session, pki)
+    assert verdict == "mismatch" and causes[0] == "no-sni-default-certificate"
 
 
 def test_block_mode_closes_a_wrong_host_client(
