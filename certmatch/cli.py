@@ -415,6 +415,16 @@ def run_proxy(args: argparse.Namespace) -> int:
         from mitmproxy.tools.main import mitmdump
     except ImportError as exc:  # pragma: no cover - mitmproxy is a dependency
         raise UsageError(f"mitmproxy is not installed ({exc}); reinstall certmatch") from None
+    from mitmproxy.proxy.mode_specs import ProxyMode
+
+    for spec in args.mode:
+        try:
+            ProxyMode.parse(spec)
+        except ValueError as exc:
+            raise UsageError(
+                f"--mode {spec}: {exc}; use e.g. reverse:tls://mail.example.com:993, "
+                "reverse:tcp://mail.example.com:587 (STARTTLS), socks5 or regular"
+            ) from None
     record = Path(args.record)
     if record.exists() and record.is_dir():
         raise UsageError(

@@ -157,3 +157,9 @@ def test_missing_arguments_are_explained(args):
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert "required" in done.stderr
+
+
+def test_a_bad_proxy_mode_is_one_line(tmp_path):
+    done = certmatch("proxy", "--mode", "bogus://", "--record", str(tmp_path / "r.jsonl"))
+    _assert_one_line_error(done, "--mode bogus://", "reverse:tls://")
+    assert not (tmp_path / "r.jsonl").exists()
