@@ -1,11 +1,13 @@
-"""mitmproxy addon: record every implicit-TLS handshake and judge the server's names.
+"""mitmproxy addon: record every TLS handshake and judge the server's names.
 
 Load it in stock mitmproxy::
 
     mitmdump -s addons/capture.py --mode reverse:tls://mail.example.com:993 \
         --set certmatch_record=session.jsonl
 
-or through ``certmatch proxy``. For each TLS session it records facts (what
+or through ``certmatch proxy``. Implicit TLS needs only this addon; STARTTLS
+sessions reach the same hooks through the layer in ``addons/starttls.py``.
+For each TLS session it records facts (what
 the client asked for, what the server presented) as one JSON line, judges
 them with :func:`certmatch.diagnosis.diagnose`, logs the verdict, marks the
 flow for mitmproxy's own UIs, and, with ``certmatch_on_mismatch=block``,
@@ -93,7 +95,6 @@ class _Pending:
     facts: SessionFacts
     verdict: diagnosis.Diagnosis | None = None
     written: bool = False
-    greeting_seen: bool = False
 
 
 class CertmatchCapture:
@@ -305,11 +306,6 @@ class CertmatchCapture:
             self._write(pending)
         else:
             pending.facts.action = "pass"
-
-    @_never_raises
-    def tls_established_client(self, data: tls.TlsData) -> None:
-        # Written once the protocol shows itself (first message) or at disconnect.
-        pass
 
     @_never_raises
     def tls_failed_client(self, data: tls.TlsData) -> None:
