@@ -280,19 +280,23 @@ class CertmatchCapture:
         if pending is None:
             return
         if pending.verdict is None:
-            self._judge(pending)
+            try:
+                self._judge(pending)
+            except Exception as exc:  # noqa: BLE001 - decided below: block fails closed
+                pending.facts.notes.append(f"analysis failed: {type(exc).__name__}: {exc}")
         verdict = pending.verdict
-        assert verdict is not None
         no_server = not pending.facts.chain
         # Block on the certificate's verdict only: warnings, and findings about
-        # a plaintext phase that is already over, do not stop the session.
-        block = no_server or (
-            verdict.verdict != "match" and ctx.options.certmatch_on_mismatch == "block"
-        )
+        # a plaintext phase that is already over, do not stop the session. With
+        # no verdict at all, block fails closed.
+        failing = verdict is None or verdict.verdict != "match"
+        block = no_server or (failing and ctx.options.certmatch_on_mismatch == "block")
         if block:
             pending.facts.action = "block"
             if no_server:
                 why = "no server certificate"
+            elif verdict is None:
+                why = "no verdict: the analysis failed; certmatch_on_mismatch=block"
             else:
                 primary = verdict.primary
                 why = verdict.verdict + (f", {primary.id}" if primary else "")

@@ -31,7 +31,7 @@ from certmatch.identity import (
 )
 from certmatch.starttls import starttls_findings
 from certmatch.text import printable
-from certmatch.trust import TrustResult, TrustStore, assess_trust
+from certmatch.trust import TrustProblem, TrustResult, TrustStore, assess_trust
 
 Verdict = Literal["match", "legacy-match", "mismatch", "untrusted", "error"]
 VERDICTS: tuple[str, ...] = ("match", "legacy-match", "mismatch", "untrusted", "error")
@@ -166,7 +166,29 @@ class Diagnosis:
 
 
 def diagnose(facts: SessionFacts, store: TrustStore) -> Diagnosis:
-    """Judge one session. Never raises on odd facts: oddities become findings."""
+    """Judge one session. Never raises on odd facts: oddities become findings.
+
+    Certificates are hostile input, and cryptography parses parts of them
+    lazily (a name can fail when first read), so anything unexpected is
+    reported as a malformed certificate rather than raised.
+    """
+    try:
+        return _diagnose(facts, store)
+    except Exception as exc:  # noqa: BLE001 - the reader and the proxy must get a verdict
+        detail = f"certmatch could not analyse the chain ({type(exc).__name__}: {exc})"
+        parsed = _parse_chain(tuple(facts.chain))
+        return _build(
+            facts,
+            "error",
+            {"malformed-certificate": (detail, "")},
+            None,
+            None,
+            parsed.summaries,
+            parsed,
+        )
+
+
+def _diagnose(facts: SessionFacts, store: TrustStore) -> Diagnosis:
     parsed = _parse_chain(tuple(facts.chain))
     summaries = parsed.summaries
     reference = facts.requested_host or ""
@@ -203,7 +225,7 @@ def diagnose(facts: SessionFacts, store: TrustStore) -> Diagnosis:
     _identity_findings(identity, found)
 
     trust = _assess_trust(tuple(facts.chain), parsed, _capture_time(facts), store)
-    for problem in trust.problems:
+    for problem in _relevant_trust_problems(trust):
         if problem.id in catalogue.CAUSES and problem.id not in found:
             found[problem.id] = (problem.detail, "")
 
@@ -215,12 +237,27 @@ def diagnose(facts: SessionFacts, store: TrustStore) -> Diagnosis:
     elif identity.verdict == "legacy-match":
         verdict = "legacy-match"
     elif not trust.trusted or any(
-        p.id in _TRUST_CAUSES and catalogue.get(p.id).severity != "warning" for p in trust.problems
+        p.id in _TRUST_CAUSES and catalogue.get(p.id).severity != "warning"
+        for p in _relevant_trust_problems(trust)
     ):
         verdict = "untrusted"
     else:
         verdict = "match"
     return _build(facts, verdict, found, identity, trust, summaries, parsed)
+
+
+def _relevant_trust_problems(trust: TrustResult) -> tuple[TrustProblem, ...]:
+    """The trust problems that bear on the verdict.
+
+    When the chain validated, an extra certificate the server sent but the
+    path did not use does not matter to clients, even if it cannot be parsed
+    (cryptography is stricter than OpenSSL about some names).
+    """
+    if not trust.trusted:
+        return trust.problems
+    return tuple(
+        p for p in trust.problems if not (p.id == "malformed-certificate" and p.cert_index != 0)
+    )
 
 
 _CAUSES_EVEN_WHEN_MATCHING = frozenset({"nul-in-name", "trailing-dot", "idn-form"})
@@ -262,7 +299,7 @@ def _assess_trust(
         _root_position(root, at)
         for cert in parsed.certificates
         if cert is not None
-        for root in store.roots_named(cert.issuer)
+        for root in _candidate_roots(cert, store)
     )
     key = (chain_key, positions, at if any(positions) else None)
     entry = _TRUST_CACHES.get(id(store))
@@ -279,6 +316,13 @@ def _assess_trust(
             cache.clear()
         cache[key] = result
     return result
+
+
+def _candidate_roots(cert: Any, store: TrustStore) -> list[Any]:
+    try:
+        return store.roots_named(cert.issuer)
+    except ValueError:  # an issuer name cryptography cannot decode: no root can match it
+        return []
 
 
 def _root_position(root: Any, at: datetime) -> int:
@@ -306,6 +350,13 @@ def _identity_findings(identity: IdentityResult, found: dict[str, tuple[str, str
             continue
         check = _check_for(identity, cid)
         found[cid] = (check.reason if check else "", check.presented if check else "")
+    explained = any(
+        catalogue.get(cid).severity != "warning" for cid in found if cid in _IDENTITY_CAUSES
+    )
+    if identity.verdict == "mismatch" and not explained:
+        # Only advisories (e.g. an IDN form) were flagged: the failure itself is still
+        # that no name on the certificate is the one asked for.
+        found["name-not-in-certificate"] = ("", "")
 
 
 # The identity-check rules whose reason explains each cause.
@@ -318,7 +369,7 @@ _RULES_FOR_CAUSE: dict[str, tuple[str, ...]] = {
     "wildcard-public-suffix": ("wildcard-public-suffix",),
     "cn-ignored-san-present": ("cn-ignored-san-present",),
     "cn-only-legacy": ("cn-legacy",),
-    "idn-form": ("invalid-name", "wildcard-idn", "exact"),
+    "idn-form": ("wildcard-idn", "invalid-name", "exact"),
     "ip-not-in-certificate": ("ip-as-dns-name", "ip-in-cn", "ip-mismatch"),
 }
 
@@ -388,12 +439,21 @@ def _build(
     parsed: ParsedChain,
 ) -> Diagnosis:
     names = _presented_names(summaries[0]) if summaries else ()
-    ordered = sorted(found, key=catalogue.PRIMARY_ORDER.index)
+    ordered = sorted(found, key=_primary_rank)
     findings = tuple(
         _finding(catalogue.get(cid), facts, names, found[cid][0], found[cid][1], identity)
         for cid in ordered
     )
     return Diagnosis(facts, verdict, findings, identity, trust, summaries)
+
+
+_SEVERITY_RANK = {"security": 0, "failure": 1, "warning": 2}
+
+
+def _primary_rank(cause_id: str) -> tuple[int, int]:
+    """Warnings come after every failure; otherwise the catalogue's order decides."""
+    severity = catalogue.get(cause_id).severity
+    return _SEVERITY_RANK[severity], catalogue.PRIMARY_ORDER.index(cause_id)
 
 
 def _finding(

@@ -358,3 +358,17 @@ def test_mitmdump_loads_the_addon_script(tmp_path, dovecot, pki, store):
     assert diagnose(sessions[0], store).primary.id == "cn-ignored-san-present"
     log = (tmp_path / "proxy.log").read_text()
     assert "cn-ignored-san-present" in log  # the verdict is logged for the engineer
+
+
+def test_block_fails_closed_when_analysis_fails(tmp_path, dovecot, pki, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("injected analysis failure")
+
+    monkeypatch.setattr(capture.diagnosis, "diagnose", broken)
+    mode = f"reverse:tls://127.0.0.1:{dovecot.imaps_port}"
+    with inprocess_proxy(tmp_path, mode, ca_file=[str(pki.root_ca)], on_mismatch="block") as proxy:
+        with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+            LoopbackIMAP4_SSL("imap.example.test", proxy.port, ssl_context=_client_context(proxy))
+        facts = proxy.sessions(1)[0]
+    assert facts.action == "block"
+    assert any("injected analysis failure" in note for note in facts.notes)

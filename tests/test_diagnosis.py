@@ -197,3 +197,62 @@ def test_to_json_is_serialisable(ca):
     data = diagnose(facts(b64(leaf), "wrong.example.test"), store).to_json()
     text = json.dumps(data)
     assert json.loads(text)["primary_cause"] == "name-not-in-certificate"
+
+
+def _with_undecodable_issuer() -> str:
+    """A self-issued certificate whose issuer UTF8String holds invalid UTF-8.
+
+    cryptography loads it, and raises only when the issuer name is read.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(UTC)
+    issuer = x509.Name(
+        [
+            x509.NameAttribute(
+                NameOID.ORGANIZATION_NAME, "QQQQissuerQQQQ", _type=x509.name._ASN1Type.UTF8String
+            )
+        ]
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mail.example.com")]))
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(5)
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("mail.example.com")]), False)
+        .sign(key, hashes.SHA256())
+    )
+    der = cert.public_bytes(Encoding.DER).replace(b"QQQQissuerQQQQ", b"QQQQiss\xfferQQQQ")
+    return base64.b64encode(der).decode()
+
+
+def test_a_name_that_fails_when_read_is_a_finding_not_a_traceback(ca):
+    _, store = ca
+    d = diagnose(facts([_with_undecodable_issuer()], "mail.example.com"), store)
+    assert d.verdict in ("untrusted", "error")
+    assert d.findings, d.to_json()
+
+
+def test_junk_after_a_trusted_chain_does_not_make_it_untrusted(ca):
+    inter, store = ca
+    leaf = pki.issue_leaf(inter, dns=["mail.example.test"])
+    junk = base64.b64encode(b"\x30\x03junk").decode()
+    d = diagnose(facts([*b64(leaf), junk], "mail.example.test"), store)
+    assert d.verdict == "match"
+    assert "malformed-certificate" not in d.cause_ids
+
+
+def test_a_warning_is_never_the_primary_cause_of_a_mismatch(ca):
+    inter, store = ca
+    leaf = pki.issue_leaf(inter, dns=["*.example.com"])
+    d = diagnose(facts(b64(leaf), "xn--bcher-kva.example.com"), store)
+    assert d.verdict == "mismatch"
+    assert d.primary.cause.severity != "warning"
+    assert "idn-form" in d.cause_ids  # still reported, after the failure
