@@ -180,7 +180,10 @@ class CertmatchCapture:
     def tls_clienthello(self, data: tls.ClientHelloData) -> None:
         context = data.context
         hello = data.client_hello
-        facts = _new_facts(context.client, context.server, hello.sni)
+        # mitmproxy's ClientHello.sni drops names its IDNA 2003 check rejects
+        # (e.g. IDNA 2008 A-labels such as xn--strae-oqa.de): read the extension.
+        sni = protocols.server_name_from_extensions(hello.extensions)
+        facts = _new_facts(context.client, context.server, sni)
         facts.client_alpn = [p.decode("ascii", "replace") for p in hello.alpn_protocols]
         facts.client_tls_versions = protocols.offered_tls_versions(
             hello.extensions, _legacy_version(hello)
@@ -196,7 +199,12 @@ class CertmatchCapture:
         # See the server's certificate before answering the client, so that
         # block/pass can be decided and the client's handshake shaped by it.
         data.establish_server_tls_first = True
-        _set_faithful_sni(server, hello.sni)
+        upstream = sni if sni is None or protocols.sendable_sni(sni) else None
+        if upstream != sni:
+            facts.notes.append(
+                f"the client's SNI {sni!r} cannot be sent on by the proxy; it sent none upstream"
+            )
+        _set_faithful_sni(server, upstream)
 
     @_never_raises
     def server_connected(self, data: server_hooks.ServerConnectionHookData) -> None:

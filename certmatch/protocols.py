@@ -109,3 +109,36 @@ def offered_tls_versions(
     if legacy_version in _TLS_VERSION_NAMES:
         return [_TLS_VERSION_NAMES[legacy_version]]
     return []
+
+
+SERVER_NAME_EXTENSION = 0
+
+
+def server_name_from_extensions(extensions: list[tuple[int, bytes]]) -> str | None:
+    """The host name in a ClientHello's server_name extension, exactly as sent (RFC 6066 §3).
+
+    None when the extension is absent or carries no host_name entry. Bytes that
+    are not UTF-8 are kept as backslash escapes rather than dropped.
+    """
+    for ext_type, body in extensions:
+        if ext_type != SERVER_NAME_EXTENSION or len(body) < 2:
+            continue
+        end = min(len(body), 2 + int.from_bytes(body[0:2], "big"))
+        position = 2
+        while position + 3 <= end:
+            name_type = body[position]
+            length = int.from_bytes(body[position + 1 : position + 3], "big")
+            name = body[position + 3 : position + 3 + length]
+            if name_type == 0 and name:
+                return name.decode("utf-8", "backslashreplace")
+            position += 3 + length
+    return None
+
+
+def sendable_sni(name: str) -> bool:
+    """True when mitmproxy can send ``name`` upstream as SNI (its IDNA codec accepts it)."""
+    try:
+        name.encode("idna")
+    except UnicodeError:
+        return False
+    return True

@@ -372,3 +372,16 @@ def test_block_fails_closed_when_analysis_fails(tmp_path, dovecot, pki, monkeypa
         facts = proxy.sessions(1)[0]
     assert facts.action == "block"
     assert any("injected analysis failure" in note for note in facts.notes)
+
+
+def test_an_idna2008_sni_is_recorded_and_sent_as_the_client_sent_it(tmp_path, dovecot, pki, store):
+    """mitmproxy's own ClientHello.sni drops names its IDNA 2003 check rejects."""
+    name = "xn--strae-oqa.example.test"  # straße, in IDNA 2008 form
+    mode = f"reverse:tls://127.0.0.1:{dovecot.imaps_port}"
+    with inprocess_proxy(tmp_path, mode, ca_file=[str(pki.root_ca)]) as proxy:
+        s_client(proxy.port, servername=name, cafile=proxy.ca_file)
+        facts = proxy.sessions(1)[0]
+    assert facts.sni == name and facts.upstream_sni == name
+    assert facts.requested_host == name and facts.requested_host_source == "sni"
+    assert name in dovecot.sni_seen()
+    assert diagnose(facts, store).primary.id == "name-not-in-certificate"

@@ -56,3 +56,19 @@ def test_offered_versions_fall_back_to_the_legacy_version():
     assert protocols.offered_tls_versions([], 0x0303) == ["TLSv1.2"]
     assert protocols.offered_tls_versions([], 0x9999) == []
     assert protocols.offered_tls_versions([(43, b"")], None) == []
+
+
+def _server_name(*names: bytes) -> bytes:
+    entries = b"".join(b"\x00" + len(n).to_bytes(2, "big") + n for n in names)
+    return len(entries).to_bytes(2, "big") + entries
+
+
+def test_server_name_is_read_exactly_as_sent():
+    assert protocols.server_name_from_extensions([(0, _server_name(b"xn--strae-oqa.de"))]) == (
+        "xn--strae-oqa.de"
+    )
+    assert protocols.server_name_from_extensions([(0, _server_name(b"a\xffb"))]) == "a\\xffb"
+    assert protocols.server_name_from_extensions([(16, b"\x00\x03\x02h2")]) is None
+    assert protocols.server_name_from_extensions([(0, b"\x00")]) is None  # truncated: no crash
+    assert protocols.sendable_sni("xn--strae-oqa.de")
+    assert not protocols.sendable_sni("a" * 70 + ".example")
