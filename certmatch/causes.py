@@ -140,6 +140,16 @@ _CATALOGUE: tuple[Cause, ...] = (
         (RFC3207, RFC2595_3, RFC4513_3, RFC4642),
     ),
     Cause(
+        "starttls-not-requested",
+        "The client did not ask for STARTTLS",
+        "failure",
+        "{detail} No certificate was exchanged, so there was nothing to match; everything the "
+        "client sent, commands and any credentials, crossed the network unencrypted.",
+        "Set the client's connection security to STARTTLS ('required', not 'if available'), or "
+        "use the server's implicit-TLS port.",
+        (RFC8314, RFC3207, RFC2595_3, RFC4513_3, RFC4642),
+    ),
+    Cause(
         "invalid-reference",
         "The name the client asked for is not a valid host name",
         "failure",

@@ -204,8 +204,9 @@ def _diagnose(facts: SessionFacts, store: TrustStore) -> Diagnosis:
     found.update({cause_id: (detail, "") for cause_id, detail in starttls.items()})
 
     if not facts.chain:
-        upgrade_declined = {"starttls-not-offered", "starttls-refused"} & starttls.keys()
-        if facts.server_error or not upgrade_declined:
+        # A STARTTLS session that never reached TLS is explained by its STARTTLS
+        # finding, unless the server itself failed.
+        if facts.server_error or not starttls:
             detail = facts.server_error or "no certificate was received"
             tls_failed = _is_tls_error(facts.server_error)
             found["upstream-tls-failed" if tls_failed else "upstream-unreachable"] = (detail, "")

@@ -833,6 +833,7 @@ STARTTLS_CAUSE_IDS = (
     "plaintext-auth",
     "starttls-not-offered",
     "starttls-refused",
+    "starttls-not-requested",
 )
 STARTTLS_CAUSES: tuple[Cause, ...] = tuple(causes.get(cause_id) for cause_id in STARTTLS_CAUSE_IDS)
 
@@ -874,5 +875,12 @@ def starttls_findings(facts: SessionFacts) -> dict[str, str]:
         reply = f" with {st.server_reply!r}" if st.server_reply else ""
         found["starttls-refused"] = (
             f"The client asked for the TLS upgrade and the server answered{reply}."
+        )
+    if not upgraded and not st.client_requested and st.server_offered is not False:
+        offered = (
+            "The server offered STARTTLS" if st.server_offered else "STARTTLS was not discussed"
+        )
+        found["starttls-not-requested"] = (
+            f"{offered}, but the client never asked for it: the session stayed in plaintext."
         )
     return found

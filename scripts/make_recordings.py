@@ -380,6 +380,15 @@ SAMPLES = [
         extra={"behaviour": "normal", "login_first": True},
     ),
     Sample(
+        "starttls-not-requested",
+        "SMTP submission: the server offers STARTTLS, but the client carries on in plaintext.",
+        "error",
+        "starttls-not-requested",
+        None,
+        target="smtp",
+        extra={"behaviour": "normal", "starttls": False},
+    ),
+    Sample(
         "starttls-injection",
         "SMTP submission: the server sends a plaintext '250' right after its '220' to STARTTLS; "
         "certmatch drops it and records the finding.",
@@ -451,7 +460,7 @@ class SmtpStartTlsServer:
             conn.close()
 
 
-def _smtp_client(port: int, cafile: Path, *, login_first: bool) -> None:
+def _smtp_client(port: int, cafile: Path, *, login_first: bool, starttls: bool = True) -> None:
     """smtplib as a mail client would use it: EHLO, (AUTH in plaintext), STARTTLS, EHLO, QUIT."""
     import smtplib
 
@@ -460,7 +469,7 @@ def _smtp_client(port: int, cafile: Path, *, login_first: bool) -> None:
             smtp.ehlo("client.example.test")
             if login_first:
                 smtp.login("user", "sample-password")
-            if smtp.has_extn("starttls"):
+            if starttls and smtp.has_extn("starttls"):
                 context = ssl.create_default_context(cafile=str(cafile))
                 context.check_hostname = False
                 smtp.starttls(context=context)
@@ -535,8 +544,12 @@ def main() -> int:
                 with inprocess_proxy(
                     run, mode, extra_addons=(StartTlsAddon(),), **options
                 ) as proxy:
-                    login_first = bool(sample.extra.get("login_first"))
-                    _smtp_client(proxy.port, proxy.ca_file, login_first=login_first)
+                    _smtp_client(
+                        proxy.port,
+                        proxy.ca_file,
+                        login_first=bool(sample.extra.get("login_first")),
+                        starttls=sample.extra.get("starttls", True),
+                    )
                     sessions = proxy.sessions(1)
             else:
                 port = {"closed": closed, "plaintext": plaintext}.get(sample.target, server.port)

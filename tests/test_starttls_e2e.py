@@ -359,7 +359,8 @@ def test_plaintext_pop3_login_is_a_plaintext_auth_finding(
     assert session.tls_kind == "starttls" and session.chain == []
     assert session.starttls is not None and session.starttls.plaintext_auth == "USER, PASS"
     found = starttls_findings(session)
-    assert list(found) == ["plaintext-auth"]
+    assert list(found) == ["plaintext-auth", "starttls-not-requested"]
+    assert judged(session, pki) == ("error", ("plaintext-auth", "starttls-not-requested"))
     assert dovecot.password not in repr(session)
 
 

@@ -552,6 +552,7 @@ def test_starttls_causes_cite_their_standards() -> None:
         "starttls-refused",
         "plaintext-auth",
         "starttls-injection",
+        "starttls-not-requested",
     }
     cited = {cid: " ".join(str(c) for c in cause.citations) for cid, cause in by_id.items()}
     for rfc in ("RFC 3207", "RFC 2595 §3", "RFC 4513 §3", "RFC 4642"):
