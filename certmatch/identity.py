@@ -250,12 +250,12 @@ def _judge_name(presented: str, ref: _Reference, kind: IdentifierKind) -> _Judge
     literal_ip = _parse_ip(name)
     if literal_ip is not None:
         return _ip_written_as_name(p, literal_ip, ref, kind)
-    ascii_name = _to_ascii(name)
+    ascii_name = _to_ascii(name, remap=False)
     if ascii_name is None:
         return _Judgement(
             "rejected",
             "invalid-name",
-            f"{what} {p} cannot be converted to A-labels (IDNA2008, UTS #46), so it is ignored "
+            f"{what} {p} is not a valid IDNA2008 name as written, so it is ignored "
             "(RFC 6125 §6.4.2, RFC 9525 §6.3).",
         )
     problem = _name_problem(ascii_name, allow_wildcard=True)
@@ -689,12 +689,17 @@ def _public_suffix_list() -> Any | None:
 # --- small helpers ------------------------------------------------------------------------
 
 
-def _to_ascii(name: str) -> str | None:
-    """Lowercase A-label form of ``name``, or None if it cannot be converted. Never raises."""
+def _to_ascii(name: str, *, remap: bool = True) -> str | None:
+    """Lowercase A-label form of ``name``, or None if it cannot be converted. Never raises.
+
+    ``remap`` applies the UTS #46 mapping first (right for what a person typed:
+    full-width dots, upper case). Names presented in certificates are not
+    remapped: clients compare them as written, so a Kelvin sign is not a K.
+    """
     if name.isascii():
         return name.lower()
     try:
-        mapped = idna.uts46_remap(name, std3_rules=False, transitional=False)
+        mapped = idna.uts46_remap(name, std3_rules=False, transitional=False) if remap else name
         labels = [
             label.lower() if label.isascii() else idna.alabel(label).decode("ascii")
             for label in mapped.split(".")

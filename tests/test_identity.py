@@ -604,3 +604,25 @@ def test_nothing_matches_a_certificate_without_identifiers(reference, has_san: b
     assert result.verdict == "mismatch"
     assert result.checks == ()
     assert result.matched_by is None
+
+
+@pytest.mark.parametrize(
+    ("reference", "common_name"),
+    [
+        ("key.example.com", "\u212aey.example.com"),  # KELVIN SIGN, which UTS #46 maps to k
+        ("mail.example.com", "mail\u3002example\u3002com"),  # ideographic full stops
+        ("mail.example.com", "\uff0a.example.com"),  # a full-width asterisk is no wildcard
+    ],
+)
+def test_presented_names_are_not_remapped_into_a_match(reference, common_name):
+    result = check_identity(reference, PresentedIdentifiers((), (), (common_name,), has_san=False))
+    assert result.verdict == "mismatch"
+    assert result.checks[0].rule == "invalid-name"
+
+
+def test_a_u_label_common_name_still_matches_its_a_label():
+    result = check_identity(
+        "xn--bcher-kva.example.com",
+        PresentedIdentifiers((), (), ("bücher.example.com",), has_san=False),
+    )
+    assert result.verdict == "legacy-match"
