@@ -62,6 +62,7 @@ STARTTLS_PORTS: dict[int, str] = {
     119: "nntp",
 }
 SUBMISSION_PORTS = frozenset({587, 465})
+LDAP_PORTS = frozenset({389, 3268})
 
 LDAP_STARTTLS_OID = b"1.3.6.1.4.1.1466.20037"
 
@@ -787,8 +788,8 @@ def detect_protocol(
 
     ``forced`` is ``auto`` or a protocol name. In auto mode a server-speaks-first
     protocol is recognised by its greeting (the port only refines SMTP into
-    submission), LDAP by the client's first BER SEQUENCE on a known LDAP port
-    or any port once it parses as an LDAPMessage. A client that starts with
+    submission), LDAP by the client's first BER SEQUENCE once it parses as an
+    LDAPMessage; only on a known LDAP port is a partial one waited for. A client that starts with
     TLS is never ours: that is implicit TLS.
     """
     if client_data[:1] == b"\x16":
@@ -807,7 +808,10 @@ def detect_protocol(
         if size is not None and size > MAX_BER_MESSAGE:
             return None
         if size is None or len(client_data) < size:
-            return NEEDS_MORE
+            # Waiting for the rest is safe only where LDAP is expected: elsewhere a
+            # client whose first byte happens to be "0" would wait for an answer
+            # that never comes.
+            return NEEDS_MORE if port in LDAP_PORTS else None
         return "ldap" if _ldap_message(client_data[:size]) is not None else None
     if not server_data:
         return NEEDS_MORE

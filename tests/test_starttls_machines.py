@@ -525,6 +525,9 @@ def test_phases_start_with_the_greeting_for_server_first_protocols() -> None:
         (143, b"* OK", b"", NEEDS_MORE),
         (389, b"", STARTTLS_REQUEST, "ldap"),
         (389, b"", STARTTLS_REQUEST[:5], NEEDS_MORE),
+        (10389, b"", STARTTLS_REQUEST, "ldap"),  # complete: recognised on any port
+        (10389, b"", STARTTLS_REQUEST[:5], None),  # partial, off an LDAP port: not waited for
+        (8000, b"", b"0 hello", None),  # a client that just starts with "0"
         (993, b"", b"\x16\x03\x01\x00\xc8\x01", None),
         (80, b"", b"GET / HTTP/1.1\r\n", None),
         (9999, b"SSH-2.0-x\r\n", b"", None),
