@@ -13,11 +13,18 @@ import asyncio
 import base64
 import socket
 import ssl
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 from certmatch.facts import SniProbe
 
 # An LDAP ExtendedRequest for StartTLS (RFC 4511 §4.14.1), message id 1.
 _LDAP_STARTTLS = bytes.fromhex("301d02010177188016") + b"1.3.6.1.4.1.1466.20037"
+
+
+# Probes run in their own small pool: a slow server must never tie up the
+# default executor, which asyncio (and so mitmproxy) uses for DNS lookups.
+_PROBES = ThreadPoolExecutor(max_workers=4, thread_name_prefix="certmatch-probe")
 
 
 class _Refused(Exception):
@@ -35,15 +42,17 @@ async def probe_with_sni(
     (Python 3.12's ssl module does not expose the rest of an unverified chain);
     the leaf is what names are judged on.
     """
+    loop = asyncio.get_running_loop()
     try:
         der = await asyncio.wait_for(
-            asyncio.to_thread(_fetch_leaf, ip, port, sni, starttls, timeout), timeout + 1
+            loop.run_in_executor(_PROBES, _fetch_leaf, ip, port, sni, starttls, timeout),
+            timeout + 1,
         )
     except TimeoutError:
         return SniProbe(sni=sni, error=f"no answer from {ip}:{port} within {timeout:g} s")
     except _Refused as exc:
         return SniProbe(sni=sni, error=f"the server refused the STARTTLS upgrade: {exc}")
-    except (OSError, ssl.SSLError, ValueError) as exc:
+    except (OSError, ssl.SSLError, ValueError, IndexError) as exc:
         return SniProbe(sni=sni, error=f"{type(exc).__name__}: {exc}")
     if not der:
         return SniProbe(sni=sni, error="the server sent no certificate")
@@ -54,16 +63,18 @@ def _fetch_leaf(ip: str, port: int, sni: str, starttls: str | None, timeout: flo
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
+    deadline = time.monotonic() + timeout
     with socket.create_connection((ip, port), timeout=timeout) as raw:
         if starttls:
-            _upgrade(raw, starttls)
+            _upgrade(raw, starttls, deadline)
+        raw.settimeout(max(0.05, deadline - time.monotonic()))
         with context.wrap_socket(raw, server_hostname=sni) as tls:
             return tls.getpeercert(binary_form=True)
 
 
-def _upgrade(sock: socket.socket, protocol: str) -> None:
-    """Speak ``protocol`` up to the server's positive answer to STARTTLS."""
-    reader = _Lines(sock)
+def _upgrade(sock: socket.socket, protocol: str, deadline: float) -> None:
+    """Speak ``protocol`` up to the server's positive answer to STARTTLS, by ``deadline``."""
+    reader = _Lines(sock, deadline)
     if protocol in ("smtp", "submission", "lmtp"):
         reader.reply(b"220")
         sock.sendall(
@@ -76,7 +87,7 @@ def _upgrade(sock: socket.socket, protocol: str) -> None:
         reader.expect(b"* OK")
         sock.sendall(b"cm1 STARTTLS\r\n")
         while not (line := reader.line()).startswith(b"cm1 "):
-            pass
+            pass  # untagged lines; the deadline bounds a server that sends them forever
         if not line.startswith(b"cm1 OK"):
             raise _Refused(_text(line))
     elif protocol == "pop3":
@@ -89,7 +100,7 @@ def _upgrade(sock: socket.socket, protocol: str) -> None:
         reader.expect(b"382")
     elif protocol == "ldap":
         sock.sendall(_LDAP_STARTTLS)
-        _ldap_result(sock)
+        _ldap_result(reader)
     else:
         raise ValueError(f"no STARTTLS dialogue for protocol {protocol!r}")
 
@@ -97,16 +108,25 @@ def _upgrade(sock: socket.socket, protocol: str) -> None:
 class _Lines:
     """CRLF lines from a socket, without reading past the line asked for."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
         self.sock = sock
+        self.deadline = deadline
+
+    def byte(self) -> bytes:
+        """One byte (nothing may be read past the reply), or TimeoutError after the deadline."""
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError
+        self.sock.settimeout(remaining)
+        byte = self.sock.recv(1)
+        if not byte:
+            raise ConnectionError("the server closed the connection during the upgrade")
+        return byte
 
     def line(self) -> bytes:
         data = bytearray()
         while not data.endswith(b"\n"):
-            byte = self.sock.recv(1)  # one byte at a time: nothing may be read past the reply
-            if not byte:
-                raise ConnectionError("the server closed the connection during the upgrade")
-            data += byte
+            data += self.byte()
             if len(data) > 8192:
                 raise ValueError("the server sent an over-long line")
         return bytes(data)
@@ -125,19 +145,16 @@ class _Lines:
                 return
 
 
-def _ldap_result(sock: socket.socket) -> None:
+def _ldap_result(reader: _Lines) -> None:
     data = b""
     while len(data) < 2 or len(data) < 2 + data[1]:
-        chunk = sock.recv(1)
-        if not chunk:
-            raise ConnectionError("the server closed the connection during the upgrade")
-        data += chunk
+        data += reader.byte()
         if len(data) >= 2 and data[1] & 0x80:
             raise ValueError("the LDAP server sent a reply longer than this probe reads")
     marker = data.find(b"\x0a\x01")  # resultCode, an ENUMERATED of one byte
-    if marker < 0 or data[marker + 2] != 0:
-        code = data[marker + 2] if marker >= 0 else "unknown"
-        raise _Refused(f"LDAP resultCode {code}")
+    code = data[marker + 2] if 0 <= marker < len(data) - 2 else None
+    if code != 0:
+        raise _Refused(f"LDAP resultCode {code if code is not None else 'missing'}")
 
 
 def _text(line: bytes) -> str:

@@ -65,3 +65,48 @@ def test_failures_are_recorded_not_raised():
     for conn in held:
         conn.close()
     listener.close()
+
+
+def _one_connection_server(handle) -> tuple[socket.socket, int]:
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            try:
+                handle(conn)
+            except OSError:
+                pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener, listener.getsockname()[1]
+
+
+def test_a_server_that_talks_forever_is_cut_off_at_the_deadline():
+    import time
+
+    def chatter(conn: socket.socket) -> None:
+        conn.sendall(b"* OK ready\r\n")
+        conn.recv(100)
+        for _ in range(200):
+            conn.sendall(b"* untagged noise\r\n")
+            time.sleep(0.05)
+
+    listener, port = _one_connection_server(chatter)
+    started = time.monotonic()
+    result = probe(port, "imap.example.test", "imap", timeout=0.5)
+    assert time.monotonic() - started < 2.0
+    assert result.chain == [] and "within 0.5 s" in result.error
+    listener.close()
+
+
+def test_a_truncated_ldap_reply_is_an_error_not_an_exception():
+    def short_reply(conn: socket.socket) -> None:
+        conn.recv(100)
+        conn.sendall(b"\x30\x05\x02\x01\x01\x0a\x01")  # claims 5 bytes, ends before the code
+        conn.recv(100)
+
+    listener, port = _one_connection_server(short_reply)
+    result = probe(port, "ldap.example.test", "ldap", timeout=1.0)
+    assert result.chain == [] and result.error
+    listener.close()
