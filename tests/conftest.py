@@ -16,10 +16,12 @@ from scenarios import ScenarioPki, mint_scenario_pki, scenario
 from servers import (
     DovecotServer,
     MissingSystemPackage,
+    NnrpdServer,
     ServerStartError,
     SlapdServer,
     SmtpServer,
     start_dovecot,
+    start_nnrpd,
     start_slapd,
     start_smtp,
 )
@@ -105,28 +107,10 @@ def slapd_factory(
     ``root_password`` (cn=admin,dc=example,dc=test / secret), ``entry_dn``
     and ``entry_mail`` (the one person to search for), ``log_path``.
     """
-    started: dict[str, SlapdServer] = {}
-    workdir = tmp_path_factory.mktemp("slapd")
-
-    def get(scenario_name: str) -> SlapdServer:
-        scenario(scenario_name)  # unknown names fail with the list of known ones
-        if scenario_name not in started:
-            try:
-                started[scenario_name] = start_slapd(
-                    pki.for_scenario(scenario_name), workdir / scenario_name
-                )
-            except (MissingSystemPackage, ServerStartError) as err:
-                _fail_clearly(err)
-        return started[scenario_name]
-
-    try:
-        yield get
-    finally:
-        for server in started.values():
-            server.stop()
-
-
-from servers import NnrpdServer, start_nnrpd
+    yield from _per_scenario(
+        tmp_path_factory.mktemp("slapd"),
+        lambda name, workdir: start_slapd(pki.for_scenario(name), workdir),
+    )
 
 
 @pytest.fixture(scope="session")
@@ -142,16 +126,24 @@ def nntp_factory(
     "test.certmatch", empty), ``path_host`` (named in the greeting),
     ``start_seconds``, ``log_path``.
     """
-    started: dict[str, NnrpdServer] = {}
-    workdir = tmp_path_factory.mktemp("nnrpd")
+    yield from _per_scenario(
+        tmp_path_factory.mktemp("nnrpd"),
+        lambda name, workdir: start_nnrpd(pki.for_scenario(name), workdir, pki.root_ca),
+    )
 
-    def get(scenario_name: str) -> NnrpdServer:
+
+def _per_scenario[S: (SlapdServer, NnrpdServer)](
+    workdir: Path, start: Callable[[str, Path], S]
+) -> Iterator[Callable[[str], S]]:
+    """A factory of servers without SNI (one certificate each), one per scenario, cached;
+    every server it started is stopped when the session ends."""
+    started: dict[str, S] = {}
+
+    def get(scenario_name: str) -> S:
         scenario(scenario_name)  # unknown names fail with the list of known ones
         if scenario_name not in started:
             try:
-                started[scenario_name] = start_nnrpd(
-                    pki.for_scenario(scenario_name), workdir / scenario_name, pki.root_ca
-                )
+                started[scenario_name] = start(scenario_name, workdir / scenario_name)
             except (MissingSystemPackage, ServerStartError) as err:
                 _fail_clearly(err)
         return started[scenario_name]
