@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import ast
 import json
 import pkgutil
@@ -10,6 +12,8 @@ import sys
 from pathlib import Path
 
 import certmatch
+
+pytestmark = pytest.mark.pure
 
 PACKAGE = Path(certmatch.__file__).parent
 FORBIDDEN = ("mitmproxy", "textual", "addons", "tui")

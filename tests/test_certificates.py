@@ -17,6 +17,8 @@ from hypothesis import strategies as st
 from certmatch.certificates import parse_chain, to_pem
 from certmatch.pki import Issued, issue_leaf, make_ca
 
+pytestmark = pytest.mark.pure
+
 
 def b64(cert: x509.Certificate) -> str:
     return base64.b64encode(cert.public_bytes(Encoding.DER)).decode("ascii")

@@ -8,6 +8,8 @@ import subprocess
 import pytest
 from proxy_fixtures import REPO, venv_bin
 
+pytestmark = pytest.mark.pure
+
 RECORDINGS = REPO / "recordings"
 CA = RECORDINGS / "ca.pem"
 

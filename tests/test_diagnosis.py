@@ -6,12 +6,15 @@ import base64
 import datetime as dt
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from certmatch import causes, pki
 from certmatch.diagnosis import diagnose
 from certmatch.facts import SessionFacts, SniProbe
 from certmatch.trust import TrustStore
+
+pytestmark = pytest.mark.pure
 
 UTC = dt.UTC
 
@@ -29,10 +32,28 @@ def b64(issued: pki.Issued) -> list[str]:
     return [base64.b64encode(c.public_bytes(Encoding.DER)).decode() for c in issued.chain()]
 
 
-def facts(chain, host, *, sni="same", source="sni", started="2026-11-28T10:00:00+00:00", **kw):
+def captured_within(chain: list[str]) -> str:
+    """A capture time inside every certificate's validity: an hour after the latest start.
+
+    Derived from the certificates themselves, so no test depends on today's date.
+    """
+    starts = []
+    for encoded in chain:
+        try:
+            starts.append(
+                x509.load_der_x509_certificate(base64.b64decode(encoded)).not_valid_before_utc
+            )
+        except ValueError:  # the junk some tests put in a chain has no validity
+            continue
+    if not starts:
+        return "2026-01-01T00:00:00+00:00"
+    return (max(starts) + dt.timedelta(hours=1)).isoformat()
+
+
+def facts(chain, host, *, sni="same", source="sni", started=None, **kw):
     return SessionFacts(
         id="t",
-        started=started,
+        started=started or captured_within(chain),
         requested_host=host,
         requested_host_source=source,
         sni=host if sni == "same" else sni,

@@ -21,6 +21,8 @@ from certmatch.identity import (
     check_identity,
 )
 
+pytestmark = pytest.mark.pure
+
 
 def ids(
     dns: tuple[str, ...] = (),

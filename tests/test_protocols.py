@@ -6,6 +6,8 @@ import pytest
 
 from certmatch import protocols
 
+pytestmark = pytest.mark.pure
+
 
 @pytest.mark.parametrize(
     ("greeting", "protocol"),

@@ -34,6 +34,8 @@ from certmatch.recording import (
     validate_line,
 )
 
+pytestmark = pytest.mark.pure
+
 LEAF = base64.b64encode(bytes(range(256)) * 2 + b"leaf").decode()
 ISSUER = base64.b64encode(b"\x30\x82" + bytes(600)).decode()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import subprocess
 from pathlib import Path
@@ -10,6 +12,8 @@ from proxy_fixtures import REPO, venv_bin
 
 from certmatch import causes
 from certmatch.recording import read_recording
+
+pytestmark = pytest.mark.pure
 
 RECORDINGS = REPO / "recordings"
 MANIFEST = json.loads((RECORDINGS / "MANIFEST.json").read_text())

@@ -24,6 +24,8 @@ from certmatch.starttls import (
     starttls_findings,
 )
 
+pytestmark = pytest.mark.pure
+
 # -- a conversation runner ----------------------------------------------------------
 
 

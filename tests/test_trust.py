@@ -18,6 +18,8 @@ from certmatch.certificates import parse_chain
 from certmatch.pki import Issued, issue_leaf, make_ca
 from certmatch.trust import TrustStore, TrustStoreError, assess_trust
 
+pytestmark = pytest.mark.pure
+
 NOW = dt.datetime.now(dt.UTC)
 
 

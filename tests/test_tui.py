@@ -23,6 +23,8 @@ from tui.model import Filter, FilterError, Group
 from tui.screens import HelpScreen, PromptScreen
 from tui.source import RecordingSource
 
+pytestmark = pytest.mark.pure
+
 DATA = Path(__file__).parent / "data" / "tui"
 SAMPLE = DATA / "sample.jsonl"
 SIZE = (160, 40)

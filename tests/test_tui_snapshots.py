@@ -16,6 +16,8 @@ from certmatch.trust import TrustStore
 from tui.app import CertmatchApp
 from tui.model import Filter
 
+pytestmark = pytest.mark.pure
+
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = Path("tests/data/tui/sample.jsonl")  # relative, so the path shown is the same everywhere
 SIZE = (150, 44)
