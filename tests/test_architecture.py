@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
-
 import ast
 import json
 import pkgutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 import certmatch
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
-
 import json
 import subprocess
 from pathlib import Path
 
+import pytest
 from proxy_fixtures import REPO, venv_bin
 
 from certmatch import causes
