@@ -5,7 +5,7 @@
 Builds a recording of N sessions by cycling through the sample recordings
 (every cause, real captured chains), then times, in one run and as medians
 of --repeat runs: json.loads of every line (the floor), reading with schema
-validation (certmatch.recording), and reading plus diagnosing every
+validation (certmatch.core.recording), and reading plus diagnosing every
 session (what ``check`` does, less printing).
 """
 
@@ -22,9 +22,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from certmatch.diagnosis import diagnose
-from certmatch.recording import iter_recording
-from certmatch.trust import TrustStore
+from certmatch.core.diagnosis import diagnose
+from certmatch.core.recording import iter_recording
+from certmatch.core.trust import TrustStore
 
 SAMPLES = REPO / "recordings"
 

@@ -25,10 +25,10 @@ from pathlib import Path
 T0 = time.perf_counter()
 from textual.strip import Strip
 
-from certmatch.trust import TrustStore
-from tui.app import CertmatchApp
-from tui.model import Filter
-from tui.session_list import SessionList
+from certmatch.core.trust import TrustStore
+from certmatch.tui.app import CertmatchApp
+from certmatch.tui.model import Filter
+from certmatch.tui.session_list import SessionList
 
 IMPORT_SECONDS = time.perf_counter() - T0
 sys.path.insert(0, str(Path(__file__).parent))

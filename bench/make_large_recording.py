@@ -24,8 +24,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from certmatch.facts import RecordingHeader, SessionFacts
-from certmatch.pki import Issued, issue_leaf, make_ca
+from certmatch.core.facts import RecordingHeader, SessionFacts
+from certmatch.lab.pki import Issued, issue_leaf, make_ca
 
 UTC = dt.UTC
 START = dt.datetime(2025, 6, 1, 8, 0, 0, tzinfo=UTC)

@@ -33,8 +33,8 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from proxy_fixtures import free_port, inprocess_proxy
 
-from addons.starttls import StartTlsAddon
-from certmatch import pki
+from certmatch.lab import pki
+from certmatch.proxy.starttls_layer import StartTlsAddon
 
 OUT = REPO / "recordings"
 UTC = dt.UTC

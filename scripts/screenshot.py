@@ -22,10 +22,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from certmatch.recording import RecordingError, expand_paths
-from certmatch.trust import TrustStore, TrustStoreError
-from tui.app import CertmatchApp
-from tui.model import Filter
+from certmatch.core.recording import RecordingError, expand_paths
+from certmatch.core.trust import TrustStore, TrustStoreError
+from certmatch.tui.app import CertmatchApp
+from certmatch.tui.model import Filter
 
 DEFAULT_RECORDING = Path("tests/data/tui/sample.jsonl")
 DEFAULT_CA = Path("tests/data/tui/root.pem")

@@ -22,8 +22,8 @@ from pathlib import Path
 from mitmproxy import options
 from mitmproxy.tools.dump import DumpMaster
 
-from addons.capture import CertmatchCapture
-from certmatch.recording import read_recording
+from certmatch.core.recording import read_recording
+from certmatch.proxy.capture import CertmatchCapture
 
 REPO = Path(__file__).resolve().parent.parent
 

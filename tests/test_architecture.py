@@ -1,4 +1,9 @@
-"""The domain stays free of mitmproxy and Textual: only the CLI wires them in."""
+"""The layers hold: the contracts in pyproject.toml pass, and each layer loads only what it may.
+
+The layers (README, "Layout"): cli over lab and tui, over proxy, over net, over core.
+import-linter checks every import statically; the tests below also check what importing a
+layer really loads, which catches an import hidden in a function body at run time.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import json
 import pkgutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -16,9 +22,69 @@ import certmatch
 pytestmark = pytest.mark.pure
 
 PACKAGE = Path(certmatch.__file__).parent
-FORBIDDEN = ("mitmproxy", "textual", "addons", "tui")
-# The entry points that wire mitmproxy and the TUI in: the CLI, and the demo it runs.
-WIRING = {"cli.py", "demo.py"}
+REPO = PACKAGE.parent
+
+
+def _modules(layer: str) -> list[str]:
+    path = PACKAGE / layer
+    return [m.name for m in pkgutil.walk_packages([str(path)], f"certmatch.{layer}.")] + [
+        f"certmatch.{layer}"
+    ]
+
+
+def _loaded_after_importing(modules: list[str], watched: tuple[str, ...]) -> list[str]:
+    """Which of ``watched`` top-level packages are in sys.modules after importing ``modules``."""
+    code = (
+        "import importlib, json, sys\n"
+        f"for m in {modules!r}: importlib.import_module(m)\n"
+        "print(json.dumps(sorted({k.split('.')[0] for k in sys.modules} & "
+        f"set({list(watched)!r}))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def test_import_linter_contracts_hold():
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "lint-imports"), "--no-cache"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_every_layer_is_declared():
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]
+    layers = next(c for c in config["contracts"] if c["type"] == "layers")["layers"]
+    declared = {name.strip() for level in layers for name in level.split("|")}
+    packages = {
+        f"certmatch.{p.name}"
+        for p in PACKAGE.iterdir()
+        if (p / "__init__.py").exists() and p.name != "__pycache__"
+    }
+    assert packages == declared, "a package of certmatch is outside the declared layers"
+
+
+def test_the_core_and_net_load_neither_mitmproxy_nor_textual():
+    modules = _modules("core") + _modules("net")
+    assert "certmatch.core.diagnosis" in modules  # the walk really found the package
+    assert _loaded_after_importing(modules, ("mitmproxy", "textual")) == []
+
+
+def test_the_tui_loads_no_mitmproxy():
+    assert _loaded_after_importing(_modules("tui"), ("mitmproxy",)) == []
+
+
+def test_the_command_line_starts_without_the_proxy_or_the_tui():
+    """`certmatch check` must start fast: the CLI imports mitmproxy and Textual only on demand."""
+    loaded = _loaded_after_importing(["certmatch.cli.main"], ("mitmproxy", "textual"))
+    assert loaded == []
+
+
+def test_the_wheel_claims_only_the_certmatch_package():
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert config["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"] == ["certmatch"]
 
 
 def _top_level_imports(path: Path) -> set[str]:
@@ -32,28 +98,11 @@ def _top_level_imports(path: Path) -> set[str]:
     return names
 
 
-def test_domain_modules_do_not_import_mitmproxy_or_textual():
-    offenders = {}
-    for path in sorted(PACKAGE.rglob("*.py")):
-        if path.name in WIRING:
-            continue
-        bad = _top_level_imports(path) & set(FORBIDDEN)
-        if bad:
-            offenders[str(path.relative_to(PACKAGE))] = sorted(bad)
-    assert offenders == {}, f"domain modules importing UI/proxy packages: {offenders}"
-
-
-def test_importing_every_module_loads_neither_mitmproxy_nor_textual():
-    modules = [m.name for m in pkgutil.walk_packages([str(PACKAGE)], "certmatch.")]
-    assert "certmatch.diagnosis" in modules  # the walk really found the package
-    code = (
-        "import importlib, json, sys\n"
-        f"for m in {modules!r}: importlib.import_module(m)\n"
-        "print(json.dumps(sorted(k for k in sys.modules if k.split('.')[0] in "
-        f"{list(FORBIDDEN)!r})))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert json.loads(out.stdout) == []
+def test_the_checkout_shims_only_load_the_package():
+    """addons/*.py exist so `mitmdump -s addons/capture.py` works from a checkout: no code."""
+    for shim in sorted((REPO / "addons").glob("*.py")):
+        assert _top_level_imports(shim) == {"certmatch"}, shim
+        assert len(shim.read_text().splitlines()) < 15, shim
 
 
 def test_the_check_detects_a_forbidden_import(tmp_path):

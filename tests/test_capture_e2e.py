@@ -17,10 +17,10 @@ from proxy_fixtures import inprocess_proxy
 from scenarios import SCENARIOS, scenario
 from servers.clients import LoopbackIMAP4_SSL, LoopbackPOP3_SSL, LoopbackSMTP_SSL, s_client
 
-from addons import capture
-from certmatch.certificates import parse_chain
-from certmatch.diagnosis import diagnose
-from certmatch.trust import TrustStore
+from certmatch.core.certificates import parse_chain
+from certmatch.core.diagnosis import diagnose
+from certmatch.core.trust import TrustStore
+from certmatch.proxy import capture
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -347,7 +347,7 @@ def test_mitmdump_loads_the_addon_script(tmp_path, dovecot, pki, store):
         )
         import time
 
-        from certmatch.recording import read_recording
+        from certmatch.core.recording import read_recording
 
         for _ in range(100):
             if record.exists() and read_recording(record).sessions:

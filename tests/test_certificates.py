@@ -14,8 +14,8 @@ from cryptography.x509.oid import ExtensionOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from certmatch.certificates import parse_chain, to_pem
-from certmatch.pki import Issued, issue_leaf, make_ca
+from certmatch.core.certificates import parse_chain, to_pem
+from certmatch.lab.pki import Issued, issue_leaf, make_ca
 
 pytestmark = pytest.mark.pure
 

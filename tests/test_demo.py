@@ -11,10 +11,10 @@ import ssl
 import threading
 from pathlib import Path
 
-from certmatch import demo
-from certmatch.diagnosis import diagnose
-from certmatch.recording import read_recording
-from certmatch.trust import TrustStore
+from certmatch.core.diagnosis import diagnose
+from certmatch.core.recording import read_recording
+from certmatch.core.trust import TrustStore
+from certmatch.lab import demo
 
 
 def _child_processes() -> set[int]:
@@ -85,7 +85,7 @@ def test_the_demo_covers_starttls_exactly_when_the_proxy_layer_is_there():
 
 
 def test_replay_command_prints_endpoints_serves_them_and_stops(capsys):
-    from certmatch.demo import run_replay
+    from certmatch.lab.demo import run_replay
 
     recordings = Path(__file__).resolve().parent.parent / "recordings"
     started, stop = threading.Event(), threading.Event()
@@ -130,8 +130,8 @@ def test_replay_command_prints_endpoints_serves_them_and_stops(capsys):
 
 
 def test_replay_table_names_the_address_names_and_ca_file(capsys):
-    from certmatch.demo import format_replay_table
-    from certmatch.replay import load_sessions, running_replay
+    from certmatch.lab.demo import format_replay_table
+    from certmatch.lab.replay import load_sessions, running_replay
 
     recordings = Path(__file__).resolve().parent.parent / "recordings"
     sessions = load_sessions([recordings / "no-sni-default-certificate.jsonl"])

@@ -9,10 +9,11 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from certmatch import causes, pki
-from certmatch.diagnosis import diagnose
-from certmatch.facts import SessionFacts, SniProbe
-from certmatch.trust import TrustStore
+from certmatch.core import causes
+from certmatch.core.diagnosis import diagnose
+from certmatch.core.facts import SessionFacts, SniProbe
+from certmatch.core.trust import TrustStore
+from certmatch.lab import pki
 
 pytestmark = pytest.mark.pure
 
@@ -203,7 +204,7 @@ def test_every_cause_renders_without_missing_template_fields(ca):
     inter, _ = ca
     leaf = pki.issue_leaf(inter, dns=["mail.example.test"])
     base = facts(b64(leaf), "mail.example.test")
-    from certmatch.diagnosis import _finding
+    from certmatch.core.diagnosis import _finding
 
     for cause in causes.CAUSES.values():
         finding = _finding(cause, base, ("mail.example.test",), "detail", "pattern", None)

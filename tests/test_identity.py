@@ -12,14 +12,14 @@ from cryptography.x509.oid import ExtensionOID, NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from certmatch import identity
-from certmatch import pki as certmatch_pki
-from certmatch.identity import (
+from certmatch.core import identity
+from certmatch.core.identity import (
     IdentifierCheck,
     IdentityResult,
     PresentedIdentifiers,
     check_identity,
 )
+from certmatch.lab import pki as certmatch_pki
 
 pytestmark = pytest.mark.pure
 

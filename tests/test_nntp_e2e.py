@@ -28,12 +28,12 @@ from servers import NnrpdServer
 from servers.clients import TIMEOUT_S, s_client, verifying_context
 from servers.process import require_binary
 
-from addons.starttls import StartTlsAddon
-from certmatch.certificates import parse_chain
-from certmatch.diagnosis import diagnose
-from certmatch.facts import SessionFacts
-from certmatch.starttls import starttls_findings
-from certmatch.trust import TrustStore
+from certmatch.core.certificates import parse_chain
+from certmatch.core.diagnosis import diagnose
+from certmatch.core.facts import SessionFacts
+from certmatch.core.starttls_findings import starttls_findings
+from certmatch.core.trust import TrustStore
+from certmatch.proxy.starttls_layer import StartTlsAddon
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -10,7 +10,7 @@ import threading
 from cryptography import x509
 from proxy_fixtures import free_port
 
-from certmatch.probe import probe_with_sni
+from certmatch.net.probe import probe_with_sni
 
 
 def _leaf(probe) -> x509.Certificate:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from certmatch import protocols
+from certmatch.core import protocols
 
 pytestmark = pytest.mark.pure
 

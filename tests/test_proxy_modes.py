@@ -15,9 +15,9 @@ import pytest
 from proxy_fixtures import free_port, mitmdump_process, private_hosts, stock_command, venv_bin
 from servers.clients import s_client
 
-from certmatch.diagnosis import diagnose
-from certmatch.recording import read_recording
-from certmatch.trust import TrustStore
+from certmatch.core.diagnosis import diagnose
+from certmatch.core.recording import read_recording
+from certmatch.core.trust import TrustStore
 
 pytestmark = pytest.mark.timeout(90)
 

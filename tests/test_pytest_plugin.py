@@ -13,7 +13,7 @@ from cryptography import x509
 
 # Until the package is reinstalled with its pytest11 entry point, import the fixtures here;
 # once the entry point loads the plugin, these module-level names simply take precedence.
-from certmatch.pytest_plugin import (  # noqa: F401 - fixtures are found by name
+from certmatch.lab.pytest_plugin import (  # noqa: F401 - fixtures are found by name
     assert_cause,
     assert_names_match,
     certmatch_replay,
@@ -32,7 +32,9 @@ def _plugin_args() -> list[str]:
     """Load the plugin as installed, or by name until the entry point is installed; keep plugins
     that share state with the outer session (textual's snapshot report) out of the inner run."""
     installed = {ep.value: ep.name for ep in entry_points(group="pytest11")}
-    args = [] if "certmatch.pytest_plugin" in installed else ["-p", "certmatch.pytest_plugin"]
+    args = (
+        [] if "certmatch.lab.pytest_plugin" in installed else ["-p", "certmatch.lab.pytest_plugin"]
+    )
     if "pytest_textual_snapshot" in installed:
         args += ["-p", f"no:{installed['pytest_textual_snapshot']}"]
     return args
@@ -86,7 +88,7 @@ def test_replay_fixture_serves_the_sample_no_sni_server(certmatch_replay, certma
 def test_assertion_helper_fails_with_the_explanation(pytester):
     pytester.makepyfile(
         f"""
-        from certmatch.pytest_plugin import assert_names_match
+        from certmatch.lab.pytest_plugin import assert_names_match
 
         def test_server_certificate(certmatch_sessions):
             for session in certmatch_sessions({str(RECORDINGS / "wildcard-too-deep.jsonl")!r},
@@ -111,7 +113,7 @@ def test_assertion_helper_fails_with_the_explanation(pytester):
 def test_assertion_helpers_pass_and_allow(pytester):
     pytester.makepyfile(
         f"""
-        from certmatch.pytest_plugin import assert_cause, assert_names_match
+        from certmatch.lab.pytest_plugin import assert_cause, assert_names_match
 
         def test_correct(certmatch_sessions):
             (session,) = certmatch_sessions({str(RECORDINGS / "correct.jsonl")!r})
@@ -169,10 +171,10 @@ def test_replay_fixture_yields_endpoints_and_stops_after_the_test(pytester, tmp_
 def test_plugin_is_declared_as_a_pytest11_entry_point():
     """Shows whether the lead's pyproject change is in (skips until the package is reinstalled)."""
     declared = [
-        ep for ep in entry_points(group="pytest11") if ep.value == "certmatch.pytest_plugin"
+        ep for ep in entry_points(group="pytest11") if ep.value == "certmatch.lab.pytest_plugin"
     ]
     if not declared:
-        pytest.skip("certmatch.pytest_plugin is not installed as a pytest11 entry point yet")
+        pytest.skip("certmatch.lab.pytest_plugin is not installed as a pytest11 entry point yet")
     assert declared[0].name == "certmatch"
 
 

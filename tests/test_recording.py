@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from jsonschema.validators import Draft202012Validator, validator_for  # type: ignore[import-untyped]
 
-from certmatch import facts, recording
-from certmatch.facts import (
+from certmatch.core import facts, recording
+from certmatch.core.facts import (
     FORMAT_NAME,
     FORMAT_VERSION,
     RecordingHeader,
@@ -23,7 +23,7 @@ from certmatch.facts import (
     SniProbe,
     StartTlsFacts,
 )
-from certmatch.recording import (
+from certmatch.core.recording import (
     LineProblem,
     RecordingError,
     RecordingWriter,

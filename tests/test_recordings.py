@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from proxy_fixtures import REPO, venv_bin
 
-from certmatch import causes
-from certmatch.recording import read_recording
+from certmatch.core import causes
+from certmatch.core.recording import read_recording
 
 pytestmark = pytest.mark.pure
 

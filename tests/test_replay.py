@@ -18,11 +18,17 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from certmatch.diagnosis import diagnose
-from certmatch.facts import SessionFacts
-from certmatch.recording import expand_paths
-from certmatch.replay import ReplayChain, ReplayEndpoint, load_sessions, plan_replay, running_replay
-from certmatch.trust import TrustStore
+from certmatch.core.diagnosis import diagnose
+from certmatch.core.facts import SessionFacts
+from certmatch.core.recording import expand_paths
+from certmatch.core.trust import TrustStore
+from certmatch.lab.replay import (
+    ReplayChain,
+    ReplayEndpoint,
+    load_sessions,
+    plan_replay,
+    running_replay,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 RECORDINGS = REPO / "recordings"
@@ -273,8 +279,8 @@ def original_and_replay(tmp_path_factory):
     and its replay: the same clients can be pointed at both."""
     from proxy_fixtures import inprocess_proxy
 
-    from certmatch import pki
-    from certmatch.mailservers import CertificateSet, PemIdentity, ServerGroup, ServerSpec
+    from certmatch.lab import pki
+    from certmatch.lab.mailservers import CertificateSet, PemIdentity, ServerGroup, ServerSpec
 
     tmp = tmp_path_factory.mktemp("original")
     root = pki.make_ca("Original Root")

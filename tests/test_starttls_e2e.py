@@ -31,11 +31,11 @@ from scenarios import SERVICE_NAMES, ScenarioPki, scenario
 from servers import DovecotServer, SlapdServer, SmtpServer
 from servers.clients import LoopbackIMAP4, LoopbackPOP3, LoopbackSMTP, s_client, verifying_context
 
-from addons.starttls import StartTlsAddon
-from certmatch.diagnosis import diagnose
-from certmatch.facts import SessionFacts
-from certmatch.starttls import starttls_findings
-from certmatch.trust import TrustStore
+from certmatch.core.diagnosis import diagnose
+from certmatch.core.facts import SessionFacts
+from certmatch.core.starttls_findings import starttls_findings
+from certmatch.core.trust import TrustStore
+from certmatch.proxy.starttls_layer import StartTlsAddon
 
 IMAP, POP, SMTP, LDAP = (SERVICE_NAMES[p] for p in ("imap", "pop3", "smtp", "ldap"))
 WRONG = scenario("wrong-host").server_name

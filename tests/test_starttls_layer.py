@@ -21,9 +21,9 @@ from mitmproxy.proxy.layers import ClientTLSLayer, ServerTLSLayer, TCPLayer
 from mitmproxy.proxy.layers.tls import TlsClienthelloHook, TlsStartServerHook
 from mitmproxy.proxy.mode_specs import ProxyMode
 
-from addons.starttls import StartTlsLayer
-from certmatch.facts import StartTlsFacts
-from certmatch.starttls import make_machine
+from certmatch.core.facts import StartTlsFacts
+from certmatch.core.starttls import make_machine
+from certmatch.proxy.starttls_layer import StartTlsLayer
 
 OPEN = connection.ConnectionState.OPEN
 CLOSED = connection.ConnectionState.CLOSED

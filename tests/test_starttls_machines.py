@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from certmatch import causes
-from certmatch.facts import SessionFacts, StartTlsFacts
-from certmatch.starttls import (
+from certmatch.core import causes
+from certmatch.core.facts import SessionFacts, StartTlsFacts
+from certmatch.core.starttls import (
     ACCEPTED,
     FAILED,
     GREETING,
@@ -16,13 +16,12 @@ from certmatch.starttls import (
     PLAINTEXT,
     REFUSED,
     REQUESTED,
-    STARTTLS_CAUSES,
     Relay,
     StartTlsMachine,
     detect_protocol,
     make_machine,
-    starttls_findings,
 )
+from certmatch.core.starttls_findings import StartTlsFinding, starttls_findings
 
 pytestmark = pytest.mark.pure
 
@@ -551,7 +550,7 @@ def test_detect_protocol_forced_mode_takes_any_plaintext_but_not_tls() -> None:
 
 
 def test_starttls_causes_cite_their_standards() -> None:
-    by_id = {c.id: c for c in STARTTLS_CAUSES}
+    by_id = {str(f): causes.get(f) for f in StartTlsFinding}
     assert set(by_id) == {
         "starttls-not-offered",
         "starttls-refused",
@@ -565,7 +564,7 @@ def test_starttls_causes_cite_their_standards() -> None:
     assert "CVE-2011-0411" in cited["starttls-injection"]
     assert "Poddebniak" in cited["starttls-injection"] and "2021" in cited["starttls-injection"]
     assert {causes.get(cause_id) for cause_id in by_id} == set(by_id.values())  # in the catalogue
-    for cause in STARTTLS_CAUSES:
+    for cause in by_id.values():
         cause.explanation.format_map({"detail": "d", "server": "s"})
         cause.fix.format_map({"detail": "d", "server": "s"})
 

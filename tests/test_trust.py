@@ -14,9 +14,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from certmatch.certificates import parse_chain
-from certmatch.pki import Issued, issue_leaf, make_ca
-from certmatch.trust import TrustStore, TrustStoreError, assess_trust
+from certmatch.core.certificates import parse_chain
+from certmatch.core.trust import TrustStore, TrustStoreError, assess_trust
+from certmatch.lab.pki import Issued, issue_leaf, make_ca
 
 pytestmark = pytest.mark.pure
 

@@ -13,15 +13,15 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from certmatch.diagnosis import diagnose
-from certmatch.facts import SessionFacts
-from certmatch.recording import RecordingWriter, read_recording
-from certmatch.trust import TrustStore
-from tui.app import CertmatchApp, run_view
-from tui.judge import JudgementCache, shorten_names
-from tui.model import Filter, FilterError, Group
-from tui.screens import HelpScreen, PromptScreen
-from tui.source import RecordingSource
+from certmatch.core.diagnosis import diagnose
+from certmatch.core.facts import SessionFacts
+from certmatch.core.recording import RecordingWriter, read_recording
+from certmatch.core.trust import TrustStore
+from certmatch.tui.app import CertmatchApp, run_view
+from certmatch.tui.judge import JudgementCache, shorten_names
+from certmatch.tui.model import Filter, FilterError, Group
+from certmatch.tui.screens import HelpScreen, PromptScreen
+from certmatch.tui.source import RecordingSource
 
 pytestmark = pytest.mark.pure
 

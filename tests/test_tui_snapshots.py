@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from certmatch.trust import TrustStore
-from tui.app import CertmatchApp
-from tui.model import Filter
+from certmatch.core.trust import TrustStore
+from certmatch.tui.app import CertmatchApp
+from certmatch.tui.model import Filter
 
 pytestmark = pytest.mark.pure
 

@@ -14,7 +14,7 @@ from typing import Literal
 
 from cryptography import x509
 
-from certmatch.pki import Issued, issue_leaf, make_ca
+from certmatch.lab.pki import Issued, issue_leaf, make_ca
 
 ROOT_NAME = "certmatch Test Root"
 INTERMEDIATE_NAME = "certmatch Test Intermediate"

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from certmatch.facts import RecordingHeader, SessionFacts
-from certmatch.pki import Issued, issue_leaf, make_ca
+from certmatch.core.facts import RecordingHeader, SessionFacts
+from certmatch.lab.pki import Issued, issue_leaf, make_ca
 
 HERE = Path(__file__).resolve().parent
 UTC = dt.UTC

@@ -2,7 +2,7 @@
 
 Line 1 is a header naming the format and its version; every further line is
 one session (``SessionFacts.to_json()``). The published JSON Schema for a
-line is ``certmatch/recording.schema.json``; every line read is checked
+line is ``certmatch/core/recording.schema.json``; every line read is checked
 against it. Unknown extra properties are allowed so a newer 1.x writer does
 not break an older reader.
 
@@ -27,7 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from certmatch.facts import (
+from certmatch.core.facts import (
     FORMAT_NAME,
     FORMAT_VERSION,
     RecordingHeader,
@@ -93,7 +93,11 @@ _Check = Callable[[Any], _Failure | None]
 @cache
 def load_schema() -> dict[str, Any]:
     """The published JSON Schema for one recording line, as shipped inside the package."""
-    text = resources.files("certmatch").joinpath(SCHEMA_RESOURCE).read_text(encoding="utf-8")
+    text = (
+        resources.files(__package__ or "certmatch.core")
+        .joinpath(SCHEMA_RESOURCE)
+        .read_text(encoding="utf-8")
+    )
     schema: dict[str, Any] = json.loads(text)
     return schema
 

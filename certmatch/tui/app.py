@@ -23,16 +23,16 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 from textual.worker import get_current_worker
 
-from certmatch.diagnosis import Diagnosis, diagnose
-from certmatch.recording import LineProblem, RecordingError, expand_paths
-from certmatch.trust import TrustStore, TrustStoreError
-from tui.detail import render_detail
-from tui.export import export_session, session_json
-from tui.loader import Batch, Loader
-from tui.model import FILTER_HELP, Filter, FilterError, Group, Grouping, Row, select
-from tui.screens import HelpScreen, PromptScreen
-from tui.session_list import SessionList
-from tui.source import RecordingSource, read_session_at
+from certmatch.core.diagnosis import Diagnosis, diagnose
+from certmatch.core.recording import LineProblem, RecordingError, expand_paths
+from certmatch.core.trust import TrustStore, TrustStoreError
+from certmatch.tui.detail import render_detail
+from certmatch.tui.export import export_session, session_json
+from certmatch.tui.loader import Batch, Loader
+from certmatch.tui.model import FILTER_HELP, Filter, FilterError, Group, Grouping, Row, select
+from certmatch.tui.screens import HelpScreen, PromptScreen
+from certmatch.tui.session_list import SessionList
+from certmatch.tui.source import RecordingSource, read_session_at
 
 EXIT_OK, EXIT_USAGE = 0, 2
 MOVE = Binding.Group("Move", compact=True)

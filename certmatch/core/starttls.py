@@ -32,9 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar
 
-from certmatch import causes
-from certmatch.causes import Cause
-from certmatch.facts import SessionFacts, StartTlsFacts
+from certmatch.core.facts import StartTlsFacts
 
 # Phases, in the order an upgrade goes through them. ``phase`` in the facts
 # says how far the upgrade got when the plaintext phase ended.
@@ -828,63 +826,3 @@ def detect_protocol(
     if re.match(rb"220[ -]", line) and b"FTP" not in line:
         return "submission" if port in SUBMISSION_PORTS else "smtp"
     return None
-
-
-# -- causes and findings --------------------------------------------------------
-
-STARTTLS_CAUSE_IDS = (
-    "starttls-injection",
-    "plaintext-auth",
-    "starttls-not-offered",
-    "starttls-refused",
-    "starttls-not-requested",
-)
-STARTTLS_CAUSES: tuple[Cause, ...] = tuple(causes.get(cause_id) for cause_id in STARTTLS_CAUSE_IDS)
-
-
-_ADVERTISEMENT = {
-    "smtp": "its EHLO reply did not list STARTTLS",
-    "submission": "its EHLO reply did not list STARTTLS",
-    "imap": "its CAPABILITY list did not include STARTTLS",
-    "pop3": "its CAPA list did not include STLS",
-    "nntp": "its CAPABILITIES list did not include STARTTLS",
-    "ldap": "its root DSE's supportedExtension did not list StartTLS (1.3.6.1.4.1.1466.20037)",
-}
-
-
-def starttls_findings(facts: SessionFacts) -> dict[str, str]:
-    """The STARTTLS causes that hold for a session: cause id -> one-sentence detail."""
-    st = facts.starttls
-    if st is None:
-        return {}
-    found: dict[str, str] = {}
-    upgraded = st.phase in UPGRADED_PHASES
-    protocol = facts.protocol
-    if st.injection:
-        found["starttls-injection"] = st.injection[0].upper() + st.injection[1:] + "."
-    if st.plaintext_auth:
-        found["plaintext-auth"] = (
-            f"The client sent {st.plaintext_auth} before any TLS upgrade, so its credentials "
-            "crossed the network in plaintext."
-        )
-    if st.server_offered is False and not upgraded:
-        what = _ADVERTISEMENT.get(protocol, "it did not advertise STARTTLS")
-        asked = (
-            " The client asked for it anyway."
-            if st.client_requested
-            else " The client did not ask for it."
-        )
-        found["starttls-not-offered"] = f"The server did not offer the upgrade: {what}.{asked}"
-    if st.phase == REFUSED:
-        reply = f" with {st.server_reply!r}" if st.server_reply else ""
-        found["starttls-refused"] = (
-            f"The client asked for the TLS upgrade and the server answered{reply}."
-        )
-    if not upgraded and not st.client_requested and st.server_offered is not False:
-        offered = (
-            "The server offered STARTTLS" if st.server_offered else "STARTTLS was not discussed"
-        )
-        found["starttls-not-requested"] = (
-            f"{offered}, but the client never asked for it: the session stayed in plaintext."
-        )
-    return found

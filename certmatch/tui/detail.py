@@ -12,8 +12,8 @@ from datetime import datetime
 
 from rich.text import Text
 
-from certmatch.diagnosis import Diagnosis, Finding
-from tui.model import VERDICT_SYMBOLS
+from certmatch.core.diagnosis import Diagnosis, Finding
+from certmatch.tui.model import VERDICT_SYMBOLS
 
 VERDICT_STYLES = {
     "match": "bold green",

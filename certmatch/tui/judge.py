@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from certmatch.certificates import parse_chain
-from certmatch.diagnosis import diagnose
-from certmatch.facts import SessionFacts
-from certmatch.trust import TrustStore
+from certmatch.core.certificates import parse_chain
+from certmatch.core.diagnosis import diagnose
+from certmatch.core.facts import SessionFacts
+from certmatch.core.trust import TrustStore
 
 NAMES_WIDTH = 40
 

@@ -13,12 +13,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from certmatch.facts import SessionFacts
-from certmatch.recording import LineProblem, RecordingError
-from certmatch.trust import TrustStore
-from tui.judge import JudgementCache
-from tui.model import Row
-from tui.source import RecordingSource
+from certmatch.core.facts import SessionFacts
+from certmatch.core.recording import LineProblem, RecordingError
+from certmatch.core.trust import TrustStore
+from certmatch.tui.judge import JudgementCache
+from certmatch.tui.model import Row
+from certmatch.tui.source import RecordingSource
 
 FIRST_BATCH_ROWS = 200
 BATCH_SECONDS = 0.2

@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
-logger = logging.getLogger("certmatch.mailservers")
+logger = logging.getLogger("certmatch.lab.mailservers")
 
 PROTOCOLS = ("imap", "pop3", "smtp", "submission", "ldap", "nntp", "unknown")
 TLS_MODES = ("implicit", "starttls")

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from certmatch.causes import CAUSES
-from certmatch.diagnosis import VERDICTS
-from tui.judge import Judgement
+from certmatch.core.causes import CAUSES
+from certmatch.core.diagnosis import VERDICTS
+from certmatch.tui.judge import Judgement
 
 VERDICT_SYMBOLS = {
     "match": "✓",

@@ -6,8 +6,8 @@ import json
 import re
 from pathlib import Path
 
-from certmatch.certificates import to_pem
-from certmatch.diagnosis import Diagnosis
+from certmatch.core.certificates import to_pem
+from certmatch.core.diagnosis import Diagnosis
 
 
 def export_stem(session_id: str) -> str:

@@ -2,7 +2,7 @@
 
 The demo needs nothing but this package: it mints a throwaway demo CA and
 one certificate set per scenario, starts small embedded servers on loopback
-(:mod:`certmatch.mailservers`), starts mitmproxy with the capture addon in
+(:mod:`certmatch.lab.mailservers`), starts mitmproxy with the capture addon in
 front of them, drives Python's own protocol clients (imaplib, poplib,
 smtplib, ldap3) through the proxy, and shows the recording: in the TUI, or
 with ``--no-tui`` as the ``check`` report. Every server has one
@@ -40,12 +40,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
-from certmatch import pki
-from certmatch.diagnosis import diagnose
-from certmatch.mailservers import MESSAGE, CertificateSet, PemIdentity, ServerGroup, ServerSpec
-from certmatch.recording import RecordingError, expand_paths, read_recording
-from certmatch.replay import RunningReplay, load_sessions, running_replay
-from certmatch.trust import TrustStore
+from certmatch.core.diagnosis import diagnose
+from certmatch.core.recording import RecordingError, expand_paths, read_recording
+from certmatch.core.trust import TrustStore
+from certmatch.lab import pki
+from certmatch.lab.mailservers import MESSAGE, CertificateSet, PemIdentity, ServerGroup, ServerSpec
+from certmatch.lab.replay import RunningReplay, load_sessions, running_replay
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEMO_USER, DEMO_PASSWORD = "demo", "demo-password-never-recorded"
@@ -189,11 +189,11 @@ STARTTLS_SCENARIOS: tuple[Scenario, ...] = (
 
 
 def starttls_available() -> bool:
-    """True when the STARTTLS proxy layer (addons/starttls.py) is installed and importable."""
-    if importlib.util.find_spec("addons.starttls") is None:
+    """True when the STARTTLS proxy layer (certmatch.proxy.starttls_layer) is installed and importable."""
+    if importlib.util.find_spec("certmatch.proxy.starttls_layer") is None:
         return False
     try:
-        from addons.starttls import StartTlsAddon  # noqa: F401
+        from certmatch.proxy.starttls_layer import StartTlsAddon  # noqa: F401
     except Exception:  # noqa: BLE001 - a half-installed layer: run the implicit-TLS demo only
         return False
     return True
@@ -343,7 +343,7 @@ def _show(result: DemoResult, *, tui: bool) -> int:
     """Open the TUI on the recording, or print the ``check`` report; the command's exit status."""
     if tui:
         try:
-            from tui.app import run_view  # type: ignore[import-not-found]
+            from certmatch.tui.app import run_view  # type: ignore[import-not-found]
         except ImportError as exc:
             print(
                 f"certmatch demo: the TUI is not available ({exc}); printing the report.",
@@ -359,7 +359,7 @@ def _show(result: DemoResult, *, tui: bool) -> int:
                     use_system_store=False,
                 )
             )
-    from certmatch.cli import main as cli_main  # the report is exactly `certmatch check`'s
+    from certmatch.cli.main import main as cli_main  # the report is exactly `certmatch check`'s
 
     return cli_main(
         [
@@ -615,7 +615,7 @@ class _InProcessProxy:
         from mitmproxy import options
         from mitmproxy.tools.dump import DumpMaster
 
-        from addons.capture import CertmatchCapture
+        from certmatch.proxy.capture import CertmatchCapture
 
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(_quiet_cancellations)
@@ -624,7 +624,7 @@ class _InProcessProxy:
         capture = CertmatchCapture()
         master.addons.add(capture)
         if self.starttls:
-            from addons.starttls import StartTlsAddon
+            from certmatch.proxy.starttls_layer import StartTlsAddon
 
             master.addons.add(StartTlsAddon())
         opts.update(**self.options)
@@ -751,7 +751,7 @@ def format_replay_table(replay: RunningReplay) -> str:
 
 
 def _leaf_names(cert: Any) -> str:
-    from certmatch.identity import PresentedIdentifiers
+    from certmatch.core.identity import PresentedIdentifiers
 
     try:
         presented = PresentedIdentifiers.from_certificate(cert)

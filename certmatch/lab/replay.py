@@ -41,18 +41,18 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtensionOID, NameOID
 
-from certmatch import pki
-from certmatch.certificates import decode_der
-from certmatch.facts import SessionFacts
-from certmatch.mailservers import (
+from certmatch.core.certificates import decode_der, is_ca
+from certmatch.core.facts import SessionFacts
+from certmatch.core.recording import read_recording
+from certmatch.core.trust import TrustStore
+from certmatch.lab import pki
+from certmatch.lab.mailservers import (
     CertificateSet,
     PemIdentity,
     RunningServer,
     ServerGroup,
     ServerSpec,
 )
-from certmatch.recording import read_recording
-from certmatch.trust import TrustStore
 
 PrivateKey = (
     rsa.RSAPrivateKey
@@ -327,7 +327,7 @@ class _Rebuilder:
 
     def _stand_in_issuer(self, cert: x509.Certificate) -> tuple[x509.Certificate, PrivateKey]:
         """An issuer seen nowhere (not sent, not in the store): a missing intermediate or unknown root."""
-        if not _is_ca(cert):
+        if not is_ca(cert):
             return self._phantom(cert.issuer, "missing-intermediate")
         return self._phantom(cert.issuer, "unknown-root")
 
@@ -362,13 +362,6 @@ def _issuer_among(
             continue
         return candidate
     return named[0] if named else None
-
-
-def _is_ca(cert: x509.Certificate) -> bool:
-    try:
-        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    except x509.ExtensionNotFound:
-        return False
 
 
 def _new_key_like(cert: x509.Certificate) -> PrivateKey:

@@ -215,10 +215,23 @@ def _common_names(cert: x509.Certificate) -> tuple[str, ...]:
     return tuple(v if isinstance(v, str) else v.decode("utf-8", "replace") for v in values)
 
 
+def is_ca(cert: x509.Certificate) -> bool:
+    """True when the certificate's basicConstraints says CA (absent or unreadable: not a CA)."""
+    return _is_ca(cert.extensions) if _extensions_readable(cert) else False
+
+
+def _extensions_readable(cert: x509.Certificate) -> bool:
+    try:
+        cert.extensions  # noqa: B018 - cryptography parses extensions lazily and may raise
+    except Exception:  # noqa: BLE001 - hostile DER: treat as having no extensions
+        return False
+    return True
+
+
 def _is_ca(extensions: x509.Extensions) -> bool:
     try:
-        return extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-    except x509.ExtensionNotFound:
+        return bool(extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except Exception:  # noqa: BLE001 - absent or unparseable: not a CA
         return False
 
 

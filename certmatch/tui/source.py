@@ -4,7 +4,7 @@ The TUI keeps only a small row per session in memory and reads a session's
 full facts back from its file when it is shown, so it needs the byte offset
 of every line; and it follows files that a proxy is still appending to, so it
 reads only complete lines and resumes where it stopped. Parsing and checking
-a line is the domain's (``certmatch.recording``); this only walks the bytes.
+a line is the domain's (``certmatch.core.recording``); this only walks the bytes.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from certmatch import recording
-from certmatch.facts import SessionFacts
-from certmatch.recording import LineProblem, RecordingError
+from certmatch.core import recording
+from certmatch.core.facts import SessionFacts
+from certmatch.core.recording import LineProblem, RecordingError
 
 # Read this much at a time while loading; a line longer than this is still read whole.
 _CHUNK = 1 << 20

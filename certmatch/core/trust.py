@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.verification import ExtensionPolicy, PolicyBuilder, Store
 
-from certmatch.certificates import CertificateSummary, ParsedChain, certificate_label
+from certmatch.core.certificates import CertificateSummary, ParsedChain, certificate_label, is_ca
 
 # Tried in order when ssl's default paths do not name an existing bundle.
 FALLBACK_SYSTEM_BUNDLES = (
@@ -241,7 +241,7 @@ def _find_leaf(presented: dict[int, x509.Certificate]) -> int:
     if not issues_another(0):
         return 0
     ends = [i for i in presented if not issues_another(i)]
-    non_ca = [i for i in ends if not _is_ca(presented[i])]
+    non_ca = [i for i in ends if not is_ca(presented[i])]
     return (non_ca or ends or [0])[0]
 
 
@@ -319,7 +319,7 @@ def _path_end_problems(path: list[_Step], store: TrustStore) -> list[TrustProble
             )
         ]
     issuer = _issuer_name(last.cert)
-    if _is_ca(last.cert):
+    if is_ca(last.cert):
         return [
             TrustProblem(
                 "unknown-issuer",
@@ -351,7 +351,7 @@ def _non_ca_issuer_problems(path: list[_Step]) -> list[TrustProblem]:
             "client accepts it as an issuer.",
         )
         for child, issuer in itertools.pairwise(path)
-        if not issuer.in_store and not _is_ca(issuer.cert)
+        if not issuer.in_store and not is_ca(issuer.cert)
     ]
 
 
@@ -412,13 +412,6 @@ def _time_problems(path: list[_Step], at: datetime) -> list[TrustProblem]:
 
 
 # --- small helpers ----------------------------------------------------------------------------
-
-
-def _is_ca(cert: x509.Certificate) -> bool:
-    try:
-        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-    except Exception:  # noqa: BLE001 - absent or unparseable: not a CA
-        return False
 
 
 def _is_self_signed(cert: x509.Certificate) -> bool:

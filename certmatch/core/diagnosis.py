@@ -12,26 +12,26 @@ trust or validity fails; ``error`` no certificate was obtained.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, Literal
 
-from certmatch import causes as catalogue
-from certmatch.certificates import CertificateSummary, ParsedChain, parse_chain
-from certmatch.facts import SessionFacts
-from certmatch.identity import (
+from certmatch.core import causes as catalogue
+from certmatch.core.certificates import CertificateSummary, ParsedChain, parse_chain
+from certmatch.core.facts import SessionFacts
+from certmatch.core.identity import (
     IdentifierCheck,
     IdentityResult,
     PresentedIdentifiers,
     check_identity,
+    is_ip_address,
     registrable_domain,
 )
-from certmatch.starttls import starttls_findings
-from certmatch.text import printable
-from certmatch.trust import TrustProblem, TrustResult, TrustStore, assess_trust
+from certmatch.core.starttls_findings import starttls_findings
+from certmatch.core.text import printable
+from certmatch.core.trust import TrustProblem, TrustResult, TrustStore, assess_trust
 
 Verdict = Literal["match", "legacy-match", "mismatch", "untrusted", "error"]
 VERDICTS: tuple[str, ...] = ("match", "legacy-match", "mismatch", "untrusted", "error")
@@ -470,7 +470,7 @@ def _finding(
     candidates = (
         pattern
         if cause.id == "mail-domain-not-server"
-        else ", ".join(n for n in names if not n.startswith("*") and not _is_ip(n))
+        else ", ".join(n for n in names if not n.startswith("*") and not is_ip_address(n))
     )
     probe_names: tuple[str, ...] = ()
     if facts.sni_probe and facts.sni_probe.chain:
@@ -564,14 +564,6 @@ def _match_text(d: Diagnosis) -> str:
 def _join(items: Iterable[str]) -> str:
     items = list(items)
     return ", ".join(items) if items else "no names at all"
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _is_tls_error(error: str | None) -> bool:

@@ -20,8 +20,8 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from tui.detail import verdict_label
-from tui.model import Group, Row
+from certmatch.tui.detail import verdict_label
+from certmatch.tui.model import Group, Row
 
 # (title, width) for each column of each view.
 SESSION_COLUMNS: tuple[tuple[str, int], ...] = (

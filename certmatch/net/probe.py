@@ -16,7 +16,7 @@ import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from certmatch.facts import SniProbe
+from certmatch.core.facts import SniProbe
 
 # An LDAP ExtendedRequest for StartTLS (RFC 4511 §4.14.1), message id 1.
 _LDAP_STARTTLS = bytes.fromhex("301d02010177188016") + b"1.3.6.1.4.1.1466.20037"

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from certmatch.diagnosis import Diagnosis, diagnose
-from certmatch.recording import expand_paths, read_recording
-from certmatch.replay import RunningReplay, load_sessions, running_replay
-from certmatch.trust import TrustStore
+from certmatch.core.diagnosis import Diagnosis, diagnose
+from certmatch.core.recording import expand_paths, read_recording
+from certmatch.core.trust import TrustStore
+from certmatch.lab.replay import RunningReplay, load_sessions, running_replay
 
 PathsArg = str | Path | Sequence[str | Path]
 
@@ -58,7 +58,7 @@ def _store(
 @pytest.fixture
 def certmatch_sessions(pytestconfig: pytest.Config) -> Callable[..., list[Diagnosis]]:
     """A loader: ``certmatch_sessions(path, ca_files=(), use_system_store=True)`` returns one
-    :class:`~certmatch.diagnosis.Diagnosis` per recorded session, in file order.
+    :class:`~certmatch.core.diagnosis.Diagnosis` per recorded session, in file order.
 
     ``path`` is a recording, a directory of ``*.jsonl`` recordings, or a list of either.
     A bad line fails the test with the file and line number.
@@ -130,7 +130,7 @@ def assert_cause(d: Diagnosis, cause_id: str, *, primary: bool = True) -> None:
 def certmatch_replay(pytestconfig: pytest.Config) -> Iterator[Callable[..., RunningReplay]]:
     """A starter: ``certmatch_replay(path, ca_files=(), use_system_store=True,
     listen_host="127.0.0.1")`` serves the recorded servers and returns a
-    :class:`~certmatch.replay.RunningReplay` (``.listeners`` with host, port, protocol and
+    :class:`~certmatch.lab.replay.RunningReplay` (``.listeners`` with host, port, protocol and
     names; ``.listener_for(session_id)``; ``.ca_file`` to trust). Stopped after the test."""
     with contextlib.ExitStack() as stack:
 

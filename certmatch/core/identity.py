@@ -726,6 +726,11 @@ def _name_problem(name: str, *, allow_wildcard: bool = False) -> str | None:
     return None
 
 
+def is_ip_address(text: str) -> bool:
+    """True when ``text`` is an IPv4 or IPv6 address literal (an IP-ID, not a DNS name)."""
+    return _parse_ip(text) is not None
+
+
 def _parse_ip(text: str) -> IPAddress | None:
     try:
         return ipaddress.ip_address(text)

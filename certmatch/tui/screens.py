@@ -12,8 +12,8 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 
-from certmatch.causes import CAUSES
-from tui.model import FILTER_HELP, VERDICT_SYMBOLS
+from certmatch.core.causes import CAUSES
+from certmatch.tui.model import FILTER_HELP, VERDICT_SYMBOLS
 
 
 class PromptScreen(ModalScreen[str | None]):

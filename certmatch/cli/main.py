@@ -18,10 +18,10 @@ from importlib import resources
 from pathlib import Path
 
 import certmatch
-from certmatch import causes as catalogue
-from certmatch.diagnosis import Diagnosis, diagnose
-from certmatch.recording import LineProblem, RecordingError, expand_paths, iter_recording
-from certmatch.trust import TrustStore, TrustStoreError
+from certmatch.core import causes as catalogue
+from certmatch.core.diagnosis import Diagnosis, diagnose
+from certmatch.core.recording import LineProblem, RecordingError, expand_paths, iter_recording
+from certmatch.core.trust import TrustStore, TrustStoreError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -360,7 +360,7 @@ def _summary(total: int, failures: int, verdicts: Counter[str], primaries: Count
 
 
 def run_view(args: argparse.Namespace) -> int:
-    from tui.app import run_view as tui_run_view
+    from certmatch.tui.app import run_view as tui_run_view
 
     return tui_run_view(
         args.paths,
@@ -375,11 +375,11 @@ def _run_proxy_with_tui(args: argparse.Namespace) -> int:
     """The proxy in a child process, logging to a file; the TUI follows its recording here."""
     import subprocess
 
-    from tui.app import run_view as tui_run_view
+    from certmatch.tui.app import run_view as tui_run_view
 
     record = Path(args.record)
     log_path = record.with_name(record.name + ".proxy.log")
-    child_argv = [sys.executable, "-m", "certmatch.cli", *[a for a in args.argv if a != "--tui"]]
+    child_argv = [sys.executable, "-m", "certmatch", *[a for a in args.argv if a != "--tui"]]
     with log_path.open("ab") as log:
         child = subprocess.Popen(child_argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         try:
@@ -434,7 +434,7 @@ def run_proxy(args: argparse.Namespace) -> int:
         TrustStore.load([ca], use_system=False)  # a clear error now, not from inside mitmproxy
     if args.tui:
         return _run_proxy_with_tui(args)
-    addon = resources.files("addons").joinpath("capture.py")
+    addon = resources.files("certmatch.proxy.scripts").joinpath("capture.py")
     mitm_args: list[str] = []
     for mode in args.mode:
         mitm_args += ["--mode", mode]
@@ -447,7 +447,7 @@ def run_proxy(args: argparse.Namespace) -> int:
         "-s",
         str(addon),
         "-s",
-        str(resources.files("addons").joinpath("starttls.py")),
+        str(resources.files("certmatch.proxy.scripts").joinpath("starttls.py")),
         "--set",
         f"certmatch_record={record}",
         "--set",
@@ -474,14 +474,14 @@ def run_proxy(args: argparse.Namespace) -> int:
 
 
 def run_demo_command(args: argparse.Namespace) -> int:
-    from certmatch.demo import run_demo
+    from certmatch.lab.demo import run_demo
 
     record = Path(args.record) if args.record else None
     return run_demo(tui=not args.no_tui, record=record, keep=args.keep)
 
 
 def run_replay_command(args: argparse.Namespace) -> int:
-    from certmatch.demo import run_replay
+    from certmatch.lab.demo import run_replay
 
     return run_replay(
         args.paths,

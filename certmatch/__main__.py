@@ -1,0 +1,7 @@
+"""``python -m certmatch``: the command line."""
+
+import sys
+
+from certmatch.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The ``certmatch`` command line: one module per command."""

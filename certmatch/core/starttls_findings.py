@@ -1,0 +1,69 @@
+"""The findings of a STARTTLS session's plaintext phase, from its recorded facts.
+
+Each finding is a cause in the catalogue (:mod:`certmatch.core.causes`), by the same id.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from certmatch.core.facts import SessionFacts
+from certmatch.core.starttls import REFUSED, UPGRADED_PHASES
+
+
+class StartTlsFinding(StrEnum):
+    """What the plaintext phase of a STARTTLS session can show; each value is its cause id."""
+
+    INJECTION = "starttls-injection"
+    PLAINTEXT_AUTH = "plaintext-auth"
+    NOT_OFFERED = "starttls-not-offered"
+    REFUSED = "starttls-refused"
+    NOT_REQUESTED = "starttls-not-requested"
+
+
+_ADVERTISEMENT = {
+    "smtp": "its EHLO reply did not list STARTTLS",
+    "submission": "its EHLO reply did not list STARTTLS",
+    "imap": "its CAPABILITY list did not include STARTTLS",
+    "pop3": "its CAPA list did not include STLS",
+    "nntp": "its CAPABILITIES list did not include STARTTLS",
+    "ldap": "its root DSE's supportedExtension did not list StartTLS (1.3.6.1.4.1.1466.20037)",
+}
+
+
+def starttls_findings(facts: SessionFacts) -> dict[StartTlsFinding, str]:
+    """The STARTTLS causes that hold for a session: cause id -> one-sentence detail."""
+    st = facts.starttls
+    if st is None:
+        return {}
+    found: dict[StartTlsFinding, str] = {}
+    upgraded = st.phase in UPGRADED_PHASES
+    protocol = facts.protocol
+    if st.injection:
+        found[StartTlsFinding.INJECTION] = st.injection[0].upper() + st.injection[1:] + "."
+    if st.plaintext_auth:
+        found[StartTlsFinding.PLAINTEXT_AUTH] = (
+            f"The client sent {st.plaintext_auth} before any TLS upgrade, so its credentials "
+            "crossed the network in plaintext."
+        )
+    if st.server_offered is False and not upgraded:
+        what = _ADVERTISEMENT.get(protocol, "it did not advertise STARTTLS")
+        asked = (
+            " The client asked for it anyway."
+            if st.client_requested
+            else " The client did not ask for it."
+        )
+        found[StartTlsFinding.NOT_OFFERED] = f"The server did not offer the upgrade: {what}.{asked}"
+    if st.phase == REFUSED:
+        reply = f" with {st.server_reply!r}" if st.server_reply else ""
+        found[StartTlsFinding.REFUSED] = (
+            f"The client asked for the TLS upgrade and the server answered{reply}."
+        )
+    if not upgraded and not st.client_requested and st.server_offered is not False:
+        offered = (
+            "The server offered STARTTLS" if st.server_offered else "STARTTLS was not discussed"
+        )
+        found[StartTlsFinding.NOT_REQUESTED] = (
+            f"{offered}, but the client never asked for it: the session stayed in plaintext."
+        )
+    return found

@@ -1,0 +1,1 @@
+"""Network I/O without mitmproxy: the SNI probe (and, later, DNS lookups)."""

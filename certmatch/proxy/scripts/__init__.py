@@ -1,0 +1,1 @@
+"""mitmproxy script files (loaded by path with ``-s``), for an installed certmatch."""

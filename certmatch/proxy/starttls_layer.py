@@ -1,0 +1,368 @@
+"""mitmproxy addon and layer: intercept STARTTLS (SMTP, IMAP, POP3, LDAP, NNTP).
+
+Load it after the capture addon::
+
+    mitmdump -s addons/capture.py -s addons/starttls.py \
+        --mode reverse:tcp://mail.example.com:143 --set certmatch_record=session.jsonl
+
+A ``next_layer`` hook picks :class:`StartTlsLayer` for a plaintext TCP
+connection whose server greets like a mail or news server (or whose client
+opens with an LDAPMessage), or for every plaintext connection with
+``certmatch_starttls=<protocol>``. The layer relays the plaintext phase
+unchanged, driven by a pure machine from :mod:`certmatch.core.starttls`; once the
+server accepts the upgrade it stacks mitmproxy's own ServerTLSLayer ->
+ClientTLSLayer -> TCPLayer, so the capture addon's TLS hooks (faithful SNI,
+chain recording, block/pass) apply exactly as for implicit TLS.
+
+A connection that never reaches TLS (not offered, refused, broken off) is
+recorded through the capture addon's ``record_without_tls``. A server that
+stays silent when an answer is due, answers garbage, or closes mid-upgrade
+ends the connection with a recorded error; the proxy carries on.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+from mitmproxy import ctx
+from mitmproxy.addonmanager import Loader
+from mitmproxy.proxy import commands, events, layer, mode_specs
+from mitmproxy.proxy.context import Context
+from mitmproxy.proxy.layers import ClientTLSLayer, ServerTLSLayer, TCPLayer, modes
+from mitmproxy.proxy.layers.http import HttpLayer, HttpStream
+
+from certmatch.core.facts import StartTlsFacts
+from certmatch.core.starttls import (
+    GREETING,
+    HANDSHAKE,
+    NEEDS_MORE,
+    STARTTLS_PROTOCOLS,
+    StartTlsMachine,
+    detect_protocol,
+    make_machine,
+)
+
+logger = logging.getLogger("certmatch")
+
+MODE_CHOICES = ("auto", *[p for p in STARTTLS_PROTOCOLS if p != "submission"], "off")
+DEFAULT_TIMEOUT_S = 30.0
+
+
+class UpgradeRecorder(Protocol):
+    """Where the layer reports what happened in the plaintext phase."""
+
+    def upgrading(self, context: Context, protocol: str, facts: StartTlsFacts) -> None:
+        """The server accepted; TLS layers start next (their hooks will see the facts)."""
+
+    def ended_without_tls(
+        self, context: Context, protocol: str, facts: StartTlsFacts, error: str | None
+    ) -> None:
+        """The connection ends without a TLS handshake; ``error`` says why if it broke off."""
+
+
+class StartTlsLayer(layer.Layer):
+    """Relays a STARTTLS protocol's plaintext phase, then hands over to mitmproxy's TLS layers."""
+
+    child_layer: layer.Layer | None
+
+    def __init__(
+        self,
+        context: Context,
+        machine: StartTlsMachine,
+        recorder: UpgradeRecorder | None = None,
+        timeout: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
+        super().__init__(context)
+        self.machine = machine
+        self.recorder = recorder
+        self.timeout = timeout
+        self.child_layer = None
+        self._client_tls: ClientTLSLayer | None = None
+        self._timer: commands.RequestWakeup | None = None
+        self._timer_phase: str | None = None
+        self._server_tls_started = False
+        self._finished = False
+        self._client_spoke = False
+
+    def __repr__(self) -> str:
+        return f"StartTlsLayer({self.machine.protocol}, {self.machine.phase})"
+
+    def _handle_event(self, event: events.Event) -> layer.CommandGenerator[None]:
+        if isinstance(event, events.Start):
+            yield from self._start()
+        elif self._finished:
+            return
+        elif self.child_layer is not None:
+            yield from self._tls_phase(event)
+        else:
+            yield from self._plaintext_phase(event)
+
+    # -- plaintext -------------------------------------------------------------
+
+    def _start(self) -> layer.CommandGenerator[None]:
+        server = self.context.server
+        if server.timestamp_start is None:
+            err = yield commands.OpenConnection(server)
+            if err:
+                yield from self._give_up(f"cannot connect to the server: {err}")
+                return
+        if self.machine.waiting_for_server:
+            yield from self._arm_timer()
+
+    def _plaintext_phase(self, event: events.Event) -> layer.CommandGenerator[None]:
+        machine = self.machine
+        if isinstance(event, events.Wakeup):
+            if event.command is self._timer and machine.phase == self._timer_phase:
+                yield from self._give_up(
+                    f"the server sent no {self._awaited()} within {self.timeout:g} s"
+                )
+            return
+        if isinstance(event, events.DataReceived):
+            before = machine.phase
+            if event.connection == self.context.client:
+                self._client_spoke = True
+                relay = machine.client_data(event.data)
+            else:
+                relay = machine.server_data(event.data)
+            if relay.to_server:
+                yield commands.SendData(self.context.server, relay.to_server)
+            if relay.to_client:
+                yield commands.SendData(self.context.client, relay.to_client)
+            if machine.failed:
+                yield from self._give_up(machine.error or "the server's reply is not understood")
+            elif machine.accepted:
+                yield from self._upgrade()
+            elif machine.phase != before and machine.waiting_for_server:
+                yield from self._arm_timer()
+        elif isinstance(event, events.ConnectionClosed):
+            by_server = event.connection == self.context.server
+            if not by_server and not self._client_spoke:
+                # A port probe or a client that gave up at once: nothing to record.
+                self._finished = True
+                yield from self._close_both()
+                return
+            error = None
+            if machine.waiting_for_server:
+                who = "server" if by_server else "client"
+                error = f"the {who} closed the connection while the {self._awaited()} was due"
+            yield from self._end_plaintext(error)
+
+    def _awaited(self) -> str:
+        if self.machine.phase == GREETING:
+            return "greeting"
+        return f"reply to {self.machine.upgrade_command}"
+
+    def _arm_timer(self) -> layer.CommandGenerator[None]:
+        self._timer = commands.RequestWakeup(self.timeout)
+        self._timer_phase = self.machine.phase
+        yield self._timer
+
+    def _give_up(self, error: str) -> layer.CommandGenerator[None]:
+        self.machine.broke_off(error)
+        yield commands.Log(
+            f"certmatch: {self.machine.protocol} STARTTLS stopped in phase "
+            f"{self.machine.phase!r}: {error}; closing the client connection.",
+            logging.WARNING,
+        )
+        yield from self._end_plaintext(error)
+
+    def _end_plaintext(self, error: str | None) -> layer.CommandGenerator[None]:
+        self._finished = True
+        self._report_without_tls(error)
+        yield from self._close_both()
+
+    def _close_both(self) -> layer.CommandGenerator[None]:
+        for conn in (self.context.server, self.context.client):
+            if conn.connected:
+                yield commands.CloseConnection(conn)
+
+    def _report_without_tls(self, error: str | None) -> None:
+        if self.recorder is not None:
+            self.recorder.ended_without_tls(
+                self.context, self.machine.protocol, self.machine.facts, error
+            )
+
+    # -- upgrade -----------------------------------------------------------------
+
+    def _upgrade(self) -> layer.CommandGenerator[None]:
+        self.machine.facts.phase = HANDSHAKE
+        if self.recorder is not None:
+            self.recorder.upgrading(self.context, self.machine.protocol, self.machine.facts)
+        # Layer.__init__ appends each to context.layers: ClientTLSLayer finds the
+        # ServerTLSLayer right above it and so waits for the client's ClientHello
+        # before the upstream handshake, as for implicit TLS.
+        server_tls = ServerTLSLayer(self.context)
+        client_tls = ClientTLSLayer(self.context)
+        server_tls.child_layer = client_tls
+        client_tls.child_layer = TCPLayer(self.context)
+        self._client_tls = client_tls
+        self.child_layer = server_tls
+        yield from self._to_child(events.Start())
+        yield from self._arm_timer()
+
+    def _tls_phase(self, event: events.Event) -> layer.CommandGenerator[None]:
+        if isinstance(event, events.Wakeup) and event.command is self._timer:
+            yield from self._handshake_deadline()
+            return
+        if (
+            isinstance(event, events.DataReceived)
+            and event.connection == self.context.server
+            and not self._server_tls_started
+        ):
+            # The server spoke after its positive reply but before our ClientHello:
+            # never TLS, so never relayed into the session.
+            self.machine.late_server_bytes(len(event.data))
+            yield commands.Log(
+                f"certmatch: the server sent {len(event.data)} plaintext byte(s) after "
+                f"accepting {self.machine.upgrade_command}; dropped.",
+                logging.WARNING,
+            )
+            return
+        yield from self._to_child(event)
+
+    def _to_child(self, event: events.Event) -> layer.CommandGenerator[None]:
+        assert self.child_layer is not None
+        for command in self.child_layer.handle_event(event):
+            if isinstance(command, commands.SendData) and command.connection == self.context.server:
+                self._server_tls_started = True
+            yield command
+
+    def _handshake_deadline(self) -> layer.CommandGenerator[None]:
+        if self.context.client.tls_established and self.context.server.tls_established:
+            return
+        client_hello_seen = self._client_tls is not None and self._client_tls.client_hello_parsed
+        error = (
+            f"the TLS handshake did not complete within {self.timeout:g} s after the server "
+            f"accepted {self.machine.upgrade_command}"
+        )
+        self.machine.broke_off(error)
+        yield commands.Log(f"certmatch: {error}; closing the connection.", logging.WARNING)
+        if not client_hello_seen:
+            # The capture addon never saw this session: record it here.
+            self._report_without_tls(error)
+        self._finished = True
+        yield from self._close_both()
+
+
+class CaptureRecorder:
+    """Reports to the capture addon (addons/capture.py), however that module was loaded."""
+
+    def __init__(self, capture: Any) -> None:
+        self.capture = capture
+
+    def upgrading(self, context: Context, protocol: str, facts: StartTlsFacts) -> None:
+        self.capture.starttls_upgrading(context.client, protocol, facts)
+
+    def ended_without_tls(
+        self, context: Context, protocol: str, facts: StartTlsFacts, error: str | None
+    ) -> None:
+        self.capture.record_without_tls(context.client, context.server, protocol, facts, error)
+
+
+class LogRecorder:
+    """Used when the capture addon is not loaded: STARTTLS still works, outcomes are logged."""
+
+    def upgrading(self, context: Context, protocol: str, facts: StartTlsFacts) -> None:
+        logger.info(f"certmatch: {protocol} STARTTLS accepted ({facts.server_reply})")
+
+    def ended_without_tls(
+        self, context: Context, protocol: str, facts: StartTlsFacts, error: str | None
+    ) -> None:
+        logger.warning(
+            f"certmatch: {protocol} connection ended without TLS in phase {facts.phase}"
+            + (f": {error}" if error else "")
+        )
+
+
+class StartTlsAddon:
+    """Chooses :class:`StartTlsLayer` for plaintext STARTTLS connections."""
+
+    def load(self, loader: Loader) -> None:
+        loader.add_option(
+            "certmatch_starttls",
+            str,
+            "auto",
+            "STARTTLS interception: 'auto' recognises SMTP, IMAP, POP3 and NNTP by the server's "
+            "greeting and LDAP by the client's first message; a protocol name treats every "
+            "plaintext connection as that protocol; 'off' leaves plaintext connections alone.",
+            choices=MODE_CHOICES,
+        )
+        loader.add_option(
+            "certmatch_starttls_timeout",
+            float,
+            DEFAULT_TIMEOUT_S,
+            "Seconds to wait for a server's greeting, its reply to STARTTLS, and the TLS "
+            "handshakes after it; then the connection is closed and the error recorded.",
+        )
+
+    def next_layer(self, nextlayer: layer.NextLayer) -> None:
+        try:
+            self._choose(nextlayer)
+        except Exception as exc:  # noqa: BLE001 - a bug here must not cost the connection
+            logger.error(
+                f"certmatch: internal error choosing the STARTTLS layer ({type(exc).__name__}: "
+                f"{exc}); this connection is relayed without STARTTLS interception."
+            )
+
+    def _choose(self, nextlayer: layer.NextLayer) -> None:
+        mode = ctx.options.certmatch_starttls
+        context = nextlayer.context
+        # Another addon (mitmproxy's own next_layer) may already have chosen; its
+        # layers were appended to context.layers and are removed if we take over.
+        chosen = nextlayer.layer
+        parents = context.layers
+        if chosen is not None and chosen in parents:
+            parents = parents[: parents.index(chosen)]
+        if mode == "off" or not _plaintext_tcp_to_known_server(context, parents):
+            return
+        port = context.server.address[1] if context.server.address else None
+        protocol = detect_protocol(port, nextlayer.data_server(), nextlayer.data_client(), mode)
+        if protocol is None:
+            return
+        del context.layers[len(parents) :]
+        nextlayer.layer = None
+        if protocol == NEEDS_MORE:
+            return  # asked again when more bytes arrive
+        nextlayer.layer = StartTlsLayer(
+            context,
+            make_machine(protocol),
+            self._recorder(),
+            float(ctx.options.certmatch_starttls_timeout),
+        )
+
+    def _recorder(self) -> UpgradeRecorder:
+        capture = ctx.master.addons.get("certmatchcapture")
+        if capture is None:
+            return LogRecorder()
+        try:
+            return CaptureRecorder(capture)
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            logger.error(
+                f"certmatch: the capture addon does not offer the STARTTLS interface "
+                f"({type(exc).__name__}: {exc}); STARTTLS sessions are logged, not recorded."
+            )
+            return LogRecorder()
+
+
+def _plaintext_tcp_to_known_server(context: Context, parents: list[layer.Layer]) -> bool:
+    """True for a TCP connection with a known destination that is not inside TLS or HTTP."""
+    if context.client.transport_protocol != "tcp" or context.client.tls or context.server.tls:
+        return False
+    if context.server.address is None or not parents:
+        return False
+    top = parents[-1]
+    if isinstance(top, modes.ReverseProxy):
+        spec = context.client.proxy_mode
+        return isinstance(spec, mode_specs.ReverseMode) and spec.scheme == "tcp"
+    if isinstance(top, (modes.Socks5Proxy, modes.TransparentProxy)):
+        return True
+    # Regular mode: the tunnel after an HTTP CONNECT.
+    return (
+        isinstance(parents[0], modes.HttpProxy)
+        and any(isinstance(p, HttpLayer) for p in parents)
+        and isinstance(top, HttpStream)
+    )
+
+
+addons = [StartTlsAddon()]
