@@ -1,0 +1,137 @@
+"""A diagnosis as text: the one renderer shared by the CLI, the pytest plugin and the TUI.
+
+Pure functions that return strings; no I/O and no terminal handling beyond an optional
+ANSI colour on the verdict. The API:
+
+* :data:`VERDICT_SYMBOLS` and :func:`verdict_label` (``"✗ mismatch"``): a verdict readable
+  without colour.
+* :func:`session_line`: the one-line summary of a session that ``certmatch check`` prints.
+* :func:`summary`: the closing lines of ``certmatch check`` (sessions, verdicts, failing,
+  primary causes).
+* :class:`Explanation` (``Explanation.of(finding)``): a finding's "why / fix / see" as plain
+  fields (id, title, severity, why, fix, see), for a caller that lays them out itself, such as
+  the TUI's detail pane with its own styles.
+* :func:`explanation_lines`: one finding as the "why / fix / see" block, indented;
+  :func:`explain` joins the blocks of every finding of a session (``check --explain``).
+* :func:`describe`: a header line naming what the client asked for and what the certificate
+  names, then every finding's block (the pytest plugin's failure message).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from certmatch.core.diagnosis import Diagnosis, Finding
+
+VERDICT_SYMBOLS = {
+    "match": "✓",
+    "legacy-match": "~",
+    "mismatch": "✗",
+    "untrusted": "!",
+    "error": "?",
+}
+_ANSI_COLOURS = {
+    "match": "32",
+    "legacy-match": "33",
+    "mismatch": "31",
+    "untrusted": "35",
+    "error": "31",
+}
+_NAMES_WIDTH = 48
+
+
+def verdict_label(verdict: str) -> str:
+    """The verdict with its symbol, readable without colour: ``"✗ mismatch"``."""
+    return f"{VERDICT_SYMBOLS.get(verdict, '?')} {verdict}"
+
+
+def session_line(d: Diagnosis, *, colour: bool = False) -> str:
+    """One line per session: when, protocol, requested host (and where it came from), SNI,
+    presented names, verdict and primary cause. ``colour`` wraps the verdict in ANSI colour."""
+    f = d.facts
+    when = f.started[:19].replace("T", " ")
+    sni = f.sni if f.sni is not None else "-"
+    names = ", ".join(d.presented_names) or "(no certificate)"
+    if len(names) > _NAMES_WIDTH:
+        names = names[: _NAMES_WIDTH - 3] + "..."
+    verdict = verdict_label(d.verdict)
+    if colour:
+        verdict = f"\033[{_ANSI_COLOURS.get(d.verdict, '31')}m{verdict}\033[0m"
+    cause = d.primary.id if d.primary else ""
+    host = f"{f.requested_host or '?'} ({f.requested_host_source})"
+    return (
+        f"{when}  {f.protocol:<10} {host:<40} sni={sni:<24} -> {names:<{_NAMES_WIDTH}} "
+        f"{verdict:<14} {cause}"
+    )
+
+
+def summary(total: int, failures: int, verdicts: Counter[str], primaries: Counter[str]) -> str:
+    """``3 sessions: 2 mismatch, 1 match; 2 failing.`` and, if any, the primary causes."""
+    if total == 0:
+        return "No sessions recorded."
+    parts = ", ".join(f"{n} {v}" for v, n in verdicts.most_common())
+    text = f"{total} session{'s' if total != 1 else ''}: {parts}; {failures} failing."
+    if primaries:
+        text += "\nPrimary causes: " + ", ".join(f"{c} x{n}" for c, n in primaries.most_common())
+    return text
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """What to tell a person about one finding: why it happened, how to fix it, where to read."""
+
+    id: str
+    title: str
+    severity: str
+    why: str  # the explanation, with the session's own names
+    fix: str
+    see: tuple[str, ...]  # citations a person can look up, e.g. "RFC 6125 §6.4.3"
+
+    @classmethod
+    def of(cls, finding: Finding) -> Explanation:
+        cause = finding.cause
+        return cls(
+            id=finding.id,
+            title=cause.title,
+            severity=cause.severity,
+            why=finding.explanation,
+            fix=finding.fix,
+            see=tuple(str(c) for c in cause.citations),
+        )
+
+    @property
+    def see_text(self) -> str:
+        """The citations on one line, ``;``-separated (empty when there are none)."""
+        return "; ".join(self.see)
+
+
+def explanation_lines(finding: Finding, *, indent: str = "") -> list[str]:
+    """``[id] title``, then ``why:``, ``fix:`` and (when cited) ``see:`` two spaces deeper."""
+    e = Explanation.of(finding)
+    lines = [
+        f"{indent}[{e.id}] {e.title}",
+        f"{indent}  why: {e.why}",
+        f"{indent}  fix: {e.fix}",
+    ]
+    if e.see:
+        lines.append(f"{indent}  see: {e.see_text}")
+    return lines
+
+
+def explain(d: Diagnosis, *, indent: str = "    ") -> str:
+    """Every finding of the session as a "why / fix / see" block (``check --explain``)."""
+    return "\n".join(line for f in d.findings for line in explanation_lines(f, indent=indent))
+
+
+def describe(d: Diagnosis) -> str:
+    """The verdict on a session with what was asked and presented, then every finding's
+    explanation, fix and citations (the pytest plugin's failure message)."""
+    f = d.facts
+    sni = f.sni if f.sni is not None else "none"
+    header = (
+        f"certmatch: session {f.id} ({f.protocol}, {f.tls_kind} TLS to {f.server_address}): "
+        f"the client asked for {f.requested_host!r} ({f.requested_host_source}, SNI {sni}); "
+        f"the certificate names {', '.join(d.presented_names) or 'nothing'}: {d.verdict}"
+    )
+    return "\n".join([header, *(line for x in d.findings for line in explanation_lines(x))])
