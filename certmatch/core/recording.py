@@ -17,7 +17,6 @@ import dataclasses
 import json
 import os
 import re
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -602,11 +601,18 @@ def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
 
 
 class RecordingWriter:
-    """Append-only writer: one line per session, written with a single write call."""
+    """Append-only writer: one line per session, each written with a single ``os.write``.
+
+    The file is opened ``O_APPEND`` and each complete line goes out in one write
+    call, which the kernel appends as a unit for a regular file: writers in several
+    threads or processes never interleave within a line, and no lock is needed.
+    Nothing is buffered: a line is in the file when :meth:`write` returns.
+    Call :meth:`close` once no thread writes any more.
+    """
 
     def __init__(self, path: str | Path, *, tool_version: str) -> None:
         self.path = Path(path)
-        self._lock = threading.Lock()
+        self._fd: int | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             starting = b""
@@ -618,9 +624,9 @@ class RecordingWriter:
                     created=datetime.now(UTC).isoformat(timespec="seconds"),
                 )
                 starting = _encode_line(header.to_json())
-            # Unbuffered: each line reaches the file in one write(); with O_APPEND two
-            # writers cannot interleave within a line.
-            self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - closed in close()
+            self._fd = os.open(
+                self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666
+            )
         except OSError as error:
             raise RecordingError(
                 self.path,
@@ -647,20 +653,23 @@ class RecordingWriter:
         return b"" if ends_cleanly else b"\n"
 
     def _write(self, data: bytes) -> None:
-        with self._lock:
-            if self._file.closed:
-                raise ValueError(f"recording writer for {self.path} is closed")
-            view = memoryview(data)
-            while view:
-                view = view[self._file.write(view) :]
+        fd = self._fd
+        if fd is None:
+            raise ValueError(f"recording writer for {self.path} is closed")
+        written = os.write(fd, data)
+        # A regular file takes the whole line at once; a short write means the disk is
+        # full, and the rest either goes out now or raises OSError (ENOSPC) here.
+        while written < len(data):
+            written += os.write(fd, data[written:])
 
     def write(self, session: SessionFacts) -> None:
         """Append one session as one line."""
         self._write(_encode_line(session.to_json()))
 
     def close(self) -> None:
-        with self._lock:
-            self._file.close()
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
 
     def __enter__(self) -> Self:
         return self
