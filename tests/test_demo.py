@@ -1,4 +1,5 @@
-"""certmatch demo end to end: embedded servers, the real proxy, real clients, the check report."""
+"""certmatch demo end to end: embedded servers, the real proxy, real clients, the check report;
+and certmatch replay."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import ssl
 import threading
 from pathlib import Path
 
+from certmatch.cli import demo as demo_command
+from certmatch.cli.common import EXIT_USAGE
 from certmatch.core.diagnosis import diagnose
 from certmatch.core.recording import read_recording
 from certmatch.core.trust import TrustStore
@@ -26,12 +29,18 @@ def _child_processes() -> set[int]:
     return children
 
 
+def _threads() -> set[threading.Thread]:
+    """The running threads, less the SNI probe's idle workers: certmatch.net.probe keeps one
+    pool for the whole process by design, so its first use in this test outlives the demo."""
+    return {t for t in threading.enumerate() if not t.name.startswith("certmatch-probe")}
+
+
 def test_demo_records_each_scenarios_cause_and_leaves_nothing_behind(tmp_path, capsys):
-    threads_before = set(threading.enumerate())
+    threads_before = _threads()
     children_before = _child_processes()
     record = tmp_path / "demo.jsonl"
 
-    status = demo.run_demo(tui=False, record=record, keep=True)
+    status = demo_command.run_demo(tui=False, record=record, keep=True)
 
     out, err = capsys.readouterr()
     kept = re.search(r"kept (\S+) \(demo CA: (\S+)\)", err)
@@ -64,14 +73,14 @@ def test_demo_records_each_scenarios_cause_and_leaves_nothing_behind(tmp_path, c
     finally:
         shutil.rmtree(kept.group(1), ignore_errors=True)
 
-    assert set(threading.enumerate()) <= threads_before
+    assert _threads() <= threads_before
     assert _child_processes() <= children_before
 
 
 def test_demo_refuses_to_overwrite_an_existing_recording(tmp_path, capsys):
     record = tmp_path / "old.jsonl"
     record.write_text("keep me\n")
-    assert demo.run_demo(tui=False, record=record, keep=False) == demo.EXIT_USAGE
+    assert demo_command.run_demo(tui=False, record=record, keep=False) == EXIT_USAGE
     assert "already exists" in capsys.readouterr().err
     assert record.read_text() == "keep me\n"
 
@@ -85,7 +94,7 @@ def test_the_demo_covers_starttls_exactly_when_the_proxy_layer_is_there():
 
 
 def test_replay_command_prints_endpoints_serves_them_and_stops(capsys):
-    from certmatch.lab.demo import run_replay
+    from certmatch.cli.replay import run_replay
 
     recordings = Path(__file__).resolve().parent.parent / "recordings"
     started, stop = threading.Event(), threading.Event()
@@ -130,7 +139,7 @@ def test_replay_command_prints_endpoints_serves_them_and_stops(capsys):
 
 
 def test_replay_table_names_the_address_names_and_ca_file(capsys):
-    from certmatch.lab.demo import format_replay_table
+    from certmatch.cli.replay import format_replay_table
     from certmatch.lab.replay import load_sessions, running_replay
 
     recordings = Path(__file__).resolve().parent.parent / "recordings"

@@ -1,11 +1,13 @@
-"""``certmatch demo`` and ``certmatch replay``: the wiring around embedded servers.
+"""The demo: embedded mail servers with typical certificate mistakes, behind the proxy.
 
 The demo needs nothing but this package: it mints a throwaway demo CA and
 one certificate set per scenario, starts small embedded servers on loopback
 (:mod:`certmatch.lab.mailservers`), starts mitmproxy with the capture addon in
 front of them, drives Python's own protocol clients (imaplib, poplib,
-smtplib, ldap3) through the proxy, and shows the recording: in the TUI, or
-with ``--no-tui`` as the ``check`` report. Every server has one
+smtplib, ldap3) through the proxy, and returns what happened
+(:class:`DemoResult`: the recording, the demo CA, what each client saw).
+Showing it (the TUI, or the ``check`` report) is the ``certmatch demo``
+command's job (:mod:`certmatch.cli.demo`). Every server has one
 misconfiguration from the cause catalogue except one, which is correct.
 
 The demo clients trust the proxy's CA but, unlike a strict client, do not
@@ -13,8 +15,8 @@ check the host name themselves: so each session completes its short
 dialogue, and the report says what a strict client would have refused and
 why.
 
-Like ``cli.py`` this module wires mitmproxy in, lazily, inside the demo only;
-``run_replay`` needs no proxy.
+mitmproxy is imported lazily, inside the proxy thread, and only through the proxy
+package's public entry points (:mod:`certmatch.proxy`).
 """
 
 from __future__ import annotations
@@ -24,30 +26,23 @@ import contextlib
 import datetime as dt
 import imaplib
 import importlib.util
-import json
 import poplib
-import shutil
-import signal
 import smtplib
 import socket
 import ssl
-import sys
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
 from certmatch.core.diagnosis import diagnose
-from certmatch.core.recording import RecordingError, expand_paths, read_recording
+from certmatch.core.recording import RecordingError, read_recording
 from certmatch.core.trust import TrustStore
 from certmatch.lab import pki
 from certmatch.lab.mailservers import MESSAGE, CertificateSet, PemIdentity, ServerGroup, ServerSpec
-from certmatch.lab.replay import RunningReplay, load_sessions, running_replay
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEMO_USER, DEMO_PASSWORD = "demo", "demo-password-never-recorded"
 
 
@@ -189,11 +184,9 @@ STARTTLS_SCENARIOS: tuple[Scenario, ...] = (
 
 
 def starttls_available() -> bool:
-    """True when the STARTTLS proxy layer (certmatch.proxy.starttls_layer) is installed and importable."""
-    if importlib.util.find_spec("certmatch.proxy.starttls_layer") is None:
-        return False
+    """True when the proxy's STARTTLS layer (``certmatch.proxy.StartTlsAddon``) is importable."""
     try:
-        from certmatch.proxy.starttls_layer import StartTlsAddon  # noqa: F401
+        from certmatch.proxy import StartTlsAddon  # noqa: F401
     except Exception:  # noqa: BLE001 - a half-installed layer: run the implicit-TLS demo only
         return False
     return True
@@ -280,97 +273,6 @@ def record_demo(work: Path, recording: Path, *, starttls: bool | None = None) ->
                     result.client_errors[scenario.name] = f"{type(exc).__name__}: {exc}"
             proxy.wait_for_sessions(len(scenarios))
     return result
-
-
-def run_demo(*, tui: bool, record: Path | None, keep: bool) -> int:
-    """The ``certmatch demo`` command. Exit 0 when the demo recorded what it set out to show."""
-    if record is not None and record.exists():
-        print(
-            f"certmatch demo: {record} already exists; the demo writes a fresh recording. "
-            "Remove it or pass another --record FILE.",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
-    work = Path(tempfile.mkdtemp(prefix="certmatch-demo-"))
-    try:
-        recording = record if record is not None else work / "demo.jsonl"
-        if record is not None:
-            record.parent.mkdir(parents=True, exist_ok=True)
-        print(_intro(demo_scenarios()), file=sys.stderr)
-        started = time.monotonic()
-        result = record_demo(work, recording)
-        print(
-            f"certmatch demo: recorded {len(result.scenarios)} sessions in "
-            f"{time.monotonic() - started:.1f} s to {recording}",
-            file=sys.stderr,
-        )
-        for name, error in result.client_errors.items():
-            print(f"certmatch demo: the {name} client stopped: {error}", file=sys.stderr)
-        problems = result.problems()
-        shown = _show(result, tui=tui)
-        for problem in problems:
-            print(f"certmatch demo: unexpected: {problem}", file=sys.stderr)
-        if keep:
-            kept = work / "demo-ca.pem"
-            print(
-                f"certmatch demo: kept {work} (demo CA: {kept}); try "
-                f"`certmatch check --ca-file {kept} {recording}` or `certmatch replay {recording}`",
-                file=sys.stderr,
-            )
-        elif record is None:
-            print(
-                "certmatch demo: pass --record FILE (or --keep) to keep the recording.",
-                file=sys.stderr,
-            )
-        return EXIT_FAILED if problems or shown not in (EXIT_OK, EXIT_FAILED) else EXIT_OK
-    finally:
-        if not keep:
-            shutil.rmtree(work, ignore_errors=True)
-
-
-def _intro(scenarios: Sequence[Scenario]) -> str:
-    lines = ["certmatch demo: embedded servers on loopback, each behind the certmatch proxy:"]
-    for s in scenarios:
-        lines.append(f"  - {s.story}")
-    if not any(s.tls == "starttls" for s in scenarios):
-        lines.append(
-            "  (STARTTLS servers join the demo once the STARTTLS proxy layer is installed.)"
-        )
-    return "\n".join(lines)
-
-
-def _show(result: DemoResult, *, tui: bool) -> int:
-    """Open the TUI on the recording, or print the ``check`` report; the command's exit status."""
-    if tui:
-        try:
-            from certmatch.tui.app import run_view  # type: ignore[import-not-found]
-        except ImportError as exc:
-            print(
-                f"certmatch demo: the TUI is not available ({exc}); printing the report.",
-                file=sys.stderr,
-            )
-        else:
-            return int(
-                run_view(
-                    [str(result.recording)],
-                    follow=False,
-                    show_all=True,
-                    ca_files=[str(result.ca_file)],
-                    use_system_store=False,
-                )
-            )
-    from certmatch.cli.main import main as cli_main  # the report is exactly `certmatch check`'s
-
-    return cli_main(
-        [
-            "check",
-            "--explain",
-            "--no-system-store",
-            "--ca-file",
-            str(result.ca_file),
-            str(result.recording),
-        ]
-    )
 
 
 # -- protocol clients -------------------------------------------------------------------------------
@@ -615,7 +517,7 @@ class _InProcessProxy:
         from mitmproxy import options
         from mitmproxy.tools.dump import DumpMaster
 
-        from certmatch.proxy.capture import CertmatchCapture
+        from certmatch.proxy import CertmatchCapture, StartTlsAddon
 
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(_quiet_cancellations)
@@ -624,8 +526,6 @@ class _InProcessProxy:
         capture = CertmatchCapture()
         master.addons.add(capture)
         if self.starttls:
-            from certmatch.proxy.starttls_layer import StartTlsAddon
-
             master.addons.add(StartTlsAddon())
         opts.update(**self.options)
         self._state.update(loop=loop, master=master)
@@ -646,119 +546,3 @@ def _quiet_cancellations(loop: asyncio.AbstractEventLoop, context: dict[str, Any
     if isinstance(context.get("exception"), asyncio.CancelledError):
         return
     loop.default_exception_handler(context)
-
-
-# -- certmatch replay -----------------------------------------------------------------------------------
-
-
-def run_replay(
-    paths: Sequence[str | Path],
-    *,
-    json_output: bool,
-    listen_host: str,
-    ca_files: Sequence[str | Path] = (),
-    use_system_store: bool = True,
-    ready: Callable[[RunningReplay], None] | None = None,
-    stop: threading.Event | None = None,
-) -> int:
-    """The ``certmatch replay`` command: serve the recorded servers until Ctrl-C (or ``stop``).
-
-    ``ca_files`` are the CAs the original chains were trusted by (as for
-    ``check --ca-file``). ``ready`` and ``stop`` let a caller drive it in a thread.
-    """
-    store = TrustStore.load(ca_files, use_system=use_system_store)
-    sessions = load_sessions(expand_paths(paths))
-    if not sessions:
-        print("certmatch replay: the recordings hold no sessions to replay.", file=sys.stderr)
-        return EXIT_USAGE
-    stop = stop or threading.Event()
-    with running_replay(sessions, store, listen_host=listen_host) as replay:
-        if not replay.listeners:
-            print(
-                "certmatch replay: no recorded session has a certificate to replay:",
-                file=sys.stderr,
-            )
-            for skipped in replay.plan.skipped:
-                print(f"  {skipped.id}: {skipped.reason}", file=sys.stderr)
-            return EXIT_FAILED
-        if json_output:
-            print(json.dumps(replay.to_json(), indent=2, ensure_ascii=False), flush=True)
-        else:
-            print(format_replay_table(replay), flush=True)
-        if ready is not None:
-            ready(replay)
-        with _interrupt_sets(stop):
-            while not stop.wait(0.5):
-                pass
-    return EXIT_OK
-
-
-@contextlib.contextmanager
-def _interrupt_sets(stop: threading.Event) -> Iterator[None]:
-    """Ctrl-C (and SIGTERM) end the replay cleanly, from the main thread only."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    for sig in previous:
-        signal.signal(sig, lambda *_: stop.set())
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def format_replay_table(replay: RunningReplay) -> str:
-    """The human table: one row per endpoint, with the names a client can use there."""
-    rows = [
-        ("ADDRESS", "PROTOCOL", "TLS", "RECORDED", "CERTIFICATES (the client's SNI selects one)")
-    ]
-    for listener in replay.listeners:
-        e = listener.endpoint
-        default = _leaf_names(e.default.leaf) + (" (assumed)" if e.default_assumed else "")
-        names = f"default: {default}"
-        if e.by_sni:
-            names += f"; by SNI: {', '.join(sorted(e.by_sni))}"
-        host = f"[{listener.host}]" if ":" in listener.host else listener.host
-        rows.append(
-            (
-                f"{host}:{listener.port}",
-                e.protocol,
-                e.tls_kind,
-                e.recorded_address,
-                names,
-            )
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = [
-        "  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4]
-        for r in rows
-    ]
-    lines.append("")
-    lines.append(f"Trust this CA file in the client under test: {replay.ca_file}")
-    first = replay.listeners[0]
-    name = next(iter(first.names()), "NAME")
-    lines.append(
-        f"Point the client's server name at the address, e.g. curl --cacert {replay.ca_file} "
-        f"--connect-to {name}:{first.port}:{first.host}:{first.port} ...; "
-        f"openssl s_client -connect {first.host}:{first.port} -servername {name}"
-    )
-    for skipped in replay.plan.skipped:
-        lines.append(f"not replayed: session {skipped.id}: {skipped.reason}")
-    lines.append("Ctrl-C to stop.")
-    return "\n".join(lines)
-
-
-def _leaf_names(cert: Any) -> str:
-    from certmatch.core.identity import PresentedIdentifiers
-
-    try:
-        presented = PresentedIdentifiers.from_certificate(cert)
-    except ValueError:
-        return "(unreadable names)"
-    names = [*presented.dns_names, *presented.ip_addresses] or [
-        f"CN={c}" for c in presented.common_names
-    ]
-    text = ", ".join(repr(n)[1:-1] for n in names) or "(no names)"
-    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,40 @@
+"""What every command shares: exit statuses, the one-line usage error, common arguments."""
+
+from __future__ import annotations
+
+import argparse
+
+from certmatch.core.recording import RecordingError
+from certmatch.core.trust import TrustStoreError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+type Commands = argparse._SubParsersAction[argparse.ArgumentParser]
+"""What ``add_subparsers()`` returns: each command module adds its own parser to it."""
+
+
+class UsageError(Exception):
+    """A problem with what the user typed or gave us; printed as one line, exit 2."""
+
+
+# Errors in what the user gave us: one line on stderr and exit 2, never a traceback.
+INPUT_ERRORS: tuple[type[Exception], ...] = (UsageError, RecordingError, TrustStoreError)
+
+
+def add_recording_paths(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "paths", nargs="+", metavar="FILE", help="recording files or directories of *.jsonl"
+    )
+
+
+def add_trust_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ca-file",
+        action="append",
+        default=[],
+        metavar="PEM",
+        help="extra CA certificates to trust when judging chains (repeatable)",
+    )
+    parser.add_argument(
+        "--no-system-store", action="store_true", help="trust only the --ca-file certificates"
+    )
