@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from certmatch.core import report
 from certmatch.core.diagnosis import Diagnosis, diagnose
 from certmatch.core.recording import expand_paths, read_recording
 from certmatch.core.trust import TrustStore
@@ -85,22 +86,7 @@ def certmatch_sessions(pytestconfig: pytest.Config) -> Callable[..., list[Diagno
 
 def describe_failure(d: Diagnosis) -> str:
     """certmatch's verdict on a session, with every cause's explanation, fix and citations."""
-    f = d.facts
-    sni = f.sni if f.sni is not None else "none"
-    lines = [
-        (
-            f"certmatch: session {f.id} ({f.protocol}, {f.tls_kind} TLS to {f.server_address}): "
-            f"the client asked for {f.requested_host!r} ({f.requested_host_source}, SNI {sni}); "
-            f"the certificate names {', '.join(d.presented_names) or 'nothing'}: {d.verdict}"
-        ),
-    ]
-    for finding in d.findings:
-        lines.append(f"[{finding.id}] {finding.cause.title}")
-        lines.append(f"  why: {finding.explanation}")
-        lines.append(f"  fix: {finding.fix}")
-        if finding.cause.citations:
-            lines.append("  see: " + "; ".join(str(c) for c in finding.cause.citations))
-    return "\n".join(lines)
+    return report.describe(d)
 
 
 def assert_names_match(d: Diagnosis, *, allow: Iterable[str] = ()) -> None:
