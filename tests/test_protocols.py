@@ -20,6 +20,10 @@ pytestmark = pytest.mark.pure
         (b"200 news.example.test InterNetNews NNRP server ready\r\n", "nntp"),
         (b"201 no posting\r\n", "nntp"),
         (b"220 ProFTPD FTP server ready\r\n", "unknown"),
+        (b"* ok lower-case is still IMAP\r\n", "imap"),
+        (b"* OKAY\r\n", "unknown"),
+        (b"* OK", "imap"),  # a line without its end is judged as far as it goes
+        (b"200 news\r\n220 FTP on the second line\r\n", "nntp"),
         (b"HTTP/1.1 200 OK\r\n", "unknown"),
         (b"", "unknown"),
     ],
@@ -33,9 +37,30 @@ def test_ldap_client_speaks_first_with_a_ber_sequence():
     assert protocols.protocol_from_client_data(b"a LOGIN") == "unknown"
 
 
+def test_one_port_table_gives_each_port_one_protocol():
+    seen: dict[int, str] = {}
+    for name, ports in protocols.PORTS.items():
+        assert not ports.implicit_tls & ports.starttls, name
+        for port in ports.all:
+            assert port not in seen, f"{port} is both {seen[port]} and {name}"
+            seen[port] = name
+            assert protocols.protocol_from_port(port) == name
+    assert protocols.STARTTLS_PROTOCOLS == ("smtp", "submission", "imap", "pop3", "ldap", "nntp")
+    assert protocols.is_starttls_port("ldap", 389) and protocols.is_starttls_port("ldap", 3268)
+    assert not protocols.is_starttls_port("ldap", 636)  # implicit TLS
+    assert not protocols.is_starttls_port("imap", 389)
+    assert not protocols.is_starttls_port("gopher", 70)
+    assert not protocols.is_starttls_port("ldap", None)
+
+
 def test_port_and_refinement():
     assert protocols.protocol_from_port(993) == "imap"
     assert protocols.protocol_from_port(465) == "submission"
+    assert protocols.protocol_from_port(587) == "submission"
+    assert protocols.protocol_from_port(143) == "imap"
+    assert protocols.protocol_from_port(3269) == "ldap"
+    assert protocols.protocol_from_port(433) == "nntp"
+    assert protocols.protocol_from_port(24) == "unknown"  # LMTP has no port of its own
     assert protocols.protocol_from_port(10993) == "unknown"
     assert protocols.protocol_from_port(None) == "unknown"
     assert protocols.refine_protocol("submission", "smtp") == "submission"

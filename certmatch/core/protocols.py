@@ -1,81 +1,105 @@
-"""Recognise the mail protocol of a session from its port, greeting and ClientHello.
+"""The mail protocols certmatch knows: their ports, their greetings, their ClientHellos.
 
-Pure functions over bytes and numbers, so the capture addon stays thin.
-Only a protocol name ever leaves this module: greeting bytes are looked
-at, never stored.
+One vocabulary for the capture addon (which labels a session) and the
+STARTTLS detection (which picks a state machine). Pure functions over bytes
+and numbers. Only a protocol name ever leaves this module: greeting bytes
+are looked at, never stored.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
-# Well-known ports, implicit TLS and STARTTLS alike (IANA service names).
-PORT_PROTOCOLS: dict[int, str] = {
-    993: "imap",
-    143: "imap",
-    995: "pop3",
-    110: "pop3",
-    465: "submission",
-    587: "submission",
-    25: "smtp",
-    636: "ldap",
-    389: "ldap",
-    3269: "ldap",
-    3268: "ldap",
-    563: "nntp",
-    119: "nntp",
-    433: "nntp",
+from certmatch.core.ldap_ber import SEQUENCE
+
+
+@dataclass(frozen=True)
+class WellKnownPorts:
+    """The ports IANA assigns a protocol: with TLS from the first byte, and with STARTTLS."""
+
+    implicit_tls: frozenset[int]
+    starttls: frozenset[int]
+
+    @property
+    def all(self) -> frozenset[int]:
+        return self.implicit_tls | self.starttls
+
+
+def _ports(implicit_tls: tuple[int, ...], starttls: tuple[int, ...]) -> WellKnownPorts:
+    return WellKnownPorts(frozenset(implicit_tls), frozenset(starttls))
+
+
+# Every protocol upgrades with STARTTLS (RFC 3207, RFC 8314, RFC 2595, RFC 4513, RFC 4642),
+# in this order, which is the order the proxy's --set certmatch_starttls choices list them.
+PORTS: dict[str, WellKnownPorts] = {
+    "smtp": _ports(implicit_tls=(), starttls=(25,)),
+    "submission": _ports(implicit_tls=(465,), starttls=(587,)),
+    "imap": _ports(implicit_tls=(993,), starttls=(143,)),
+    "pop3": _ports(implicit_tls=(995,), starttls=(110,)),
+    "ldap": _ports(implicit_tls=(636, 3269), starttls=(389, 3268)),  # 3268/9: global catalog
+    "nntp": _ports(implicit_tls=(563,), starttls=(119, 433)),
 }
 
-IMPLICIT_TLS_PORTS = frozenset({993, 995, 465, 636, 563, 3269})
+STARTTLS_PROTOCOLS: tuple[str, ...] = tuple(name for name, ports in PORTS.items() if ports.starttls)
 
-_SMTP_GREETING = re.compile(rb"^220[ -][^\r\n]*", re.IGNORECASE)
-_NNTP_GREETING = re.compile(rb"^20[01][ -]")
+_PROTOCOL_OF_PORT: dict[int, str] = {
+    port: name for name, ports in PORTS.items() for port in ports.all
+}
+
+# A greeting is recognised by its first line, read case-insensitively.
+_GREETINGS: tuple[tuple[str, re.Pattern[bytes]], ...] = (
+    ("imap", re.compile(rb"\* (OK|PREAUTH)\b")),  # RFC 9051 §7.1
+    ("pop3", re.compile(rb"\+OK")),  # RFC 1939 §4
+    ("nntp", re.compile(rb"20[01][ -]")),  # RFC 3977 §5.1
+    ("smtp", re.compile(rb"220[ -]")),  # RFC 5321 §4.2; FTP greets with 220 too
+)
 
 
 def protocol_from_port(port: int | None) -> str:
-    """The protocol usually served on ``port``, or ``unknown``."""
+    """The protocol usually served on ``port``, implicit TLS or STARTTLS, or ``unknown``."""
     if port is None:
         return "unknown"
-    return PORT_PROTOCOLS.get(port, "unknown")
+    return _PROTOCOL_OF_PORT.get(port, "unknown")
+
+
+def is_starttls_port(protocol: str, port: int | None) -> bool:
+    """True when ``port`` is where ``protocol`` is served in plaintext, to be upgraded."""
+    return protocol in PORTS and port in PORTS[protocol].starttls
 
 
 def protocol_from_server_greeting(data: bytes) -> str:
-    """The protocol whose server greeting ``data`` starts with, or ``unknown``."""
-    head = data[:512]
-    if head.startswith((b"* OK", b"* PREAUTH")):
-        return "imap"
-    if head.startswith(b"+OK"):
-        return "pop3"
-    if _NNTP_GREETING.match(head):
-        return "nntp"
-    match = _SMTP_GREETING.match(head)
-    if match:
-        line = match.group(0).upper()
-        if b"FTP" in line:
-            return "unknown"
-        return "smtp"
+    """The protocol whose server greeting is the first line of ``data``, or ``unknown``.
+
+    A line without its end is judged as far as it goes.
+    """
+    line = data.split(b"\n", 1)[0].upper()
+    for protocol, greeting in _GREETINGS:
+        if greeting.match(line):
+            if protocol == "smtp" and b"FTP" in line:
+                return "unknown"
+            return protocol
     return "unknown"
 
 
 def protocol_from_client_data(data: bytes) -> str:
     """The protocol of a client that speaks first; only LDAP (a BER SEQUENCE) is recognised."""
-    if len(data) >= 2 and data[0] == 0x30:
+    if len(data) >= 2 and data[0] == SEQUENCE:
         return "ldap"
     return "unknown"
 
 
-def refine_protocol(by_port: str, greeting_guess: str) -> str:
+def refine_protocol(by_port: str, seen: str) -> str:
     """Combine the port's protocol with what the traffic showed.
 
-    The traffic wins when it is recognisable, except that an SMTP greeting
-    on a submission port stays ``submission``.
+    The traffic wins when it is recognisable, except that SMTP on a
+    submission port stays ``submission``.
     """
-    if greeting_guess == "unknown":
+    if seen == "unknown":
         return by_port
-    if greeting_guess == "smtp" and by_port == "submission":
+    if seen == "smtp" and by_port == "submission":
         return "submission"
-    return greeting_guess
+    return seen
 
 
 _TLS_VERSION_NAMES = {
