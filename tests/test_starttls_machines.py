@@ -6,16 +6,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from certmatch.core import causes
+from certmatch.core import causes, ldap_ber, protocols
 from certmatch.core.facts import SessionFacts, StartTlsFacts
 from certmatch.core.starttls import (
     ACCEPTED,
     FAILED,
     GREETING,
+    MACHINES,
     NEEDS_MORE,
     PLAINTEXT,
     REFUSED,
     REQUESTED,
+    STARTTLS_PROTOCOLS,
     Relay,
     StartTlsMachine,
     detect_protocol,
@@ -90,27 +92,21 @@ UPGRADES = {
 }
 
 
-# -- BER helpers for LDAP --------------------------------------------------------------
+# -- LDAP messages, built with the one codec (tests/test_ldap_ber.py checks it byte for byte) --
 
-
-def tlv(tag: int, content: bytes) -> bytes:
-    n = len(content)
-    if n < 0x80:
-        return bytes([tag, n]) + content
-    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([tag, 0x80 | len(raw)]) + raw + content
+tlv = ldap_ber.encode
 
 
 def ldap_message(message_id: int, op: bytes) -> bytes:
-    return tlv(0x30, tlv(0x02, bytes([message_id])) + op)
+    return tlv(ldap_ber.SEQUENCE, ldap_ber.encode_integer(message_id) + op)
 
 
-STARTTLS_REQUEST = ldap_message(1, tlv(0x77, tlv(0x80, b"1.3.6.1.4.1.1466.20037")))
+STARTTLS_REQUEST = ldap_ber.extended_request(1, ldap_ber.STARTTLS_OID).encode()
 
 
 def extended_response(message_id: int, code: int, message: bytes = b"") -> bytes:
-    body = tlv(0x0A, bytes([code])) + tlv(0x04, b"") + tlv(0x04, message)
-    return ldap_message(message_id, tlv(0x78, body))
+    operation = ldap_ber.Operation.EXTENDED_RESPONSE
+    return ldap_ber.result(message_id, operation, code, message.decode()).encode()
 
 
 def simple_bind(message_id: int, password: bytes) -> bytes:
@@ -306,7 +302,7 @@ def test_ldap_root_dse_supported_extension_decides_offered() -> None:
         return ldap_message(2, tlv(0x64, tlv(0x04, b"") + tlv(0x30, attribute)))
 
     with_it = make_machine("ldap")
-    talk(with_it, ("s", root_dse([b"1.3.6.1.4.1.1466.20037", b"1.3.6.1.4.1.4203.1.11.1"])))
+    talk(with_it, ("s", root_dse([ldap_ber.STARTTLS_OID, b"1.3.6.1.4.1.4203.1.11.1"])))
     without = make_machine("ldap")
     talk(without, ("s", root_dse([b"1.3.6.1.4.1.4203.1.11.1"])))
     assert (with_it.facts.server_offered, without.facts.server_offered) == (True, False)
@@ -544,6 +540,34 @@ def test_detect_protocol_forced_mode_takes_any_plaintext_but_not_tls() -> None:
     assert detect_protocol(2000, b"", b"x", "pop3") == "pop3"
     assert detect_protocol(587, b"", b"", "smtp") == "submission"
     assert detect_protocol(2000, b"", b"\x16\x03\x01", "imap") is None
+
+
+@pytest.mark.parametrize(
+    "greeting",
+    [
+        b"* OK ready\r\n",
+        b"* ok ready\r\n",
+        b"* PREAUTH hi\r\n",
+        b"* OKAY\r\n",
+        b"+OK\r\n",
+        b"200 news\r\n",
+        b"220 mx ESMTP\r\n",
+        b"220 ProFTPD FTP\r\n",
+        b"SSH-2.0-x\r\n",
+    ],
+)
+@pytest.mark.parametrize("port", [None, 25, 143, 587, 10000])
+def test_detection_and_the_capture_label_read_greetings_alike(greeting: bytes, port) -> None:
+    """One vocabulary: the protocol a STARTTLS machine is picked for is the session's label."""
+    seen = protocols.protocol_from_server_greeting(greeting)
+    label = protocols.refine_protocol(protocols.protocol_from_port(port), seen)
+    assert detect_protocol(port, greeting, b"") == (None if seen == "unknown" else label)
+
+
+def test_every_starttls_protocol_has_a_machine() -> None:
+    assert tuple(MACHINES) == STARTTLS_PROTOCOLS
+    for protocol in STARTTLS_PROTOCOLS:
+        assert make_machine(protocol).protocol == protocol
 
 
 # -- causes and findings ------------------------------------------------------------------

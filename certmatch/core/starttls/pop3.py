@@ -1,0 +1,76 @@
+"""The STARTTLS machine for POP3 (RFC 2595 §4, RFC 2449)."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from certmatch.core.starttls.machine import (
+    GREETING,
+    REQUESTED,
+    StartTlsMachine,
+    describe,
+    line_verb,
+    line_words,
+    sasl_mechanism,
+)
+
+
+class Pop3Machine(StartTlsMachine):
+    """POP3 (RFC 2595 §4, RFC 2449): CAPA with STLS, ``STLS``, ``+OK``."""
+
+    protocol = "pop3"
+    upgrade_command = "STLS"
+    _MULTILINE = frozenset({"CAPA", "RETR", "TOP"})  # plus LIST and UIDL without an argument
+
+    def __init__(self, protocol: str | None = None) -> None:
+        super().__init__(protocol)
+        self._pending: deque[tuple[str, bool]] = deque()  # (verb, has arguments)
+        self._multiline_verb: str | None = None  # reading a multi-line response to this
+        self._capa_stls = False
+        self._in_auth = False  # SASL exchange: client lines are responses, not commands
+
+    def _on_client(self, unit: bytes, is_line: bool) -> None:
+        if not is_line or self._in_auth:
+            return
+        words = line_words(unit)
+        verb = line_verb(unit)
+        self._pending.append((verb, len(words) > 1))
+        if verb == "STLS":
+            self._request()
+        elif verb in ("USER", "PASS", "APOP"):
+            self._plaintext_auth(verb)
+        elif verb == "AUTH" and len(words) > 1:
+            self._plaintext_auth(f"AUTH {sasl_mechanism(words[1])}".strip())
+            self._in_auth = True
+
+    def _on_server(self, unit: bytes, is_line: bool) -> None:
+        if not is_line:
+            return
+        line = unit.rstrip(b"\r\n")
+        if self._multiline_verb is not None:
+            if line == b".":
+                if self._multiline_verb == "CAPA":
+                    self._offered(self._capa_stls)
+                self._multiline_verb = None
+            elif self._multiline_verb == "CAPA" and line_words(line)[:1] == [b"STLS"]:
+                self._capa_stls = True
+            return
+        positive = line.startswith(b"+OK")
+        if not positive and not line.startswith(b"-ERR"):
+            if line == b"+" or line.startswith(b"+ "):
+                return  # a SASL challenge; the AUTH command is still pending
+            if self.phase in (GREETING, REQUESTED):
+                self._fail(f"the server sent {describe(unit)}, which is not a POP3 reply")
+            return
+        if self._awaiting_greeting:
+            self._greeted()
+            return
+        verb, has_args = self._pending.popleft() if self._pending else ("", False)
+        if verb == "STLS":
+            self._answer(positive, line)
+        elif verb == "AUTH":
+            self._in_auth = False
+        multiline = verb in self._MULTILINE or (verb in ("LIST", "UIDL", "AUTH") and not has_args)
+        if positive and multiline:
+            self._multiline_verb = verb
+            self._capa_stls = False
