@@ -33,11 +33,22 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
+from certmatch.core import ldap_ber
+from certmatch.core.facts import PROTOCOLS
+from certmatch.core.ldap_ber import (
+    OCTET_STRING,
+    RESPONSE_NAME,
+    SEQUENCE,
+    SET,
+    STARTTLS_OID,
+    LdapMessage,
+    Operation,
+    encode,
+)
+
 logger = logging.getLogger("certmatch.lab.mailservers")
 
-PROTOCOLS = ("imap", "pop3", "smtp", "submission", "ldap", "nntp", "unknown")
 TLS_MODES = ("implicit", "starttls")
-STARTTLS_OID = b"1.3.6.1.4.1.1466.20037"
 
 # Every read waits at most this long: a stalled client never pins a server task.
 IDLE_TIMEOUT_S = 30.0
@@ -558,58 +569,30 @@ async def _silent(conn: _Connection) -> None:
 # -- LDAP (RFC 4511, StartTLS: RFC 4513 §3) -----------------------------------------------------
 
 
-def _ber_length(n: int) -> bytes:
-    if n < 0x80:
-        return bytes([n])
-    body = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([0x80 | len(body)]) + body
+_MAX_LDAP_MESSAGE = 1 << 20
 
 
-def _tlv(tag: int, content: bytes) -> bytes:
-    return bytes([tag]) + _ber_length(len(content)) + content
-
-
-def _ber_int(tag: int, value: int) -> bytes:
-    return _tlv(tag, value.to_bytes(max(1, (value.bit_length() + 8) // 8), "big", signed=True))
-
-
-def _parse_tlv(data: bytes, pos: int) -> tuple[int, bytes, int]:
-    """(tag, contents, position after) of the element at ``pos``; ValueError if truncated."""
-    if pos + 2 > len(data):
-        raise ValueError("truncated BER element")
-    tag, first = data[pos], data[pos + 1]
-    pos += 2
-    if first & 0x80:
-        count = first & 0x7F
-        length = int.from_bytes(data[pos : pos + count], "big")
-        pos += count
-    else:
-        length = first
-    if pos + length > len(data):
-        raise ValueError("truncated BER element")
-    return tag, data[pos : pos + length], pos + length
-
-
-async def _read_ber_message(conn: _Connection) -> bytes:
+async def _read_ldap_message(conn: _Connection) -> LdapMessage | None:
+    """The next LDAPMessage from the client; None for bytes that are not one."""
     head = await conn.read_exactly(2)
-    if head[0] != 0x30:
+    if head[0] != SEQUENCE:
         raise EOFError  # not an LDAPMessage: nothing sensible to answer
-    length = head[1]
-    extra = b""
-    if length & 0x80:
-        extra = await conn.read_exactly(length & 0x7F)
-        length = int.from_bytes(extra, "big")
-    if length > 1 << 20:
+    if head[1] & 0x80:
+        head += await conn.read_exactly(head[1] & 0x7F)
+    try:
+        parsed = ldap_ber.header(head)
+    except ldap_ber.BerError:
+        raise EOFError from None
+    if parsed is None or parsed[2] > _MAX_LDAP_MESSAGE:
         raise EOFError
-    return head + extra + await conn.read_exactly(length)
+    return ldap_ber.decode_message(head + await conn.read_exactly(parsed[2]))
 
 
-def _ldap_result(message_id: int, tag: int, code: int, text: str = "", extra: bytes = b"") -> bytes:
-    body = _ber_int(0x0A, code) + _tlv(0x04, b"") + _tlv(0x04, text.encode()) + extra
-    return _tlv(0x30, _ber_int(0x02, message_id) + _tlv(tag, body))
+def _send(conn: _Connection, message: LdapMessage) -> None:
+    conn.writer.write(message.encode())
 
 
-def _ldap_entry(message_id: int, dn: bytes) -> bytes:
+def _ldap_entry(message_id: int, dn: bytes) -> LdapMessage:
     attributes = {
         b"objectClass": [b"top", b"inetOrgPerson"],
         b"cn": [b"Demo User"],
@@ -617,61 +600,57 @@ def _ldap_entry(message_id: int, dn: bytes) -> bytes:
         b"mail": [b"demo@example.test"],
     }
     encoded = b"".join(
-        _tlv(0x30, _tlv(0x04, name) + _tlv(0x31, b"".join(_tlv(0x04, v) for v in values)))
+        encode(
+            SEQUENCE,
+            encode(OCTET_STRING, name)
+            + encode(SET, b"".join(encode(OCTET_STRING, v) for v in values)),
+        )
         for name, values in attributes.items()
     )
-    body = _tlv(0x04, dn) + _tlv(0x30, encoded)
-    return _tlv(0x30, _ber_int(0x02, message_id) + _tlv(0x64, body))
+    body = encode(OCTET_STRING, dn) + encode(SEQUENCE, encoded)
+    return LdapMessage(message_id, Operation.SEARCH_RESULT_ENTRY, body)
 
 
 async def _ldap(conn: _Connection) -> None:
     while True:
-        message = await _read_ber_message(conn)
-        try:
-            _tag, content, _ = _parse_tlv(message, 0)
-            _tag, raw_id, pos = _parse_tlv(content, 0)
-            op_tag, op, _ = _parse_tlv(content, pos)
-        except ValueError:
+        message = await _read_ldap_message(conn)
+        if message is None:
             return
-        message_id = int.from_bytes(raw_id, "big", signed=True)
-        writer = conn.writer
-        if op_tag == 0x60:  # BindRequest
+        message_id, op = message.message_id, message.content
+        if message.operation == Operation.BIND_REQUEST:
             if conn.may_upgrade and _simple_bind_password(op):
-                writer.write(
-                    _ldap_result(message_id, 0x61, 13, "Use StartTLS before a simple bind")
-                )
+                text = "Use StartTLS before a simple bind"
+                _send(conn, ldap_ber.result(message_id, Operation.BIND_RESPONSE, 13, text))
             else:
-                writer.write(_ldap_result(message_id, 0x61, 0))
-        elif op_tag == 0x63:  # SearchRequest
-            _t, base, _ = _parse_tlv(op, 0)
-            writer.write(_ldap_entry(message_id, base or b"uid=demo,dc=example,dc=test"))
-            writer.write(_ldap_result(message_id, 0x65, 0))
-        elif op_tag == 0x77:  # ExtendedRequest
-            _t, oid, _ = _parse_tlv(op, 0)
-            if oid == STARTTLS_OID and conn.may_upgrade:
-                writer.write(_ldap_result(message_id, 0x78, 0, extra=_tlv(0x8A, STARTTLS_OID)))
-                await writer.drain()
+                _send(conn, ldap_ber.result(message_id, Operation.BIND_RESPONSE, 0))
+        elif message.operation == Operation.SEARCH_REQUEST:
+            fields = ldap_ber.children_or_none(op)
+            base = fields[0][1] if fields else b""
+            _send(conn, _ldap_entry(message_id, base or b"uid=demo,dc=example,dc=test"))
+            _send(conn, ldap_ber.result(message_id, Operation.SEARCH_RESULT_DONE, 0))
+        elif message.operation == Operation.EXTENDED_REQUEST:
+            if ldap_ber.extended_request_name(op) == STARTTLS_OID and conn.may_upgrade:
+                name = encode(RESPONSE_NAME, STARTTLS_OID)
+                _send(conn, ldap_ber.result(message_id, Operation.EXTENDED_RESPONSE, 0, extra=name))
+                await conn.writer.drain()
                 await conn.upgrade()
                 continue
-            writer.write(_ldap_result(message_id, 0x78, 2, "unsupported extended operation"))
-        elif op_tag == 0x42:  # UnbindRequest
+            text = "unsupported extended operation"
+            _send(conn, ldap_ber.result(message_id, Operation.EXTENDED_RESPONSE, 2, text))
+        elif message.operation == Operation.UNBIND_REQUEST:
             return
-        elif op_tag == 0x50:  # AbandonRequest: no response by definition
-            continue
+        elif message.operation == Operation.ABANDON_REQUEST:
+            continue  # no response by definition
         else:
-            writer.write(_ldap_result(message_id, 0x78, 2, "operation not supported"))
-        await writer.drain()
+            text = "operation not supported"
+            _send(conn, ldap_ber.result(message_id, Operation.EXTENDED_RESPONSE, 2, text))
+        await conn.writer.drain()
 
 
 def _simple_bind_password(op: bytes) -> bool:
     """True if a BindRequest carries a non-empty simple password (credentials in plaintext)."""
-    try:
-        _t, _version, pos = _parse_tlv(op, 0)
-        _t, _name, pos = _parse_tlv(op, pos)
-        tag, password, _ = _parse_tlv(op, pos)
-    except ValueError:
-        return False
-    return tag == 0x80 and bool(password)
+    fields = ldap_ber.children_or_none(op)  # version, name, authentication
+    return len(fields) >= 3 and fields[2][0] == 0x80 and bool(fields[2][1])
 
 
 _DIALOGUES: dict[str, Callable[[_Connection], Awaitable[None]]] = {

@@ -16,10 +16,10 @@ import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from certmatch.core import ldap_ber
 from certmatch.core.facts import SniProbe
 
-# An LDAP ExtendedRequest for StartTLS (RFC 4511 §4.14.1), message id 1.
-_LDAP_STARTTLS = bytes.fromhex("301d02010177188016") + b"1.3.6.1.4.1.1466.20037"
+_MAX_LDAP_REPLY = 64 * 1024  # an ExtendedResponse is a few dozen bytes; more is not one
 
 
 # Probes run in their own small pool: a slow server must never tie up the
@@ -99,7 +99,7 @@ def _upgrade(sock: socket.socket, protocol: str, deadline: float) -> None:
         sock.sendall(b"STARTTLS\r\n")
         reader.expect(b"382")
     elif protocol == "ldap":
-        sock.sendall(_LDAP_STARTTLS)
+        sock.sendall(ldap_ber.extended_request(1, ldap_ber.STARTTLS_OID).encode())
         _ldap_result(reader)
     else:
         raise ValueError(f"no STARTTLS dialogue for protocol {protocol!r}")
@@ -146,15 +146,18 @@ class _Lines:
 
 
 def _ldap_result(reader: _Lines) -> None:
-    data = b""
-    while len(data) < 2 or len(data) < 2 + data[1]:
+    """Read the server's ExtendedResponse to StartTLS (RFC 4511 §4.14.2); raise unless success."""
+    data = reader.byte() + reader.byte()
+    while (head := ldap_ber.header(data)) is None:  # a long-form length: up to 4 more bytes
         data += reader.byte()
-        if len(data) >= 2 and data[1] & 0x80:
-            raise ValueError("the LDAP server sent a reply longer than this probe reads")
-    marker = data.find(b"\x0a\x01")  # resultCode, an ENUMERATED of one byte
-    code = data[marker + 2] if 0 <= marker < len(data) - 2 else None
-    if code != 0:
-        raise _Refused(f"LDAP resultCode {code if code is not None else 'missing'}")
+    if head[2] > _MAX_LDAP_REPLY:
+        raise ValueError("the LDAP server sent a reply longer than this probe reads")
+    for _ in range(head[2]):
+        data += reader.byte()
+    message = ldap_ber.decode_message(data)
+    result = ldap_ber.decode_result(message.content) if message else None
+    if result is None or result.code != 0:
+        raise _Refused(f"LDAP resultCode {result.code if result is not None else 'missing'}")
 
 
 def _text(line: bytes) -> str:
