@@ -204,7 +204,7 @@ def test_every_cause_renders_without_missing_template_fields(ca):
     inter, _ = ca
     leaf = pki.issue_leaf(inter, dns=["mail.example.test"])
     base = facts(b64(leaf), "mail.example.test")
-    from certmatch.core.diagnosis import _finding
+    from certmatch.core.findings import _finding
 
     for cause in causes.CAUSES.values():
         finding = _finding(cause, base, ("mail.example.test",), "detail", "pattern", None)

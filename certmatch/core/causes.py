@@ -12,6 +12,12 @@ rule-level reason from the identity or trust check, ``pattern`` the
 offending certificate name (wildcard, NUL name) if any, ``probe_names``
 the names on the certificate the server sends when asked by name,
 ``candidates`` certificate names a client could use instead.
+
+Each cause names what raises it (``raised_by``): identity rules, trust
+problems, STARTTLS findings and the session rules of the diagnosis, all
+enums whose members say which function decides them. Every rule is bound to
+exactly one cause, and :func:`cause_of` is the one way from a rule to its
+cause: from a cause id to the function that raises it is one hop.
 """
 
 from __future__ import annotations
@@ -19,7 +25,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from certmatch.core.identity import IdentityRule
+from certmatch.core.session_rules import SessionRule
+from certmatch.core.starttls_findings import StartTlsFinding
+from certmatch.core.trust import TrustProblemId
+
 Severity = Literal["security", "failure", "warning"]
+
+# Anything that can raise a cause.
+Rule = IdentityRule | TrustProblemId | StartTlsFinding | SessionRule
+RULE_TYPES: tuple[type[Rule], ...] = (IdentityRule, TrustProblemId, StartTlsFinding, SessionRule)
 
 
 @dataclass(frozen=True)
@@ -37,12 +52,17 @@ class Citation:
 
 @dataclass(frozen=True)
 class Cause:
+    """Why a client rejects a certificate, explained, with a fix and the standards cited."""
+
     id: str
     title: str
     severity: Severity
     explanation: str
     fix: str
     citations: tuple[Citation, ...]
+    # The rules bound to this cause, the one that decides it first. An identity rule that
+    # accepts names (exact, wildcard, ip-match) is bound to the cause of finding no match.
+    raised_by: tuple[Rule, ...] = ()
 
 
 KB_Q198564 = Citation(
@@ -85,6 +105,7 @@ _CATALOGUE: tuple[Cause, ...] = (
             RFC6125_DNS,
             RFC9525_DNS,
         ),
+        raised_by=(IdentityRule.NUL_IN_NAME,),
     ),
     Cause(
         "starttls-injection",
@@ -107,6 +128,7 @@ _CATALOGUE: tuple[Cause, ...] = (
             ),
             RFC3207,
         ),
+        raised_by=(StartTlsFinding.INJECTION,),
     ),
     Cause(
         "plaintext-auth",
@@ -116,7 +138,8 @@ _CATALOGUE: tuple[Cause, ...] = (
         "Make the client require TLS before it authenticates (a 'STARTTLS required' or 'SSL/TLS' "
         "setting, not 'if available'), and make the server refuse authentication on an "
         "unencrypted connection. Change the password that was exposed.",
-        (RFC8314, RFC2595_3, RFC3207),
+        (RFC8314, RFC2595_3, RFC2595_4, RFC3207),
+        raised_by=(StartTlsFinding.PLAINTEXT_AUTH,),
     ),
     Cause(
         "starttls-not-offered",
@@ -127,7 +150,8 @@ _CATALOGUE: tuple[Cause, ...] = (
         "Enable STARTTLS on the server at {server} (give it a certificate and key), or configure "
         "the client with the server's implicit-TLS port. If the server does offer it elsewhere, "
         "something on the path may be stripping the capability.",
-        (RFC3207, RFC2595_3, RFC4513_3, RFC4642),
+        (RFC3207, RFC2595_3, RFC2595_4, RFC4513_3, RFC4642),
+        raised_by=(StartTlsFinding.NOT_OFFERED,),
     ),
     Cause(
         "starttls-refused",
@@ -137,7 +161,8 @@ _CATALOGUE: tuple[Cause, ...] = (
         "certificate.",
         "Check the server's TLS configuration at {server} (certificate and key readable, TLS "
         "enabled on this listener) and its log for why the upgrade failed.",
-        (RFC3207, RFC2595_3, RFC4513_3, RFC4642),
+        (RFC3207, RFC2595_3, RFC2595_4, RFC4513_3, RFC4642),
+        raised_by=(StartTlsFinding.REFUSED,),
     ),
     Cause(
         "starttls-not-requested",
@@ -147,7 +172,8 @@ _CATALOGUE: tuple[Cause, ...] = (
         "client sent, commands and any credentials, crossed the network unencrypted.",
         "Set the client's connection security to STARTTLS ('required', not 'if available'), or "
         "use the server's implicit-TLS port.",
-        (RFC8314, RFC3207, RFC2595_3, RFC4513_3, RFC4642),
+        (RFC8314, RFC3207, RFC2595_3, RFC2595_4, RFC4513_3, RFC4642),
+        raised_by=(StartTlsFinding.NOT_REQUESTED,),
     ),
     Cause(
         "invalid-reference",
@@ -157,6 +183,7 @@ _CATALOGUE: tuple[Cause, ...] = (
         "({detail}). No certificate can match it.",
         "Configure the client with the server's plain host name: no port, no scheme, no spaces.",
         (RFC9525_DNS, Citation("RFC 1123", "§2.1", "host name syntax")),
+        raised_by=(IdentityRule.INVALID_REFERENCE,),
     ),
     Cause(
         "upstream-unreachable",
@@ -166,6 +193,7 @@ _CATALOGUE: tuple[Cause, ...] = (
         "Check the server address and port the client uses, that the name resolves, and that the "
         "server is running and reachable from the machine running certmatch.",
         (),
+        raised_by=(SessionRule.UPSTREAM_UNREACHABLE,),
     ),
     Cause(
         "upstream-tls-failed",
@@ -176,6 +204,10 @@ _CATALOGUE: tuple[Cause, ...] = (
         "Check that the port speaks implicit TLS (not STARTTLS or plaintext) and that the server "
         "and client share a TLS version and cipher.",
         (Citation("RFC 8314", "§3", "implicit TLS for mail"),),
+        raised_by=(
+            SessionRule.UPSTREAM_TLS_FAILED,
+            TrustProblemId.NO_CERTIFICATE,
+        ),
     ),
     Cause(
         "malformed-certificate",
@@ -185,6 +217,10 @@ _CATALOGUE: tuple[Cause, ...] = (
         "Reissue or re-export the certificate; check the server's certificate file is PEM and "
         "complete.",
         (Citation("RFC 5280", "§4.1", "certificate structure"),),
+        raised_by=(
+            SessionRule.MALFORMED_CERTIFICATE,
+            TrustProblemId.MALFORMED_CERTIFICATE,
+        ),
     ),
     Cause(
         "no-sni-default-certificate",
@@ -197,6 +233,7 @@ _CATALOGUE: tuple[Cause, ...] = (
         "and use a host name, not an IP address), or make the server's default certificate "
         "cover {requested}.",
         (RFC6066_SNI, RFC7817, KB_Q198564),
+        raised_by=(SessionRule.NO_SNI_DEFAULT_CERTIFICATE,),
     ),
     Cause(
         "ip-not-in-certificate",
@@ -214,6 +251,13 @@ _CATALOGUE: tuple[Cause, ...] = (
             RFC6066_SNI,
             KB_Q198564,
         ),
+        raised_by=(
+            IdentityRule.IP_MISMATCH,
+            IdentityRule.IP_AS_DNS_NAME,
+            IdentityRule.IP_IN_CN,
+            IdentityRule.REFERENCE_IS_IP,
+            IdentityRule.IP_MATCH,
+        ),
     ),
     Cause(
         "mail-domain-not-server",
@@ -225,6 +269,7 @@ _CATALOGUE: tuple[Cause, ...] = (
         "Configure the client with the server host name {candidates} (what DNS points mail to), "
         "or add {requested} to the certificate's subjectAltName.",
         (RFC7817, Citation("RFC 6186", "§4", "SRV-located servers"), KB_Q198564),
+        raised_by=(SessionRule.MAIL_DOMAIN_NOT_SERVER,),
     ),
     Cause(
         "wildcard-too-deep",
@@ -235,6 +280,7 @@ _CATALOGUE: tuple[Cause, ...] = (
         "Add {requested} to the certificate's subjectAltName (or a wildcard one level deeper), or "
         "configure the client with a name one label below the wildcard's domain.",
         (RFC6125_WILDCARD, RFC9525_DNS, Citation("RFC 4513", "§3.1.3.1"), RFC7817),
+        raised_by=(IdentityRule.WILDCARD_TOO_DEEP,),
     ),
     Cause(
         "wildcard-apex",
@@ -249,6 +295,7 @@ _CATALOGUE: tuple[Cause, ...] = (
             Citation("RFC 2595", "§2.4", "'*.example.com' does not match 'example.com'"),
             RFC9525_DNS,
         ),
+        raised_by=(IdentityRule.WILDCARD_APEX,),
     ),
     Cause(
         "wildcard-partial",
@@ -260,6 +307,10 @@ _CATALOGUE: tuple[Cause, ...] = (
         "Replace {pattern} with the full names or with a whole-label wildcard, and include "
         "{requested}.",
         (RFC9525_DNS, RFC7817, RFC6125_WILDCARD),
+        raised_by=(
+            IdentityRule.WILDCARD_PARTIAL,
+            IdentityRule.WILDCARD_NOT_LEFTMOST,
+        ),
     ),
     Cause(
         "wildcard-public-suffix",
@@ -268,6 +319,7 @@ _CATALOGUE: tuple[Cause, ...] = (
         "The certificate carries {pattern}, a wildcard directly on a public suffix. {detail}",
         "Obtain a certificate for {requested}; no client should accept this wildcard.",
         (RFC9525_DNS, RFC6125_WILDCARD),
+        raised_by=(IdentityRule.WILDCARD_PUBLIC_SUFFIX,),
     ),
     Cause(
         "cn-ignored-san-present",
@@ -279,6 +331,7 @@ _CATALOGUE: tuple[Cause, ...] = (
         "Reissue the certificate with {requested} in its subjectAltName (the CN, if any, should "
         "repeat one of the SAN names).",
         (RFC6125_CN, RFC9525_CHANGES, KB_Q198564),
+        raised_by=(IdentityRule.CN_IGNORED_SAN_PRESENT,),
     ),
     Cause(
         "cn-only-legacy",
@@ -290,6 +343,7 @@ _CATALOGUE: tuple[Cause, ...] = (
         "recent clients) reject it.",
         "Reissue the certificate with a subjectAltName containing {requested}.",
         (RFC6125_CN, RFC7817, RFC9525_CHANGES),
+        raised_by=(IdentityRule.CN_ONLY_LEGACY,),
     ),
     Cause(
         "idn-form",
@@ -305,6 +359,10 @@ _CATALOGUE: tuple[Cause, ...] = (
             RFC9525_DNS,
             Citation("RFC 5891"),
         ),
+        raised_by=(
+            IdentityRule.IDN_FORM,
+            IdentityRule.WILDCARD_IDN,
+        ),
     ),
     Cause(
         "trailing-dot",
@@ -315,6 +373,7 @@ _CATALOGUE: tuple[Cause, ...] = (
         "not carry it.",
         "Remove the trailing dot from the server name in the client's settings.",
         (RFC6066_SNI, RFC6125_DNS),
+        raised_by=(IdentityRule.TRAILING_DOT,),
     ),
     Cause(
         "name-not-in-certificate",
@@ -328,6 +387,14 @@ _CATALOGUE: tuple[Cause, ...] = (
         "DNS, and the name in the certificate. Either configure the client with one of {names}, "
         "or install a certificate whose subjectAltName includes {requested}.",
         (KB_Q198564, RFC7817, RFC6125_DNS, RFC9525_DNS),
+        raised_by=(
+            SessionRule.NAME_NOT_IN_CERTIFICATE,
+            IdentityRule.DIFFERENT_NAME,
+            IdentityRule.EXACT,
+            IdentityRule.WILDCARD,
+            IdentityRule.REFERENCE_IS_DNS,
+            IdentityRule.INVALID_NAME,
+        ),
     ),
     Cause(
         "missing-intermediate",
@@ -338,6 +405,7 @@ _CATALOGUE: tuple[Cause, ...] = (
         "Configure the server with the full chain file (its certificate followed by the "
         "intermediates), e.g. dovecot `ssl_cert = </path/fullchain.pem`.",
         (RFC8446_CERT, RFC5246_CERT, RFC5280_PATH),
+        raised_by=(TrustProblemId.MISSING_INTERMEDIATE,),
     ),
     Cause(
         "self-signed",
@@ -348,6 +416,7 @@ _CATALOGUE: tuple[Cause, ...] = (
         "Install a certificate from a CA the clients trust. To judge names anyway, give certmatch "
         "the certificate with --ca-file.",
         (RFC5280_PATH, RFC7817),
+        raised_by=(TrustProblemId.SELF_SIGNED,),
     ),
     Cause(
         "unknown-issuer",
@@ -357,6 +426,7 @@ _CATALOGUE: tuple[Cause, ...] = (
         "Use a certificate from a CA the clients trust, or, for a private CA, install its root on "
         "the clients (and give it to certmatch with --ca-file).",
         (RFC5280_PATH, RFC7817),
+        raised_by=(TrustProblemId.UNKNOWN_ISSUER,),
     ),
     Cause(
         "wrong-order",
@@ -367,6 +437,7 @@ _CATALOGUE: tuple[Cause, ...] = (
         "Put the server's own certificate first in its certificate file, followed by each "
         "intermediate in turn.",
         (RFC5246_CERT, RFC8446_CERT),
+        raised_by=(TrustProblemId.WRONG_ORDER,),
     ),
     Cause(
         "expired",
@@ -376,6 +447,7 @@ _CATALOGUE: tuple[Cause, ...] = (
         "Renew the certificate and install it on the server. If the certificate is in fact "
         "current, check the clock of the machine that recorded the session.",
         (RFC5280_VALIDITY,),
+        raised_by=(TrustProblemId.EXPIRED,),
     ),
     Cause(
         "not-yet-valid",
@@ -385,6 +457,7 @@ _CATALOGUE: tuple[Cause, ...] = (
         "Check the clocks of the client and server machines; otherwise wait for the validity "
         "period or reissue the certificate with a correct start date.",
         (RFC5280_VALIDITY,),
+        raised_by=(TrustProblemId.NOT_YET_VALID,),
     ),
     Cause(
         "proxy-ca-not-trusted",
@@ -396,10 +469,16 @@ _CATALOGUE: tuple[Cause, ...] = (
         "Add certmatch's CA certificate (mitmproxy-ca-cert.pem in the proxy's configuration "
         "directory, ~/.mitmproxy by default) to the client's trusted certificates, then retry.",
         (Citation("mitmproxy documentation", "", "About Certificates: installing the CA"),),
+        raised_by=(SessionRule.PROXY_CA_NOT_TRUSTED,),
     ),
 )
 
 CAUSES: dict[str, Cause] = {cause.id: cause for cause in _CATALOGUE}
+
+# Rule -> its cause, keyed by type too: members of two enums may share a value.
+_BY_RULE: dict[tuple[type, Rule], Cause] = {
+    (type(rule), rule): cause for cause in _CATALOGUE for rule in cause.raised_by
+}
 
 # Which cause is primary when several hold: the order of the catalogue.
 # Security first, then "no certificate at all", then name causes from the
@@ -413,3 +492,11 @@ def get(cause_id: str) -> Cause:
         return CAUSES[cause_id]
     except KeyError:
         raise KeyError(f"unknown cause id {cause_id!r}; known: {', '.join(CAUSES)}") from None
+
+
+def cause_of(rule: Rule) -> Cause:
+    """The cause ``rule`` is bound to in the catalogue."""
+    try:
+        return _BY_RULE[(type(rule), rule)]
+    except KeyError:
+        raise KeyError(f"{type(rule).__name__}.{rule.name} is bound to no cause") from None

@@ -4,6 +4,12 @@ A session holds facts only, never verdicts: verdicts are derived when a
 recording is read, so an old recording is judged by today's rules.
 Absent values are ``None`` (JSON ``null``): "the client sent no SNI" is
 ``sni=None``, never ``""``.
+
+The fields a verdict and its causes are computed from are declared here,
+once, with field metadata (:data:`VERDICT`, :data:`CAPTURE_TIME`); everything else only fills in the prose.
+:data:`VERDICT_FIELDS` lists them and :func:`verdict_part` keeps only them,
+so the judge (:mod:`certmatch.core.judge`) decides from exactly what its
+cache key holds.
 """
 
 from __future__ import annotations
@@ -29,6 +35,12 @@ HOST_SOURCES: tuple[str, ...] = (
     "option",
     "unknown",
 )
+
+
+# Field metadata of the facts a verdict and its causes depend on: by their value, or
+# (the capture time) only through where they fall among the certificates' validity periods.
+VERDICT = {"verdict": "value"}
+CAPTURE_TIME = {"verdict": "capture-time"}
 
 
 @dataclass
@@ -61,14 +73,15 @@ class SessionFacts:
     """One TLS handshake: what the client asked for and what the server presented."""
 
     id: str
-    started: str  # ISO 8601, UTC
+    started: str = field(metadata=CAPTURE_TIME)  # ISO 8601, UTC
     client_address: str | None = None  # "ip:port"
     proxy_mode: str | None = None  # mitmproxy mode spec, e.g. "reverse:tls://host:993"
     protocol: str = "unknown"
     tls_kind: str = "implicit"
-    requested_host: str | None = None
+    requested_host: str | None = field(default=None, metadata=VERDICT)
     requested_host_source: str = "unknown"
-    sni: str | None = None  # exactly what the client sent; None = no SNI extension
+    # exactly what the client sent; None = no SNI extension
+    sni: str | None = field(default=None, metadata=VERDICT)
     client_tls_versions: list[str] = field(default_factory=list)
     client_alpn: list[str] = field(default_factory=list)
     server_address: str | None = None  # "host:port" as the proxy dialled it
@@ -76,12 +89,14 @@ class SessionFacts:
     upstream_sni: str | None = None  # what the proxy itself sent upstream
     tls_version: str | None = None
     cipher: str | None = None
-    chain: list[str] = field(default_factory=list)  # base64 DER, leaf first
-    server_error: str | None = None  # upstream connect or handshake error
-    client_error: str | None = None  # client-side handshake error (e.g. it refused our CA)
+    chain: list[str] = field(default_factory=list, metadata=VERDICT)  # base64 DER, leaf first
+    # upstream connect or handshake error
+    server_error: str | None = field(default=None, metadata=VERDICT)
+    # client-side handshake error (e.g. it refused our CA)
+    client_error: str | None = field(default=None, metadata=VERDICT)
     action: str | None = None  # "pass" or "block": what the proxy did with the session
-    sni_probe: SniProbe | None = None
-    starttls: StartTlsFacts | None = None
+    sni_probe: SniProbe | None = field(default=None, metadata=VERDICT)
+    starttls: StartTlsFacts | None = field(default=None, metadata=VERDICT)
     notes: list[str] = field(default_factory=list)  # internal problems recorded, not raised
 
     def to_json(self) -> dict[str, Any]:
@@ -106,6 +121,24 @@ class SessionFacts:
 
 
 _SESSION_FIELDS = frozenset(f.name for f in dataclasses.fields(SessionFacts))
+
+# The fields the verdict and its causes depend on, in declaration order.
+VERDICT_FIELDS: tuple[str, ...] = tuple(
+    f.name for f in dataclasses.fields(SessionFacts) if "verdict" in f.metadata
+)
+# The one field that bears on the verdict only through certificate validity.
+CAPTURE_TIME_FIELD = next(
+    f.name for f in dataclasses.fields(SessionFacts) if f.metadata.get("verdict") == "capture-time"
+)
+
+
+def verdict_part(facts: SessionFacts) -> SessionFacts:
+    """A copy of ``facts`` that keeps only the verdict fields (the others are reset).
+
+    Deciding from this copy guarantees that nothing else can change a verdict,
+    so a cache keyed on the verdict fields cannot drift from the decision.
+    """
+    return SessionFacts(id="", **{name: getattr(facts, name) for name in VERDICT_FIELDS})
 
 
 @dataclass

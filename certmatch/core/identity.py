@@ -8,6 +8,10 @@ has no dNSName at all. ``check_identity`` judges every presented
 identifier on its own, so a caller can show all of them with the rule and
 the sentence that explains each outcome.
 
+Every rule is an :class:`IdentityRule`; the catalogue
+(:mod:`certmatch.core.causes`) binds each to the one cause it bears on, and
+each member names the function that decides it.
+
 This module is pure: no network, no clock, no mitmproxy.
 """
 
@@ -17,6 +21,7 @@ import functools
 import ipaddress
 import re
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from typing import Any, Literal
 
 import idna
@@ -35,6 +40,87 @@ _MAX_LABEL = 63
 # Letters, digits, hyphen; "_" is tolerated because internal host names use it.
 _LABEL = re.compile(r"[a-z0-9_-]+\Z")
 _NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+class IdentityRule(StrEnum):
+    """A rule of the identity check; its value is what ``IdentifierCheck.rule`` shows.
+
+    As in service_identity, where each ID type names its mismatch type, each
+    rule is bound to one cause in the catalogue (``Cause.raised_by``): the
+    cause a client reports when this rule is why the name is not accepted,
+    or, for a rule that accepts a name (``exact``, ``wildcard``, ``ip-match``),
+    when nothing it accepts is on the certificate. Each member says which
+    section it rests on and, last, the function that decides it.
+    """
+
+    # -- comparing a DNS-ID (or a legacy CN-ID) with a host name ----------------------------
+    EXACT = "exact"
+    """The name equals the reference label by label, case-insensitively, in A-label form
+    (RFC 6125 §6.4.1, RFC 9525 §6.3). Decided in ``_exact_match``."""
+    WILDCARD = "wildcard"
+    """A whole-label ``*`` stands for the reference's single left-most label
+    (RFC 6125 §6.4.3, RFC 9525 §6.3, RFC 7817 §3). Decided in ``_wildcard_against``."""
+    DIFFERENT_NAME = "different-name"
+    """The name is another name than the reference (RFC 6125 §6.4.1, RFC 9525 §6.3).
+    Decided in ``_judge_name``, ``_wildcard_against``, ``_ip_written_as_name``."""
+    REFERENCE_IS_DNS = "reference-is-dns"
+    """An iPAddress never matches a host name (RFC 9525 §6.2, §6.3). Decided in ``_judge_ip``."""
+    INVALID_NAME = "invalid-name"
+    """A presented name that is not a valid DNS name or IP address as written is ignored
+    (RFC 5280 §4.2.1.6, RFC 9525 §6.3). Decided in ``_judge_name``, ``_non_ascii_dns_name``,
+    ``_judge_ip``."""
+    NUL_IN_NAME = "nul-in-name"
+    """A name with an embedded NUL or control character never matches (CVE-2009-2408 class).
+    Decided in ``_control_character``."""
+    WILDCARD_NOT_LEFTMOST = "wildcard-not-leftmost"
+    """``*`` outside the left-most label is ruled out (RFC 6125 §6.4.3, RFC 9525 §6.3).
+    Decided in ``_wildcard_defect``."""
+    WILDCARD_PARTIAL = "wildcard-partial"
+    """``*`` only as the complete left-most label (RFC 7817 §3, RFC 9525 §6.3).
+    Decided in ``_wildcard_defect``."""
+    WILDCARD_PUBLIC_SUFFIX = "wildcard-public-suffix"
+    """No wildcard directly on a public suffix (CA/Browser Forum Baseline Requirements
+    §3.2.2.6; RFC 9525 §7.1). Decided in ``_wildcard_defect``."""
+    WILDCARD_APEX = "wildcard-apex"
+    """``*.example.com`` does not cover ``example.com`` (RFC 6125 §6.4.3, RFC 9525 §6.3).
+    Decided in ``_wildcard_against``."""
+    WILDCARD_TOO_DEEP = "wildcard-too-deep"
+    """``*`` stands for exactly one label (RFC 6125 §6.4.3, RFC 9525 §6.3).
+    Decided in ``_wildcard_against``."""
+    WILDCARD_IDN = "wildcard-idn"
+    """``*`` is not matched against an internationalized label (RFC 6125 §6.4.3).
+    Decided in ``_wildcard_against``."""
+    CN_IGNORED_SAN_PRESENT = "cn-ignored-san-present"
+    """With any dNSName present, the CN is not consulted (RFC 6125 §6.4.4, RFC 9525 §2).
+    Decided in ``_judge_cn``."""
+    CN_ONLY_LEGACY = "cn-only-legacy"
+    """Without any dNSName, a mail client may accept the CN as a legacy CN-ID
+    (RFC 6125 §6.4.4, RFC 7817 §3; RFC 9525 §2 forbids it). Decided in ``_judge_cn``."""
+    # -- comparing an IP-ID with an IP address ---------------------------------------------
+    IP_MATCH = "ip-match"
+    """An iPAddress with the reference's octets (RFC 9525 §6.4, RFC 5280 §4.2.1.6).
+    Decided in ``_judge_ip``."""
+    IP_MISMATCH = "ip-mismatch"
+    """An IP reference needs an iPAddress with the same octets (RFC 9525 §6.4).
+    Decided in ``_judge_ip`` and, for the certificate as a whole, ``check_identity``."""
+    REFERENCE_IS_IP = "reference-is-ip"
+    """A DNS name never matches an IP reference (RFC 9525 §6.2, §6.4). Decided in ``_judge_name``."""
+    IP_AS_DNS_NAME = "ip-as-dns-name"
+    """An IP address written as a dNSName does not count (RFC 9525 §6.2, §6.4).
+    Decided in ``_ip_written_as_name``."""
+    IP_IN_CN = "ip-in-cn"
+    """An IP address written in the CN does not count (RFC 9525 §6.2, §6.4).
+    Decided in ``_ip_written_as_name``."""
+    # -- the reference itself ----------------------------------------------------------------
+    INVALID_REFERENCE = "invalid-reference"
+    """The client's name must be a host name or an IP address (RFC 9525 §6.1.1).
+    Decided in ``_against_invalid_reference`` and, for the reference, ``check_identity``."""
+    TRAILING_DOT = "trailing-dot"
+    """A reference written with a trailing dot; matching ignores it (RFC 6125 §6.4.1).
+    Decided in ``_parse_reference``."""
+    IDN_FORM = "idn-form"
+    """Internationalized names are compared in A-label form (RFC 6125 §6.4.2, RFC 9525 §6.3).
+    Decided in ``_parse_reference``, ``_exact_match``, ``_non_ascii_dns_name``."""
 
 
 @dataclass(frozen=True)
@@ -90,8 +176,19 @@ class IdentifierCheck:
     kind: IdentifierKind
     presented: str
     outcome: Outcome
-    rule: str  # stable short id, e.g. "exact", "wildcard-too-deep"
+    rule: IdentityRule  # the rule that decided the outcome
     reason: str  # one sentence with the names filled in and the section it rests on
+
+
+@dataclass(frozen=True)
+class IdentityFinding:
+    """A rule that holds for the session, and the identifier that shows it."""
+
+    rule: IdentityRule
+    check: IdentifierCheck | None  # None when the reference itself shows it
+    # This identifier is the specific reason the name failed: it would have matched but
+    # for this rule (or the reference can match nothing).
+    explains_mismatch: bool = False
 
 
 @dataclass(frozen=True)
@@ -104,7 +201,12 @@ class IdentityResult:
     verdict: IdentityVerdict
     matched_by: IdentifierCheck | None
     checks: tuple[IdentifierCheck, ...]
-    flags: frozenset[str]
+    findings: tuple[IdentityFinding, ...]  # identifiers' findings in order, then the reference's
+
+    @property
+    def flags(self) -> frozenset[IdentityRule]:
+        """The rules that hold for the session."""
+        return frozenset(f.rule for f in self.findings)
 
 
 def check_identity(reference: str | None, presented: PresentedIdentifiers) -> IdentityResult:
@@ -124,11 +226,11 @@ def check_identity(reference: str | None, presented: PresentedIdentifiers) -> Id
         judged.append(_as_check("cn", cn, _judge_cn(cn, ref, has_dns_id, presented.has_san)))
 
     checks = tuple(check for check, _ in judged)
-    flags = set(ref.flags)
-    explained = False
-    for _, judgement in judged:
-        flags |= judgement.flags
-        explained |= judgement.explains_mismatch
+    findings = [
+        IdentityFinding(rule, check, judgement.explains_mismatch)
+        for check, judgement in judged
+        for rule in sorted(judgement.flags)
+    ]
 
     matched_by = next((c for c in checks if c.kind != "cn" and c.outcome == "match"), None)
     verdict: IdentityVerdict = "match"
@@ -136,12 +238,15 @@ def check_identity(reference: str | None, presented: PresentedIdentifiers) -> Id
         matched_by = next((c for c in checks if c.kind == "cn" and c.outcome == "match"), None)
         verdict = "legacy-match" if matched_by else "mismatch"
 
+    # The reference's own findings: its form (shown by the exact match that converted it,
+    # if any), and a reference nothing can match.
+    exact = matched_by if matched_by and matched_by.rule == IdentityRule.EXACT else None
+    findings += [IdentityFinding(rule, exact) for rule in sorted(ref.flags)]
     if ref.kind == "ip" and not any(c.kind == "ip" and c.outcome == "match" for c in checks):
-        flags.add("ip-not-in-certificate")
+        findings.append(IdentityFinding(IdentityRule.IP_MISMATCH, None, explains_mismatch=True))
     if ref.kind == "invalid":
-        flags.add("invalid-reference")
-    if verdict == "mismatch" and ref.kind == "dns" and not explained:
-        flags.add("name-not-in-certificate")
+        first = next((c for c in checks if c.rule == IdentityRule.INVALID_REFERENCE), None)
+        findings.append(IdentityFinding(IdentityRule.INVALID_REFERENCE, first, True))
     return IdentityResult(
         reference=ref.given,
         normalized=ref.normalized,
@@ -149,7 +254,7 @@ def check_identity(reference: str | None, presented: PresentedIdentifiers) -> Id
         verdict=verdict,
         matched_by=matched_by,
         checks=checks,
-        flags=frozenset(flags),
+        findings=tuple(findings),
     )
 
 
@@ -165,7 +270,7 @@ class _Reference:
     ip: IPAddress | None = None
     problem: str = ""  # why an invalid reference is unusable
     u_label: bool = False  # given with non-ASCII labels
-    flags: frozenset[str] = frozenset()
+    flags: frozenset[IdentityRule] = frozenset()
 
     @property
     def labels(self) -> list[str]:
@@ -184,12 +289,12 @@ def _parse_reference(reference: object) -> _Reference:
             given, f"it contains the control character {_escape(given[bad])} at position {bad}"
         )
     text = given
-    flags: set[str] = set()
+    flags: set[IdentityRule] = set()
     if text.startswith("[") and text.endswith("]") and _parse_ip(text[1:-1]) is not None:
         text = text[1:-1]  # an IPv6 literal as written in a URL
     if text.endswith("."):
         text = text[:-1]
-        flags.add("trailing-dot")
+        flags.add(IdentityRule.TRAILING_DOT)
     ip = _parse_ip(text)
     if ip is not None:
         return _Reference(given, "ip", str(ip), str(ip), ip=ip, flags=frozenset(flags))
@@ -200,7 +305,7 @@ def _parse_reference(reference: object) -> _Reference:
         return _invalid_reference(given, "it cannot be converted to A-labels (IDNA2008, UTS #46)")
     if ascii_name.endswith(".") and not text.endswith("."):  # an ideographic full stop, say
         ascii_name = ascii_name[:-1]
-        flags.add("trailing-dot")
+        flags.add(IdentityRule.TRAILING_DOT)
     problem = _name_problem(ascii_name)
     if problem:
         if ":" in text and _name_problem(text.rsplit(":", 1)[0].lower()) is None:
@@ -208,7 +313,7 @@ def _parse_reference(reference: object) -> _Reference:
         return _invalid_reference(given, problem)
     u_label = not text.isascii()
     if u_label:
-        flags.add("idn-form")
+        flags.add(IdentityRule.IDN_FORM)
     return _Reference(given, "dns", ascii_name, ascii_name, u_label=u_label, flags=frozenset(flags))
 
 
@@ -222,11 +327,11 @@ def _invalid_reference(given: str, problem: str) -> _Reference:
 @dataclass(frozen=True)
 class _Judgement:
     outcome: Outcome
-    rule: str
+    rule: IdentityRule
     reason: str
-    flags: frozenset[str] = frozenset()
-    # True when this identifier is the specific reason a mismatch happened (it would
-    # have matched but for the rule that refused it); suppresses "name-not-in-certificate".
+    flags: frozenset[IdentityRule] = frozenset()  # the rules this identifier shows to hold
+    # True when this identifier is the specific reason a mismatch happened: it would
+    # have matched but for the rule that refused it.
     explains_mismatch: bool = False
 
 
@@ -254,7 +359,7 @@ def _judge_name(presented: str, ref: _Reference, kind: IdentifierKind) -> _Judge
     if ascii_name is None:
         return _Judgement(
             "rejected",
-            "invalid-name",
+            IdentityRule.INVALID_NAME,
             f"{what} {p} is not a valid IDNA2008 name as written, so it is ignored "
             "(RFC 6125 §6.4.2, RFC 9525 §6.3).",
         )
@@ -262,7 +367,7 @@ def _judge_name(presented: str, ref: _Reference, kind: IdentifierKind) -> _Judge
     if problem:
         return _Judgement(
             "rejected",
-            "invalid-name",
+            IdentityRule.INVALID_NAME,
             f"{what} {p} is not a valid DNS name ({problem}), so it is ignored "
             "(RFC 5280 §4.2.1.6, RFC 1034 §3.5).",
         )
@@ -276,7 +381,7 @@ def _judge_name(presented: str, ref: _Reference, kind: IdentifierKind) -> _Judge
     if ref.kind == "ip":
         return _Judgement(
             "no-match",
-            "reference-is-ip",
+            IdentityRule.REFERENCE_IS_IP,
             f"{what} {p} is a DNS name, and the reference {ref.shown} is an IP address, which "
             "only an iPAddress subjectAltName can match (RFC 9525 §6.2, §6.4).",
         )
@@ -286,20 +391,20 @@ def _judge_name(presented: str, ref: _Reference, kind: IdentifierKind) -> _Judge
         return _exact_match(what, p, presented, ascii_name, ref)
     return _Judgement(
         "no-match",
-        "different-name",
+        IdentityRule.DIFFERENT_NAME,
         f"{what} {p} is a different name from {ref.shown} (RFC 6125 §6.4.1, RFC 9525 §6.3).",
     )
 
 
 def _exact_match(what: str, p: str, presented: str, ascii_name: str, ref: _Reference) -> _Judgement:
-    flags: set[str] = set()
+    flags: set[IdentityRule] = set()
     if ref.u_label:
         sentence = (
             f"{what} {p} equals the reference {_escape(ref.given)} once that is converted to its "
             f"A-label form {ref.normalized} (RFC 6125 §6.4.2, RFC 9525 §6.3)."
         )
     elif ascii_name != presented.lower().rstrip("."):
-        flags.add("idn-form")
+        flags.add(IdentityRule.IDN_FORM)
         sentence = (
             f"{what} {p} equals {ref.shown} once it is converted to its A-label form "
             f"{ascii_name} (RFC 6125 §6.4.2, RFC 9525 §6.3)."
@@ -309,27 +414,27 @@ def _exact_match(what: str, p: str, presented: str, ascii_name: str, ref: _Refer
             f"{what} {p} equals {ref.shown} compared case-insensitively label by label "
             "(RFC 6125 §6.4.1, RFC 9525 §6.3)."
         )
-    return _Judgement("match", "exact", sentence, frozenset(flags))
+    return _Judgement("match", IdentityRule.EXACT, sentence, frozenset(flags))
 
 
 def _judge_cn(cn: str, ref: _Reference, has_dns_id: bool, has_san: bool) -> _Judgement:
     """A CN counts only without any dNSName, and then only as a legacy match."""
     j = _judge_name(cn, ref, "cn")
-    if j.rule == "nul-in-name":
+    if j.rule == IdentityRule.NUL_IN_NAME:
         return j
     p = _escape(cn) or '""'
     if has_dns_id:
         if j.outcome == "match":
             return _Judgement(
                 "not-considered",
-                "cn-ignored-san-present",
+                IdentityRule.CN_IGNORED_SAN_PRESENT,
                 f"CN {p} would match {ref.shown}, but the certificate has dNSName entries, so "
                 "its CN is not consulted (RFC 6125 §6.4.4, RFC 9525 §2); the name belongs in "
                 "the subjectAltName.",
-                frozenset({"cn-ignored-san-present"}),
+                frozenset({IdentityRule.CN_IGNORED_SAN_PRESENT}),
                 explains_mismatch=True,
             )
-        kept = j.flags & {"ip-in-dns-or-cn"}
+        kept = j.flags & {IdentityRule.IP_IN_CN}
         return _Judgement(
             "not-considered",
             j.rule,
@@ -344,13 +449,13 @@ def _judge_cn(cn: str, ref: _Reference, has_dns_id: bool, has_san: bool) -> _Jud
     how = "covers" if cn.startswith("*") else "matches"
     return replace(
         j,
-        rule="cn-legacy",
+        rule=IdentityRule.CN_ONLY_LEGACY,
         reason=(
             f"CN {p} {how} {ref.shown} and the certificate {where}, so a mail client may "
             "accept this legacy CN-ID (RFC 6125 §6.4.4, RFC 7817 §3), but RFC 9525 §2 forbids "
             "identifying a service by its CN and browsers and mitmproxy reject it."
         ),
-        flags=j.flags | {"cn-only-legacy"},
+        flags=j.flags | {IdentityRule.CN_ONLY_LEGACY},
     )
 
 
@@ -361,7 +466,7 @@ def _judge_ip(presented: str, ref: _Reference) -> _Judgement:
         kind = "a network, not a single address" if "/" in presented else "not an IP address"
         return _Judgement(
             "rejected",
-            "invalid-name",
+            IdentityRule.INVALID_NAME,
             f"iPAddress {p} is {kind}, so it is ignored (RFC 5280 §4.2.1.6, RFC 9525 §6.2).",
         )
     if ref.kind == "invalid":
@@ -369,7 +474,7 @@ def _judge_ip(presented: str, ref: _Reference) -> _Judgement:
     if ref.kind == "dns":
         return _Judgement(
             "no-match",
-            "reference-is-dns",
+            IdentityRule.REFERENCE_IS_DNS,
             f"iPAddress {p} cannot match the host name {ref.shown}: a host name is compared "
             "only with dNSName entries (RFC 9525 §6.2, §6.3).",
         )
@@ -378,7 +483,7 @@ def _judge_ip(presented: str, ref: _Reference) -> _Judgement:
         written = "" if ref.given == ref.normalized else f" (written {_escape(ref.given)})"
         return _Judgement(
             "match",
-            "exact",
+            IdentityRule.IP_MATCH,
             f"iPAddress {p} has the same octets as the reference {ref.shown}{written} "
             "(RFC 9525 §6.4, RFC 5280 §4.2.1.6).",
         )
@@ -391,13 +496,13 @@ def _judge_ip(presented: str, ref: _Reference) -> _Judgement:
         )
     else:
         reason = f"iPAddress {p} is a different address from {ref.shown} (RFC 9525 §6.4)."
-    return _Judgement("no-match", "ip-mismatch", reason)
+    return _Judgement("no-match", IdentityRule.IP_MISMATCH, reason)
 
 
 def _against_invalid_reference(what: str, p: str, ref: _Reference) -> _Judgement:
     return _Judgement(
         "no-match",
-        "reference-invalid",
+        IdentityRule.INVALID_REFERENCE,
         f"{what} {p} cannot be compared because the reference {ref.shown} is not a usable "
         f"host name or IP address: {ref.problem} (RFC 9525 §6.1.1).",
     )
@@ -412,11 +517,11 @@ def _ip_written_as_name(
     if ref.kind == "dns":
         return _Judgement(
             "no-match",
-            "different-name",
+            IdentityRule.DIFFERENT_NAME,
             f"{what} {p} is an IP address, not the host name {ref.shown} "
             "(RFC 6125 §6.4.1, RFC 9525 §6.3).",
         )
-    rule = "ip-as-dns-name" if kind == "dns" else "ip-in-cn"
+    rule = IdentityRule.IP_AS_DNS_NAME if kind == "dns" else IdentityRule.IP_IN_CN
     same = ref.ip is not None and literal.packed == ref.ip.packed
     if same:
         tail = f", so it does not count for {ref.shown} although it names the same address"
@@ -427,7 +532,7 @@ def _ip_written_as_name(
         rule,
         f"{what} {p} is an IP address written as text; an IP reference matches only an "
         f"iPAddress subjectAltName (RFC 9525 §6.2, §6.4){tail}.",
-        frozenset({"ip-in-dns-or-cn"}) if same else frozenset(),
+        frozenset({rule}) if same else frozenset(),
         explains_mismatch=same,
     )
 
@@ -449,11 +554,11 @@ def _control_character(
     )
     return _Judgement(
         "rejected",
-        "nul-in-name",
+        IdentityRule.NUL_IN_NAME,
         f"{what} {_escape(presented)} contains a {char} at position {at}; a presented name with "
         f"an embedded NUL or control character is treated as an attack (CVE-2009-2408 class) "
         f"and never matches{tail}.",
-        frozenset({"nul-in-name"}),
+        frozenset({IdentityRule.NUL_IN_NAME}),
         explains_mismatch=fooled,
     )
 
@@ -471,10 +576,10 @@ def _non_ascii_dns_name(presented: str, ref: _Reference) -> _Judgement:
     tail = f"; in A-label form it would have matched {ref.shown}" if would else ""
     return _Judgement(
         "rejected",
-        "invalid-name",
+        IdentityRule.INVALID_NAME,
         f"dNSName {p} contains non-ASCII characters, but a dNSName is an IA5String that must "
         f"carry A-labels{form} (RFC 5280 §4.2.1.6, RFC 9525 §6.3){tail}.",
-        frozenset({"idn-form"}),
+        frozenset({IdentityRule.IDN_FORM}),
         explains_mismatch=would,
     )
 
@@ -490,10 +595,10 @@ def _wildcard_defect(p: str, labels: list[str], ref: _Reference, what: str) -> _
         tail = f", although matching label by label would have covered {ref.shown}" if lax else ""
         return _Judgement(
             "rejected",
-            "wildcard-not-leftmost",
+            IdentityRule.WILDCARD_NOT_LEFTMOST,
             f"{what} {p} has a wildcard in a label other than the left-most one, which "
             f"RFC 6125 §6.4.3 and RFC 9525 §6.3 rule out, so it is ignored{tail}.",
-            frozenset({"wildcard-not-leftmost"}) if lax else frozenset(),
+            frozenset({IdentityRule.WILDCARD_NOT_LEFTMOST}) if lax else frozenset(),
             explains_mismatch=lax,
         )
     if labels[0] != "*":
@@ -511,10 +616,10 @@ def _wildcard_defect(p: str, labels: list[str], ref: _Reference, what: str) -> _
             )
         return _Judgement(
             "rejected",
-            "wildcard-partial",
+            IdentityRule.WILDCARD_PARTIAL,
             f"{what} {p} is a partial-label wildcard, but RFC 7817 §3 and RFC 9525 §6.3 allow "
             f"* only as the complete left-most label, so it is ignored{tail}.",
-            frozenset({"wildcard-partial"}) if lax else frozenset(),
+            frozenset({IdentityRule.WILDCARD_PARTIAL}) if lax else frozenset(),
             explains_mismatch=lax,
         )
     remainder = labels[1:]
@@ -531,11 +636,11 @@ def _wildcard_defect(p: str, labels: list[str], ref: _Reference, what: str) -> _
         tail = f"; without this check it would have matched {ref.shown}" if lax else ""
         return _Judgement(
             "rejected",
-            "wildcard-public-suffix",
+            IdentityRule.WILDCARD_PUBLIC_SUFFIX,
             f"{what} {p} would cover every name directly under {scope}, so it is refused "
             "(CA/Browser Forum Baseline Requirements §3.2.2.6; RFC 9525 §7.1 leaves this check "
             f"to clients){tail}.",
-            frozenset({"wildcard-public-suffix"}) if lax else frozenset(),
+            frozenset({IdentityRule.WILDCARD_PUBLIC_SUFFIX}) if lax else frozenset(),
             explains_mismatch=lax,
         )
     return None
@@ -550,42 +655,42 @@ def _wildcard_against(p: str, labels: list[str], ref: _Reference, what: str) -> 
     if ref_labels == remainder:
         return _Judgement(
             "no-match",
-            "wildcard-apex",
+            IdentityRule.WILDCARD_APEX,
             f"{what} {p} does not cover {ref.shown} itself: the wildcard must stand for exactly "
             f"one label and the bare domain has none there {cite}.",
-            frozenset({"wildcard-apex"}),
+            frozenset({IdentityRule.WILDCARD_APEX}),
             explains_mismatch=True,
         )
     below = len(ref_labels) - len(remainder)
     if below < 1 or ref_labels[-len(remainder) :] != remainder:
         return _Judgement(
             "no-match",
-            "different-name",
+            IdentityRule.DIFFERENT_NAME,
             f"{what} {p} covers only names one label below {rest}, and {ref.shown} is not "
             f"below {rest} {cite}.",
         )
     if below > 1:
         return _Judgement(
             "no-match",
-            "wildcard-too-deep",
+            IdentityRule.WILDCARD_TOO_DEEP,
             f"{what} {p} covers exactly one label; {ref.shown} has {_count(below)} below {rest} {cite}.",
-            frozenset({"wildcard-too-deep"}),
+            frozenset({IdentityRule.WILDCARD_TOO_DEEP}),
             explains_mismatch=True,
         )
     head = ref_labels[0]
     if head.startswith("xn--"):
         return _Judgement(
             "rejected",
-            "wildcard-idn",
+            IdentityRule.WILDCARD_IDN,
             f"{what} {p} would cover {ref.shown}, but the wildcard would stand for the IDN "
             f"A-label {head}, and a wildcard is not matched against internationalized labels "
             "(RFC 6125 §6.4.3; service_identity refuses it, OpenSSL accepts it).",
-            frozenset({"wildcard-idn"}),
+            frozenset({IdentityRule.WILDCARD_IDN}),
             explains_mismatch=True,
         )
     return _Judgement(
         "match",
-        "wildcard",
+        IdentityRule.WILDCARD,
         f"{what} {p} covers {ref.shown}: the wildcard stands for the single left-most label "
         f"{head} (RFC 6125 §6.4.3, RFC 9525 §6.3, RFC 7817 §3).",
     )
@@ -768,7 +873,9 @@ def _count(n: int) -> str:
 
 __all__ = [
     "IdentifierCheck",
+    "IdentityFinding",
     "IdentityResult",
+    "IdentityRule",
     "PresentedIdentifiers",
     "check_identity",
 ]

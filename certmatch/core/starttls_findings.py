@@ -1,6 +1,7 @@
 """The findings of a STARTTLS session's plaintext phase, from its recorded facts.
 
-Each finding is a cause in the catalogue (:mod:`certmatch.core.causes`), by the same id.
+Each finding is bound to a cause in the catalogue (:mod:`certmatch.core.causes`,
+``Cause.raised_by``), whose id is the finding's value.
 """
 
 from __future__ import annotations
@@ -12,13 +13,24 @@ from certmatch.core.starttls import REFUSED, UPGRADED_PHASES
 
 
 class StartTlsFinding(StrEnum):
-    """What the plaintext phase of a STARTTLS session can show; each value is its cause id."""
+    """What the plaintext phase of a STARTTLS session can show; each value is its cause id.
+
+    Each member says which section it rests on and, last, the function that finds it.
+    """
 
     INJECTION = "starttls-injection"
+    """Bytes crossed the upgrade boundary (RFC 3207 §4, CVE-2011-0411).
+    Found in ``starttls_findings``."""
     PLAINTEXT_AUTH = "plaintext-auth"
+    """Credentials were sent before TLS (RFC 8314 §3). Found in ``starttls_findings``."""
     NOT_OFFERED = "starttls-not-offered"
+    """The server did not advertise the upgrade (RFC 3207 §4, RFC 2595 §3 and §4,
+    RFC 4513 §3, RFC 4642 §2). Found in ``starttls_findings``."""
     REFUSED = "starttls-refused"
+    """The server answered the upgrade request with a refusal.
+    Found in ``starttls_findings``."""
     NOT_REQUESTED = "starttls-not-requested"
+    """The client never asked for the upgrade (RFC 8314 §3). Found in ``starttls_findings``."""
 
 
 _ADVERTISEMENT = {

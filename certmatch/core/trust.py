@@ -4,20 +4,24 @@ certmatch explains name mismatches; trust is judged separately so that a
 chain problem (expired, self-signed, missing intermediate, ...) is never
 mistaken for a name problem, and the other way round. RFC 7817 §3: mail
 clients check the name only after certification path validation.
+
+Every problem is a :class:`TrustProblemId`; the catalogue
+(:mod:`certmatch.core.causes`) binds each to its cause, and each member
+names the function that finds it.
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
-import ssl
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -26,23 +30,50 @@ from cryptography.x509.verification import ExtensionPolicy, PolicyBuilder, Store
 
 from certmatch.core.certificates import CertificateSummary, ParsedChain, certificate_label, is_ca
 
-# Tried in order when ssl's default paths do not name an existing bundle.
+# Where systems keep their CA bundle, tried in order after $SSL_CERT_FILE (which OpenSSL
+# itself honours). The list stands in for ssl.get_default_verify_paths(): the core does
+# not import ssl.
 FALLBACK_SYSTEM_BUNDLES = (
     "/etc/ssl/certs/ca-certificates.crt",  # Debian, Ubuntu, Alpine
+    "/usr/lib/ssl/cert.pem",  # OpenSSL's default on Debian and Ubuntu
     "/etc/pki/tls/certs/ca-bundle.crt",  # Fedora, RHEL
-    "/etc/ssl/cert.pem",  # macOS, BSDs
+    "/etc/pki/tls/cert.pem",  # OpenSSL's default on Fedora and RHEL
+    "/etc/ssl/ca-bundle.pem",  # openSUSE
+    "/etc/ssl/cert.pem",  # macOS, BSDs, Alpine
+    "/opt/homebrew/etc/openssl@3/cert.pem",  # Homebrew on Apple silicon
+    "/usr/local/etc/openssl@3/cert.pem",  # Homebrew on Intel
 )
 
-ProblemId = Literal[
-    "expired",
-    "not-yet-valid",
-    "self-signed",
-    "unknown-issuer",
-    "missing-intermediate",
-    "wrong-order",
-    "malformed-certificate",
-    "no-certificate",
-]
+
+class TrustProblemId(StrEnum):
+    """Why a chain is not (or not fully) acceptable; each value is its cause id.
+
+    Each member says which section it rests on and, last, the function that finds it.
+    """
+
+    EXPIRED = "expired"
+    """A certificate on the path is past its notAfter (RFC 5280 §4.1.2.5).
+    Found in ``_time_problems``."""
+    NOT_YET_VALID = "not-yet-valid"
+    """A certificate on the path is before its notBefore (RFC 5280 §4.1.2.5).
+    Found in ``_time_problems``."""
+    SELF_SIGNED = "self-signed"
+    """The leaf signed itself and is not in the store (RFC 5280 §6.1).
+    Found in ``_path_end_problems``."""
+    UNKNOWN_ISSUER = "unknown-issuer"
+    """The path ends at a CA the store does not hold, or passes through an issuer that is
+    not a CA (RFC 5280 §6.1). Found in ``_path_end_problems``, ``_non_ca_issuer_problems``."""
+    MISSING_INTERMEDIATE = "missing-intermediate"
+    """The path ends at a non-CA whose issuer nobody sent (RFC 5280 §6.1, RFC 8446 §4.4.2).
+    Found in ``_path_end_problems``."""
+    WRONG_ORDER = "wrong-order"
+    """Not leaf first, each certificate followed by its issuer (RFC 5246 §7.4.2,
+    RFC 8446 §4.4.2). Found in ``_order_problems``."""
+    MALFORMED_CERTIFICATE = "malformed-certificate"
+    """A presented certificate cannot be parsed (RFC 5280 §4.1). Found in ``_assess``."""
+    NO_CERTIFICATE = "no-certificate"
+    """The server presented no certificate at all (RFC 8446 §4.4.2). Found in ``_assess``."""
+
 
 MAX_PATH_LENGTH = 10
 _DER = Encoding.DER
@@ -118,7 +149,7 @@ class TrustStore:
 class TrustProblem:
     """One reason the chain is not (or not fully) acceptable."""
 
-    id: ProblemId
+    id: TrustProblemId
     cert_index: int | None  # position in the presented chain; None for a store root or the chain
     detail: str
 
@@ -159,7 +190,8 @@ def assess_trust(chain: ParsedChain, at: datetime, store: TrustStore) -> TrustRe
         return _assess(chain, _as_utc(at), store)
     except Exception as exc:  # noqa: BLE001 - a judgement must never crash a report
         detail = f"Trust could not be assessed: {type(exc).__name__}: {exc}"
-        return TrustResult(False, (TrustProblem("malformed-certificate", None, detail),), ())
+        problem = TrustProblem(TrustProblemId.MALFORMED_CERTIFICATE, None, detail)
+        return TrustResult(False, (problem,), ())
 
 
 # --- assessment -----------------------------------------------------------------------------
@@ -181,10 +213,10 @@ class _Step:
 def _assess(chain: ParsedChain, at: datetime, store: TrustStore) -> TrustResult:
     if not chain.certificates:
         detail = "The server presented no certificate at all."
-        return TrustResult(False, (TrustProblem("no-certificate", None, detail),), ())
+        return TrustResult(False, (TrustProblem(TrustProblemId.NO_CERTIFICATE, None, detail),), ())
 
     problems = [
-        TrustProblem("malformed-certificate", s.index, _sentence(s.error))
+        TrustProblem(TrustProblemId.MALFORMED_CERTIFICATE, s.index, _sentence(s.error))
         for s in chain.summaries
         if s.error
     ]
@@ -193,10 +225,10 @@ def _assess(chain: ParsedChain, at: datetime, store: TrustStore) -> TrustResult:
         unassessable = "Without a parseable leaf certificate trust cannot be assessed."
         if problems and problems[0].cert_index == 0:
             problems[0] = TrustProblem(
-                "malformed-certificate", 0, f"{problems[0].detail} {unassessable}"
+                TrustProblemId.MALFORMED_CERTIFICATE, 0, f"{problems[0].detail} {unassessable}"
             )
         else:
-            problems.insert(0, TrustProblem("malformed-certificate", 0, unassessable))
+            problems.insert(0, TrustProblem(TrustProblemId.MALFORMED_CERTIFICATE, 0, unassessable))
         return TrustResult(False, tuple(problems), ())
 
     leaf_index = _find_leaf(presented)
@@ -303,7 +335,7 @@ def _path_end_problems(path: list[_Step], store: TrustStore) -> list[TrustProble
     if len(path) == 1 and _is_self_signed(last.cert):
         return [
             TrustProblem(
-                "self-signed",
+                TrustProblemId.SELF_SIGNED,
                 last.index,
                 f"The leaf certificate {_name(last.cert)} is self-signed and is not in "
                 f"{store.describe()}; a client accepts it only if the user pins or imports it.",
@@ -312,7 +344,7 @@ def _path_end_problems(path: list[_Step], store: TrustStore) -> list[TrustProble
     if _is_self_signed(last.cert):
         return [
             TrustProblem(
-                "unknown-issuer",
+                TrustProblemId.UNKNOWN_ISSUER,
                 last.index,
                 f"The chain ends in the self-signed root {_name(last.cert)} ({_where(last)}), "
                 f"which is not in {store.describe()}.",
@@ -322,7 +354,7 @@ def _path_end_problems(path: list[_Step], store: TrustStore) -> list[TrustProble
     if is_ca(last.cert):
         return [
             TrustProblem(
-                "unknown-issuer",
+                TrustProblemId.UNKNOWN_ISSUER,
                 last.index,
                 f"The chain ends at the CA certificate {_name(last.cert)} ({_where(last)}); its "
                 f"issuer {issuer} was not sent by the server and is not in {store.describe()}.",
@@ -330,7 +362,7 @@ def _path_end_problems(path: list[_Step], store: TrustStore) -> list[TrustProble
         ]
     return [
         TrustProblem(
-            "missing-intermediate",
+            TrustProblemId.MISSING_INTERMEDIATE,
             last.index,
             f"The server sent {_name(last.cert)} ({_where(last)}) but not the certificate of "
             f"its issuer {issuer}, and that issuer is not in {store.describe()} either: most "
@@ -344,7 +376,7 @@ def _non_ca_issuer_problems(path: list[_Step]) -> list[TrustProblem]:
     """Store roots are trusted as they are; any other issuer must say CA:TRUE."""
     return [
         TrustProblem(
-            "unknown-issuer",
+            TrustProblemId.UNKNOWN_ISSUER,
             issuer.index,
             f"{_name(child.cert)} is signed by {_name(issuer.cert)} ({_where(issuer)}), "
             "which is not a CA certificate (basicConstraints CA is not true), so no "
@@ -371,7 +403,7 @@ def _order_problems(path: list[_Step], leaf_index: int, chain: ParsedChain) -> l
     )
     return [
         TrustProblem(
-            "wrong-order",
+            TrustProblemId.WRONG_ORDER,
             leaf_index if leaf_index != 0 else None,
             f"{first}: the server sent [{presented}], the path is {expected}. "
             "TLS 1.2 requires that order (RFC 5246 §7.4.2); TLS 1.3 only the leaf first "
@@ -393,7 +425,7 @@ def _time_problems(path: list[_Step], at: datetime) -> list[TrustProblem]:
         if at > end:
             problems.append(
                 TrustProblem(
-                    "expired",
+                    TrustProblemId.EXPIRED,
                     step.index,
                     f"The {role} {_name(cert)} expired on {_when(end)} ({window}); "
                     f"checked at {_when(at)}.",
@@ -402,7 +434,7 @@ def _time_problems(path: list[_Step], at: datetime) -> list[TrustProblem]:
         elif at < start:
             problems.append(
                 TrustProblem(
-                    "not-yet-valid",
+                    TrustProblemId.NOT_YET_VALID,
                     step.index,
                     f"The {role} {_name(cert)} is not valid until {_when(start)} ({window}); "
                     f"checked at {_when(at)}. If that date is right, a clock is wrong.",
@@ -478,8 +510,7 @@ def _sentence(error: str | None) -> str:
 @functools.cache
 def _system_roots() -> tuple[str | None, tuple[x509.Certificate, ...]]:
     """The first system CA bundle found, parsed once per process."""
-    defaults = ssl.get_default_verify_paths()
-    for candidate in (defaults.cafile, defaults.openssl_cafile, *FALLBACK_SYSTEM_BUNDLES):
+    for candidate in (os.environ.get("SSL_CERT_FILE"), *FALLBACK_SYSTEM_BUNDLES):
         if not candidate:
             continue
         try:

@@ -1,0 +1,40 @@
+"""The causes the diagnosis decides from the whole session, not from one check.
+
+Identity rules (:class:`~certmatch.core.identity.IdentityRule`), trust problems
+(:class:`~certmatch.core.trust.TrustProblemId`) and STARTTLS findings
+(:class:`~certmatch.core.starttls_findings.StartTlsFinding`) each judge one part of
+a session. What is left needs the session as a whole: the errors on either side,
+the SNI and the probe, the mail domain, and the verdict that no specific rule
+explains. Each member's value is its cause id, and each member names, last, the
+function of :mod:`certmatch.core.findings` that decides it.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class SessionRule(StrEnum):
+    """A cause decided from the whole session; the catalogue binds each to its cause."""
+
+    UPSTREAM_UNREACHABLE = "upstream-unreachable"
+    """No certificate arrived and the server side did not fail in TLS.
+    Decided in ``_no_certificate``."""
+    UPSTREAM_TLS_FAILED = "upstream-tls-failed"
+    """No certificate arrived because the TLS handshake with the server failed (RFC 8314 §3).
+    Decided in ``_no_certificate``."""
+    MALFORMED_CERTIFICATE = "malformed-certificate"
+    """The leaf, or the names in it, cannot be read (RFC 5280 §4.1).
+    Decided in ``_unreadable_leaf``."""
+    PROXY_CA_NOT_TRUSTED = "proxy-ca-not-trusted"
+    """The client refused certmatch's own certificate. Decided in ``_proxy_refused``."""
+    NO_SNI_DEFAULT_CERTIFICATE = "no-sni-default-certificate"
+    """No SNI, and asked by name the server sends a certificate that matches (or nobody
+    asked) (RFC 6066 §3). Decided in ``_no_sni_default_certificate``."""
+    MAIL_DOMAIN_NOT_SERVER = "mail-domain-not-server"
+    """The client asked for the mail domain; the certificate names hosts inside it
+    (RFC 7817 §3, RFC 6186 §4). Decided in ``_mail_domain_not_server``."""
+    NAME_NOT_IN_CERTIFICATE = "name-not-in-certificate"
+    """The name fails and neither a specific identity rule nor the session explains why
+    (RFC 6125 §6.4.1, RFC 9525 §6.3). Decided in ``_name_not_in_certificate``, the only
+    place that decides this cause."""
