@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import imaplib
+import logging
 import smtplib
 import socket
 import ssl
@@ -26,13 +27,21 @@ import ldap3
 import pytest
 from aiosmtpd.controller import Controller
 from cryptography import x509
-from proxy_fixtures import RunningProxy, free_port, inprocess_proxy
+from proxy_fixtures import (
+    REPO,
+    RunningProxy,
+    free_port,
+    inprocess_proxy,
+    mitmdump_process,
+    stock_command,
+)
 from scenarios import SERVICE_NAMES, ScenarioPki, scenario
 from servers import DovecotServer, SlapdServer, SmtpServer
 from servers.clients import LoopbackIMAP4, LoopbackPOP3, LoopbackSMTP, s_client, verifying_context
 
 from certmatch.core.diagnosis import diagnose
 from certmatch.core.facts import SessionFacts
+from certmatch.core.recording import read_recording
 from certmatch.core.starttls_findings import starttls_findings
 from certmatch.core.trust import TrustStore
 from certmatch.proxy.starttls_layer import StartTlsAddon
@@ -498,7 +507,7 @@ def test_server_bytes_after_its_220_are_dropped_and_recorded(
 @pytest.mark.parametrize(
     ("behaviour", "phase", "error"),
     [
-        ("silent", "requested", "the server sent no reply to STARTTLS within 0.5 s"),
+        ("silent", "requested", "the server sent no reply to STARTTLS within 1 s"),
         ("garbage", "failed", "which is not an SMTP reply"),
         (
             "close",
@@ -519,7 +528,7 @@ def test_a_broken_upgrade_is_recorded_and_the_proxy_stays_up(
 
     with (
         fake_server(broken) as port,
-        starttls_proxy(tmp_path, reverse(port), pki, certmatch_starttls_timeout=0.5) as proxy,
+        starttls_proxy(tmp_path, reverse(port), pki, certmatch_starttls_timeout=1) as proxy,
     ):
         started = time.monotonic()
         with LoopbackSMTP(SMTP, proxy.port) as smtp, pytest.raises(smtplib.SMTPServerDisconnected):
@@ -532,3 +541,73 @@ def test_a_broken_upgrade_is_recorded_and_the_proxy_stays_up(
     assert elapsed < 3
     assert session.starttls is not None and session.starttls.phase.startswith(phase)  # type: ignore[union-attr]
     assert error in recorded_error(session)
+
+
+# -- a session held open past the timeouts -----------------------------------------------
+
+
+@pytest.mark.parametrize("loaded", ["mitmdump -s", "in-process"])
+def test_a_starttls_session_held_past_the_timeout_does_not_crash_the_proxy(
+    loaded: str,
+    tmp_path: Path,
+    pki: ScenarioPki,
+    dovecot: DovecotServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 9: the greeting and reply timers fired into mitmproxy's TCPLayer once TLS was up
+    ("mitmproxy has crashed! AssertionError: Unexpected event type at TCPLayer.relay_messages
+    ... got Wakeup"), 30 s into every STARTTLS session still open. With a 1 s timeout, set
+    by ``--set`` as the README shows, the session outlives all three timers of the layer.
+
+    Loaded both ways the README and the demo load the addons, so the STARTTLS hooks are
+    seen to reach the capture addon in a real mitmdump and in-process."""
+    caplog.set_level(logging.INFO)
+    with held_open_proxy(loaded, tmp_path, pki, reverse(dovecot.imap_port)) as (port, ca, log):
+        with LoopbackIMAP4(IMAP, port) as imap:
+            imap.starttls(verifying_context(ca))
+            imap.login(dovecot.user, dovecot.password)
+            imap.select("INBOX", readonly=True)
+            time.sleep(2.5)  # past the greeting, reply and handshake timers (1 s each)
+            _, data = imap.fetch("1", "(BODY.PEEK[])")
+            imap.logout()
+        sessions = wait_for_sessions(tmp_path / "session.jsonl")
+        proxy_log = log() + caplog.text
+    assert data[0][1] == dovecot.known_message  # type: ignore[index]
+    assert "has crashed" not in proxy_log and "Unexpected event" not in proxy_log, proxy_log
+    [session] = sessions
+    assert (session.tls_kind, session.protocol, session.sni) == ("starttls", "imap", IMAP)
+    assert session.starttls is not None and session.starttls.server_reply
+    assert judged(session, pki) == ("match", ())
+
+
+@contextlib.contextmanager
+def held_open_proxy(
+    loaded: str, tmp: Path, pki: ScenarioPki, mode: str
+) -> Iterator[tuple[int, Path, Callable[[], str]]]:
+    """The proxy with a 1 s STARTTLS timeout: (port, its CA file, a reader of its log)."""
+    if loaded == "in-process":
+        with starttls_proxy(tmp, mode, pki, certmatch_starttls_timeout=1) as proxy:
+            yield proxy.port, proxy.ca_file, lambda: ""
+        return
+    port = free_port()
+    argv = stock_command(
+        "mitmdump",
+        port=port,
+        mode=mode,
+        confdir=tmp / "conf",
+        record=tmp / "session.jsonl",
+        ca_file=pki.root_ca,
+    )
+    argv += ["-s", str(REPO / "addons" / "starttls.py")]
+    argv += ["--set", "certmatch_starttls_timeout=1"]
+    with mitmdump_process(tmp, argv, port=port):
+        yield port, tmp / "conf" / "mitmproxy-ca-cert.pem", (tmp / "proxy.log").read_text
+
+
+def wait_for_sessions(record: Path, expected: int = 1, timeout: float = 5.0) -> list[SessionFacts]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if record.exists() and len(read_recording(record).sessions) >= expected:
+            break
+        time.sleep(0.05)
+    return read_recording(record).sessions if record.exists() else []

@@ -3,15 +3,18 @@
 mitmproxy's own Playbook is not shipped in its wheel, so :class:`Playbook`
 below is a small stand-in: it feeds one event at a time and answers
 blocking commands (hooks, OpenConnection) at once, the way the proxy
-server would, keeping the transcript for assertions.
+server would, keeping the transcript for assertions. What the layer reports
+arrives as its two hooks, ``starttls_upgrade`` and ``starttls_plaintext_end``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import mitmproxy.hooks
 import pytest
 from mitmproxy import connection
 from mitmproxy.options import Options
@@ -20,9 +23,15 @@ from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.layers import ClientTLSLayer, ServerTLSLayer, TCPLayer
 from mitmproxy.proxy.layers.tls import TlsClienthelloHook, TlsStartServerHook
 from mitmproxy.proxy.mode_specs import ProxyMode
+from mitmproxy.test import taddons
 
 from certmatch.core.facts import StartTlsFacts
 from certmatch.core.starttls import make_machine
+from certmatch.proxy.starttls_hooks import (
+    StartTlsData,
+    StarttlsPlaintextEndHook,
+    StarttlsUpgradeHook,
+)
 from certmatch.proxy.starttls_layer import StartTlsLayer
 
 OPEN = connection.ConnectionState.OPEN
@@ -42,18 +51,20 @@ class Recorded:
 
 @dataclass
 class FakeRecorder:
-    """Stands in for the capture addon; keeps what the layer reported."""
+    """Stands in for the capture addon; keeps what the layer's hooks reported."""
 
     upgrades: list[Recorded] = field(default_factory=list)
     without_tls: list[Recorded] = field(default_factory=list)
 
-    def upgrading(self, context: Context, protocol: str, facts: StartTlsFacts) -> None:
-        self.upgrades.append(Recorded(protocol, facts, upgraded=True))
+    def starttls_upgrade(self, hook: commands.StartHook) -> None:
+        assert isinstance(hook, StarttlsUpgradeHook)
+        (data,) = hook.args()  # one data object, as mitmproxy's handle_hook requires
+        self.upgrades.append(Recorded(data.protocol, data.facts, data.error, upgraded=True))
 
-    def ended_without_tls(
-        self, context: Context, protocol: str, facts: StartTlsFacts, error: str | None
-    ) -> None:
-        self.without_tls.append(Recorded(protocol, facts, error))
+    def starttls_plaintext_end(self, hook: commands.StartHook) -> None:
+        assert isinstance(hook, StarttlsPlaintextEndHook)
+        (data,) = hook.args()
+        self.without_tls.append(Recorded(data.protocol, data.facts, data.error))
 
 
 class Playbook:
@@ -148,8 +159,13 @@ def client_hello(server_name: str | None) -> bytes:
 def start(protocol: str, port: int, **kwargs: object) -> tuple[Playbook, Context, FakeRecorder]:
     context = make_context(port, server_connected=bool(kwargs.pop("server_connected", True)))
     recorder = FakeRecorder()
-    layer = StartTlsLayer(context, make_machine(protocol), recorder, timeout=5.0)
-    playbook = Playbook(layer, **kwargs)  # type: ignore[arg-type]
+    hooks: dict[type, Callable[[commands.StartHook], None]] = {
+        StarttlsUpgradeHook: recorder.starttls_upgrade,
+        StarttlsPlaintextEndHook: recorder.starttls_plaintext_end,
+    }
+    hooks.update(kwargs.pop("hooks", {}))  # type: ignore[call-overload]
+    layer = StartTlsLayer(context, make_machine(protocol), timeout=5)
+    playbook = Playbook(layer, hooks=hooks, **kwargs)  # type: ignore[arg-type]
     playbook(events.Start())
     return playbook, context, recorder
 
@@ -427,3 +443,95 @@ def test_a_client_that_closes_without_a_word_is_not_recorded() -> None:
     out = playbook(events.ConnectionClosed(context.client))
     assert closed(out) == {"client", "server"}
     assert recorder.without_tls == [] and recorder.upgrades == []
+
+
+# -- timers armed in one state, firing in a later one -------------------------------------
+
+
+@pytest.mark.parametrize("protocol", sorted(CONVERSATIONS))
+def test_plaintext_timers_firing_after_the_upgrade_never_reach_the_tls_layers(
+    protocol: str,
+) -> None:
+    """The crash of issue 9: "Unexpected event type at TCPLayer.relay_messages ... got Wakeup",
+    30 s after every STARTTLS session still open. A stale greeting or reply timer must stop
+    at this layer."""
+    port, turns, reply = CONVERSATIONS[protocol]
+    playbook, context, recorder = start(protocol, port)
+    replay(playbook, context, turns)
+    playbook(events.DataReceived(context.server, reply))
+    *plaintext_timers, deadline = wakeups(playbook.transcript)
+    assert plaintext_timers, "a reply was due at least once"
+    # Once both handshakes are done, the TLS layers hand every event down to a TCPLayer
+    # relaying messages; a started TCPLayer stands in for that stack here.
+    relay = TCPLayer(context, ignore=True)
+    assert list(relay.handle_event(events.Start())) == []
+    playbook.layer.child_layer = relay
+    playbook.layer._server_tls_started = True
+    for timer in plaintext_timers:
+        assert playbook(events.Wakeup(timer)) == []
+    out = playbook(events.DataReceived(context.client, b"a NOOP\r\n"))
+    assert sent(out, context.server) == b"a NOOP\r\n"
+    assert closed(playbook.transcript) == set()
+    assert recorder.without_tls == [] and len(recorder.upgrades) == 1
+    # The handshake deadline is this layer's own too, and still counts.
+    assert closed(playbook(events.Wakeup(deadline))) == {"client", "server"}
+
+
+def test_timers_firing_after_the_layer_closed_the_connection_are_ignored() -> None:
+    playbook, context, recorder = start("imap", 143)
+    [greeting_timer] = wakeups(playbook.transcript)
+    playbook(events.DataReceived(context.server, b"* OK hi\r\n"))
+    playbook(events.DataReceived(context.client, b"a STARTTLS\r\n"))
+    [reply_timer] = wakeups(playbook.transcript)[1:]
+    playbook(events.ConnectionClosed(context.server))
+    assert len(recorder.without_tls) == 1
+    for timer in (greeting_timer, reply_timer):
+        assert playbook(events.Wakeup(timer)) == []
+    assert playbook(events.ConnectionClosed(context.client)) == []
+    assert len(recorder.without_tls) == 1
+
+
+def test_events_queued_behind_the_upgrade_hook_go_to_the_tls_layers() -> None:
+    """The upgrade hook blocks the layer; a ClientHello arriving meanwhile is replayed to
+    the TLS layers once every addon has seen the hook, never to the plaintext relay."""
+    port, turns, reply = CONVERSATIONS["smtp"]
+    playbook, context, _ = start("smtp", port)
+    replay(playbook, context, turns)
+    layer = playbook.layer
+    out = list(layer.handle_event(events.DataReceived(context.server, reply)))
+    [hook] = [c for c in out if isinstance(c, StarttlsUpgradeHook)]
+    assert out[-1] is hook and layer.child_layer is None
+    hello = client_hello("smtp.example.test")
+    assert list(layer.handle_event(events.DataReceived(context.client, hello))) == []
+    out = list(layer.handle_event(events.HookCompleted(hook)))
+    assert isinstance(layer.child_layer, ServerTLSLayer)
+    assert any(isinstance(c, TlsClienthelloHook) for c in out)
+    assert layer.machine.facts.injection is None  # the ClientHello was not taken as plaintext
+
+
+# -- the hooks, as mitmproxy dispatches them ------------------------------------------------
+
+
+def test_the_hooks_are_registered_and_reach_an_addon_by_name() -> None:
+    seen: list[tuple[str, StartTlsData]] = []
+
+    class Watch:
+        def starttls_upgrade(self, data: StartTlsData) -> None:
+            seen.append(("starttls_upgrade", data))
+
+        def starttls_plaintext_end(self, data: StartTlsData) -> None:
+            seen.append(("starttls_plaintext_end", data))
+
+    assert mitmproxy.hooks.all_hooks["starttls_upgrade"] is StarttlsUpgradeHook
+    assert mitmproxy.hooks.all_hooks["starttls_plaintext_end"] is StarttlsPlaintextEndHook
+    context = make_context(143)
+    upgrade = StartTlsData(context, "imap", StartTlsFacts(phase="handshake"))
+    ended = StartTlsData(context, "imap", StartTlsFacts(phase="refused"), "why")
+
+    async def dispatch() -> None:
+        with taddons.context(Watch()) as tctx:
+            await tctx.master.addons.handle_lifecycle(StarttlsUpgradeHook(upgrade))
+            await tctx.master.addons.handle_lifecycle(StarttlsPlaintextEndHook(ended))
+
+    asyncio.run(dispatch())
+    assert seen == [("starttls_upgrade", upgrade), ("starttls_plaintext_end", ended)]

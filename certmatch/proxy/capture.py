@@ -6,12 +6,13 @@ Load it in stock mitmproxy::
         --set certmatch_record=session.jsonl
 
 or through ``certmatch proxy``. Implicit TLS needs only this addon; STARTTLS
-sessions reach the same hooks through the layer in ``addons/starttls.py``.
-For each TLS session it records facts (what
-the client asked for, what the server presented) as one JSON line, judges
-them with :func:`certmatch.core.diagnosis.diagnose`, logs the verdict, marks the
-flow for mitmproxy's own UIs, and, with ``certmatch_on_mismatch=block``,
-closes the client connection as a strict client would.
+sessions reach the same hooks through the layer in ``addons/starttls.py``, which
+also raises ``starttls_upgrade`` and ``starttls_plaintext_end`` (see
+:mod:`certmatch.proxy.starttls_hooks`). For each TLS session it records facts
+(what the client asked for, what the server presented) as one JSON line, judges
+them, logs the verdict, marks the flow for mitmproxy's own UIs, and, with
+``certmatch_on_mismatch=block``, closes the client connection as a strict client
+would. What to decide is in :mod:`certmatch.core.policy`; this module is wiring.
 
 The upstream handshake is faithful to the client: it sends the client's SNI,
 and no SNI when the client sent none (stock mitmproxy sends the target host
@@ -24,36 +25,35 @@ No hook here lets an exception escape: a failure in analysis or writing is
 logged, noted in the session record, and traffic flows on.
 """
 
-# No `from __future__ import annotations` here: mitmproxy loads this file as a
-# script without registering it in sys.modules, and dataclasses then cannot
-# resolve string annotations.
-
 import asyncio
-import base64
 import functools
 import logging
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from mitmproxy import connection, ctx, exceptions, tcp, tls
 from mitmproxy.addonmanager import Loader
-from mitmproxy.proxy import mode_specs, server_hooks
-from OpenSSL import SSL, crypto
+from mitmproxy.proxy import server_hooks
+from OpenSSL import SSL
 
 import certmatch
-from certmatch.core import diagnosis, protocols
-from certmatch.core.facts import SessionFacts, StartTlsFacts
-from certmatch.core.identity import is_ip_address
+from certmatch.core import diagnosis, policy, protocols
+from certmatch.core.facts import SessionFacts
 from certmatch.core.recording import RecordingError, RecordingWriter
 from certmatch.core.trust import TrustStore, TrustStoreError
 from certmatch.net.probe import probe_with_sni
+from certmatch.proxy.connection_facts import (
+    client_id,
+    legacy_version,
+    new_facts,
+    peer_chain,
+    refusing_connection,
+    set_faithful_sni,
+)
+from certmatch.proxy.starttls_hooks import StartTlsData
 
 logger = logging.getLogger("certmatch")
-
-ON_MISMATCH_CHOICES = ("pass", "block")
 
 
 def _never_raises[F: Callable[..., Any]](hook: F) -> F:
@@ -81,14 +81,6 @@ def _never_raises[F: Callable[..., Any]](hook: F) -> F:
 
 
 @dataclass
-class StartTlsUpgrade:
-    """What a STARTTLS layer tells this addon about the plaintext phase of a connection."""
-
-    protocol: str
-    facts: StartTlsFacts
-
-
-@dataclass
 class _Pending:
     """A session being observed: its facts so far and, once known, the verdict."""
 
@@ -101,11 +93,9 @@ class CertmatchCapture:
     """Records TLS handshake facts and judges the server certificate's names."""
 
     def __init__(self) -> None:
-        self.pending: dict[str, _Pending] = {}
-        # Filled by the STARTTLS layer (addons/starttls.py) through
-        # starttls_upgrading(), keyed by client connection id. The facts object
-        # is shared, so findings made later (e.g. injected bytes) reach the record.
-        self.starttls_upgrades: dict[str, StartTlsUpgrade] = {}
+        self.pending: dict[str, _Pending] = {}  # by client connection id
+        # STARTTLS upgrades announced by the layer whose handshake is still to come.
+        self.starttls_upgrades: dict[str, StartTlsData] = {}
         self.writer: RecordingWriter | None = None
         self.store: TrustStore | None = None
         self.sessions_written = 0
@@ -125,7 +115,7 @@ class CertmatchCapture:
             "pass",
             "What the client gets when the server's certificate fails: 'pass' lets the session "
             "continue (the engineer can watch it), 'block' closes it as a strict client would.",
-            choices=ON_MISMATCH_CHOICES,
+            choices=policy.ON_MISMATCH_CHOICES,
         )
         loader.add_option(
             "certmatch_ca_file",
@@ -174,6 +164,24 @@ class CertmatchCapture:
             self.writer.close()
             self.writer = None
 
+    # -- STARTTLS hooks (raised by certmatch.proxy.starttls_layer) ---------
+
+    @_never_raises
+    def starttls_upgrade(self, data: StartTlsData) -> None:
+        self.starttls_upgrades[data.context.client.id] = data
+
+    @_never_raises
+    def starttls_plaintext_end(self, data: StartTlsData) -> None:
+        client = data.context.client
+        self.starttls_upgrades.pop(client.id, None)
+        self.pending.pop(client.id, None)
+        facts = new_facts(client, data.context.server, None, ctx.options.certmatch_host)
+        facts.protocol = data.protocol
+        facts.tls_kind = "starttls"
+        facts.starttls = data.facts
+        facts.server_error = data.error
+        self._write(_Pending(facts))
+
     # -- TLS hooks ---------------------------------------------------------
 
     @_never_raises
@@ -183,28 +191,27 @@ class CertmatchCapture:
         # mitmproxy's ClientHello.sni drops names its IDNA 2003 check rejects
         # (e.g. IDNA 2008 A-labels such as xn--strae-oqa.de): read the extension.
         sni = protocols.server_name_from_extensions(hello.extensions)
-        facts = _new_facts(context.client, context.server, sni)
+        facts = new_facts(context.client, context.server, sni, ctx.options.certmatch_host)
         facts.client_alpn = [p.decode("ascii", "replace") for p in hello.alpn_protocols]
         facts.client_tls_versions = protocols.offered_tls_versions(
-            hello.extensions, _legacy_version(hello)
+            hello.extensions, legacy_version(hello)
         )
-        server = context.server
         upgrade = self.starttls_upgrades.get(context.client.id)
         if upgrade is not None:
             facts.tls_kind = "starttls"
             facts.protocol = upgrade.protocol
-            facts.starttls = upgrade.facts
+            facts.starttls = upgrade.facts  # shared with the layer: later findings reach it
         self.pending[context.client.id] = _Pending(facts)
 
         # See the server's certificate before answering the client, so that
         # block/pass can be decided and the client's handshake shaped by it.
         data.establish_server_tls_first = True
-        upstream = sni if sni is None or protocols.sendable_sni(sni) else None
+        upstream = policy.upstream_sni(sni)
         if upstream != sni:
             facts.notes.append(
                 f"the client's SNI {sni!r} cannot be sent on by the proxy; it sent none upstream"
             )
-        _set_faithful_sni(server, upstream)
+        set_faithful_sni(context.server, upstream)
 
     @_never_raises
     def server_connected(self, data: server_hooks.ServerConnectionHookData) -> None:
@@ -213,7 +220,7 @@ class CertmatchCapture:
             return
         if data.server.peername:
             pending.facts.server_ip = data.server.peername[0]
-        _set_faithful_sni(data.server, None)
+        set_faithful_sni(data.server, None)
 
     @_never_raises
     def tls_start_server(self, data: tls.TlsData) -> None:
@@ -224,7 +231,7 @@ class CertmatchCapture:
             # Loaded as a script (-s), this hook runs before mitmproxy's own
             # tlsconfig; let it build the connection now, as it would have.
             assert isinstance(data.conn, connection.Server)
-            _set_faithful_sni(data.conn, pending.facts.sni)
+            set_faithful_sni(data.conn, pending.facts.sni)
             tlsconfig = ctx.master.addons.get("tlsconfig")
             if tlsconfig is not None:
                 tlsconfig.tls_start_server(data)
@@ -233,8 +240,7 @@ class CertmatchCapture:
         # certmatch judges the chain itself; OpenSSL's verdict must not abort
         # the handshake (stock mitmproxy then crashes or hangs the client).
         data.ssl_conn.set_verify(SSL.VERIFY_NONE)
-        sni = data.conn.sni
-        pending.facts.upstream_sni = sni if sni and not is_ip_address(sni) else None
+        pending.facts.upstream_sni = policy.recorded_upstream_sni(data.conn.sni)
 
     @_never_raises
     async def tls_established_server(self, data: tls.TlsData) -> None:
@@ -243,13 +249,14 @@ class CertmatchCapture:
             return
         facts = pending.facts
         conn = data.conn
-        facts.chain = _peer_chain(data.ssl_conn)
+        facts.chain = peer_chain(data.ssl_conn)
         facts.tls_version = conn.tls_version
         facts.cipher = conn.cipher
         if conn.peername:
             facts.server_ip = conn.peername[0]
         self._judge(pending)
-        if self._wants_probe(pending) and conn.peername:
+        probe = ctx.options.certmatch_sni_probe and policy.wants_sni_probe(facts, pending.verdict)
+        if probe and conn.peername:
             facts.sni_probe = await probe_with_sni(
                 conn.peername[0],
                 conn.peername[1],
@@ -264,7 +271,7 @@ class CertmatchCapture:
         if pending is None:
             return
         pending.facts.server_error = data.conn.error or "TLS handshake with the server failed"
-        pending.facts.chain = _peer_chain(data.ssl_conn)
+        pending.facts.chain = peer_chain(data.ssl_conn)
         self._judge(pending)
 
     @_never_raises
@@ -274,10 +281,10 @@ class CertmatchCapture:
         if pending is None:
             # Reverse mode dials before the client's ClientHello: without a
             # record here, an unreachable server would leave no trace.
-            pending = _Pending(_new_facts(data.client, data.server, None))
-            pending.facts.server_error = error
-            pending.facts.action = "block"
-            self._write(pending)
+            facts = new_facts(data.client, data.server, None, ctx.options.certmatch_host)
+            facts.server_error = error
+            facts.action = "block"
+            self._write(_Pending(facts))
             return
         pending.facts.server_error = error
         self._judge(pending)
@@ -292,32 +299,22 @@ class CertmatchCapture:
                 self._judge(pending)
             except Exception as exc:  # noqa: BLE001 - decided below: block fails closed
                 pending.facts.notes.append(f"analysis failed: {type(exc).__name__}: {exc}")
-        verdict = pending.verdict
-        no_server = not pending.facts.chain
-        # Block on the certificate's verdict only: warnings, and findings about
-        # a plaintext phase that is already over, do not stop the session. With
-        # no verdict at all, block fails closed.
-        failing = verdict is None or verdict.verdict != "match"
-        block = no_server or (failing and ctx.options.certmatch_on_mismatch == "block")
-        if block:
-            pending.facts.action = "block"
-            if no_server:
-                why = "no server certificate"
-            elif verdict is None:
-                why = "no verdict: the analysis failed; certmatch_on_mismatch=block"
-            else:
-                primary = verdict.primary
-                why = verdict.verdict + (f", {primary.id}" if primary else "")
-                why += f"; certmatch_on_mismatch={ctx.options.certmatch_on_mismatch}"
+        on_mismatch = ctx.options.certmatch_on_mismatch
+        action = policy.client_action(
+            pending.verdict, chain_seen=bool(pending.facts.chain), on_mismatch=on_mismatch
+        )
+        pending.facts.action = action.name
+        if action.block:
+            why = action.why or ""
+            if action.by_option:
+                why += f"; certmatch_on_mismatch={on_mismatch}"
             logger.warning(
                 f"certmatch: closing the client connection for {pending.facts.requested_host} "
                 f"({why}). mitmproxy logs this as a failed client handshake ('no shared "
                 "cipher'): that is certmatch refusing the client, not a client problem."
             )
-            data.ssl_conn = _refusing_connection()
+            data.ssl_conn = refusing_connection()
             self._write(pending)
-        else:
-            pending.facts.action = "pass"
 
     @_never_raises
     def tls_failed_client(self, data: tls.TlsData) -> None:
@@ -371,53 +368,11 @@ class CertmatchCapture:
         if pending is not None:
             self._write(pending)
 
-    def starttls_upgrading(
-        self, client: connection.Client, protocol: str, starttls: StartTlsFacts
-    ) -> None:
-        """The STARTTLS layer saw the server accept the upgrade: the next handshake is a STARTTLS one."""
-        self.starttls_upgrades[client.id] = StartTlsUpgrade(protocol, starttls)
-
-    def record_without_tls(
-        self,
-        client: connection.Client,
-        server: connection.Server,
-        protocol: str,
-        starttls: StartTlsFacts,
-        error: str | None = None,
-    ) -> None:
-        """Record a STARTTLS connection that never reached a TLS handshake.
-
-        Called by the STARTTLS layer when the server did not offer the
-        upgrade, refused it, or the plaintext phase broke off (``error``).
-        """
-        try:
-            facts = _new_facts(client, server, None)
-            facts.protocol = protocol
-            facts.tls_kind = "starttls"
-            facts.starttls = starttls
-            facts.server_error = error
-            pending = _Pending(facts)
-            self.pending.pop(client.id, None)
-            self._write(pending)
-        except Exception as exc:  # noqa: BLE001
-            self._internal_error("record_without_tls", None, exc)
-
     # -- internals ---------------------------------------------------------
 
     def _judge(self, pending: _Pending) -> None:
         assert self.store is not None
         pending.verdict = diagnosis.diagnose(pending.facts, self.store)
-
-    def _wants_probe(self, pending: _Pending) -> bool:
-        facts = pending.facts
-        return bool(
-            ctx.options.certmatch_sni_probe
-            and facts.sni is None
-            and facts.requested_host
-            and not is_ip_address(facts.requested_host)
-            and pending.verdict is not None
-            and pending.verdict.verdict in ("mismatch", "legacy-match")
-        )
 
     def _write(self, pending: _Pending) -> None:
         if pending.written:
@@ -428,7 +383,7 @@ class CertmatchCapture:
                 self._judge(pending)
         except Exception as exc:  # noqa: BLE001
             pending.facts.notes.append(f"analysis failed: {type(exc).__name__}: {exc}")
-        self._log_verdict(pending)
+        _log_verdict(pending.facts, pending.verdict)
         if self.writer is None:
             return
         try:
@@ -440,142 +395,31 @@ class CertmatchCapture:
                 f"({type(exc).__name__}: {exc}). Traffic continues; check the disk and the file."
             )
 
-    def _log_verdict(self, pending: _Pending) -> None:
-        facts = pending.facts
-        verdict = pending.verdict
-        if verdict is None:
-            logger.warning(
-                f"certmatch: {facts.requested_host}: no verdict ({'; '.join(facts.notes)})"
-            )
-            return
-        names = ", ".join(verdict.presented_names) or "no certificate"
-        line = (
-            f"certmatch: {facts.protocol} {facts.requested_host} "
-            f"[{facts.requested_host_source}, SNI {facts.sni or 'none'}] -> {names}: "
-            f"{verdict.verdict}"
-        )
-        if verdict.primary:
-            line += f" ({verdict.primary.id})"
-        (logger.warning if verdict.failed else logger.info)(line)
-
     def _internal_error(self, hook: str, data: Any, exc: Exception) -> None:
         logger.error(
             f"certmatch: internal error in {hook} ({type(exc).__name__}: {exc}); "
             "the session continues and the error is noted in its record."
         )
-        client_id = _client_id(data)
-        pending = self.pending.get(client_id) if client_id else None
+        key = client_id(data)
+        pending = self.pending.get(key) if key else None
         if pending is not None:
             pending.facts.notes.append(f"internal error in {hook}: {type(exc).__name__}: {exc}")
 
 
-def _new_facts(
-    client: connection.Client, server: connection.Server, sni: str | None
-) -> SessionFacts:
-    """The facts every session starts with: who, where, and what was asked for."""
-    facts = SessionFacts(
-        id=uuid.uuid4().hex,
-        started=datetime.now(UTC).isoformat(timespec="milliseconds"),
-        client_address=_format_address(client.peername),
-        proxy_mode=client.proxy_mode.full_spec,
-        sni=sni,
+def _log_verdict(facts: SessionFacts, verdict: diagnosis.Diagnosis | None) -> None:
+    """One log line per recorded session: what was asked, what was presented, the verdict."""
+    if verdict is None:
+        logger.warning(f"certmatch: {facts.requested_host}: no verdict ({'; '.join(facts.notes)})")
+        return
+    names = ", ".join(verdict.presented_names) or "no certificate"
+    line = (
+        f"certmatch: {facts.protocol} {facts.requested_host} "
+        f"[{facts.requested_host_source}, SNI {facts.sni or 'none'}] -> {names}: "
+        f"{verdict.verdict}"
     )
-    if server.address:
-        facts.server_address = _format_address(server.address)
-        facts.protocol = protocols.protocol_from_port(server.address[1])
-    if server.peername:
-        facts.server_ip = server.peername[0]
-    facts.requested_host, facts.requested_host_source = _requested_host(
-        client, server, sni, ctx.options.certmatch_host
-    )
-    return facts
-
-
-def _set_faithful_sni(server: connection.Server, client_sni: str | None) -> None:
-    """Make the upstream handshake send the client's SNI, or none when it sent none.
-
-    Stock tlsconfig fills a missing SNI with the target host. An IP literal
-    is never sent as SNI (RFC 6066 §3), so when the client sent none the
-    server's IP stands in: no SNI goes out, and tlsconfig still builds the
-    connection. Before the server is connected, "" holds the place (it stops
-    tlsconfig's substitution) and ``server_connected`` replaces it.
-    """
-    if client_sni:
-        server.sni = client_sni
-    elif server.peername:
-        server.sni = server.peername[0]
-    elif server.address and is_ip_address(server.address[0]):
-        server.sni = server.address[0]
-    else:
-        server.sni = ""
-
-
-def _requested_host(
-    client: connection.Client, server: connection.Server, sni: str | None, configured: str
-) -> tuple[str | None, str]:
-    """The name the client asked for, and where certmatch learned it."""
-    if sni:
-        return sni, "sni"
-    if configured:
-        return configured, "option"
-    mode = client.proxy_mode
-    address = server.address
-    if isinstance(mode, mode_specs.ReverseMode):
-        return mode.address[0], "reverse-target"
-    host = address[0] if address else None
-    if isinstance(mode, mode_specs.Socks5Mode):
-        return host, "socks5"
-    if isinstance(mode, mode_specs.RegularMode):
-        return host, "http-connect"
-    return host, "unknown"
-
-
-def _refusing_connection() -> SSL.Connection:
-    """A server-side TLS connection with no certificate: it answers any ClientHello with a
-    handshake_failure alert, so the client stops before any mail is exchanged.
-
-    Providing a connection (rather than none) keeps mitmproxy's tlsconfig from
-    building a working one, whichever order the addons run in.
-    """
-    context = SSL.Context(SSL.TLS_SERVER_METHOD)
-    connection = SSL.Connection(context)
-    connection.set_accept_state()
-    return connection
-
-
-def _peer_chain(ssl_conn: SSL.Connection | None) -> list[str]:
-    """The server's chain as base64 DER, leaf first, exactly as presented."""
-    if ssl_conn is None:
-        return []
-    chain = ssl_conn.get_peer_cert_chain() or []
-    return [
-        base64.b64encode(crypto.dump_certificate(crypto.FILETYPE_ASN1, cert)).decode("ascii")
-        for cert in chain
-    ]
-
-
-def _legacy_version(hello: tls.ClientHello) -> int | None:
-    raw = hello.raw_bytes(wrap_in_record=False)  # starts at client_version
-    return int.from_bytes(raw[0:2], "big") if len(raw) >= 2 else None
-
-
-def _format_address(address: Any) -> str | None:
-    if not address:
-        return None
-    host, port = address[0], address[1]
-    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-
-
-def _client_id(data: Any) -> str | None:
-    for path in ("context.client.id", "client.id", "client_conn.id"):
-        obj = data
-        try:
-            for part in path.split("."):
-                obj = getattr(obj, part)
-        except AttributeError:
-            continue
-        return str(obj)
-    return None
+    if verdict.primary:
+        line += f" ({verdict.primary.id})"
+    (logger.warning if verdict.failed else logger.info)(line)
 
 
 addons = [CertmatchCapture()]

@@ -1,6 +1,6 @@
 """mitmproxy addon and layer: intercept STARTTLS (SMTP, IMAP, POP3, LDAP, NNTP).
 
-Load it after the capture addon::
+Load it beside the capture addon::
 
     mitmdump -s addons/capture.py -s addons/starttls.py \
         --mode reverse:tcp://mail.example.com:143 --set certmatch_record=session.jsonl
@@ -14,25 +14,25 @@ server accepts the upgrade it stacks mitmproxy's own ServerTLSLayer ->
 ClientTLSLayer -> TCPLayer, so the capture addon's TLS hooks (faithful SNI,
 chain recording, block/pass) apply exactly as for implicit TLS.
 
-A connection that never reaches TLS (not offered, refused, broken off) is
-recorded through the capture addon's ``record_without_tls``. A server that
-stays silent when an answer is due, answers garbage, or closes mid-upgrade
+The layer reports through two hooks (:mod:`certmatch.proxy.starttls_hooks`):
+``starttls_upgrade`` when the server accepts, and ``starttls_plaintext_end`` for
+a connection that never reaches TLS (not offered, refused, broken off). A server
+that stays silent when an answer is due, answers garbage, or closes mid-upgrade
 ends the connection with a recorded error; the proxy carries on.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol
 
-from mitmproxy import ctx
+from mitmproxy import ctx, exceptions
 from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy import commands, events, layer, mode_specs
 from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.layers import ClientTLSLayer, ServerTLSLayer, TCPLayer, modes
 from mitmproxy.proxy.layers.http import HttpLayer, HttpStream
+from mitmproxy.proxy.utils import expect
 
-from certmatch.core.facts import StartTlsFacts
 from certmatch.core.starttls import (
     GREETING,
     HANDSHAKE,
@@ -42,89 +42,80 @@ from certmatch.core.starttls import (
     detect_protocol,
     make_machine,
 )
+from certmatch.proxy.starttls_hooks import (
+    StartTlsData,
+    StarttlsPlaintextEndHook,
+    StarttlsUpgradeHook,
+)
 
 logger = logging.getLogger("certmatch")
 
 MODE_CHOICES = ("auto", *[p for p in STARTTLS_PROTOCOLS if p != "submission"], "off")
-DEFAULT_TIMEOUT_S = 30.0
-
-
-class UpgradeRecorder(Protocol):
-    """Where the layer reports what happened in the plaintext phase."""
-
-    def upgrading(self, context: Context, protocol: str, facts: StartTlsFacts) -> None:
-        """The server accepted; TLS layers start next (their hooks will see the facts)."""
-
-    def ended_without_tls(
-        self, context: Context, protocol: str, facts: StartTlsFacts, error: str | None
-    ) -> None:
-        """The connection ends without a TLS handshake; ``error`` says why if it broke off."""
+DEFAULT_TIMEOUT_S = 30
 
 
 class StartTlsLayer(layer.Layer):
-    """Relays a STARTTLS protocol's plaintext phase, then hands over to mitmproxy's TLS layers."""
+    """Relays a STARTTLS protocol's plaintext phase, then hands over to mitmproxy's TLS layers.
+
+    States, as in mitmproxy's own layers: ``start`` -> ``relay_plaintext`` ->
+    ``relay_tls`` (the TLS layers below do the work) -> ``done``. Every state takes
+    every event that can still reach it: a timer armed in one state may fire in a later
+    one, and a connection may close at any time.
+    """
 
     child_layer: layer.Layer | None
 
     def __init__(
-        self,
-        context: Context,
-        machine: StartTlsMachine,
-        recorder: UpgradeRecorder | None = None,
-        timeout: float = DEFAULT_TIMEOUT_S,
+        self, context: Context, machine: StartTlsMachine, timeout: int = DEFAULT_TIMEOUT_S
     ) -> None:
         super().__init__(context)
         self.machine = machine
-        self.recorder = recorder
         self.timeout = timeout
         self.child_layer = None
         self._client_tls: ClientTLSLayer | None = None
-        self._timer: commands.RequestWakeup | None = None
+        self._timers: set[commands.RequestWakeup] = set()  # all this layer ever armed
+        self._timer: commands.RequestWakeup | None = None  # the one that counts now
         self._timer_phase: str | None = None
         self._server_tls_started = False
-        self._finished = False
         self._client_spoke = False
 
     def __repr__(self) -> str:
         return f"StartTlsLayer({self.machine.protocol}, {self.machine.phase})"
 
-    def _handle_event(self, event: events.Event) -> layer.CommandGenerator[None]:
-        if isinstance(event, events.Start):
-            yield from self._start()
-        elif self._finished:
-            return
-        elif self.child_layer is not None:
-            yield from self._tls_phase(event)
-        else:
-            yield from self._plaintext_phase(event)
+    # -- states --------------------------------------------------------------------
 
-    # -- plaintext -------------------------------------------------------------
-
-    def _start(self) -> layer.CommandGenerator[None]:
+    @expect(events.Start)
+    def start(self, _: events.Event) -> layer.CommandGenerator[None]:
         server = self.context.server
         if server.timestamp_start is None:
             err = yield commands.OpenConnection(server)
             if err:
                 yield from self._give_up(f"cannot connect to the server: {err}")
                 return
+        self._handle_event = self.relay_plaintext
         if self.machine.waiting_for_server:
             yield from self._arm_timer()
 
-    def _plaintext_phase(self, event: events.Event) -> layer.CommandGenerator[None]:
+    _handle_event = start
+
+    @expect(events.DataReceived, events.ConnectionClosed, events.Wakeup)
+    def relay_plaintext(self, event: events.Event) -> layer.CommandGenerator[None]:
         machine = self.machine
         if isinstance(event, events.Wakeup):
             if event.command is self._timer and machine.phase == self._timer_phase:
                 yield from self._give_up(
-                    f"the server sent no {self._awaited()} within {self.timeout:g} s"
+                    f"the server sent no {self._awaited()} within {self.timeout} s"
                 )
             return
+        assert isinstance(event, events.ConnectionEvent)
+        by_server = event.connection == self.context.server
         if isinstance(event, events.DataReceived):
             before = machine.phase
-            if event.connection == self.context.client:
+            if by_server:
+                relay = machine.server_data(event.data)
+            else:
                 self._client_spoke = True
                 relay = machine.client_data(event.data)
-            else:
-                relay = machine.server_data(event.data)
             if relay.to_server:
                 yield commands.SendData(self.context.server, relay.to_server)
             if relay.to_client:
@@ -135,76 +126,24 @@ class StartTlsLayer(layer.Layer):
                 yield from self._upgrade()
             elif machine.phase != before and machine.waiting_for_server:
                 yield from self._arm_timer()
-        elif isinstance(event, events.ConnectionClosed):
-            by_server = event.connection == self.context.server
-            if not by_server and not self._client_spoke:
-                # A port probe or a client that gave up at once: nothing to record.
-                self._finished = True
-                yield from self._close_both()
-                return
-            error = None
-            if machine.waiting_for_server:
-                who = "server" if by_server else "client"
-                error = f"the {who} closed the connection while the {self._awaited()} was due"
-            yield from self._end_plaintext(error)
-
-    def _awaited(self) -> str:
-        if self.machine.phase == GREETING:
-            return "greeting"
-        return f"reply to {self.machine.upgrade_command}"
-
-    def _arm_timer(self) -> layer.CommandGenerator[None]:
-        self._timer = commands.RequestWakeup(self.timeout)
-        self._timer_phase = self.machine.phase
-        yield self._timer
-
-    def _give_up(self, error: str) -> layer.CommandGenerator[None]:
-        self.machine.broke_off(error)
-        yield commands.Log(
-            f"certmatch: {self.machine.protocol} STARTTLS stopped in phase "
-            f"{self.machine.phase!r}: {error}; closing the client connection.",
-            logging.WARNING,
-        )
+            return
+        if not by_server and not self._client_spoke:
+            # A port probe or a client that gave up at once: nothing to record.
+            self._handle_event = self.done
+            yield from self._close_both()
+            return
+        error = None
+        if machine.waiting_for_server:
+            who = "server" if by_server else "client"
+            error = f"the {who} closed the connection while the {self._awaited()} was due"
         yield from self._end_plaintext(error)
 
-    def _end_plaintext(self, error: str | None) -> layer.CommandGenerator[None]:
-        self._finished = True
-        self._report_without_tls(error)
-        yield from self._close_both()
-
-    def _close_both(self) -> layer.CommandGenerator[None]:
-        for conn in (self.context.server, self.context.client):
-            if conn.connected:
-                yield commands.CloseConnection(conn)
-
-    def _report_without_tls(self, error: str | None) -> None:
-        if self.recorder is not None:
-            self.recorder.ended_without_tls(
-                self.context, self.machine.protocol, self.machine.facts, error
-            )
-
-    # -- upgrade -----------------------------------------------------------------
-
-    def _upgrade(self) -> layer.CommandGenerator[None]:
-        self.machine.facts.phase = HANDSHAKE
-        if self.recorder is not None:
-            self.recorder.upgrading(self.context, self.machine.protocol, self.machine.facts)
-        # Layer.__init__ appends each to context.layers: ClientTLSLayer finds the
-        # ServerTLSLayer right above it and so waits for the client's ClientHello
-        # before the upstream handshake, as for implicit TLS.
-        server_tls = ServerTLSLayer(self.context)
-        client_tls = ClientTLSLayer(self.context)
-        server_tls.child_layer = client_tls
-        client_tls.child_layer = TCPLayer(self.context)
-        self._client_tls = client_tls
-        self.child_layer = server_tls
-        yield from self._to_child(events.Start())
-        yield from self._arm_timer()
-
-    def _tls_phase(self, event: events.Event) -> layer.CommandGenerator[None]:
-        if isinstance(event, events.Wakeup) and event.command is self._timer:
-            yield from self._handshake_deadline()
-            return
+    @expect(events.ConnectionEvent, events.CommandCompleted, events.MessageInjected)
+    def relay_tls(self, event: events.Event) -> layer.CommandGenerator[None]:
+        if isinstance(event, events.Wakeup) and event.command in self._timers:
+            if event.command is self._timer:
+                yield from self._handshake_deadline()
+            return  # a timer of the plaintext phase: never the TLS layers' business
         if (
             isinstance(event, events.DataReceived)
             and event.connection == self.context.server
@@ -221,6 +160,74 @@ class StartTlsLayer(layer.Layer):
             return
         yield from self._to_child(event)
 
+    @expect(events.ConnectionEvent, events.CommandCompleted, events.MessageInjected)
+    def done(self, _: events.Event) -> layer.CommandGenerator[None]:
+        yield from ()
+
+    # -- plaintext -----------------------------------------------------------------
+
+    def _awaited(self) -> str:
+        if self.machine.phase == GREETING:
+            return "greeting"
+        return f"reply to {self.machine.upgrade_command}"
+
+    def _arm_timer(self) -> layer.CommandGenerator[None]:
+        self._timer = commands.RequestWakeup(self.timeout)
+        self._timer_phase = self.machine.phase
+        self._timers.add(self._timer)
+        yield self._timer
+
+    def _give_up(self, error: str) -> layer.CommandGenerator[None]:
+        self.machine.broke_off(error)
+        yield commands.Log(
+            f"certmatch: {self.machine.protocol} STARTTLS stopped in phase "
+            f"{self.machine.phase!r}: {error}; closing the client connection.",
+            logging.WARNING,
+        )
+        yield from self._end_plaintext(error)
+
+    def _end_plaintext(self, error: str | None) -> layer.CommandGenerator[None]:
+        self._handle_event = self.done
+        machine = self.machine
+        yield commands.Log(
+            f"certmatch: {machine.protocol} connection ended without TLS in phase "
+            f"{machine.facts.phase}" + (f": {error}" if error else ""),
+            logging.DEBUG,
+        )
+        yield StarttlsPlaintextEndHook(
+            StartTlsData(self.context, machine.protocol, machine.facts, error)
+        )
+        yield from self._close_both()
+
+    def _close_both(self) -> layer.CommandGenerator[None]:
+        for conn in (self.context.server, self.context.client):
+            if conn.connected:
+                yield commands.CloseConnection(conn)
+
+    # -- upgrade -------------------------------------------------------------------
+
+    def _upgrade(self) -> layer.CommandGenerator[None]:
+        machine = self.machine
+        machine.facts.phase = HANDSHAKE
+        yield commands.Log(
+            f"certmatch: {machine.protocol} STARTTLS accepted ({machine.facts.server_reply})",
+            logging.DEBUG,
+        )
+        # Blocking: the addons know of the upgrade before the ClientHello is read.
+        yield StarttlsUpgradeHook(StartTlsData(self.context, machine.protocol, machine.facts))
+        # Layer.__init__ appends each to context.layers: ClientTLSLayer finds the
+        # ServerTLSLayer right above it and so waits for the client's ClientHello
+        # before the upstream handshake, as for implicit TLS.
+        server_tls = ServerTLSLayer(self.context)
+        client_tls = ClientTLSLayer(self.context)
+        server_tls.child_layer = client_tls
+        client_tls.child_layer = TCPLayer(self.context)
+        self._client_tls = client_tls
+        self.child_layer = server_tls
+        self._handle_event = self.relay_tls
+        yield from self._to_child(events.Start())
+        yield from self._arm_timer()
+
     def _to_child(self, event: events.Event) -> layer.CommandGenerator[None]:
         assert self.child_layer is not None
         for command in self.child_layer.handle_event(event):
@@ -233,46 +240,17 @@ class StartTlsLayer(layer.Layer):
             return
         client_hello_seen = self._client_tls is not None and self._client_tls.client_hello_parsed
         error = (
-            f"the TLS handshake did not complete within {self.timeout:g} s after the server "
+            f"the TLS handshake did not complete within {self.timeout} s after the server "
             f"accepted {self.machine.upgrade_command}"
         )
         self.machine.broke_off(error)
         yield commands.Log(f"certmatch: {error}; closing the connection.", logging.WARNING)
-        if not client_hello_seen:
-            # The capture addon never saw this session: record it here.
-            self._report_without_tls(error)
-        self._finished = True
-        yield from self._close_both()
-
-
-class CaptureRecorder:
-    """Reports to the capture addon (addons/capture.py), however that module was loaded."""
-
-    def __init__(self, capture: Any) -> None:
-        self.capture = capture
-
-    def upgrading(self, context: Context, protocol: str, facts: StartTlsFacts) -> None:
-        self.capture.starttls_upgrading(context.client, protocol, facts)
-
-    def ended_without_tls(
-        self, context: Context, protocol: str, facts: StartTlsFacts, error: str | None
-    ) -> None:
-        self.capture.record_without_tls(context.client, context.server, protocol, facts, error)
-
-
-class LogRecorder:
-    """Used when the capture addon is not loaded: STARTTLS still works, outcomes are logged."""
-
-    def upgrading(self, context: Context, protocol: str, facts: StartTlsFacts) -> None:
-        logger.info(f"certmatch: {protocol} STARTTLS accepted ({facts.server_reply})")
-
-    def ended_without_tls(
-        self, context: Context, protocol: str, facts: StartTlsFacts, error: str | None
-    ) -> None:
-        logger.warning(
-            f"certmatch: {protocol} connection ended without TLS in phase {facts.phase}"
-            + (f": {error}" if error else "")
-        )
+        if client_hello_seen:
+            # The capture addon's TLS hooks saw this session and record it.
+            self._handle_event = self.done
+            yield from self._close_both()
+        else:
+            yield from self._end_plaintext(error)
 
 
 class StartTlsAddon:
@@ -290,11 +268,17 @@ class StartTlsAddon:
         )
         loader.add_option(
             "certmatch_starttls_timeout",
-            float,
+            int,
             DEFAULT_TIMEOUT_S,
-            "Seconds to wait for a server's greeting, its reply to STARTTLS, and the TLS "
-            "handshakes after it; then the connection is closed and the error recorded.",
+            "Whole seconds to wait for a server's greeting, its reply to STARTTLS, and the "
+            "TLS handshakes after it; then the connection is closed and the error recorded.",
         )
+
+    def configure(self, updated: set[str]) -> None:
+        if "certmatch_starttls_timeout" in updated and ctx.options.certmatch_starttls_timeout < 1:
+            raise exceptions.OptionsError(
+                "certmatch_starttls_timeout: give a whole number of seconds, at least 1"
+            )
 
     def next_layer(self, nextlayer: layer.NextLayer) -> None:
         try:
@@ -325,24 +309,8 @@ class StartTlsAddon:
         if protocol == NEEDS_MORE:
             return  # asked again when more bytes arrive
         nextlayer.layer = StartTlsLayer(
-            context,
-            make_machine(protocol),
-            self._recorder(),
-            float(ctx.options.certmatch_starttls_timeout),
+            context, make_machine(protocol), ctx.options.certmatch_starttls_timeout
         )
-
-    def _recorder(self) -> UpgradeRecorder:
-        capture = ctx.master.addons.get("certmatchcapture")
-        if capture is None:
-            return LogRecorder()
-        try:
-            return CaptureRecorder(capture)
-        except (AttributeError, KeyError, TypeError, ValueError) as exc:
-            logger.error(
-                f"certmatch: the capture addon does not offer the STARTTLS interface "
-                f"({type(exc).__name__}: {exc}); STARTTLS sessions are logged, not recorded."
-            )
-            return LogRecorder()
 
 
 def _plaintext_tcp_to_known_server(context: Context, parents: list[layer.Layer]) -> bool:

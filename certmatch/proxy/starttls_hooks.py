@@ -1,0 +1,50 @@
+"""The hooks the STARTTLS layer raises, in mitmproxy's own style (see ``proxy/layers/tcp.py``).
+
+The layer yields a hook; mitmproxy calls the method of the hook's name on every addon,
+with the hook's one data object (``mode_servers.handle_hook`` unpacks ``(data,) =
+hook.args()``). The capture addon implements both methods; any other addon may too::
+
+    class Watch:
+        def starttls_upgrade(self, data: StartTlsData) -> None: ...
+        def starttls_plaintext_end(self, data: StartTlsData) -> None: ...
+
+Defining a hook class registers its name in ``mitmproxy.hooks.all_hooks``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mitmproxy.proxy.commands import StartHook
+from mitmproxy.proxy.context import Context
+
+from certmatch.core.facts import StartTlsFacts
+
+
+@dataclass
+class StartTlsData:
+    """One connection's plaintext phase, as the STARTTLS layer saw it."""
+
+    context: Context
+    protocol: str
+    facts: StartTlsFacts
+    """Shared with the layer: findings it makes later (injected bytes) reach the record."""
+    error: str | None = None
+    """Why the connection broke off, for ``starttls_plaintext_end``; None if it just ended."""
+
+
+@dataclass
+class StarttlsUpgradeHook(StartHook):
+    """The server accepted the client's STARTTLS: the next TLS handshake on this
+    connection is a STARTTLS one. mitmproxy's TLS hooks follow."""
+
+    data: StartTlsData
+
+
+@dataclass
+class StarttlsPlaintextEndHook(StartHook):
+    """The connection ends without a TLS handshake: the server did not offer or refused
+    the upgrade, the client never asked, or the plaintext phase broke off
+    (``data.error`` says why)."""
+
+    data: StartTlsData
