@@ -31,7 +31,6 @@ Every cache has a size limit; the oldest entries go first.
 from __future__ import annotations
 
 import dataclasses
-import weakref
 from collections.abc import Hashable
 from dataclasses import dataclass
 from datetime import datetime
@@ -73,7 +72,8 @@ class Judgement:
 class Judge:
     """Judges sessions against ``store``, remembering what repeats (see the module docstring)."""
 
-    _shared: ClassVar[dict[int, tuple[weakref.ref[TrustStore], Judge]]] = {}
+    # Judges by id(store); each holds its store, so an id is never reused while listed.
+    _shared: ClassVar[dict[int, Judge]] = {}
 
     def __init__(self, store: TrustStore, *, size: int = 4096) -> None:
         self.store = store
@@ -88,13 +88,11 @@ class Judge:
     @classmethod
     def for_store(cls, store: TrustStore) -> Judge:
         """The judge shared by everyone who judges against ``store``."""
-        entry = cls._shared.get(id(store))
-        if entry is not None and entry[0]() is store:
-            return entry[1]
-        if len(cls._shared) >= 8:  # stores are few; forget the oldest
-            cls._shared.pop(next(iter(cls._shared)), None)
-        judge = cls(store)
-        cls._shared[id(store)] = (weakref.ref(store), judge)
+        judge = cls._shared.get(id(store))
+        if judge is None or judge.store is not store:
+            if len(cls._shared) >= 8:  # stores are few; forget the oldest
+                cls._shared.pop(next(iter(cls._shared)), None)
+            judge = cls._shared[id(store)] = cls(store)
         return judge
 
     def __len__(self) -> int:

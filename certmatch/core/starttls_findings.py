@@ -27,8 +27,8 @@ class StartTlsFinding(StrEnum):
     """The server did not advertise the upgrade (RFC 3207 §4, RFC 2595 §3 and §4,
     RFC 4513 §3, RFC 4642 §2). Found in ``starttls_findings``."""
     REFUSED = "starttls-refused"
-    """The server answered the upgrade request with a refusal.
-    Found in ``starttls_findings``."""
+    """The server answered the upgrade request with a refusal (RFC 3207 §4, RFC 2595 §3 and §4,
+    RFC 4513 §3, RFC 4642 §2). Found in ``starttls_findings``."""
     NOT_REQUESTED = "starttls-not-requested"
     """The client never asked for the upgrade (RFC 8314 §3). Found in ``starttls_findings``."""
 

@@ -1,0 +1,176 @@
+"""The judge: cached judgements equal fresh ones, and the cache key is the verdict fields."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from certmatch.core import findings
+from certmatch.core.certificates import ParsedChain, parse_chain
+from certmatch.core.diagnosis import diagnose
+from certmatch.core.facts import VERDICT_FIELDS, SessionFacts, SniProbe, StartTlsFacts
+from certmatch.core.identity import IdentityResult, PresentedIdentifiers, check_identity
+from certmatch.core.judge import Judge
+from certmatch.core.recording import read_recording
+from certmatch.core.trust import TrustResult, TrustStore, assess_trust
+
+pytestmark = pytest.mark.pure
+
+RECORDINGS = Path(__file__).resolve().parent.parent / "recordings"
+
+
+@pytest.fixture(scope="module")
+def store() -> TrustStore:
+    return TrustStore.load([RECORDINGS / "ca.pem"], use_system=False)
+
+
+@pytest.fixture(scope="module")
+def sessions() -> list[SessionFacts]:
+    found = [
+        s for path in sorted(RECORDINGS.glob("*.jsonl")) for s in read_recording(path).sessions
+    ]
+    assert len(found) >= 25
+    return found
+
+
+class Uncached:
+    """The parts deciding needs, computed afresh every time: what the judge must agree with."""
+
+    def __init__(self, store: TrustStore) -> None:
+        self.store = store
+
+    def chain(self, chain: tuple[str, ...]) -> ParsedChain:
+        return parse_chain(chain)
+
+    def presented(self, chain: tuple[str, ...]) -> PresentedIdentifiers:
+        leaf = parse_chain(chain).leaf
+        if leaf is None:
+            raise ValueError("the leaf certificate cannot be parsed")
+        return PresentedIdentifiers.from_certificate(leaf)
+
+    def identity(self, reference: str, presented: PresentedIdentifiers) -> IdentityResult:
+        return check_identity(reference, presented)
+
+    def trust(self, chain: tuple[str, ...], at: datetime) -> TrustResult:
+        return assess_trust(parse_chain(chain), at, self.store)
+
+
+def test_cached_judgements_equal_fresh_diagnoses_on_every_sample_recording(store, sessions) -> None:
+    judge = Judge(store)
+    for _ in range(2):  # the second round is answered from the caches
+        for facts in sessions:
+            fresh = findings.diagnose_with(facts, Uncached(store))
+            judged = judge.judgement(facts)
+            assert (
+                judged.verdict,
+                judged.failed,
+                judged.primary,
+                judged.causes,
+                judged.presented_names,
+                judged.leaf_sha256,
+            ) == (
+                fresh.verdict,
+                fresh.failed,
+                fresh.primary.id if fresh.primary else "",
+                fresh.cause_ids,
+                fresh.presented_names,
+                fresh.certificates[0].sha256 if fresh.certificates else "",
+            ), facts.id
+            assert judge.diagnose(facts).to_json() == fresh.to_json(), facts.id
+            assert diagnose(facts, store).to_json() == fresh.to_json(), facts.id
+    assert judge.diagnosed == len(judge) == len({judge.key(f) for f in sessions})
+
+
+def test_sessions_in_one_situation_share_one_judgement(store, sessions) -> None:
+    judge = Judge(store)
+    for facts in sessions:
+        again = dataclasses.replace(facts, id="another", client_address="198.51.100.7:4000")
+        assert judge.judgement(again) is judge.judgement(facts)
+    assert judge.diagnosed == len({judge.key(f) for f in sessions})
+
+
+# A different value for every field that bears on the verdict (but the capture time).
+VERDICT_VARIANTS = {
+    "requested_host": "other.example.test",
+    "sni": "other.example.test",
+    "chain": [],
+    "server_error": "The remote server does not speak TLS.",
+    "client_error": "tlsv1 alert unknown ca",
+    "sni_probe": SniProbe(sni="other.example.test"),
+    "starttls": StartTlsFacts(client_requested=False),
+}
+
+
+def test_the_variants_cover_every_verdict_field() -> None:
+    assert set(VERDICT_VARIANTS) | {"started"} == set(VERDICT_FIELDS)
+
+
+def _non_verdict_variants(facts: SessionFacts) -> dict[str, object]:
+    other: dict[str, object] = {}
+    for f in dataclasses.fields(SessionFacts):
+        if f.name in VERDICT_FIELDS:
+            continue
+        value = getattr(facts, f.name)
+        other[f.name] = ["changed"] if isinstance(value, list) else "changed"
+    return other
+
+
+def test_a_verdict_field_changes_the_key_and_no_other_field_does(store) -> None:
+    judge = Judge(store)
+    facts = read_recording(RECORDINGS / "correct.jsonl").sessions[0]
+    key = judge.key(facts)
+    for name, value in VERDICT_VARIANTS.items():
+        assert judge.key(dataclasses.replace(facts, **{name: value})) != key, name
+    other = _non_verdict_variants(facts)
+    assert {"id", "client_address", "protocol", "notes"} <= set(other)
+    for name, value in other.items():
+        changed = dataclasses.replace(facts, **{name: value})
+        assert judge.key(changed) == key, name
+        # ...and the decision cannot see it either, so the cache cannot drift from it.
+        assert findings.decide(changed, judge) == findings.decide(facts, judge), name
+
+
+def test_the_capture_time_counts_only_through_validity(store) -> None:
+    judge = Judge(store)
+    facts = read_recording(RECORDINGS / "correct.jsonl").sessions[0]
+    leaf = judge.chain(tuple(facts.chain)).summaries[0]
+    assert leaf.not_before and leaf.not_after
+
+    def at(moment: datetime) -> SessionFacts:
+        return dataclasses.replace(facts, started=moment.isoformat())
+
+    inside = leaf.not_before + (leaf.not_after - leaf.not_before) / 3
+    later_inside = leaf.not_before + (leaf.not_after - leaf.not_before) / 2
+    after = leaf.not_after + (leaf.not_after - leaf.not_before)
+    assert judge.key(at(inside)) == judge.key(at(later_inside))
+    assert judge.key(at(after)) != judge.key(at(inside))
+    assert judge.judgement(at(after)).primary == "expired"
+    assert "expired" not in judge.judgement(at(inside)).causes
+    # The trust result names the exact time once a certificate is out of date.
+    much_later = after + (leaf.not_after - leaf.not_before)
+    assert judge.key(at(much_later)) == judge.key(at(after))
+    text = judge.diagnose(at(much_later)).primary.explanation
+    assert much_later.strftime("%Y-%m-%d %H:%M:%S") in text
+
+
+def test_every_cache_has_a_size_limit(store, sessions) -> None:
+    judge = Judge(store, size=1)
+    for facts in sessions:
+        judge.judgement(facts)
+        judge.diagnose(facts)
+    assert len(judge) <= 16 < len({judge.key(f) for f in sessions})
+    assert judge._chains.cache_info().currsize <= 1
+    assert len(judge._trust) <= 2 and len(judge._presented) <= 1 and len(judge._windows) <= 1
+    # Forgetting costs time, never correctness.
+    fresh = Judge(store)
+    assert [judge.judgement(f) for f in sessions] == [fresh.judgement(f) for f in sessions]
+
+
+def test_one_judge_per_store(store) -> None:
+    assert Judge.for_store(store) is Judge.for_store(store)
+    other = TrustStore.load([RECORDINGS / "ca.pem"], use_system=False)
+    assert Judge.for_store(other) is not Judge.for_store(store)
+    assert Judge.for_store(other).store is other
