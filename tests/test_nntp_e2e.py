@@ -11,10 +11,12 @@ what certmatch recorded and concludes.
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import socket
 import ssl
 import subprocess
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -110,10 +112,12 @@ def loopback_nntp_ssl(name: str, port: int, context: ssl.SSLContext) -> object:
 
 
 @contextlib.contextmanager
-def nntp_proxy(tmp: Path, mode: str, pki: ScenarioPki) -> Iterator[RunningProxy]:
+def nntp_proxy(
+    tmp: Path, mode: str, pki: ScenarioPki, **settings: object
+) -> Iterator[RunningProxy]:
     """mitmproxy in a thread with the capture and STARTTLS addons, on a free port."""
     with inprocess_proxy(
-        tmp, mode, extra_addons=(StartTlsAddon(),), ca_file=[str(pki.root_ca)]
+        tmp, mode, extra_addons=(StartTlsAddon(),), ca_file=[str(pki.root_ca)], **settings
     ) as proxy:
         yield proxy
 
@@ -279,4 +283,39 @@ def test_nntplib_nntps_reads_greeting_capabilities_and_group(
     assert (group, count, first, last) == (server.group, 0, 1, 0)  # empty: high 0, low 1
     assert_names(session, "nntp", "implicit", NEWS)
     assert_recorded_chain_is_served(session, server)
+    assert judged(session, pki) == ("match", ())
+
+
+def test_a_session_nnrpd_ends_after_a_failed_authinfo_outlives_the_timeout_without_a_crash(
+    tmp_path: Path, pki: ScenarioPki, nntp_factory: NntpFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 9: after nnrpd ended a session that had failed AUTHINFO, the layer's plaintext
+    timers fired into the TLS layers ("mitmproxy has crashed! ... got Wakeup"). Here nnrpd
+    refuses the login and ends the session while the client keeps its socket open, past
+    the 1 s STARTTLS timeout."""
+    caplog.set_level(logging.INFO)
+    server = nntp_factory("correct")
+    with (
+        nntp_proxy(tmp_path, starttls_mode(server), pki, starttls_timeout=1) as proxy,
+        socket.create_connection(("127.0.0.1", proxy.port), TIMEOUT_S) as raw,
+    ):
+        reader = raw.makefile("rb")
+        assert reader.readline().startswith(b"20")  # the greeting
+        raw.sendall(b"STARTTLS\r\n")
+        assert reader.readline().startswith(b"382")
+        tls = verifying_context(proxy.ca_file).wrap_socket(raw, server_hostname=NEWS)
+        lines = tls.makefile("rb")
+        tls.sendall(b"AUTHINFO USER nobody\r\n")
+        assert lines.readline().startswith(b"381")
+        tls.sendall(b"AUTHINFO PASS wrong\r\n")
+        assert lines.readline().startswith(b"481")  # Authentication failed
+        tls.sendall(b"QUIT\r\n")
+        assert lines.readline().startswith(b"205")
+        assert lines.read() == b""  # nnrpd ended the session
+        time.sleep(2.5)  # the client stays connected past every timer of the layer
+        sessions = proxy.sessions(1)
+    assert "has crashed" not in caplog.text and "Unexpected event" not in caplog.text, caplog.text
+    [session] = sessions
+    assert_names(session, "nntp", "starttls", NEWS)
+    assert session.starttls is not None and session.starttls.plaintext_auth is None
     assert judged(session, pki) == ("match", ())

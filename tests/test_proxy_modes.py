@@ -12,12 +12,15 @@ import time
 from pathlib import Path
 
 import pytest
+from mitmproxy import exceptions
+from mitmproxy.test import taddons
 from proxy_fixtures import free_port, mitmdump_process, private_hosts, stock_command, venv_bin
 from servers.clients import s_client
 
 from certmatch.core.diagnosis import diagnose
 from certmatch.core.recording import read_recording
 from certmatch.core.trust import TrustStore
+from certmatch.proxy import CertmatchCapture, StartTlsAddon
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -250,3 +253,52 @@ def test_mitmweb_loads_the_addon_script(tmp_path, dovecot, pki, store):
         sessions = _sessions(record, 1)
     assert len(sessions) == 1
     assert diagnose(sessions[0], store).primary.id == "name-not-in-certificate"
+
+
+# -- every option can be set the way the README sets them ------------------------------------
+
+# One example value per certmatch option, as text after ``--set name=``.
+SET_EXAMPLES = {
+    "certmatch_record": "{tmp}/set.jsonl",
+    "certmatch_on_mismatch": "block",
+    "certmatch_ca_file": "{ca}",
+    "certmatch_host": "imap.example.test",
+    "certmatch_sni_probe": "false",
+    "certmatch_starttls": "imap",
+    "certmatch_starttls_timeout": "2",
+}
+
+
+def test_every_certmatch_option_can_be_set_with_set(tmp_path, pki):
+    """mitmproxy's ``--set`` parses str, int, bool, optional str/int and sequences of str;
+    a float option stopped the proxy at startup ("unsupported option type")."""
+    capture, starttls = CertmatchCapture(), StartTlsAddon()
+    with taddons.context(capture, starttls) as tctx:
+        every = tctx.options.keys()  # an OptManager cannot be iterated itself
+        names = {name for name in every if name.startswith("certmatch_")}
+        assert names == set(SET_EXAMPLES), "give each new option an example value here"
+        for name, example in SET_EXAMPLES.items():
+            tctx.options.set(f"{name}={example.format(tmp=tmp_path, ca=pki.root_ca)}")
+        try:
+            assert (
+                tctx.options.certmatch_record,
+                tctx.options.certmatch_on_mismatch,
+                tctx.options.certmatch_ca_file,
+                tctx.options.certmatch_host,
+                tctx.options.certmatch_sni_probe,
+                tctx.options.certmatch_starttls,
+                tctx.options.certmatch_starttls_timeout,
+            ) == (
+                f"{tmp_path}/set.jsonl",
+                "block",
+                [str(pki.root_ca)],
+                "imap.example.test",
+                False,
+                "imap",
+                2,
+            )
+            assert capture.writer is not None  # the addons took the values, too
+        finally:
+            capture.done()
+        with pytest.raises(exceptions.OptionsError, match="whole number"):
+            tctx.options.set("certmatch_starttls_timeout=0")
