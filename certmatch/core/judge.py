@@ -31,6 +31,7 @@ Every cache has a size limit; the oldest entries go first.
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Hashable
 from dataclasses import dataclass
 from datetime import datetime
@@ -125,7 +126,7 @@ class Judge:
     def key(self, facts: SessionFacts) -> Hashable:
         """Everything a verdict and its causes depend on: the verdict fields, and where the
         capture time falls among the validity periods that bear on the chain."""
-        values = tuple(_frozen(getattr(facts, name)) for name in _VALUE_FIELDS)
+        values = tuple(map(_frozen, _verdict_values(facts)))
         return values, self._positions(tuple(facts.chain), capture_time(facts))
 
     # -- the parts deciding needs (certmatch.core.findings.Parts) ------------------------------
@@ -202,14 +203,22 @@ class Judge:
 _MISSING: Any = object()
 
 
+_verdict_values = operator.attrgetter(*_VALUE_FIELDS)
+_FIELDS_OF: dict[type, tuple[str, ...]] = {}
+
+
 def _frozen(value: Any) -> Hashable:
     """``value`` as something hashable: lists become tuples, dataclasses tuples of fields."""
-    if isinstance(value, list):
-        return tuple(_frozen(v) for v in value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return (type(value).__name__,) + tuple(
-            _frozen(getattr(value, f.name)) for f in dataclasses.fields(value)
-        )
+    kind = type(value)
+    if kind is str or value is None:
+        return value
+    if kind is list:
+        return tuple(map(_frozen, value))
+    if dataclasses.is_dataclass(kind):
+        names = _FIELDS_OF.get(kind)
+        if names is None:
+            names = _FIELDS_OF[kind] = tuple(f.name for f in dataclasses.fields(kind))
+        return (kind.__name__, *(_frozen(getattr(value, name)) for name in names))
     return value
 
 
