@@ -19,6 +19,7 @@ from servers.clients import LoopbackIMAP4_SSL, LoopbackPOP3_SSL, LoopbackSMTP_SS
 
 from certmatch.core.certificates import parse_chain
 from certmatch.core.diagnosis import diagnose
+from certmatch.core.judge import Judge
 from certmatch.core.trust import TrustStore
 from certmatch.proxy import capture
 
@@ -266,7 +267,7 @@ def test_failure_in_analysis_is_noted_and_mail_flows(tmp_path, dovecot, pki, mon
     def broken(*args, **kwargs):
         raise RuntimeError("injected analysis failure")
 
-    monkeypatch.setattr(capture.diagnosis, "diagnose", broken)
+    monkeypatch.setattr(Judge, "diagnose", broken)
     mode = f"reverse:tls://127.0.0.1:{dovecot.imaps_port}"
     with inprocess_proxy(tmp_path, mode, ca_file=[str(pki.root_ca)]) as proxy:
         client = LoopbackIMAP4_SSL(
@@ -364,7 +365,7 @@ def test_block_fails_closed_when_analysis_fails(tmp_path, dovecot, pki, monkeypa
     def broken(*args, **kwargs):
         raise RuntimeError("injected analysis failure")
 
-    monkeypatch.setattr(capture.diagnosis, "diagnose", broken)
+    monkeypatch.setattr(Judge, "diagnose", broken)
     mode = f"reverse:tls://127.0.0.1:{dovecot.imaps_port}"
     with inprocess_proxy(tmp_path, mode, ca_file=[str(pki.root_ca)], on_mismatch="block") as proxy:
         with pytest.raises((ssl.SSLError, ConnectionError, OSError)):

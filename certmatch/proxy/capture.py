@@ -10,7 +10,8 @@ sessions reach the same hooks through the layer in ``addons/starttls.py``, which
 also raises ``starttls_upgrade`` and ``starttls_plaintext_end`` (see
 :mod:`certmatch.proxy.starttls_hooks`). For each TLS session it records facts
 (what the client asked for, what the server presented) as one JSON line, judges
-them, logs the verdict, marks the flow for mitmproxy's own UIs, and, with
+them with one :class:`certmatch.core.judge.Judge` per trust store, logs the
+verdict, marks the flow for mitmproxy's own UIs, and, with
 ``certmatch_on_mismatch=block``, closes the client connection as a strict client
 would. What to decide is in :mod:`certmatch.core.policy`; this module is wiring.
 
@@ -38,8 +39,10 @@ from mitmproxy.proxy import server_hooks
 from OpenSSL import SSL
 
 import certmatch
-from certmatch.core import diagnosis, policy, protocols
+from certmatch.core import policy, protocols
+from certmatch.core.diagnosis import Diagnosis
 from certmatch.core.facts import SessionFacts
+from certmatch.core.judge import Judge
 from certmatch.core.recording import RecordingError, RecordingWriter
 from certmatch.core.trust import TrustStore, TrustStoreError
 from certmatch.net.probe import probe_with_sni
@@ -85,7 +88,7 @@ class _Pending:
     """A session being observed: its facts so far and, once known, the verdict."""
 
     facts: SessionFacts
-    verdict: diagnosis.Diagnosis | None = None
+    verdict: Diagnosis | None = None
     written: bool = False
 
 
@@ -97,7 +100,7 @@ class CertmatchCapture:
         # STARTTLS upgrades announced by the layer whose handshake is still to come.
         self.starttls_upgrades: dict[str, StartTlsData] = {}
         self.writer: RecordingWriter | None = None
-        self.store: TrustStore | None = None
+        self.judge: Judge | None = None  # a new one whenever the trust store changes
         self.sessions_written = 0
 
     # -- options -----------------------------------------------------------
@@ -140,9 +143,9 @@ class CertmatchCapture:
         )
 
     def configure(self, updated: set[str]) -> None:
-        if "certmatch_ca_file" in updated or self.store is None:
+        if "certmatch_ca_file" in updated or self.judge is None:
             try:
-                self.store = TrustStore.load(ctx.options.certmatch_ca_file)
+                self.judge = Judge(TrustStore.load(ctx.options.certmatch_ca_file))
             except TrustStoreError as exc:
                 raise exceptions.OptionsError(str(exc)) from None
         if "certmatch_record" in updated:
@@ -371,8 +374,8 @@ class CertmatchCapture:
     # -- internals ---------------------------------------------------------
 
     def _judge(self, pending: _Pending) -> None:
-        assert self.store is not None
-        pending.verdict = diagnosis.diagnose(pending.facts, self.store)
+        assert self.judge is not None
+        pending.verdict = self.judge.diagnose(pending.facts)
 
     def _write(self, pending: _Pending) -> None:
         if pending.written:
@@ -406,7 +409,7 @@ class CertmatchCapture:
             pending.facts.notes.append(f"internal error in {hook}: {type(exc).__name__}: {exc}")
 
 
-def _log_verdict(facts: SessionFacts, verdict: diagnosis.Diagnosis | None) -> None:
+def _log_verdict(facts: SessionFacts, verdict: Diagnosis | None) -> None:
     """One log line per recorded session: what was asked, what was presented, the verdict."""
     if verdict is None:
         logger.warning(f"certmatch: {facts.requested_host}: no verdict ({'; '.join(facts.notes)})")
