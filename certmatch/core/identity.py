@@ -746,7 +746,6 @@ def _is_public_suffix(labels: list[str]) -> bool:
     return bool(psl.get_tld(domain, wildcard=True) == domain)
 
 
-@functools.lru_cache(maxsize=4096)
 def registrable_domain(name: str) -> str | None:
     """The registrable domain (a public suffix plus one label) of ``name``, or None.
 
