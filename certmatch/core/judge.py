@@ -21,8 +21,8 @@ the decision itself sees only those fields (:func:`facts.verdict_part
 The capture time enters only through certificate validity: the key holds where
 it falls in the validity period of every presented certificate and of every
 trusted root that could have issued one (before, within, after), so two
-sessions share a judgement only when every validity check comes out the same.
-Trust results are keyed the same way, plus the exact time when some
+sessions share a judgement only when every validity check comes out the same
+(when those periods cannot be read, the key holds the exact time). Trust results are keyed the same way, plus the exact time when some
 certificate is outside its period (the problem's text names the time).
 
 Every cache has a size limit; the oldest entries go first.
@@ -81,7 +81,7 @@ class Judge:
         self.diagnosed = 0
         self._chains = lru_cache(maxsize=size)(parse_chain)
         self._identities = lru_cache(maxsize=4 * size)(check_identity)
-        self._presented = _Bounded[tuple[str, ...], PresentedIdentifiers | ValueError](size)
+        self._presented = _Bounded[tuple[str, ...], PresentedIdentifiers | str](size)
         self._windows = _Bounded[tuple[str, ...], tuple[_Window, ...] | None](size)
         self._trust = _Bounded[Hashable, TrustResult](2 * size)
         self._judgements = _Bounded[Hashable, Judgement](16 * size)
@@ -127,7 +127,9 @@ class Judge:
         """Everything a verdict and its causes depend on: the verdict fields, and where the
         capture time falls among the validity periods that bear on the chain."""
         values = tuple(map(_frozen, _verdict_values(facts)))
-        return values, self._positions(tuple(facts.chain), capture_time(facts))
+        at = capture_time(facts)
+        positions = self._positions(tuple(facts.chain), at)
+        return values, at if positions is None else positions
 
     # -- the parts deciding needs (certmatch.core.findings.Parts) ------------------------------
 
@@ -136,7 +138,7 @@ class Judge:
         return self._chains(chain)
 
     def presented(self, chain: tuple[str, ...]) -> PresentedIdentifiers:
-        """The leaf's identifiers; ValueError (remembered too) when they cannot be read."""
+        """The leaf's identifiers; ValueError (its reason remembered too) when unreadable."""
         found = self._presented.get(chain)
         if found is None:
             leaf = self._chains(chain).leaf
@@ -145,10 +147,10 @@ class Judge:
                     raise ValueError("the leaf certificate cannot be parsed")
                 found = PresentedIdentifiers.from_certificate(leaf)
             except ValueError as exc:
-                found = exc
+                found = str(exc)
             self._presented.put(chain, found)
-        if isinstance(found, ValueError):
-            raise found
+        if isinstance(found, str):
+            raise ValueError(found)
         return found
 
     def identity(self, reference: str, presented: PresentedIdentifiers) -> IdentityResult:
