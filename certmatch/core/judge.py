@@ -149,9 +149,9 @@ class Judge:
             except ValueError as exc:
                 found = str(exc)
             self._presented.put(chain, found)
-        if isinstance(found, str):
-            raise ValueError(found)
-        return found
+        if isinstance(found, PresentedIdentifiers):
+            return found
+        raise ValueError(found)
 
     def identity(self, reference: str, presented: PresentedIdentifiers) -> IdentityResult:
         """check_identity, once per reference and set of identifiers."""
