@@ -278,3 +278,20 @@ def test_a_warning_is_never_the_primary_cause_of_a_mismatch(ca):
     assert d.verdict == "mismatch"
     assert d.primary.cause.severity != "warning"
     assert "idn-form" in d.cause_ids  # still reported, after the failure
+
+
+def test_an_unrelated_nul_name_does_not_explain_a_wildcard_over_an_idn_label(ca):
+    """The IDN warning explains nothing, the NUL name is another host: the name is not there."""
+    inter, store = ca
+    leaf = pki.issue_leaf(inter, dns=["*.example.com", "other\x00.example.org"])
+    d = diagnose(facts(b64(leaf), "xn--bcher-kva.example.com"), store)
+    assert d.cause_ids == ("nul-in-name", "name-not-in-certificate", "idn-form")
+
+
+def test_the_idn_form_detail_quotes_the_name_that_matched(ca):
+    inter, store = ca
+    leaf = pki.issue_leaf(inter, dns=["junk name!", "xn--bcher-kva.example.com"])
+    d = diagnose(facts(b64(leaf), "bücher.example.com"), store)
+    assert d.verdict == "match" and d.cause_ids == ("idn-form",)
+    assert "xn--bcher-kva.example.com equals" in d.primary.explanation
+    assert "junk name!" not in d.primary.explanation
