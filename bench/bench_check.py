@@ -6,7 +6,7 @@ Builds a recording of N sessions by cycling through the sample recordings
 (every cause, real captured chains), then times, in one run and as medians
 of --repeat runs: json.loads of every line (the floor), reading with schema
 validation (certmatch.core.recording), and reading plus diagnosing every
-session (what ``check`` does, less printing).
+session with one Judge per run (what ``check`` does, less printing).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from certmatch.core.diagnosis import diagnose
+from certmatch.core.judge import Judge
 from certmatch.core.recording import iter_recording
 from certmatch.core.trust import TrustStore
 
@@ -68,9 +68,10 @@ def main() -> int:
             pass
 
     def read_and_diagnose() -> None:
+        judge = Judge(store)  # as `check` does: one judge per run, its caches start empty
         for item in iter_recording(path):
             if not hasattr(item, "message"):
-                diagnose(item, store)
+                judge.diagnose(item)
 
     results = {}
     for name, fn in [

@@ -22,7 +22,8 @@ from certmatch.cli.common import (
 )
 from certmatch.core import causes as catalogue
 from certmatch.core import report
-from certmatch.core.diagnosis import Diagnosis, diagnose
+from certmatch.core.diagnosis import Diagnosis
+from certmatch.core.judge import Judge
 from certmatch.core.recording import LineProblem, expand_paths, iter_recording
 from certmatch.core.trust import TrustStore
 
@@ -87,8 +88,10 @@ def check(
 
     ``fail_on``: the cause ids that make a session count as failing (``{"any"}``: any cause),
     or None for the verdict's own judgement. Unreadable lines go to stderr; a killed proxy's
-    partial last line is a warning, any other one makes the status 2.
+    partial last line is a warning, any other one makes the status 2. One judge serves every
+    session, so a chain, name or situation seen again is judged once.
     """
+    judge = Judge(store)
     verdicts: Counter[str] = Counter()
     primaries: Counter[str] = Counter()
     failures = 0
@@ -105,7 +108,7 @@ def check(
                 label = "warning" if partial else "error"
                 print(f"certmatch: {label}: {item}", file=sys.stderr)
                 continue
-            d = diagnose(item, store)
+            d = judge.diagnose(item)
             verdicts[d.verdict] += 1
             if d.primary:
                 primaries[d.primary.id] += 1

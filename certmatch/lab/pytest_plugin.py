@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 
 from certmatch.core import report
-from certmatch.core.diagnosis import Diagnosis, diagnose
+from certmatch.core.diagnosis import Diagnosis
+from certmatch.core.judge import Judge
 from certmatch.core.recording import expand_paths, read_recording
 from certmatch.core.trust import TrustStore
 from certmatch.lab.replay import RunningReplay, load_sessions, running_replay
@@ -68,7 +69,7 @@ def certmatch_sessions(pytestconfig: pytest.Config) -> Callable[..., list[Diagno
     def load(
         paths: PathsArg, *, ca_files: Iterable[str | Path] = (), use_system_store: bool = True
     ) -> list[Diagnosis]:
-        store = _store(pytestconfig, ca_files, use_system_store)
+        judge = Judge(_store(pytestconfig, ca_files, use_system_store))
         diagnosed: list[Diagnosis] = []
         for path in _paths(paths):
             recording = read_recording(path)
@@ -78,7 +79,7 @@ def certmatch_sessions(pytestconfig: pytest.Config) -> Callable[..., list[Diagno
                     "certmatch: unreadable recording lines:\n" + "\n".join(map(str, bad)),
                     pytrace=False,
                 )
-            diagnosed.extend(diagnose(session, store) for session in recording.sessions)
+            diagnosed.extend(judge.diagnose(session) for session in recording.sessions)
         return diagnosed
 
     return load
