@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
-from certmatch.core.diagnosis import diagnose
+from certmatch.core.judge import Judge
 from certmatch.core.recording import RecordingError, read_recording
 from certmatch.core.trust import TrustStore
 from certmatch.lab import pki
@@ -215,11 +215,11 @@ class DemoResult:
 
     def problems(self) -> list[str]:
         """Where the recording disagrees with the scenarios (empty when the demo worked)."""
-        store = TrustStore.load([self.ca_file], use_system=False)
+        judge = Judge(TrustStore.load([self.ca_file], use_system=False))
         sessions = read_recording(self.recording).sessions
         found: dict[tuple[str, str], str | None] = {}
         for session in sessions:
-            d = diagnose(session, store)
+            d = judge.diagnose(session)
             found[(session.requested_host or "", session.tls_kind)] = (
                 d.primary.id if d.primary else None
             )
@@ -449,6 +449,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# On a loaded machine mitmproxy can take many seconds to import and bind.
+_PROXY_START_TIMEOUT = 60.0
+
+
 class _InProcessProxy:
     """mitmproxy with the capture (and, if asked, STARTTLS) addon on its own loop in a thread."""
 
@@ -483,11 +487,9 @@ class _InProcessProxy:
     def __enter__(self) -> Self:
         self._thread = threading.Thread(target=self._run, name="certmatch-demo-proxy", daemon=True)
         self._thread.start()
-        if not self._ready.wait(20) or "error" in self._state:
+        if not self._ready.wait(_PROXY_START_TIMEOUT + 5) or "error" in self._state:
             self.__exit__(None, None, None)
-            raise RuntimeError(
-                f"mitmproxy did not start: {self._state.get('error', 'timed out after 20 s')}"
-            )
+            raise RuntimeError(f"mitmproxy did not start: {self._state.get('error', 'timed out')}")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -531,15 +533,25 @@ class _InProcessProxy:
         self._state.update(loop=loop, master=master)
         task = asyncio.create_task(master.run())
         proxyserver = master.addons.get("proxyserver")
-        for _ in range(1000):
+        deadline = time.monotonic() + _PROXY_START_TIMEOUT
+        while not self._listening(proxyserver):
             if task.done():
                 task.result()  # raises what stopped mitmproxy
-            servers = list(proxyserver.servers)
-            if len(servers) == len(self.modes) and all(s.listen_addrs for s in servers):
-                break
+            if time.monotonic() > deadline:
+                master.shutdown()
+                raise TimeoutError(f"not listening after {_PROXY_START_TIMEOUT:.0f} s")
             await asyncio.sleep(0.01)
         self._ready.set()
         await task
+
+    def _listening(self, proxyserver: Any) -> bool:
+        """Every mode has its listener, and the CA the clients are to trust is written."""
+        servers = list(proxyserver.servers)
+        return (
+            len(servers) == len(self.modes)
+            and all(s.listen_addrs for s in servers)
+            and self.ca_file.exists()
+        )
 
 
 def _quiet_cancellations(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
