@@ -14,8 +14,15 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from certmatch.core import trust
 from certmatch.core.certificates import parse_chain
-from certmatch.core.trust import TrustStore, TrustStoreError, assess_trust
+from certmatch.core.trust import (
+    TrustProblemId,
+    TrustResult,
+    TrustStore,
+    TrustStoreError,
+    assess_trust,
+)
 from certmatch.lab.pki import Issued, issue_leaf, make_ca
 
 pytestmark = pytest.mark.pure
@@ -27,8 +34,9 @@ def b64(cert: x509.Certificate) -> str:
     return base64.b64encode(cert.public_bytes(Encoding.DER)).decode("ascii")
 
 
-def ids(result: object) -> list[str]:
-    return [p.id for p in result.problems]  # type: ignore[attr-defined]
+def ids(result: TrustResult) -> list[str]:
+    assert all(isinstance(p.id, TrustProblemId) for p in result.problems)
+    return [p.id for p in result.problems]
 
 
 @pytest.fixture(scope="module")
@@ -283,3 +291,19 @@ def test_system_store_loads(tmp_path: Path, pki: dict[str, Issued]) -> None:
     both = TrustStore.load([extra])
     assert both.sources == (system.sources[0], str(extra))
     assert set(both.roots) == {*system.roots, pki["root"].cert}
+
+
+def test_the_system_bundle_named_by_ssl_cert_file_comes_first(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, pki: dict[str, Issued]
+) -> None:
+    """The core finds the system bundle without the ssl module, as OpenSSL would."""
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(pki["root"].cert_pem())
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    trust._system_roots.cache_clear()
+    try:
+        system = TrustStore.load()
+    finally:
+        trust._system_roots.cache_clear()
+    assert system.sources == (f"system ({bundle})",)
+    assert system.roots == (pki["root"].cert,)
