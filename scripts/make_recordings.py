@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from proxy_fixtures import free_port, inprocess_proxy
 
 from certmatch.lab import pki
-from certmatch.proxy.starttls_layer import StartTlsAddon
+from certmatch.proxy import StartTlsAddon
 
 OUT = REPO / "recordings"
 UTC = dt.UTC
