@@ -84,19 +84,19 @@ async def bench_file(path: Path, ca: Path, skip_filters: bool) -> None:
         print(
             f"first screen painted:      {first:7.2f} s  ({first_paint['rows']:,.0f} rows loaded by then)"
         )
-        while "full" not in first_paint and not app.initial_load_done:
+        while "full" not in first_paint and not app.sessions.initial_load_done:
             await pilot.pause(0.005)
         if "full" in first_paint:
             full = first_paint["full"] - started
             print(f"first screen full of rows: {full:7.2f} s")
-        while not app.initial_load_done:
+        while not app.sessions.initial_load_done:
             await pilot.pause(0.05)
         loaded = time.perf_counter() - started
         print(
-            f"fully loaded:              {loaded:7.2f} s  ({len(app.rows):,} sessions, {app.failing:,} failing)"
+            f"fully loaded:              {loaded:7.2f} s  ({len(app.sessions.rows):,} sessions, {app.sessions.failing:,} failing)"
         )
         print(
-            f"full diagnoses run:        {app.loader.cache.diagnosed:7,}  (the rest reused a cached judgement)"
+            f"judgements computed:       {app.sessions.judge.diagnosed:7,}  (the rest reused a cached judgement)"
         )
         current, peak = rss_mb()
         print(f"resident memory:           {current:7.0f} MB  (peak {peak:.0f} MB)")
@@ -110,11 +110,11 @@ async def bench_file(path: Path, ca: Path, skip_filters: bool) -> None:
         if skip_filters:
             return
         for text in FILTERS:
-            app.filter = Filter.parse(text)
-            app.rebuild()
+            app.sessions.filter = Filter.parse(text)
+            app.sessions.rebuild()
             await pilot.pause()
             print(
-                f"filter {text or '(none)':<28} {app.last_filter_seconds * 1000:5.0f} ms  -> {len(app.session_list.items):,} rows"
+                f"filter {text or '(none)':<28} {app.sessions.last_filter_seconds * 1000:5.0f} ms  -> {len(app.sessions.session_list.items):,} rows"
             )
         for key, what in (
             ("a", "all sessions"),
@@ -124,7 +124,7 @@ async def bench_file(path: Path, ca: Path, skip_filters: bool) -> None:
         ):
             elapsed = await timed_keys(pilot, key)
             print(
-                f"key {key} ({what}):{'':<{17 - len(what)}} {elapsed * 1000:5.0f} ms  (rebuild {app.last_filter_seconds * 1000:.0f} ms)"
+                f"key {key} ({what}):{'':<{17 - len(what)}} {elapsed * 1000:5.0f} ms  (rebuild {app.sessions.last_filter_seconds * 1000:.0f} ms)"
             )
 
 
@@ -154,7 +154,7 @@ async def bench_follow(directory: Path, rate: int, seconds: float) -> None:
                 time.sleep(max(0.0, next_time - time.perf_counter()))
 
     async with app.run_test(size=SIZE) as pilot:
-        while not app.initial_load_done:
+        while not app.sessions.initial_load_done:
             await pilot.pause(0.01)
         thread = threading.Thread(target=writer)
         thread.start()
@@ -164,13 +164,13 @@ async def bench_follow(directory: Path, rate: int, seconds: float) -> None:
             while thread.is_alive():
                 keys.append(await timed_keys(pilot, "k"))
                 keys.append(await timed_keys(pilot, "G"))
-                lags.append(written - len(app.rows))
+                lags.append(written - len(app.sessions.rows))
                 await pilot.pause(0.2)
         finally:
             stop.set()
             thread.join()
         caught_up = time.perf_counter()
-        while len(app.rows) < written:
+        while len(app.sessions.rows) < written:
             await pilot.pause(0.01)
         print(f"following {rate:,} sessions/s for {seconds:.0f} s ({written:,} sessions):")
         print(f"  rows behind the file:    {statistics.mean(lags):7.0f} mean, {max(lags):,} max")

@@ -36,13 +36,13 @@ async def capture(
 ) -> None:
     async with app.run_test(size=size) as pilot:
         deadline = time.monotonic() + 60
-        while not app.initial_load_done:
+        while not app.sessions.initial_load_done:
             if time.monotonic() > deadline:
                 raise SystemExit("screenshot: the recording did not load within 60 s")
             await pilot.pause(0.05)
         if filter_text:
-            app.filter = Filter.parse(filter_text)
-            app.rebuild()
+            app.sessions.filter = Filter.parse(filter_text)
+            app.sessions.rebuild()
         if keys:
             await pilot.press(*keys)
         await pilot.pause()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib
 import json
+import pkgutil
 import shutil
 import time
 from collections.abc import Callable
@@ -12,15 +14,21 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from textual.binding import Binding
 
+import certmatch.tui
 from certmatch.core.diagnosis import diagnose
 from certmatch.core.facts import SessionFacts
+from certmatch.core.judge import Judge
 from certmatch.core.recording import RecordingWriter, read_recording
 from certmatch.core.trust import TrustStore
+from certmatch.tui import keys
 from certmatch.tui.app import CertmatchApp, run_view
-from certmatch.tui.judge import JudgementCache, shorten_names
-from certmatch.tui.model import Filter, FilterError, Group
+from certmatch.tui.detail_pane import DetailPane
+from certmatch.tui.loader import Loader
+from certmatch.tui.model import Filter, FilterError, Group, Row
 from certmatch.tui.screens import HelpScreen, PromptScreen
+from certmatch.tui.session_list import shorten_names
 from certmatch.tui.source import RecordingSource
 
 pytestmark = pytest.mark.pure
@@ -64,8 +72,9 @@ def app_on(store: TrustStore, *paths: Path, **options) -> CertmatchApp:
 
 
 def current_facts(app: CertmatchApp) -> SessionFacts:
-    assert app.detail is not None, "no session is shown in the detail pane"
-    return app.detail[0].facts
+    detail = app.sessions.detail_pane.detail
+    assert detail is not None, "no session is shown in the detail pane"
+    return detail[0].facts
 
 
 # --- the list ---------------------------------------------------------------------------------
@@ -76,22 +85,22 @@ async def test_default_view_lists_failing_sessions_and_a_shows_all(store, sample
     expected_failing = [f.id for f in sample if diagnose(f, store).failed]
     app = app_on(store)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.initial_load_done, "the recording to load")
-        shown = [app.rows[i] for i in app.session_list.items]
+        await wait_for(pilot, lambda: app.sessions.initial_load_done, "the recording to load")
+        shown = [app.sessions.rows[i] for i in app.sessions.session_list.items]
         assert len(shown) == len(expected_failing) < len(sample)
         assert all(row.judgement.failed for row in shown)
         await pilot.press("a")
-        assert len(app.session_list.items) == len(sample)
+        assert len(app.sessions.session_list.items) == len(sample)
         await pilot.press("a")
-        assert len(app.session_list.items) == len(expected_failing)
+        assert len(app.sessions.session_list.items) == len(expected_failing)
 
 
 @run_async
 async def test_movement_keys(store, sample) -> None:
     app = app_on(store, show_all=True)
     async with app.run_test(size=(160, 16)) as pilot:
-        await wait_for(pilot, lambda: app.initial_load_done, "the recording to load")
-        listing = app.session_list
+        await wait_for(pilot, lambda: app.sessions.initial_load_done, "the recording to load")
+        listing = app.sessions.session_list
         assert current_facts(app).id == sample[0].id
         await pilot.press("j")
         assert listing.cursor == 1 and current_facts(app).id == sample[1].id
@@ -121,20 +130,20 @@ async def test_movement_keys(store, sample) -> None:
 async def test_enter_shows_the_detail_full_screen_and_back(store) -> None:
     app = app_on(store)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.initial_load_done, "the recording to load")
-        assert app.session_list.display
+        await wait_for(pilot, lambda: app.sessions.initial_load_done, "the recording to load")
+        assert app.sessions.session_list.display
         await pilot.press("enter")
-        assert not app.session_list.display
+        assert not app.sessions.session_list.display
         assert app.query_one("#detail").has_focus
         await pilot.press("enter")
-        assert app.session_list.display and app.session_list.has_focus
+        assert app.sessions.session_list.display and app.sessions.session_list.has_focus
 
 
 @run_async
 async def test_detail_explains_with_the_sessions_names_and_cites(store, sample) -> None:
     app = app_on(store)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.initial_load_done, "the recording to load")
+        await wait_for(pilot, lambda: app.sessions.initial_load_done, "the recording to load")
         await pilot.press("f")
         await pilot.press(*"cause:wildcard-too-deep", "enter")
         facts = current_facts(app)
@@ -155,7 +164,7 @@ async def test_detail_explains_with_the_sessions_names_and_cites(store, sample) 
 async def test_filter_by_cause_protocol_verdict_and_host(store, sample) -> None:
     app = app_on(store, show_all=True)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.initial_load_done, "the recording to load")
+        await wait_for(pilot, lambda: app.sessions.initial_load_done, "the recording to load")
 
         async def apply(text: str) -> list[str]:
             await pilot.press("f")
@@ -163,7 +172,7 @@ async def test_filter_by_cause_protocol_verdict_and_host(store, sample) -> None:
             assert isinstance(prompt, PromptScreen)
             prompt.query_one("Input").value = text
             await pilot.press("enter")
-            return [app.rows[i].host for i in app.session_list.items]
+            return [app.sessions.rows[i].host for i in app.sessions.session_list.items]
 
         assert await apply("cause:expired") == ["expired.example.test"]
         imap = await apply("protocol:imap")
@@ -176,7 +185,7 @@ async def test_filter_by_cause_protocol_verdict_and_host(store, sample) -> None:
         )
         assert await apply("wrong") == ["wrong.example.test", "wrong.example.test"]
         assert await apply("host:wrong verdict:match") == []
-        assert "matches the filter" in app.session_list.empty_message
+        assert "matches the filter" in app.sessions.session_list.empty_message
         await pilot.press("f")
         app.screen.query_one("Input").value = "cause:no-such-cause"
         await pilot.press("enter")
@@ -191,27 +200,27 @@ async def test_filter_by_cause_protocol_verdict_and_host(store, sample) -> None:
 async def test_find_and_next_previous(store) -> None:
     app = app_on(store, show_all=True)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.initial_load_done, "the recording to load")
+        await wait_for(pilot, lambda: app.sessions.initial_load_done, "the recording to load")
         await pilot.press("slash", *"wrong", "enter")
-        first = app.session_list.cursor
+        first = app.sessions.session_list.cursor
         assert current_facts(app).requested_host == "wrong.example.test"
         await pilot.press("n")
-        second = app.session_list.cursor
+        second = app.sessions.session_list.cursor
         assert second > first and current_facts(app).requested_host == "wrong.example.test"
         await pilot.press("n")
-        assert app.session_list.cursor == first, "find wraps around"
+        assert app.sessions.session_list.cursor == first, "find wraps around"
         await pilot.press("N")
-        assert app.session_list.cursor == second
+        assert app.sessions.session_list.cursor == second
 
 
 @run_async
 async def test_grouped_view_counts_sessions_per_host_certificate_and_cause(store) -> None:
     app = app_on(store)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.initial_load_done, "the recording to load")
-        failing = len(app.session_list.items)
+        await wait_for(pilot, lambda: app.sessions.initial_load_done, "the recording to load")
+        failing = len(app.sessions.session_list.items)
         await pilot.press("v")
-        groups = app.session_list.items
+        groups = app.sessions.session_list.items
         assert all(isinstance(g, Group) for g in groups)
         assert sum(g.count for g in groups) == failing
         top = groups[0]
@@ -222,14 +231,14 @@ async def test_grouped_view_counts_sessions_per_host_certificate_and_cause(store
         )
         assert "Group of 2 sessions" in str(app.query_one("#detail-body").render())
         await pilot.press("v")
-        assert len(app.session_list.items) == failing
+        assert len(app.sessions.session_list.items) == failing
 
 
 @run_async
 async def test_export_writes_json_and_pem_and_says_where(store, tmp_path) -> None:
     app = app_on(store, export_dir=tmp_path)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.initial_load_done, "the recording to load")
+        await wait_for(pilot, lambda: app.sessions.initial_load_done, "the recording to load")
         facts = current_facts(app)
         await pilot.press("c")
         written = sorted(tmp_path.iterdir())
@@ -252,29 +261,83 @@ async def test_help_and_quit(store) -> None:
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
         help_text = " ".join(str(s.render()) for s in app.screen.query("Static"))
-        for key, description in app.KEY_HELP:
-            assert description in help_text
+        for shown, description in keys.help_lines():
+            assert f"{shown:<13} {description}" in help_text
         await pilot.press("escape")
         assert not isinstance(app.screen, HelpScreen)
         await pilot.press("q")
     assert app.return_code == 0
 
 
+def _declared_bindings() -> dict[str, list[Binding]]:
+    """The BINDINGS every class of the TUI declares itself (not inherited from Textual)."""
+    declared: dict[str, list[Binding]] = {}
+    for module in pkgutil.walk_packages(certmatch.tui.__path__, "certmatch.tui."):
+        for name, cls in vars(importlib.import_module(module.name)).items():
+            if isinstance(cls, type) and cls.__module__ == module.name and "BINDINGS" in vars(cls):
+                declared[name] = [b for b in cls.BINDINGS if isinstance(b, Binding)]
+    return declared
+
+
+def test_every_binding_comes_from_the_key_table() -> None:
+    declared = _declared_bindings()
+    assert set(declared) == {"SessionsScreen", "HelpScreen", "PromptScreen"}
+    table = {(key.keys, key.action) for key in keys.KEYS}
+    for owner, bindings in declared.items():
+        for binding in bindings:
+            assert (binding.key, binding.action) in table, f"{owner} binds {binding.key} itself"
+    assert CertmatchApp.COMMAND_PALETTE_BINDING == keys.COMMAND_PALETTE
+
+
 @run_async
-async def test_every_binding_has_a_description_and_shows_in_the_footer(store) -> None:
+async def test_the_key_table_is_bound_in_the_footer_help_and_palette(store) -> None:
     app = app_on(store)
+
+    def bound(key: keys.Key) -> bool:
+        """Each key runs its action; False if the focused detail pane scrolls with all of them."""
+        active = app.screen.active_bindings
+        reachable = False
+        for name in key.names:
+            assert name in active, f"{name} is not bound on {type(app.screen).__name__}"
+            found = active[name]
+            if isinstance(found.node, DetailPane):
+                continue  # the full-screen detail has focus: its arrows and pages scroll it
+            assert found.binding.action == key.action, name
+            reachable = True
+        return reachable
+
     async with app.run_test(size=(240, 30)) as pilot:
-        await pilot.pause()
-        assert all(b.description for b in app.BINDINGS)
-        footer_actions = {key.action for key in app.query("FooterKey")}
-        assert {b.action for b in app.BINDINGS} <= footer_actions
+        await wait_for(pilot, lambda: app.sessions.initial_load_done, "the recording to load")
+        for view in (keys.View.LIST, keys.View.DETAIL):
+            await pilot.pause()  # the footer recomposes after a change of focus
+            assert app.sessions.view is view
+            footer = {footer_key.action for footer_key in app.screen.query("FooterKey")}
+            for key in keys.keys_for(view):
+                shown = bound(key) and key.footer
+                assert (key.action in footer) is shown, f"{key.keys} in the footer"
+            palette = {c.title: c.help for c in app.get_system_commands(app.screen)}
+            for key in keys.keys_for(view):
+                if key.palette:
+                    assert palette[key.palette].startswith(key.palette_help)
+            await pilot.press("enter")
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        help_text = " ".join(str(s.render()) for s in app.screen.query("Static"))
+        for key in keys.KEYS:
+            assert key.shown in help_text and (not key.help or key.help in help_text)
+        for key in keys.keys_for(keys.View.HELP):
+            bound(key)
+        await pilot.press("escape", "f")
+        assert isinstance(app.screen, PromptScreen)
+        for key in keys.keys_for(keys.View.PROMPT):
+            bound(key)
 
 
 @run_async
 async def test_command_palette_runs_the_same_actions(store) -> None:
     app = app_on(store)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.initial_load_done, "the recording to load")
+        await wait_for(pilot, lambda: app.sessions.initial_load_done, "the recording to load")
         titles = [c.title for c in app.get_system_commands(app.screen)]
         for wanted in (
             "Filter",
@@ -291,7 +354,9 @@ async def test_command_palette_runs_the_same_actions(store) -> None:
             pilot, lambda: app.screen.query_one("CommandList").option_count > 0, "palette matches"
         )
         await pilot.press("enter")
-        await wait_for(pilot, lambda: app.grouped, "the palette to switch to the grouped view")
+        await wait_for(
+            pilot, lambda: app.sessions.grouped, "the palette to switch to the grouped view"
+        )
 
 
 # --- follow -----------------------------------------------------------------------------------
@@ -311,30 +376,36 @@ async def test_follow_shows_sessions_appended_while_running(store, sample, tmp_p
         writer.write(_session(failing, 0))
     app = app_on(store, path, follow=True, poll_interval=0.02)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: len(app.rows) == 1, "the first session")
+        await wait_for(pilot, lambda: len(app.sessions.rows) == 1, "the first session")
         with RecordingWriter(path, tool_version="test") as writer:
             for number in range(1, 6):
                 writer.write(_session(failing, number))
             with path.open("ab") as raw:
                 raw.write(b'{"type":"session","id":"half')  # a line still being written
-            await wait_for(pilot, lambda: len(app.rows) == 6, "the appended sessions")
-            assert not app.problems, "an unfinished last line is not an error while following"
-            assert app.session_list.cursor == 5 and current_facts(app).id == "grown-5"
+            await wait_for(pilot, lambda: len(app.sessions.rows) == 6, "the appended sessions")
+            assert not app.sessions.problems, (
+                "an unfinished last line is not an error while following"
+            )
+            assert app.sessions.session_list.cursor == 5 and current_facts(app).id == "grown-5"
             with path.open("ab") as raw:
                 raw.write(b'"}\n')  # finished, but not a valid session: reported once complete
-            await wait_for(pilot, lambda: len(app.problems) == 1, "the bad line to be reported")
+            await wait_for(
+                pilot, lambda: len(app.sessions.problems) == 1, "the bad line to be reported"
+            )
             writer.write(_session(failing, 6))
-            await wait_for(pilot, lambda: len(app.rows) == 7, "the session after the bad line")
+            await wait_for(
+                pilot, lambda: len(app.sessions.rows) == 7, "the session after the bad line"
+            )
         assert "following" in str(app.query_one("#status").render())
         await pilot.press("F")
-        assert not app.following
-        await wait_for(pilot, lambda: not app._loading, "the reader to stop")
+        assert not app.sessions.following
+        await wait_for(pilot, lambda: not app.sessions._loading, "the reader to stop")
         with RecordingWriter(path, tool_version="test") as writer:
             writer.write(_session(failing, 7))
         await pilot.pause(0.1)
-        assert len(app.rows) == 7, "not following: the file is not read again"
+        assert len(app.sessions.rows) == 7, "not following: the file is not read again"
         await pilot.press("F")
-        await wait_for(pilot, lambda: len(app.rows) == 8, "follow to read the file again")
+        await wait_for(pilot, lambda: len(app.sessions.rows) == 8, "follow to read the file again")
 
 
 @run_async
@@ -344,11 +415,11 @@ async def test_follow_waits_for_a_recording_the_proxy_has_not_created_yet(
     path = tmp_path / "later.jsonl"
     app = app_on(store, path, follow=True, poll_interval=0.02)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.initial_load_done, "the first pass")
+        await wait_for(pilot, lambda: app.sessions.initial_load_done, "the first pass")
         assert "waiting for" in str(app.query_one("#status").render())
         with RecordingWriter(path, tool_version="test") as writer:
             writer.write(_session(sample[1], 0))
-        await wait_for(pilot, lambda: len(app.rows) == 1, "the new file to be read")
+        await wait_for(pilot, lambda: len(app.sessions.rows) == 1, "the new file to be read")
 
 
 # --- entry point, model and cache -----------------------------------------------------------
@@ -372,24 +443,33 @@ def test_run_view_reports_bad_input_in_one_line(tmp_path, capsys) -> None:
     assert "nope.jsonl" in capsys.readouterr().err
 
 
-def test_cached_judgements_equal_fresh_diagnoses(store, sample) -> None:
-    cache = JudgementCache(store)
-    for facts in sample + [_session(f, 99) for f in sample]:
-        judged = cache.judge(facts)
-        d = diagnose(facts, store)
+def test_the_lists_judgements_equal_fresh_diagnoses(store, sample, tmp_path) -> None:
+    sessions = sample + [_session(f, 99) for f in sample]
+    path = tmp_path / "twice.jsonl"
+    with RecordingWriter(path, tool_version="test") as writer:
+        for facts in sessions:
+            writer.write(facts)
+    loader = Loader([path], Judge(store))
+    rows: list[Row] = []
+    loader.poll(lambda batch: rows.extend(batch.rows), final=True)
+    assert len(rows) == len(sessions)
+    for row, facts in zip(rows, sessions, strict=True):
+        judged, d = row.judgement, diagnose(facts, store)
         assert (judged.verdict, judged.failed, judged.causes) == (d.verdict, d.failed, d.cause_ids)
     # Sessions differing only in id (and the two with the same host and certificate) share one.
     assert (
-        cache.diagnosed == len({(f.requested_host, tuple(f.chain)) for f in sample}) < len(sample)
+        loader.judge.diagnosed
+        == len({(f.requested_host, tuple(f.chain)) for f in sample})
+        < len(sample)
     )
 
 
-def test_cache_tells_apart_times_on_either_side_of_a_validity_boundary(store, sample) -> None:
+def test_no_judgement_is_shared_across_a_validity_boundary(store, sample) -> None:
     expired = next(f for f in sample if f.requested_host == "expired.example.test")
-    cache = JudgementCache(store)
+    judge = Judge(store)
     before = _session(expired, 1)
     before.started = "2020-06-01T00:00:00+00:00"  # inside the leaf's validity
-    judged_before, judged_after = cache.judge(before), cache.judge(expired)
+    judged_before, judged_after = judge.judgement(before), judge.judgement(expired)
     assert judged_after.primary == "expired"
     assert "expired" not in judged_before.causes
     assert judged_before.causes == diagnose(before, store).cause_ids

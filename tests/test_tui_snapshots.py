@@ -38,12 +38,12 @@ def _loaded_then(filter_text: str = "", *keys: str):
     async def run_before(pilot) -> None:
         app = pilot.app
         deadline = time.monotonic() + 15
-        while not app.initial_load_done:
+        while not app.sessions.initial_load_done:
             assert time.monotonic() < deadline, "the sample recording did not load"
             await pilot.pause(0.02)
         if filter_text:
-            app.filter = Filter.parse(filter_text)
-            app.rebuild()
+            app.sessions.filter = Filter.parse(filter_text)
+            app.sessions.rebuild()
         if keys:
             await pilot.press(*keys)
         await pilot.pause()

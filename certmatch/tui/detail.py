@@ -3,7 +3,9 @@
 Everything shown comes from the domain's ``Diagnosis``; this only arranges
 it: the explanation with the session's names, the evidence, every presented
 identifier with its outcome, the chain, the fix and the citations as text a
-person can look up.
+person can look up. What "why / fix / see" say for a finding is
+``certmatch.core.report.Explanation``, the same text the CLI and the pytest
+plugin print; only the layout and the styles are the TUI's.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ from datetime import datetime
 
 from rich.text import Text
 
-from certmatch.core.diagnosis import Diagnosis, Finding
-from certmatch.tui.model import VERDICT_SYMBOLS
+from certmatch.core.diagnosis import Diagnosis
+from certmatch.core.report import Explanation, verdict_label
 
 VERDICT_STYLES = {
     "match": "bold green",
@@ -30,11 +32,6 @@ _OUTCOME_STYLES = {
     "not-considered": "dim",
 }
 _HEADING = "bold underline"
-
-
-def verdict_label(verdict: str) -> str:
-    """The verdict with its symbol, readable without colour: "✗ mismatch"."""
-    return f"{VERDICT_SYMBOLS.get(verdict, '?')} {verdict}"
 
 
 def _when(moment: datetime | None) -> str:
@@ -57,10 +54,11 @@ def render_detail(d: Diagnosis, recording: str, *, group_count: int | None = Non
     f = d.facts
     text = Text()
     primary = d.primary
+    why = Explanation.of(primary) if primary is not None else None
     text.append(f" {verdict_label(d.verdict)} ", VERDICT_STYLES.get(d.verdict, "bold") + " reverse")
-    if primary is not None:
-        text.append(f"  {primary.cause.title}  ", "bold")
-        text.append(f"[{primary.id}]", "cyan")
+    if why is not None:
+        text.append(f"  {why.title}  ", "bold")
+        text.append(f"[{why.id}]", "cyan")
     else:
         text.append("  The certificate matches the name the client asked for.", "bold")
     text.append("\n")
@@ -78,8 +76,8 @@ def render_detail(d: Diagnosis, recording: str, *, group_count: int | None = Non
     text.append(f"Recording: {recording}\n", "dim")
 
     _section(text, "Why")
-    if primary is not None:
-        _indented(text, primary.explanation)
+    if why is not None:
+        _indented(text, why.why)
     else:
         reason = d.to_json().get("explanation") or "No cause was found."
         _indented(text, reason)
@@ -127,31 +125,24 @@ def render_detail(d: Diagnosis, recording: str, *, group_count: int | None = Non
         if s.error:
             _indented(text, f"    problem: {s.error}", "yellow")
 
-    if primary is not None:
+    if why is not None:
         _section(text, "Fix")
-        _indented(text, primary.fix)
-        _citations(text, primary)
+        _indented(text, why.fix)
+        if why.see:
+            _section(text, "Look up")
+            for citation in why.see:
+                text.append(f"  • {citation}\n")
     if len(d.findings) > 1:
         _section(text, "Also found")
-        for finding in d.findings[1:]:
-            text.append(f"  [{finding.id}] ", "cyan")
-            text.append(f"{finding.cause.title} ({finding.cause.severity})\n", "bold")
-            _indented(text, f"  {finding.explanation}")
-            _indented(text, f"  Fix: {finding.fix}")
-            if finding.cause.citations:
-                _indented(
-                    text, "  See: " + "; ".join(str(c) for c in finding.cause.citations), "dim"
-                )
+        for also in map(Explanation.of, d.findings[1:]):
+            text.append(f"  [{also.id}] ", "cyan")
+            text.append(f"{also.title} ({also.severity})\n", "bold")
+            _indented(text, f"  {also.why}")
+            _indented(text, f"  Fix: {also.fix}")
+            if also.see:
+                _indented(text, f"  See: {also.see_text}", "dim")
     if f.notes:
         _section(text, "Notes recorded by the proxy")
         for note in f.notes:
             _indented(text, note, "dim")
     return text
-
-
-def _citations(text: Text, finding: Finding) -> None:
-    if not finding.cause.citations:
-        return
-    _section(text, "Look up")
-    for citation in finding.cause.citations:
-        text.append(f"  • {citation}\n")

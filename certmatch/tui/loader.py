@@ -1,9 +1,10 @@
 """Turn recordings into list rows, in batches, off the UI thread.
 
 The app runs ``Loader.poll`` in a thread worker: it reads what is new in
-every recording, judges each session (through the cache) and hands over a
-``Batch`` every ~0.1 s, never one message per session. The first batch is
-sent early so the first screen appears at once.
+every recording, judges each session (the core's ``Judge`` judges each
+distinct situation once) and hands over a ``Batch`` every ~0.1 s, never one
+message per session. The first batch is sent early so the first screen
+appears at once.
 """
 
 from __future__ import annotations
@@ -14,9 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from certmatch.core.facts import SessionFacts
+from certmatch.core.judge import Judge
 from certmatch.core.recording import LineProblem, RecordingError
-from certmatch.core.trust import TrustStore
-from certmatch.tui.judge import JudgementCache
 from certmatch.tui.model import Row
 from certmatch.tui.source import RecordingSource
 
@@ -48,9 +48,9 @@ class Batch:
 class Loader:
     """Reads a set of recordings; remembers where each stopped, so it can follow them."""
 
-    def __init__(self, paths: Sequence[Path], store: TrustStore) -> None:
+    def __init__(self, paths: Sequence[Path], judge: Judge) -> None:
         self.sources = [RecordingSource(Path(p)) for p in paths]
-        self.cache = JudgementCache(store)
+        self.judge = judge
         self._strings: dict[str, str] = {}
         self.waiting: list[str] = []  # files that do not exist (yet), when following
         self._failed: set[int] = set()  # files that turned out not to be readable recordings
@@ -70,7 +70,7 @@ class Loader:
             shared(facts.requested_host or ""),
             _SOURCE_LABELS.get(facts.requested_host_source, facts.requested_host_source),
             shared(facts.sni) if facts.sni is not None else None,
-            self.cache.judge(facts),
+            self.judge.judgement(facts),
         )
 
     def progress(self) -> tuple[int, int]:

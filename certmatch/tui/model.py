@@ -12,15 +12,8 @@ from dataclasses import dataclass, field
 
 from certmatch.core.causes import CAUSES
 from certmatch.core.diagnosis import VERDICTS
-from certmatch.tui.judge import Judgement
-
-VERDICT_SYMBOLS = {
-    "match": "✓",
-    "legacy-match": "~",
-    "mismatch": "✗",
-    "untrusted": "!",
-    "error": "?",
-}
+from certmatch.core.judge import Judgement
+from certmatch.core.report import VERDICT_SYMBOLS
 
 
 class Row:

@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import ClassVar
 
 from rich.segment import Segment
 from rich.style import Style
 from textual import events
 from textual.geometry import Size
-from textual.message import Message
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from certmatch.tui.detail import verdict_label
+from certmatch.core.report import verdict_label
+from certmatch.tui.messages import SessionHighlighted
 from certmatch.tui.model import Group, Row
 
 # (title, width) for each column of each view.
@@ -43,6 +44,7 @@ GROUP_COLUMNS: tuple[tuple[str, int], ...] = (
     ("protocols", 18),
     ("last seen (UTC)", 19),
 )
+NAMES_WIDTH = 40
 VERDICT_COLOURS = {
     "match": Style(color="green"),
     "legacy-match": Style(color="yellow"),
@@ -50,6 +52,24 @@ VERDICT_COLOURS = {
     "untrusted": Style(color="magenta", bold=True),
     "error": Style(color="red"),
 }
+
+
+@lru_cache(maxsize=4096)  # a few distinct certificates, each on many rows
+def shorten_names(names: tuple[str, ...], width: int = NAMES_WIDTH) -> str:
+    """ "a, b +3": as many names as fit in ``width``, then how many were left out."""
+    if not names:
+        return "(no certificate)"
+    shown: list[str] = []
+    used = 0
+    for index, name in enumerate(names):
+        rest = len(names) - index - 1
+        suffix = len(f" +{rest}") if rest else 0
+        cost = len(name) + (2 if shown else 0)
+        if shown and used + cost + suffix > width:
+            return ", ".join(shown) + f" +{len(names) - index}"
+        shown.append(name)
+        used += cost
+    return ", ".join(shown)
 
 
 def fit(text: str, width: int) -> str:
@@ -94,13 +114,6 @@ class SessionList(ScrollView, can_focus=True, inherit_bindings=False):
     """
 
     cursor: reactive[int] = reactive(0, always_update=True, init=False)
-
-    class Highlighted(Message):
-        """The cursor moved to another session or group (or the list emptied: index -1)."""
-
-        def __init__(self, index: int) -> None:
-            super().__init__()
-            self.index = index
 
     def __init__(self, rows: list[Row], *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -162,7 +175,7 @@ class SessionList(ScrollView, can_focus=True, inherit_bindings=False):
     def watch_cursor(self, value: int) -> None:
         self.scroll_to_cursor()
         self.refresh()
-        self.post_message(self.Highlighted(value if self.items else -1))
+        self.post_message(SessionHighlighted(value if self.items else -1))
 
     def scroll_to_cursor(self) -> None:
         top = round(self.scroll_y)
@@ -177,6 +190,18 @@ class SessionList(ScrollView, can_focus=True, inherit_bindings=False):
 
     def page(self, direction: int) -> None:
         self.cursor = self.cursor + direction * max(1, self._visible_rows - 1)
+
+    def find(self, text: str, direction: int, include_current: bool = False) -> int | None:
+        """The position of the next line (1) or previous line (-1) containing ``text``,
+        wrapping around; the current line counts only with ``include_current``."""
+        count = len(self.items)
+        needle = text.lower()
+        start = self.cursor if include_current else self.cursor + direction
+        for step in range(count):
+            position = (start + direction * step) % count
+            if needle in self.row_text(position):
+                return position
+        return None
 
     def at_end(self) -> bool:
         return not self.items or self.cursor >= len(self.items) - 1
@@ -233,7 +258,7 @@ class SessionList(ScrollView, can_focus=True, inherit_bindings=False):
                 fit(f"{row.host or '?'} ({row.host_source})", widths[3]),
                 fit(j.primary or "-", widths[4]),
                 fit(row.sni if row.sni is not None else "(none)", widths[5]),
-                fit(j.names, widths[6]),
+                fit(shorten_names(j.presented_names), widths[6]),
                 fit(row.client, widths[7]),
             )
         )
@@ -258,7 +283,7 @@ class SessionList(ScrollView, can_focus=True, inherit_bindings=False):
                     (
                         fit(g.host or "?", widths[2]),
                         fit(j.primary or "-", widths[3]),
-                        fit(j.names, widths[4]),
+                        fit(shorten_names(j.presented_names), widths[4]),
                         fit(",".join(sorted(g.protocols)), widths[5]),
                         fit(last.time, widths[6]),
                     )
@@ -272,12 +297,11 @@ class SessionList(ScrollView, can_focus=True, inherit_bindings=False):
         item = self.items[position]
         if isinstance(item, Group):
             j = item.judgement
-            return (
-                f"{item.host} {j.verdict} {j.primary} {j.names} {' '.join(item.protocols)}".lower()
-            )
+            names = shorten_names(j.presented_names)
+            return f"{item.host} {j.verdict} {j.primary} {names} {' '.join(item.protocols)}".lower()
         row = self.rows[item]
         j = row.judgement
         return (
             f"{j.verdict} {row.time} {row.protocol} {row.host} {j.primary} {row.sni or ''} "
-            f"{j.names} {row.client}"
+            f"{shorten_names(j.presented_names)} {row.client}"
         ).lower()

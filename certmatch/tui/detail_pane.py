@@ -1,0 +1,60 @@
+"""The detail pane: one session read back from its recording and diagnosed in full.
+
+The list keeps only a light judgement per session; the pane diagnoses its one
+session again, so the explanation uses that session's own names.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import VerticalScroll
+from textual.widgets import Static
+
+from certmatch.core.diagnosis import Diagnosis
+from certmatch.core.judge import Judge
+from certmatch.core.recording import RecordingError
+from certmatch.tui.detail import render_detail
+from certmatch.tui.source import read_session_at
+
+NOTHING_SELECTED = "Select a session to see why it fails, the evidence and the fix."
+
+
+class DetailPane(VerticalScroll):
+    """Shows the diagnosis of the selected session (or of the latest session of a group)."""
+
+    def __init__(self, judge: Judge, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.judge = judge
+        self.detail: tuple[Diagnosis, str] | None = None  # what is shown, and its recording
+        self._shown: tuple[Path, int, int | None] | None = None
+        # Kept here, not queried: the loader can ask for a detail while the screen closes.
+        self._body = Static(id="detail-body")
+
+    def compose(self) -> ComposeResult:
+        yield self._body
+
+    def show_nothing(self) -> None:
+        self._shown = None
+        self.detail = None
+        self._body.update(Text(NOTHING_SELECTED, style="italic"))
+
+    def show(self, path: Path, offset: int, group_count: int | None = None) -> None:
+        """The session whose line starts at ``offset`` in ``path``; nothing to do if shown."""
+        shown = (path, offset, group_count)
+        if shown == self._shown:
+            return
+        try:
+            facts = read_session_at(path, offset)
+        except RecordingError as error:
+            self._body.update(Text(str(error), style="bold red"))
+            self._shown = None
+            self.detail = None
+            return
+        d = self.judge.diagnose(facts)
+        self._shown = shown
+        self.detail = (d, str(path))
+        self._body.update(render_detail(d, str(path), group_count=group_count))
+        self.scroll_home(animate=False)

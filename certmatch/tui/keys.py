@@ -1,0 +1,272 @@
+"""Every key of the TUI in one table, and what is generated from it.
+
+Each ``Key`` says which keys run which action, where it applies, and what the
+footer, the help screen and the command palette say about it. The screens'
+``BINDINGS``, the help text and the palette's commands are all generated from
+``KEYS``, so a key cannot be bound without being documented, or documented
+without being bound (``tests/test_tui.py`` checks both).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import Flag, auto
+
+from textual.app import SystemCommand
+from textual.binding import Binding, BindingType
+from textual.dom import DOMNode
+
+
+class View(Flag):
+    """Where a key applies."""
+
+    LIST = auto()  # the session list with the detail pane below it
+    DETAIL = auto()  # the detail pane full screen
+    HELP = auto()  # the help screen
+    PROMPT = auto()  # a one-line prompt (filter, find)
+    SESSIONS = LIST | DETAIL
+
+
+MOVE = Binding.Group("Move", compact=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """One row of the key table."""
+
+    keys: str  # Textual key names, comma-separated: "j,down"
+    action: str  # the action it runs on the screen that binds it ("app.quit": on the app)
+    where: View
+    label: str  # the footer's word for it
+    help: str  # the help screen's line; "" when the line of the key before covers it too
+    footer: bool = True  # shown in the footer
+    palette: str = ""  # the command palette's title; "" when it is not in the palette
+    palette_help: str = ""  # the palette's line under the title (the key is appended)
+    key_display: str | None = None  # what the footer shows instead of the first key
+    group: Binding.Group | None = None  # footer group
+    textual: bool = False  # bound by Textual itself, not by a BINDINGS list
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.keys.split(","))
+
+    @property
+    def shown(self) -> str:
+        """The keys as typed, for the help screen: "j / ↓"."""
+        return " / ".join(_DISPLAY.get(name, name) for name in self.names)
+
+    def binding(self) -> Binding:
+        return Binding(
+            self.keys,
+            self.action,
+            self.label,
+            show=self.footer,
+            key_display=self.key_display,
+            group=self.group,
+        )
+
+
+# How the help screen writes a Textual key name.
+_DISPLAY = {
+    "down": "↓",
+    "up": "↑",
+    "home": "Home",
+    "end": "End",
+    "pagedown": "PgDn",
+    "pageup": "PgUp",
+    "slash": "/",
+    "question_mark": "?",
+}
+
+KEYS: tuple[Key, ...] = (
+    Key(
+        "j,down",
+        "cursor_down",
+        View.SESSIONS,
+        "Next session",
+        "next session",
+        key_display="j",
+        group=MOVE,
+    ),
+    Key(
+        "k,up",
+        "cursor_up",
+        View.SESSIONS,
+        "Previous session",
+        "previous session",
+        key_display="k",
+        group=MOVE,
+    ),
+    Key(
+        "g,home",
+        "top",
+        View.SESSIONS,
+        "First session",
+        "first session",
+        palette="First session",
+        palette_help="Go to the top",
+        key_display="g",
+        group=MOVE,
+    ),
+    Key(
+        "G,end",
+        "bottom",
+        View.SESSIONS,
+        "Last session",
+        "last session",
+        palette="Last session",
+        palette_help="Go to the bottom",
+        key_display="G",
+        group=MOVE,
+    ),
+    Key(
+        "pagedown",
+        "page_down",
+        View.SESSIONS,
+        "Page down",
+        "a page down / up",
+        key_display="PgDn",
+        group=MOVE,
+    ),
+    Key("pageup", "page_up", View.SESSIONS, "Page up", "", key_display="PgUp", group=MOVE),
+    Key(
+        "enter",
+        "toggle_detail",
+        View.SESSIONS,
+        "Detail",
+        "detail pane full screen, or back",
+        palette="Detail full screen",
+        palette_help="Show the detail pane alone, or back",
+    ),
+    Key(
+        "f",
+        "filter",
+        View.SESSIONS,
+        "Filter",
+        "filter by host, protocol, cause id, verdict",
+        palette="Filter",
+        palette_help="By host, protocol, cause id, verdict",
+    ),
+    Key(
+        "slash",
+        "find",
+        View.SESSIONS,
+        "Find",
+        "find text in the list",
+        palette="Find",
+        palette_help="Find text in the list",
+    ),
+    Key(
+        "n",
+        "find_next",
+        View.SESSIONS,
+        "Next match",
+        "next / previous match of the find",
+        palette="Find next",
+        palette_help="Next match of the find",
+    ),
+    Key(
+        "N",
+        "find_previous",
+        View.SESSIONS,
+        "Prev match",
+        "",
+        palette="Find previous",
+        palette_help="Previous match of the find",
+    ),
+    Key(
+        "F",
+        "toggle_follow",
+        View.SESSIONS,
+        "Follow",
+        "follow on/off: read what is appended and jump to the newest session",
+        palette="Follow on/off",
+        palette_help="Read sessions as they are recorded",
+    ),
+    Key(
+        "a",
+        "toggle_all",
+        View.SESSIONS,
+        "All/failing",
+        "show all sessions, or only the failing ones",
+        palette="Show all sessions / only failing",
+        palette_help="Toggle between every session and the failing ones",
+    ),
+    Key(
+        "v",
+        "toggle_grouped",
+        View.SESSIONS,
+        "Grouped",
+        "grouped view: one line per requested host + certificate + cause, with a count",
+        palette="Grouped view on/off",
+        palette_help="One line per host + certificate + cause",
+    ),
+    Key(
+        "c",
+        "export",
+        View.SESSIONS,
+        "Export",
+        "export the selected session: JSON and PEM chain to files, JSON to the clipboard",
+        palette="Export selected session",
+        palette_help="JSON and PEM chain to files",
+    ),
+    Key(
+        "question_mark",
+        "help",
+        View.SESSIONS,
+        "Help",
+        "this help",
+        palette="Help",
+        palette_help="Every key, the filter syntax and the cause ids",
+    ),
+    Key("q", "app.quit", View.SESSIONS, "Quit", "quit"),
+    Key(
+        "ctrl+p",
+        "command_palette",
+        View.SESSIONS,
+        "palette",
+        "command palette: the same actions by name",
+        textual=True,
+    ),
+    Key("escape,q,question_mark", "close", View.HELP, "Close help", "close this help"),
+    Key("escape", "cancel", View.PROMPT, "Cancel", "close a prompt (filter, find) unchanged"),
+)
+
+COMMAND_PALETTE = next(key for key in KEYS if key.action == "command_palette").keys
+
+
+def keys_for(view: View) -> tuple[Key, ...]:
+    """The entries that apply in ``view``."""
+    return tuple(key for key in KEYS if key.where & view)
+
+
+def bindings(view: View) -> list[BindingType]:
+    """The ``BINDINGS`` of the screen that shows ``view``."""
+    return [key.binding() for key in keys_for(view) if not key.textual]
+
+
+def help_lines() -> list[tuple[str, str]]:
+    """(keys as typed, what they do) for the help screen, in table order.
+
+    A key whose ``help`` is empty shares the line of the key before it: "PgDn / PgUp".
+    """
+    lines: list[tuple[str, str]] = []
+    for key in KEYS:
+        if key.help:
+            lines.append((key.shown, key.help))
+        else:
+            shown, text = lines[-1]
+            lines[-1] = (f"{shown} / {key.shown}", text)
+    return lines
+
+
+def system_commands(node: DOMNode, view: View) -> Iterator[SystemCommand]:
+    """The command palette's commands for the keys of ``view``, run as actions of ``node``."""
+    for key in keys_for(view):
+        if key.palette:
+            yield SystemCommand(
+                key.palette,
+                f"{key.palette_help} ({_DISPLAY.get(key.names[0], key.names[0])})",
+                getattr(node, f"action_{key.action}"),
+            )
