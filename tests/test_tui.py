@@ -1,4 +1,4 @@
-"""The TUI driven with Textual's Pilot: every key, follow mode, and the list's judgement cache."""
+"""The TUI driven with Textual's Pilot: every key and the key table, follow, the judgements."""
 
 from __future__ import annotations
 
