@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from jsonschema.validators import Draft202012Validator, validator_for  # type: ignore[import-untyped]
 
-from certmatch.core import facts, recording
+from certmatch.core import facts, line_schema, recording
 from certmatch.core.facts import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -23,15 +23,14 @@ from certmatch.core.facts import (
     SniProbe,
     StartTlsFacts,
 )
+from certmatch.core.line_schema import load_schema, validate_line
 from certmatch.core.recording import (
     LineProblem,
     RecordingError,
     RecordingWriter,
     expand_paths,
     iter_recording,
-    load_schema,
     read_recording,
-    validate_line,
 )
 
 pytestmark = pytest.mark.pure
@@ -556,4 +555,4 @@ def test_fast_line_check_agrees_with_jsonschema() -> None:
 
 def test_line_check_refuses_keywords_it_does_not_implement() -> None:
     with pytest.raises(ValueError, match="minimum"):
-        recording._CheckCompiler({"type": "integer", "minimum": 3}).compile()
+        line_schema._CheckCompiler({"type": "integer", "minimum": 3}).compile()

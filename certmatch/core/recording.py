@@ -17,11 +17,9 @@ import dataclasses
 import json
 import os
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cache
-from importlib import resources
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -34,8 +32,8 @@ from certmatch.core.facts import (
     SniProbe,
     StartTlsFacts,
 )
+from certmatch.core.line_schema import show_value, validate_line
 
-SCHEMA_RESOURCE = "recording.schema.json"
 READABLE_VERSIONS: tuple[int, ...] = (FORMAT_VERSION,)
 
 # The header is short; never read further than this looking for its end, so
@@ -84,276 +82,6 @@ class Recording:
 
 
 # --- the schema, and a fast check compiled from it -------------------------------------------
-
-_Failure = tuple[tuple[str | int, ...], str]  # (where in the line, what is wrong)
-_Check = Callable[[Any], _Failure | None]
-
-
-@cache
-def load_schema() -> dict[str, Any]:
-    """The published JSON Schema for one recording line, as shipped inside the package."""
-    text = (
-        resources.files(__package__ or "certmatch.core")
-        .joinpath(SCHEMA_RESOURCE)
-        .read_text(encoding="utf-8")
-    )
-    schema: dict[str, Any] = json.loads(text)
-    return schema
-
-
-def validate_line(data: Any) -> str | None:
-    """Why a parsed line breaks the recording schema, or None if it conforms."""
-    failure = _line_check()(data)
-    return None if failure is None else _describe(failure)
-
-
-@cache
-def _line_check() -> _Check:
-    return _CheckCompiler(load_schema()).compile()
-
-
-def _describe(failure: _Failure) -> str:
-    where, what = failure
-    path = ""
-    for part in where:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else part)
-    return f"{path}: {what}" if path else what
-
-
-def _show(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _json_equal(a: Any, b: Any) -> bool:
-    """Equality as JSON Schema means it: true is not 1, 1 is 1.0."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return type(a) is type(b) and a == b
-    if isinstance(a, int | float) and isinstance(b, int | float):
-        return a == b
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, list):
-        return len(a) == len(b) and all(_json_equal(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_json_equal(a[k], b[k]) for k in a)
-    return bool(a == b)
-
-
-def _any_of(value: Any, alternatives: tuple[_Check, ...]) -> _Failure | None:
-    failures = []
-    for alternative in alternatives:
-        failure = alternative(value)
-        if failure is None:
-            return None
-        failures.append(failure)
-    deepest = max(failures, key=lambda f: len(f[0]))
-    if deepest[0]:
-        return deepest  # the value had the right shape; say what inside it is wrong
-    return (), "; or ".join(f[1] for f in failures)
-
-
-def _wrong_type(value: Any, expected: str) -> str:
-    return f"expected {expected}, got {_show(value)}"
-
-
-def _must_be(value: Any, allowed: tuple[Any, ...]) -> str:
-    shown = ", ".join(_show(a) for a in allowed)
-    return f"{_show(value)}: must be {'one of ' if len(allowed) > 1 else ''}{shown}"
-
-
-_TYPE_TESTS = {
-    "null": "{v} is None",
-    "boolean": "type({v}) is bool",
-    "string": "type({v}) is str",
-    "array": "type({v}) is list",
-    "object": "type({v}) is dict",
-    "number": "type({v}) in (int, float)",
-    "integer": "(type({v}) is int or (type({v}) is float and {v}.is_integer()))",
-}
-_GUARDS = {"string": "str", "array": "list", "object": "dict"}
-
-
-class _CheckCompiler:
-    """Turns the recording schema into the source of one plain Python function.
-
-    jsonschema's own validator costs about a millisecond per session line, far
-    too slow for 100,000-line recordings. This implements exactly the keywords
-    the schema uses and refuses to compile any other, so a rule added to the
-    schema can never be skipped silently; a test checks it agrees with jsonschema.
-    The generated function returns None, or (path, message) for the first rule broken.
-    """
-
-    ANNOTATIONS = frozenset(
-        {"$schema", "$id", "$defs", "$comment", "title", "description", "format", "examples"}
-    )
-    KEYWORDS = frozenset(
-        {"type", "const", "enum", "minLength", "pattern", "required", "properties", "items"}
-        | {"$ref", "anyOf", "if", "then", "else"}
-    )
-
-    def __init__(self, root: dict[str, Any]) -> None:
-        self.root = root
-        self.namespace: dict[str, Any] = {
-            "_show": _show,
-            "_json_equal": _json_equal,
-            "_any_of": _any_of,
-            "_must_be": _must_be,
-            "_wrong_type": _wrong_type,
-        }
-        self.sources: list[str] = []
-        self.counter = 0
-        self.resolving: list[str] = []
-
-    def compile(self) -> _Check:
-        name = self._function(self.root, boolean=False)
-        source = "\n\n".join(self.sources)
-        # The source is built here from the schema shipped in the package, never from input.
-        exec(compile(source, "<certmatch recording schema>", "exec"), self.namespace)  # noqa: S102
-        check: _Check = self.namespace[name]
-        return check
-
-    def _name(self, prefix: str) -> str:
-        self.counter += 1
-        return f"{prefix}{self.counter}"
-
-    def _constant(self, value: Any) -> str:
-        name = self._name("_c")
-        self.namespace[name] = value
-        return name
-
-    def _function(self, node: Any, *, boolean: bool) -> str:
-        """Emit a function checking ``node``; boolean ones return True/False, no messages."""
-        name = self._name("_is" if boolean else "_check")
-        lines = [f"def {name}(v):"]
-        lines += self._statements(node, "v", [], 1, boolean)
-        lines.append("    return True" if boolean else "    return None")
-        self.sources.append("\n".join(lines))
-        return name
-
-    def _statements(
-        self, node: Any, var: str, path: list[str], depth: int, boolean: bool
-    ) -> list[str]:
-        pad = "    " * depth
-
-        def fail(message: str) -> str:
-            where = f"({', '.join(path)},)" if path else "()"
-            return "return False" if boolean else f"return ({where}, {message})"
-
-        if node is True:
-            return []
-        if node is False:
-            return [f"{pad}{fail(repr('no value is allowed here'))}"]
-        unknown = node.keys() - self.KEYWORDS - self.ANNOTATIONS
-        if unknown:
-            raise ValueError(
-                f"the recording schema uses {sorted(unknown)}, which certmatch's line check "
-                "does not implement; teach _CheckCompiler these keywords"
-            )
-        out: list[str] = []
-        known_type: str | None = None
-
-        def guarded(python_type: str, body: list[str]) -> list[str]:
-            # Keywords like "properties" apply only to values of their type.
-            if not body or known_type == python_type:
-                return body
-            inner = ["    " + line for line in body]
-            return [f"{pad}if type({var}) is {python_type}:", *inner]
-
-        if "type" in node:
-            names = [node["type"]] if isinstance(node["type"], str) else list(node["type"])
-            test = " or ".join(_TYPE_TESTS[n].format(v=var) for n in names)
-            expected = repr(" or ".join(names))
-            out.append(f"{pad}if not ({test}):")
-            out.append(f"{pad}    {fail(f'_wrong_type({var}, {expected})')}")
-            if len(names) == 1:
-                known_type = _GUARDS.get(names[0])
-        for keyword in ("const", "enum"):
-            if keyword in node:
-                allowed = tuple([node["const"]] if keyword == "const" else node["enum"])
-                shown = self._constant(allowed)
-                if all(type(a) is str for a in allowed):
-                    test = f"type({var}) is str and {var} in {self._constant(frozenset(allowed))}"
-                else:
-                    test = f"any(_json_equal({var}, a) for a in {shown})"
-                out.append(f"{pad}if not ({test}):")
-                out.append(f"{pad}    {fail(f'_must_be({var}, {shown})')}")
-        string_body: list[str] = []
-        if "minLength" in node:
-            minimum = int(node["minLength"])
-            string_body.append(f"{pad}if len({var}) < {minimum}:")
-            message = f"f'{{_show({var})}} is too short (at least {minimum} characters)'"
-            string_body.append(f"{pad}    {fail(message)}")
-        if "pattern" in node:
-            search = self._constant(re.compile(node["pattern"]).search)  # jsonschema: re.search
-            shown = self._constant(node["pattern"])
-            string_body.append(f"{pad}if {search}({var}) is None:")
-            message = f"f'{{_show({var})}} does not match the pattern {{{shown}}}'"
-            string_body.append(f"{pad}    {fail(message)}")
-        out += guarded("str", string_body)
-        object_body: list[str] = []
-        if "required" in node:
-            names = list(node["required"])
-            wanted = self._constant(frozenset(names))
-            ordered = self._constant(tuple(names))
-            object_body.append(f"{pad}if not {wanted} <= {var}.keys():")
-            message = (
-                f"'missing required field(s): ' + ', '.join(n for n in {ordered} if n not in {var})"
-            )
-            object_body.append(f"{pad}    {fail(message)}")
-        if "properties" in node:
-            for key, sub in node["properties"].items():
-                item = self._name("p")
-                object_body.append(f"{pad}if {key!r} in {var}:")
-                object_body.append(f"{pad}    {item} = {var}[{key!r}]")
-                body = self._statements(sub, item, [*path, repr(key)], depth + 1, boolean)
-                object_body += body or [f"{pad}    pass"]
-        out += guarded("dict", object_body)
-        if "items" in node:
-            index, item = self._name("i"), self._name("x")
-            body = self._statements(node["items"], item, [*path, index], depth + 1, boolean)
-            if body:
-                loop = [f"{pad}for {index}, {item} in enumerate({var}):", *body]
-                out += guarded("list", loop)
-        if "$ref" in node:
-            out += self._statements(self._resolve(node["$ref"]), var, path, depth, boolean)
-            self.resolving.pop()
-        if "anyOf" in node:
-            alternatives = tuple(self._function(a, boolean=False) for a in node["anyOf"])
-            listed = f"({', '.join(alternatives)},)"
-            failure = self._name("f")
-            out.append(f"{pad}{failure} = _any_of({var}, {listed})")
-            out.append(f"{pad}if {failure} is not None:")
-            where = f"({', '.join(path)},)" if path else "()"
-            out.append(
-                f"{pad}    "
-                + ("return False" if boolean else f"return ({where} + {failure}[0], {failure}[1])")
-            )
-        if "if" in node:
-            test_name = self._function(node["if"], boolean=True)
-            then = self._statements(node.get("then", True), var, path, depth + 1, boolean)
-            otherwise = self._statements(node.get("else", True), var, path, depth + 1, boolean)
-            out.append(f"{pad}if {test_name}({var}):")
-            out += then or [f"{pad}    pass"]
-            if otherwise:
-                out.append(f"{pad}else:")
-                out += otherwise
-        return out
-
-    def _resolve(self, ref: str) -> Any:
-        """The node a local ``#/...`` reference points to; refs are inlined, so no cycles."""
-        if not ref.startswith("#/"):
-            raise ValueError(f"the recording schema refers outside itself ({ref})")
-        if ref in self.resolving:
-            raise ValueError(f"the recording schema refers to itself in a loop ({ref})")
-        self.resolving.append(ref)
-        target: Any = self.root
-        for part in ref[2:].split("/"):
-            target = target[part.replace("~1", "/").replace("~0", "~")]
-        return target
-
-
-# --- reading ---------------------------------------------------------------------------------
 
 _NESTED_FIELDS = {
     "sni_probe": frozenset(f.name for f in dataclasses.fields(SniProbe)),
@@ -438,7 +166,7 @@ def _read_header(path: Path) -> tuple[RecordingHeader, int, LineProblem | None]:
     version = data.get("format_version")
     if type(version) is not int:
         raise _NotARecording(
-            f"the header has no usable format_version (got {_show(version)})",
+            f"the header has no usable format_version (got {show_value(version)})",
             1,
             "the file was damaged or written by another tool",
         )
@@ -504,10 +232,10 @@ def parse_line(path: str, number: int, raw: bytes, last: bool) -> SessionFacts |
         cut_short = isinstance(error, json.JSONDecodeError) and error.pos >= len(text) - 1
         hint = " (the line ends mid-record, as when a writer is stopped)" if cut_short else ""
         return LineProblem(path, number, f"not valid JSON: {why}{hint}; line skipped")
-    failure = _line_check()(data)
-    if failure is not None:
+    problem = validate_line(data)
+    if problem is not None:
         return LineProblem(
-            path, number, f"does not match the recording schema: {_describe(failure)}; line skipped"
+            path, number, f"does not match the recording schema: {problem}; line skipped"
         )
     if data["type"] == "header":
         return None  # a valid second header: recordings joined with cat
