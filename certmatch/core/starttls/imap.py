@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import re
 
+from certmatch.core.starttls.client_words import MIN_WORD
 from certmatch.core.starttls.framing import LineReader
-from certmatch.core.starttls.machine import (
-    REQUESTED,
-    StartTlsMachine,
-    describe,
-    line_words,
-    sasl_mechanism,
-)
+from certmatch.core.starttls.machine import REQUESTED, StartTlsMachine, line_words
+
+TAG = b"<tag>"  # a client's tag as recorded when it is long enough to hold anything
 
 
 class ImapMachine(StartTlsMachine):
@@ -39,12 +36,11 @@ class ImapMachine(StartTlsMachine):
         tag, command = words[0], words[1].upper()
         if command == b"STARTTLS":
             self._starttls_tag = tag
-            self._request()
+            self._request(with_arguments=len(words) > 2)
         elif command == b"LOGIN":
             self._plaintext_auth("LOGIN")
         elif command == b"AUTHENTICATE":
-            mechanism = sasl_mechanism(words[2]) if len(words) > 2 else ""
-            self._plaintext_auth(f"AUTHENTICATE {mechanism}".strip())
+            self._plaintext_auth("AUTHENTICATE", words[2] if len(words) > 2 else None)
             self._auth_tag = tag
 
     def _on_server(self, unit: bytes, is_line: bool) -> None:
@@ -58,7 +54,7 @@ class ImapMachine(StartTlsMachine):
         upper = line.upper()
         if self._awaiting_greeting:
             if not re.match(rb"\* (OK|PREAUTH|BYE)\b", upper):
-                self._fail(f"the server's greeting {describe(unit)} is not an IMAP greeting")
+                self._fail(f"the server's greeting {self._quote(unit)} is not an IMAP greeting")
                 return
             self._greeted()
         capability = re.search(rb"(?:^\* |\[)CAPABILITY ([^\]]*)", upper)
@@ -71,11 +67,14 @@ class ImapMachine(StartTlsMachine):
         if self._auth_tag == tag:
             self._auth_tag = None
         if self.phase == REQUESTED and tag == self._starttls_tag:
+            # The tag is the client's: recorded as sent only while too short to hold a secret.
+            shown = tag if len(tag) < MIN_WORD and tag.isalnum() else TAG
+            line = shown + line[len(tag) :]
             if status not in (b"OK", b"NO", b"BAD"):
-                self._fail(f"the server answered STARTTLS with {describe(unit)}")
+                self._fail(f"the server answered STARTTLS with {self._quote(line)}")
                 return
             self._starttls_tag = None
-            self._answer(status == b"OK", line)
+            self._answer(status == b"OK", line, (shown + b" " + status).decode("ascii", "replace"))
 
     def _literal(self, line: bytes, reader: LineReader, *, client: bool) -> None:
         match = re.search(rb"\{(\d{1,9})\+?\}\r?\n$", line)

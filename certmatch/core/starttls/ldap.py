@@ -7,7 +7,7 @@ from typing import ClassVar
 from certmatch.core import ldap_ber
 from certmatch.core.ldap_ber import STARTTLS_OID, Operation
 from certmatch.core.starttls.framing import BerReader, LineReader
-from certmatch.core.starttls.machine import REQUESTED, StartTlsMachine, describe, sasl_mechanism
+from certmatch.core.starttls.machine import REQUESTED, StartTlsMachine
 
 
 class LdapMachine(StartTlsMachine):
@@ -41,7 +41,9 @@ class LdapMachine(StartTlsMachine):
         if message.operation == Operation.EXTENDED_REQUEST:
             if ldap_ber.extended_request_name(message.content) == STARTTLS_OID:
                 self._starttls_id = message.message_id
-                self._request()
+                # StartTLS has no requestValue (RFC 4511 §4.14.1).
+                with_value = len(ldap_ber.children_or_none(message.content)) > 1
+                self._request(with_arguments=with_value)
         elif message.operation == Operation.BIND_REQUEST:
             self._note_bind(message.content)
 
@@ -50,18 +52,22 @@ class LdapMachine(StartTlsMachine):
         if len(fields) < 3:
             return
         tag, credentials = fields[2]
+        # BER framing would hide these among its length bytes: known exactly, noted exactly.
+        self._client_words.add(fields[1][1])
         if tag == 0x80 and credentials:  # simple bind with a password (not anonymous)
+            self._client_words.add(credentials)
             self._plaintext_auth("BIND simple")
-        elif tag == 0xA3:  # SASL
+        elif tag == 0xA3:  # SASL: mechanism, then maybe credentials
             sasl = ldap_ber.children_or_none(credentials)
-            mechanism = sasl_mechanism(sasl[0][1]) if sasl else ""
-            self._plaintext_auth(f"BIND SASL {mechanism}".strip())
+            for _, value in sasl[1:]:
+                self._client_words.add(value)
+            self._plaintext_auth("BIND SASL", sasl[0][1] if sasl else None)
 
     def _on_server(self, unit: bytes, is_line: bool) -> None:
         message = ldap_ber.decode_message(unit) if is_line else None
         if message is None:
             if self.phase == REQUESTED:
-                self._fail(f"the server sent {describe(unit)}, which is not an LDAP message")
+                self._fail(f"the server sent {self._quote(unit)}, which is not an LDAP message")
             return
         if message.operation == Operation.SEARCH_RESULT_ENTRY:
             self._note_root_dse(message.content)
@@ -76,9 +82,11 @@ class LdapMachine(StartTlsMachine):
         if result is None:
             self._fail("the server's StartTLS response has no resultCode")
             return
-        text = result.diagnostic_message.decode("utf-8", "replace")
-        reply = f"resultCode {result.code} ({self._RESULT_NAMES.get(result.code, 'error')})"
-        self._answer(result.code == 0, f"{reply}: {text}" if text else reply)
+        code = f"resultCode {result.code} ({self._RESULT_NAMES.get(result.code, 'error')})"
+        text = result.diagnostic_message
+        self._answer(
+            result.code == 0, code.encode() + b": " + text if text else code.encode(), code
+        )
 
     def _note_root_dse(self, op: bytes) -> None:
         fields = ldap_ber.children_or_none(op)  # objectName, attributes

@@ -8,16 +8,22 @@ buffering flaw class of CVE-2011-0411 and the 2021 "NO STARTTLS" study) and
 are never relayed. When the server refuses, the held bytes are relayed as
 plaintext, as sent.
 
-Only command names are ever recorded (``AUTH PLAIN``, ``LOGIN``), never a
-credential, and never the bytes themselves.
+Nothing the client wrote is ever recorded: only a command name from
+:data:`AUTH_COMMANDS`, a registered SASL mechanism name
+(:mod:`certmatch.core.sasl`) or ``<unrecognised>``, and byte counts. The
+server's reply to the upgrade is its own text, but a server may quote the
+client, so it is recorded only where it repeats no word the client sent
+(:mod:`~certmatch.core.starttls.client_words`); otherwise only its code is.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
+from certmatch.core import sasl
 from certmatch.core.facts import StartTlsFacts
+from certmatch.core.ldap_ber import STARTTLS_OID
+from certmatch.core.starttls.client_words import ClientWords
 from certmatch.core.starttls.framing import LineReader
 
 # Phases, in the order an upgrade goes through them. ``phase`` in the facts
@@ -33,6 +39,37 @@ FAILED = "failed"  # the server's bytes are not the protocol; the session is clo
 UPGRADED_PHASES = frozenset({ACCEPTED, HANDSHAKE})
 
 MAX_REPLY_TEXT = 200  # the server's reply to the upgrade is kept up to this length
+
+# The commands ``plaintext_auth`` may name, each alone or followed by a SASL mechanism name
+# (or sasl.UNRECOGNISED): the whole vocabulary of that field.
+AUTH_COMMANDS = frozenset(
+    {
+        "AUTH",  # SMTP (RFC 4954), POP3 (RFC 5034)
+        "AUTHENTICATE",  # IMAP (RFC 9051 §6.2.2)
+        "LOGIN",  # IMAP (RFC 9051 §6.2.3)
+        "USER",  # POP3 (RFC 1939 §7)
+        "PASS",
+        "APOP",
+        "AUTHINFO",  # NNTP, with a subcommand that is none of the following
+        "AUTHINFO USER",  # RFC 4643 §2.3
+        "AUTHINFO PASS",
+        "AUTHINFO SASL",  # RFC 4643 §2.4
+        "AUTHINFO GENERIC",  # RFC 2980 §3.1.3
+        "AUTHINFO SIMPLE",  # RFC 2980 §3.1.2
+        "BIND simple",  # LDAP (RFC 4513 §5.1.3), with a password
+        "BIND SASL",  # LDAP (RFC 4513 §5.2)
+    }
+)
+
+# Words of the protocols themselves: a server that repeats one is not quoting a secret.
+_PROTOCOL_WORDS = frozenset(
+    {
+        *(word.lower().encode() for word in " ".join(AUTH_COMMANDS).split()),
+        *(name.lower().encode() for name in sasl.MECHANISMS),
+        *b"ehlo helo lhlo starttls stls capa capability capabilities noop quit logout".split(),
+        STARTTLS_OID,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -68,6 +105,8 @@ class StartTlsMachine:
         self._injected = {"client": 0, "server": 0}
         self._auth_names: list[str] = []
         self._greeting_seen = False
+        self._client_words = ClientWords(_PROTOCOL_WORDS)
+        self._request_had_arguments = False
 
     # -- public -------------------------------------------------------------
 
@@ -90,6 +129,10 @@ class StartTlsMachine:
 
     def client_data(self, data: bytes) -> Relay:
         """Feed bytes from the client; return what to relay."""
+        self._client_words.feed(data)
+        return self._from_client(data)
+
+    def _from_client(self, data: bytes) -> Relay:
         if self.phase == REQUESTED:
             self._held += data
             return Relay()
@@ -128,7 +171,7 @@ class StartTlsMachine:
             if self._release_held:
                 self._release_held = False
                 held, self._held = bytes(self._held), bytearray()
-                to_server += self.client_data(held).to_server
+                to_server += self._from_client(held).to_server  # its words already noted
         return Relay(to_server=bytes(to_server), to_client=bytes(to_client))
 
     def late_server_bytes(self, count: int) -> None:
@@ -163,14 +206,18 @@ class StartTlsMachine:
         # Once advertised, it stays advertised (capabilities shrink after login).
         self.facts.server_offered = bool(self.facts.server_offered) or offered
 
-    def _request(self) -> None:
+    def _request(self, *, with_arguments: bool = False) -> None:
+        # The upgrade takes no arguments; a reply to one that had some may well quote them.
         self.facts.client_requested = True
         self.facts.phase = REQUESTED
+        self._request_had_arguments = with_arguments
 
-    def _answer(self, positive: bool, reply: bytes | str) -> None:
-        if isinstance(reply, bytes):
-            reply = reply.decode("utf-8", "replace")
-        self.facts.server_reply = reply.strip()[:MAX_REPLY_TEXT]
+    def _answer(self, positive: bool, reply: bytes, code: str) -> None:
+        """The server answered the upgrade request: ``reply`` is its text, ``code`` its status."""
+        if self._request_had_arguments or self._client_words.quoted_in(reply):
+            self.facts.server_reply = code
+        else:
+            self.facts.server_reply = reply.decode("utf-8", "replace").strip()[:MAX_REPLY_TEXT]
         if positive:
             self.facts.phase = ACCEPTED
         else:
@@ -181,7 +228,17 @@ class StartTlsMachine:
         self.error = why
         self.facts.phase = FAILED
 
-    def _plaintext_auth(self, name: str) -> None:
+    def _quote(self, data: bytes) -> str:
+        """Server bytes for an error message: quoted, unless they repeat the client's words."""
+        if self._client_words.quoted_in(data):
+            return f"{len(data)} byte(s) (not shown: they repeat what the client sent)"
+        return describe(data)
+
+    def _plaintext_auth(self, command: str, mechanism: bytes | None = None) -> None:
+        """The client authenticated in plaintext with ``command`` (and a SASL ``mechanism``)."""
+        name = command if mechanism is None else f"{command} {sasl.mechanism_name(mechanism)}"
+        if not is_auth_name(name):
+            raise ValueError(f"{name!r} is not a command of AUTH_COMMANDS")
         if name not in self._auth_names:
             self._auth_names.append(name)
             self.facts.plaintext_auth = ", ".join(self._auth_names)
@@ -204,6 +261,16 @@ class StartTlsMachine:
         self.facts.injection = "; ".join(parts)
 
 
+def is_auth_name(name: str) -> bool:
+    """True for a name ``plaintext_auth`` may list: a command, then maybe a mechanism name."""
+    command, _, mechanism = name.rpartition(" ")
+    if name in AUTH_COMMANDS:
+        return True
+    return command in AUTH_COMMANDS and (
+        mechanism in sasl.MECHANISMS or mechanism == sasl.UNRECOGNISED
+    )
+
+
 def line_words(line: bytes) -> list[bytes]:
     """The words of a command or reply line."""
     return line.strip().split()
@@ -213,11 +280,6 @@ def line_verb(line: bytes) -> str:
     """The first word of a line, upper-cased: a command's name."""
     words = line_words(line)
     return words[0].upper().decode("ascii", "replace") if words else ""
-
-
-def sasl_mechanism(word: bytes) -> str:
-    """A SASL mechanism name, or "" when the word does not look like one (never a credential)."""
-    return word.upper().decode("ascii") if re.fullmatch(rb"[A-Za-z0-9_-]{1,20}", word) else ""
 
 
 def describe(data: bytes) -> str:

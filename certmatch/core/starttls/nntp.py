@@ -5,14 +5,14 @@ from __future__ import annotations
 import re
 from collections import deque
 
+from certmatch.core import sasl
 from certmatch.core.starttls.machine import (
+    AUTH_COMMANDS,
     GREETING,
     REQUESTED,
     StartTlsMachine,
-    describe,
     line_verb,
     line_words,
-    sasl_mechanism,
 )
 
 
@@ -44,13 +44,18 @@ class NntpMachine(StartTlsMachine):
         verb = line_verb(unit)
         self._pending.append(verb)
         if verb == "STARTTLS":
-            self._request()
+            self._request(with_arguments=len(words) > 1)
         elif verb == "AUTHINFO" and len(words) > 1:
-            sub = sasl_mechanism(words[1])
-            name = f"AUTHINFO {sub}"
-            if sub == "SASL" and len(words) > 2:
-                name += f" {sasl_mechanism(words[2])}"
-            self._plaintext_auth(name.strip())
+            self._authinfo(words[1].upper(), words[2] if len(words) > 2 else None)
+
+    def _authinfo(self, subcommand: bytes, argument: bytes | None) -> None:
+        command = f"AUTHINFO {subcommand.decode('ascii', 'replace')}"
+        if subcommand == b"SASL":
+            self._plaintext_auth(command, argument)  # the mechanism, and no more
+        elif command in AUTH_COMMANDS:
+            self._plaintext_auth(command)  # the user name, password or authenticator stay out
+        else:
+            self._plaintext_auth(f"AUTHINFO {sasl.UNRECOGNISED}")
 
     def _on_server(self, unit: bytes, is_line: bool) -> None:
         if not is_line:
@@ -67,7 +72,7 @@ class NntpMachine(StartTlsMachine):
         match = re.match(rb"^(\d{3})\b", line)
         if match is None:
             if self.phase in (GREETING, REQUESTED):
-                self._fail(f"the server sent {describe(unit)}, which is not an NNTP reply")
+                self._fail(f"the server sent {self._quote(unit)}, which is not an NNTP reply")
             return
         code = int(match.group(1))
         if self._awaiting_greeting:
@@ -75,7 +80,7 @@ class NntpMachine(StartTlsMachine):
             return
         verb = self._pending.popleft() if self._pending else ""
         if verb == "STARTTLS":
-            self._answer(code == 382, line)
+            self._answer(code == 382, line, match.group(1).decode())
         elif verb in ("POST", "IHAVE") and code in (340, 335):
             self._client_mode = "article"
         elif verb == "AUTHINFO":

@@ -8,10 +8,8 @@ from certmatch.core.starttls.machine import (
     GREETING,
     REQUESTED,
     StartTlsMachine,
-    describe,
     line_verb,
     line_words,
-    sasl_mechanism,
 )
 
 
@@ -36,11 +34,11 @@ class Pop3Machine(StartTlsMachine):
         verb = line_verb(unit)
         self._pending.append((verb, len(words) > 1))
         if verb == "STLS":
-            self._request()
+            self._request(with_arguments=len(words) > 1)
         elif verb in ("USER", "PASS", "APOP"):
             self._plaintext_auth(verb)
-        elif verb == "AUTH" and len(words) > 1:
-            self._plaintext_auth(f"AUTH {sasl_mechanism(words[1])}".strip())
+        elif verb == "AUTH" and len(words) > 1:  # without: a list of mechanisms (RFC 5034 §4)
+            self._plaintext_auth("AUTH", words[1])
             self._in_auth = True
 
     def _on_server(self, unit: bytes, is_line: bool) -> None:
@@ -60,14 +58,14 @@ class Pop3Machine(StartTlsMachine):
             if line == b"+" or line.startswith(b"+ "):
                 return  # a SASL challenge; the AUTH command is still pending
             if self.phase in (GREETING, REQUESTED):
-                self._fail(f"the server sent {describe(unit)}, which is not a POP3 reply")
+                self._fail(f"the server sent {self._quote(unit)}, which is not a POP3 reply")
             return
         if self._awaiting_greeting:
             self._greeted()
             return
         verb, has_args = self._pending.popleft() if self._pending else ("", False)
         if verb == "STLS":
-            self._answer(positive, line)
+            self._answer(positive, line, "+OK" if positive else "-ERR")
         elif verb == "AUTH":
             self._in_auth = False
         multiline = verb in self._MULTILINE or (verb in ("LIST", "UIDL", "AUTH") and not has_args)

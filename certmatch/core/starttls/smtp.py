@@ -9,10 +9,8 @@ from certmatch.core.starttls.machine import (
     GREETING,
     REQUESTED,
     StartTlsMachine,
-    describe,
     line_verb,
     line_words,
-    sasl_mechanism,
 )
 
 _REPLY_LINE = re.compile(rb"^(\d{3})([ -]?)(.*)$", re.DOTALL)
@@ -44,10 +42,9 @@ class SmtpMachine(StartTlsMachine):
         self._pending.append(verb)
         words = line_words(unit)
         if verb == "STARTTLS":
-            self._request()
+            self._request(with_arguments=len(words) > 1)
         elif verb == "AUTH":
-            mechanism = sasl_mechanism(words[1]) if len(words) > 1 else ""
-            self._plaintext_auth(f"AUTH {mechanism}".strip())
+            self._plaintext_auth("AUTH", words[1] if len(words) > 1 else None)
         elif verb == "BDAT" and len(words) > 1 and words[1].isdigit():
             self._client.raw_remaining = int(words[1])
 
@@ -55,7 +52,7 @@ class SmtpMachine(StartTlsMachine):
         match = _REPLY_LINE.match(unit.rstrip(b"\r\n")) if is_line else None
         if match is None:
             if self.phase in (GREETING, REQUESTED):
-                self._fail(f"the server sent {describe(unit)}, which is not an SMTP reply")
+                self._fail(f"the server sent {self._quote(unit)}, which is not an SMTP reply")
             return
         self._reply.append(unit)
         if match.group(2) == b"-":
@@ -73,7 +70,7 @@ class SmtpMachine(StartTlsMachine):
             keywords = [line_words(line[4:])[:1] for line in lines[1:]]
             self._offered([b"STARTTLS"] in [[k.upper() for k in kw] for kw in keywords])
         elif verb == "STARTTLS":
-            self._answer(code == 220, lines[0])
+            self._answer(code == 220, lines[0], str(code))
         elif verb == "DATA" and code == 354:
             self._client_mode = "data"
         elif verb == "AUTH":
