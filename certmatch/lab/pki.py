@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from certmatch.core import certificates
+
 UTC = dt.UTC
 
 
@@ -36,11 +38,7 @@ class Issued:
 
     @property
     def is_ca(self) -> bool:
-        try:
-            bc = self.cert.extensions.get_extension_for_class(x509.BasicConstraints)
-        except x509.ExtensionNotFound:
-            return False
-        return bc.value.ca
+        return certificates.is_ca(self.cert)
 
     def chain(self, *, include_root: bool = False) -> list[x509.Certificate]:
         """Leaf first, then intermediates; the self-signed root only if asked."""
