@@ -15,6 +15,9 @@ ANSI colour on the verdict. The API:
   :func:`explain` joins the blocks of every finding of a session (``check --explain``).
 * :func:`describe`: a header line naming what the client asked for and what the certificate
   names, then every finding's block (the pytest plugin's failure message).
+
+Every string from the recording is shown through :func:`~certmatch.core.text.printable`; a
+diagnosis's sentences, which already quote names through it, through :func:`shown_prose`.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from certmatch.core.diagnosis import Diagnosis, Finding
+from certmatch.core.text import printable
 
 VERDICT_SYMBOLS = {
     "match": "✓",
@@ -50,20 +54,33 @@ def session_line(d: Diagnosis, *, colour: bool = False) -> str:
     """One line per session: when, protocol, requested host (and where it came from), SNI,
     presented names, verdict and primary cause. ``colour`` wraps the verdict in ANSI colour."""
     f = d.facts
-    when = f.started[:19].replace("T", " ")
-    sni = f.sni if f.sni is not None else "-"
-    names = ", ".join(d.presented_names) or "(no certificate)"
+    when = printable(f.started[:19].replace("T", " "))
+    sni = printable(f.sni) if f.sni is not None else "-"
+    names = shown_names(d.presented_names) or "(no certificate)"
     if len(names) > _NAMES_WIDTH:
         names = names[: _NAMES_WIDTH - 3] + "..."
     verdict = verdict_label(d.verdict)
     if colour:
         verdict = f"\033[{_ANSI_COLOURS.get(d.verdict, '31')}m{verdict}\033[0m"
     cause = d.primary.id if d.primary else ""
-    host = f"{f.requested_host or '?'} ({f.requested_host_source})"
+    host = f"{printable(f.requested_host or '?')} ({printable(f.requested_host_source)})"
     return (
-        f"{when}  {f.protocol:<10} {host:<40} sni={sni:<24} -> {names:<{_NAMES_WIDTH}} "
+        f"{when}  {printable(f.protocol):<10} {host:<40} sni={sni:<24} -> {names:<{_NAMES_WIDTH}} "
         f"{verdict:<14} {cause}"
     )
+
+
+def shown_prose(text: str) -> str:
+    """A sentence of the diagnosis (explanation, fix, evidence, a name check's reason) made
+    safe to show: the diagnosis quotes names through ``printable`` already, so this escapes
+    only what is still dangerous and never escapes a name twice."""
+    return printable(text, escape_backslash=False)
+
+
+def shown_names(names: tuple[str, ...] | list[str]) -> str:
+    """The certificate's presented names (``Diagnosis.presented_names``, already escaped by the
+    diagnosis), comma-separated and safe to show."""
+    return shown_prose(", ".join(names))
 
 
 def summary(total: int, failures: int, verdicts: Counter[str], primaries: Counter[str]) -> str:
@@ -95,8 +112,8 @@ class Explanation:
             id=finding.id,
             title=cause.title,
             severity=cause.severity,
-            why=finding.explanation,
-            fix=finding.fix,
+            why=shown_prose(finding.explanation),
+            fix=shown_prose(finding.fix),
             see=tuple(str(c) for c in cause.citations),
         )
 
@@ -128,10 +145,12 @@ def describe(d: Diagnosis) -> str:
     """The verdict on a session with what was asked and presented, then every finding's
     explanation, fix and citations (the pytest plugin's failure message)."""
     f = d.facts
-    sni = f.sni if f.sni is not None else "none"
+    sni = printable(f.sni) if f.sni is not None else "none"
+    asked = "None" if f.requested_host is None else f"'{printable(f.requested_host)}'"
     header = (
-        f"certmatch: session {f.id} ({f.protocol}, {f.tls_kind} TLS to {f.server_address}): "
-        f"the client asked for {f.requested_host!r} ({f.requested_host_source}, SNI {sni}); "
-        f"the certificate names {', '.join(d.presented_names) or 'nothing'}: {d.verdict}"
+        f"certmatch: session {printable(f.id)} ({printable(f.protocol)}, "
+        f"{printable(f.tls_kind)} TLS to {printable(str(f.server_address))}): "
+        f"the client asked for {asked} ({printable(f.requested_host_source)}, SNI {sni}); "
+        f"the certificate names {shown_names(d.presented_names) or 'nothing'}: {d.verdict}"
     )
     return "\n".join([header, *(line for x in d.findings for line in explanation_lines(x))])

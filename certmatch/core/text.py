@@ -1,24 +1,59 @@
-"""Show untrusted text (names from certificates and recordings) safely on a terminal."""
+"""Show untrusted text (names from certificates, the network and recordings) safely.
+
+Every renderer (the proxy's log, ``certmatch check``, the TUI, the pytest plugin) shows a
+string that came from the network or a file through :func:`printable`, the one escaping
+function. Facts, recordings and ``--json`` keep the exact data; only what is shown is escaped.
+"""
 
 from __future__ import annotations
 
 import unicodedata
 
+# Unicode bidi controls (UAX #9 §2): they reorder what follows them on the screen, so
+# "moc.elpmaxe" can read as "example.com". Most are Cf; listed so the rule does not depend on
+# the Unicode version.
+BIDI_CONTROLS = frozenset(
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
 
-def printable(text: str) -> str:
-    """``text`` with control and format characters written as escapes (``\\x00``).
+# Control (C0, DEL, C1), format (invisible: bidi, zero-width, soft hyphen, BOM), surrogate,
+# private-use, unassigned, and the line and paragraph separators that break a line.
+_ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
-    A certificate name can carry a NUL or terminal escape sequences; printed
-    raw it would hide part of the name or drive the terminal.
+
+def is_dangerous(char: str) -> bool:
+    """Whether ``char`` must not reach a terminal raw: it drives the terminal, hides or
+    reorders text, breaks a line, or cannot be encoded (a lone surrogate)."""
+    return char in BIDI_CONTROLS or unicodedata.category(char) in _ESCAPED_CATEGORIES
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def printable(text: str, *, escape_backslash: bool = True) -> str:
+    """``text`` with every dangerous character written as an escape: ``\\x1b``, ``\\x9b``,
+    ``\\u202e``, ``\\udc80``, and a backslash as ``\\\\`` so the result is unambiguous (two
+    different strings never show the same). Ordinary non-ASCII text (``bücher.example``) stays
+    as it is.
+
+    ``escape_backslash=False`` is for text that already quotes untrusted names through this
+    function (the diagnosis's sentences): it then only escapes what is still dangerous, and
+    applying it again changes nothing, so no name is escaped twice.
     """
-    if text.isprintable():
+    if text.isprintable() and (not escape_backslash or "\\" not in text):
         return text
     out = []
     for char in text:
-        if char.isprintable() or (char == " "):
-            out.append(char)
-        elif unicodedata.category(char) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
-            out.append(char.encode("unicode_escape").decode("ascii"))
+        if char == "\\":
+            out.append("\\\\" if escape_backslash else char)
+        elif is_dangerous(char):
+            out.append(_escape(char))
         else:
             out.append(char)
     return "".join(out)
