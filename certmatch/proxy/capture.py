@@ -44,6 +44,8 @@ from certmatch.core.diagnosis import Diagnosis
 from certmatch.core.facts import SessionFacts
 from certmatch.core.judge import Judge
 from certmatch.core.recording import RecordingError, RecordingWriter
+from certmatch.core.report import shown_names
+from certmatch.core.text import printable
 from certmatch.core.trust import TrustStore, TrustStoreError
 from certmatch.net.probe import probe_with_sni
 from certmatch.proxy.connection_facts import (
@@ -158,7 +160,7 @@ class CertmatchCapture:
                     self.writer = RecordingWriter(path, tool_version=certmatch.__version__)
                 except (RecordingError, OSError) as exc:
                     raise exceptions.OptionsError(f"certmatch_record: {exc}") from None
-                logger.info(f"certmatch: recording TLS sessions to {path}")
+                logger.info(f"certmatch: recording TLS sessions to {printable(path)}")
 
     def done(self) -> None:
         for pending in list(self.pending.values()):
@@ -312,8 +314,9 @@ class CertmatchCapture:
             if action.by_option:
                 why += f"; certmatch_on_mismatch={on_mismatch}"
             logger.warning(
-                f"certmatch: closing the client connection for {pending.facts.requested_host} "
-                f"({why}). mitmproxy logs this as a failed client handshake ('no shared "
+                "certmatch: closing the client connection for "
+                f"{printable(str(pending.facts.requested_host))} "
+                f"({printable(why)}). mitmproxy logs this as a failed client handshake ('no shared "
                 "cipher'): that is certmatch refusing the client, not a client problem."
             )
             data.ssl_conn = refusing_connection()
@@ -394,13 +397,13 @@ class CertmatchCapture:
             self.sessions_written += 1
         except Exception as exc:  # noqa: BLE001 - a full disk must not break mail
             logger.error(
-                f"certmatch: could not write session {pending.facts.id} to the recording "
-                f"({type(exc).__name__}: {exc}). Traffic continues; check the disk and the file."
+                f"certmatch: could not write session {printable(pending.facts.id)} to the "
+                f"recording ({type(exc).__name__}: {printable(str(exc))}). Traffic continues; check the disk and the file."
             )
 
     def _internal_error(self, hook: str, data: Any, exc: Exception) -> None:
         logger.error(
-            f"certmatch: internal error in {hook} ({type(exc).__name__}: {exc}); "
+            f"certmatch: internal error in {hook} ({type(exc).__name__}: {printable(str(exc))}); "
             "the session continues and the error is noted in its record."
         )
         key = client_id(data)
@@ -411,18 +414,25 @@ class CertmatchCapture:
 
 def _log_verdict(facts: SessionFacts, verdict: Diagnosis | None) -> None:
     """One log line per recorded session: what was asked, what was presented, the verdict."""
+    line = verdict_log_line(facts, verdict)
+    (logger.warning if verdict is None or verdict.failed else logger.info)(line)
+
+
+def verdict_log_line(facts: SessionFacts, verdict: Diagnosis | None) -> str:
+    """The log line for a recorded session, every name from the network escaped so that a
+    hostile SNI or certificate name cannot drive the terminal showing the log."""
+    host = printable(str(facts.requested_host))
     if verdict is None:
-        logger.warning(f"certmatch: {facts.requested_host}: no verdict ({'; '.join(facts.notes)})")
-        return
-    names = ", ".join(verdict.presented_names) or "no certificate"
+        return f"certmatch: {host}: no verdict ({printable('; '.join(facts.notes))})"
+    names = shown_names(verdict.presented_names) or "no certificate"
     line = (
-        f"certmatch: {facts.protocol} {facts.requested_host} "
-        f"[{facts.requested_host_source}, SNI {facts.sni or 'none'}] -> {names}: "
-        f"{verdict.verdict}"
+        f"certmatch: {printable(facts.protocol)} {host} "
+        f"[{printable(facts.requested_host_source)}, SNI {printable(facts.sni or 'none')}] "
+        f"-> {names}: {verdict.verdict}"
     )
     if verdict.primary:
         line += f" ({verdict.primary.id})"
-    (logger.warning if verdict.failed else logger.info)(line)
+    return line
 
 
 addons = [CertmatchCapture()]

@@ -42,6 +42,7 @@ from certmatch.core.starttls import (
     detect_protocol,
     make_machine,
 )
+from certmatch.core.text import printable
 from certmatch.proxy.starttls_hooks import (
     StartTlsData,
     StarttlsPlaintextEndHook,
@@ -181,7 +182,7 @@ class StartTlsLayer(layer.Layer):
         self.machine.broke_off(error)
         yield commands.Log(
             f"certmatch: {self.machine.protocol} STARTTLS stopped in phase "
-            f"{self.machine.phase!r}: {error}; closing the client connection.",
+            f"{self.machine.phase!r}: {printable(error)}; closing the client connection.",
             logging.WARNING,
         )
         yield from self._end_plaintext(error)
@@ -191,7 +192,7 @@ class StartTlsLayer(layer.Layer):
         machine = self.machine
         yield commands.Log(
             f"certmatch: {machine.protocol} connection ended without TLS in phase "
-            f"{machine.facts.phase}" + (f": {error}" if error else ""),
+            f"{machine.facts.phase}" + (f": {printable(error)}" if error else ""),
             logging.DEBUG,
         )
         yield StarttlsPlaintextEndHook(
@@ -210,7 +211,8 @@ class StartTlsLayer(layer.Layer):
         machine = self.machine
         machine.facts.phase = HANDSHAKE
         yield commands.Log(
-            f"certmatch: {machine.protocol} STARTTLS accepted ({machine.facts.server_reply})",
+            "certmatch: "
+            f"{machine.protocol} STARTTLS accepted ({printable(str(machine.facts.server_reply))})",
             logging.DEBUG,
         )
         # Blocking: the addons know of the upgrade before the ClientHello is read.
@@ -244,7 +246,9 @@ class StartTlsLayer(layer.Layer):
             f"accepted {self.machine.upgrade_command}"
         )
         self.machine.broke_off(error)
-        yield commands.Log(f"certmatch: {error}; closing the connection.", logging.WARNING)
+        yield commands.Log(
+            f"certmatch: {printable(error)}; closing the connection.", logging.WARNING
+        )
         if client_hello_seen:
             # The capture addon's TLS hooks saw this session and record it.
             self._handle_event = self.done
@@ -285,8 +289,9 @@ class StartTlsAddon:
             self._choose(nextlayer)
         except Exception as exc:  # noqa: BLE001 - a bug here must not cost the connection
             logger.error(
-                f"certmatch: internal error choosing the STARTTLS layer ({type(exc).__name__}: "
-                f"{exc}); this connection is relayed without STARTTLS interception."
+                "certmatch: internal error choosing the STARTTLS layer "
+                f"({type(exc).__name__}: {printable(str(exc))}); "
+                "this connection is relayed without STARTTLS interception."
             )
 
     def _choose(self, nextlayer: layer.NextLayer) -> None:
