@@ -16,6 +16,7 @@ from textual.app import App, SystemCommand
 from textual.screen import Screen
 
 from certmatch.core.recording import RecordingError, expand_paths
+from certmatch.core.report import shown_prose
 from certmatch.core.trust import TrustStore, TrustStoreError
 from certmatch.tui import keys
 from certmatch.tui.screens.sessions import SessionsScreen
@@ -79,7 +80,7 @@ def run_view(
         for path in files:
             RecordingSource(path).open_header()  # a clear error now, not inside the TUI
     except (RecordingError, TrustStoreError) as error:
-        print(f"certmatch view: {error}", file=sys.stderr)
+        print(f"certmatch view: {shown_prose(str(error))}", file=sys.stderr)
         return EXIT_USAGE
     app = CertmatchApp(files, store=store, follow=follow, show_all=show_all)
     result = app.run()

@@ -5,7 +5,9 @@ it: the explanation with the session's names, the evidence, every presented
 identifier with its outcome, the chain, the fix and the citations as text a
 person can look up. What "why / fix / see" say for a finding is
 ``certmatch.core.report.Explanation``, the same text the CLI and the pytest
-plugin print; only the layout and the styles are the TUI's.
+plugin print; only the layout and the styles are the TUI's. Every string from the recording
+or a certificate is shown escaped (``printable``; the diagnosis's sentences through
+``shown_prose``), and as ``Text``, never markup.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from datetime import datetime
 from rich.text import Text
 
 from certmatch.core.diagnosis import Diagnosis
-from certmatch.core.report import Explanation, verdict_label
+from certmatch.core.report import Explanation, shown_prose, verdict_label
+from certmatch.core.text import printable
 
 VERDICT_STYLES = {
     "match": "bold green",
@@ -69,18 +72,20 @@ def render_detail(d: Diagnosis, recording: str, *, group_count: int | None = Non
             "italic",
         )
     text.append(
-        f"Session {f.id} · {f.started} · {f.protocol} ({'STARTTLS' if f.tls_kind == 'starttls' else 'implicit TLS'}) · "
-        f"client {f.client_address or '(unknown)'} → server {f.server_address or '(unknown)'}\n",
+        f"Session {printable(f.id)} · {printable(f.started)} · {printable(f.protocol)} "
+        f"({'STARTTLS' if f.tls_kind == 'starttls' else 'implicit TLS'}) · "
+        f"client {printable(f.client_address or '(unknown)')} → "
+        f"server {printable(f.server_address or '(unknown)')}\n",
         "dim",
     )
-    text.append(f"Recording: {recording}\n", "dim")
+    text.append(f"Recording: {printable(recording)}\n", "dim")
 
     _section(text, "Why")
     if why is not None:
         _indented(text, why.why)
     else:
         reason = d.to_json().get("explanation") or "No cause was found."
-        _indented(text, reason)
+        _indented(text, shown_prose(reason))
 
     checks = d.identity.checks if d.identity else ()
     identifier_lines = {f"{c.kind} {c.presented}: {c.outcome} ({c.reason})" for c in checks}
@@ -93,20 +98,21 @@ def render_detail(d: Diagnosis, recording: str, *, group_count: int | None = Non
         ]
     _section(text, "Evidence")
     for line in other_evidence:
-        _indented(text, line)
+        _indented(text, shown_prose(line))
 
     _section(
         text,
-        f"Presented identifiers ({len(checks)}), each against {f.requested_host or '(unknown)'}",
+        f"Presented identifiers ({len(checks)}), "
+        f"each against {printable(f.requested_host or '(unknown)')}",
     )
     if not checks:
         _indented(text, "none checked (no readable certificate)", "dim")
     for check in checks:
         symbol = _OUTCOME_SYMBOLS.get(check.outcome, "?")
         text.append(f"  {symbol} {check.kind.upper():<3} ", _OUTCOME_STYLES.get(check.outcome, ""))
-        text.append(check.presented, "bold")
+        text.append(printable(check.presented), "bold")
         text.append(f"  {check.outcome} [{check.rule}]\n", _OUTCOME_STYLES.get(check.outcome, ""))
-        _indented(text, f"  {check.reason}", "dim")
+        _indented(text, f"  {shown_prose(check.reason)}", "dim")
 
     _section(text, f"Certificate chain as presented ({len(d.certificates)})")
     if not d.certificates:
@@ -115,15 +121,16 @@ def render_detail(d: Diagnosis, recording: str, *, group_count: int | None = Non
         role = "leaf" if s.index == 0 else ("CA" if s.is_ca else "certificate")
         text.append(f"  [{s.index}] {role}: ", "bold")
         subject = s.subject or ("(unreadable subject)" if s.error else "(empty subject)")
-        text.append(f"{subject}\n")
-        _indented(text, f"    issuer:  {s.issuer or '(unreadable)'}")
+        text.append(f"{printable(subject)}\n")
+        _indented(text, f"    issuer:  {printable(s.issuer or '(unreadable)')}")
         _indented(text, f"    valid:   {_when(s.not_before)} to {_when(s.not_after)}")
         if s.dns_names or s.ip_addresses:
-            _indented(text, f"    SAN:     {', '.join([*s.dns_names, *s.ip_addresses])}")
+            san = ", ".join(printable(name) for name in [*s.dns_names, *s.ip_addresses])
+            _indented(text, f"    SAN:     {san}")
         _indented(text, f"    SHA-256: {s.sha256}")
         _indented(text, f"    SHA-1:   {s.sha1}")
         if s.error:
-            _indented(text, f"    problem: {s.error}", "yellow")
+            _indented(text, f"    problem: {shown_prose(s.error)}", "yellow")
 
     if why is not None:
         _section(text, "Fix")
@@ -144,5 +151,5 @@ def render_detail(d: Diagnosis, recording: str, *, group_count: int | None = Non
     if f.notes:
         _section(text, "Notes recorded by the proxy")
         for note in f.notes:
-            _indented(text, note, "dim")
+            _indented(text, shown_prose(note), "dim")
     return text

@@ -16,6 +16,7 @@ from textual.widgets import Static
 from certmatch.core.diagnosis import Diagnosis
 from certmatch.core.judge import Judge
 from certmatch.core.recording import RecordingError
+from certmatch.core.report import shown_prose
 from certmatch.tui.detail import render_detail
 from certmatch.tui.source import read_session_at
 
@@ -49,7 +50,7 @@ class DetailPane(VerticalScroll):
         try:
             facts = read_session_at(path, offset)
         except RecordingError as error:
-            self._body.update(Text(str(error), style="bold red"))
+            self._body.update(Text(shown_prose(str(error)), style="bold red"))
             self._shown = None
             self.detail = None
             return

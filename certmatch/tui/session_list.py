@@ -2,7 +2,9 @@
 
 A ``ScrollView`` with ``render_line`` (as Textualize's toolong does): its
 cost does not grow with the number of sessions, unlike ``DataTable``. Line 0
-is the column header and stays put; the list scrolls below it.
+is the column header and stays put; the list scrolls below it. Every cell that comes from a
+recording is escaped (``printable``) before it becomes a ``Segment``, which reaches the
+terminal as it is.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from certmatch.core.report import verdict_label
+from certmatch.core.report import shown_prose, verdict_label
+from certmatch.core.text import printable
 from certmatch.tui.messages import SessionHighlighted
 from certmatch.tui.model import Group, Row
 
@@ -56,12 +59,15 @@ VERDICT_COLOURS = {
 
 @lru_cache(maxsize=4096)  # a few distinct certificates, each on many rows
 def shorten_names(names: tuple[str, ...], width: int = NAMES_WIDTH) -> str:
-    """ "a, b +3": as many names as fit in ``width``, then how many were left out."""
+    """ "a, b +3": as many names as fit in ``width``, then how many were left out.
+
+    The names are a judgement's ``presented_names``, which the diagnosis already escaped;
+    what is still dangerous is escaped here."""
     if not names:
         return "(no certificate)"
     shown: list[str] = []
     used = 0
-    for index, name in enumerate(names):
+    for index, name in enumerate(map(shown_prose, names)):
         rest = len(names) - index - 1
         suffix = len(f" +{rest}") if rest else 0
         cost = len(name) + (2 if shown else 0)
@@ -230,9 +236,8 @@ class SessionList(ScrollView, can_focus=True, inherit_bindings=False):
         if index >= len(self.items):
             if index == 0:
                 style = base + self.get_component_rich_style("session-list--empty")
-                return Strip([Segment(f" {self.empty_message}", style)]).crop_extend(
-                    0, width, style
-                )
+                message = shown_prose(self.empty_message)
+                return Strip([Segment(f" {message}", style)]).crop_extend(0, width, style)
             return Strip.blank(width, base)
         style = base
         if index == self.cursor:
@@ -253,13 +258,13 @@ class SessionList(ScrollView, can_focus=True, inherit_bindings=False):
         rest = " ".join(
             (
                 "",
-                fit(row.time, widths[1]),
-                fit(row.protocol, widths[2]),
-                fit(f"{row.host or '?'} ({row.host_source})", widths[3]),
+                fit(printable(row.time), widths[1]),
+                fit(printable(row.protocol), widths[2]),
+                fit(f"{printable(row.host or '?')} ({printable(row.host_source)})", widths[3]),
                 fit(j.primary or "-", widths[4]),
-                fit(row.sni if row.sni is not None else "(none)", widths[5]),
+                fit(printable(row.sni) if row.sni is not None else "(none)", widths[5]),
                 fit(shorten_names(j.presented_names), widths[6]),
-                fit(row.client, widths[7]),
+                fit(printable(row.client), widths[7]),
             )
         )
         return [
@@ -281,11 +286,11 @@ class SessionList(ScrollView, can_focus=True, inherit_bindings=False):
                 " "
                 + " ".join(
                     (
-                        fit(g.host or "?", widths[2]),
+                        fit(printable(g.host or "?"), widths[2]),
                         fit(j.primary or "-", widths[3]),
                         fit(shorten_names(j.presented_names), widths[4]),
-                        fit(",".join(sorted(g.protocols)), widths[5]),
-                        fit(last.time, widths[6]),
+                        fit(printable(",".join(sorted(g.protocols))), widths[5]),
+                        fit(printable(last.time), widths[6]),
                     )
                 ),
                 style,

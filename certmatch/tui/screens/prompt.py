@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import ClassVar
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import BindingType
 from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 
+from certmatch.core.report import shown_prose
 from certmatch.tui import keys
 from certmatch.tui.keys import View
 
@@ -68,7 +70,8 @@ class PromptScreen(ModalScreen[str | None]):
         event.stop()
         problem = self.check(event.value) if self.check else None
         if problem:
-            self.query_one("#prompt-error", Static).update(problem)
+            # The problem quotes what was typed: Text, so a "[" in it is not markup.
+            self.query_one("#prompt-error", Static).update(Text(shown_prose(problem)))
             return
         self.dismiss(event.value)
 

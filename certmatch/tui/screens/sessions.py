@@ -23,6 +23,8 @@ from textual.worker import get_current_worker
 
 from certmatch.core.judge import Judge
 from certmatch.core.recording import LineProblem
+from certmatch.core.report import shown_prose
+from certmatch.core.text import printable
 from certmatch.core.trust import TrustStore
 from certmatch.tui import keys
 from certmatch.tui.detail_pane import DetailPane
@@ -164,7 +166,13 @@ class SessionsScreen(Screen[None]):
         self.problems += batch.problems
         for error in batch.errors:
             self.errors.append(error)
-            self.notify(error, title="Cannot read a recording", severity="error", timeout=10)
+            self.notify(
+                shown_prose(error),
+                title="Cannot read a recording",
+                severity="error",
+                timeout=10,
+                markup=False,
+            )
         if batch.rows:
             start = len(self.rows)
             self.rows.extend(batch.rows)
@@ -190,13 +198,25 @@ class SessionsScreen(Screen[None]):
             if self.problems:
                 first = self.problems[0]
                 more = f" (and {len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
-                self.notify(f"{first}{more}", title="Lines skipped", severity="warning", timeout=8)
+                self.notify(
+                    f"{shown_prose(str(first))}{more}",
+                    title="Lines skipped",
+                    severity="warning",
+                    timeout=8,
+                    markup=False,
+                )
         self._update_status()
 
     @on(LoaderFailed)
     def _loader_failed(self, message: LoaderFailed) -> None:
         self.errors.append(message.error)
-        self.notify(message.error, title="Reading stopped", severity="error", timeout=15)
+        self.notify(
+            shown_prose(message.error),
+            title="Reading stopped",
+            severity="error",
+            timeout=15,
+            markup=False,
+        )
         self._update_status()
 
     # --- the list --------------------------------------------------------------------------
@@ -242,7 +262,10 @@ class SessionsScreen(Screen[None]):
                 " Following: new sessions appear here." if self.following else ""
             )
         if not self.filter.empty:
-            return f"No session matches the filter “{self.filter.text}”. Press f to change it."
+            return (
+                f"No session matches the filter “{printable(self.filter.text)}”. "
+                "Press f to change it."
+            )
         if not self.show_all:
             return f"None of the {len(self.rows):,} sessions fails. Press a to show all of them."
         return "Nothing to show."
@@ -250,7 +273,7 @@ class SessionsScreen(Screen[None]):
     def _update_status(self) -> None:
         listing = self.session_list
         listing.empty_message = self._empty_message()
-        names = ", ".join(p.name for p in self.paths)
+        names = ", ".join(printable(p.name) for p in self.paths)
         parts = [f"certmatch · {names}", f"{len(self.rows):,} sessions, {self.failing:,} failing"]
         shown = "all" if self.show_all else "failing"
         if self.grouped:
@@ -260,14 +283,16 @@ class SessionsScreen(Screen[None]):
         else:
             parts.append(f"showing {shown}: {len(self._visible):,}")
         if not self.filter.empty:
-            parts.append(f"filter: {self.filter.text}")
+            parts.append(f"filter: {printable(self.filter.text)}")
         if not self.initial_load_done:
             read, total = self.progress
             percent = 100 * read // total if total else 0
             parts.append(f"loading {percent}%")
         if self.following:
             waiting = (
-                f" (waiting for {', '.join(self.loader.waiting)})" if self.loader.waiting else ""
+                f" (waiting for {printable(', '.join(self.loader.waiting))})"
+                if self.loader.waiting
+                else ""
             )
             parts.append("following" + waiting)
         if self.problems:
@@ -405,7 +430,10 @@ class SessionsScreen(Screen[None]):
         position = self.session_list.find(self.find_text, direction, include_current)
         if position is None:
             self.notify(
-                f"Nothing in the list contains “{self.find_text}”.", severity="warning", timeout=4
+                f"Nothing in the list contains “{printable(self.find_text)}”.",
+                severity="warning",
+                timeout=4,
+                markup=False,
             )
             return
         self.session_list.cursor = position
@@ -423,17 +451,20 @@ class SessionsScreen(Screen[None]):
             written = export_session(d, recording, self.export_dir)
         except OSError as error:
             self.notify(
-                f"Could not write to {self.export_dir.resolve()}: {error.strerror or error}.",
+                f"Could not write to {printable(str(self.export_dir.resolve()))}: "
+                f"{shown_prose(str(error.strerror or error))}.",
                 title="Export failed",
                 severity="error",
+                markup=False,
             )
             return
         self.app.copy_to_clipboard(session_json(d, recording))
-        where = " and ".join(str(p.resolve()) for p in written)
+        where = " and ".join(printable(str(p.resolve())) for p in written)
         self.notify(
             f"Wrote {where}. The JSON is also on the clipboard.",
-            title=f"Exported session {d.facts.id}",
+            title=f"Exported session {printable(d.facts.id)}",
             timeout=8,
+            markup=False,
         )
 
     def action_help(self) -> None:
