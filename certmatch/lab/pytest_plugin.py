@@ -26,6 +26,7 @@ from certmatch.core import report
 from certmatch.core.diagnosis import Diagnosis
 from certmatch.core.judge import Judge
 from certmatch.core.recording import expand_paths, read_recording
+from certmatch.core.text import printable
 from certmatch.core.trust import TrustStore
 from certmatch.lab.replay import RunningReplay, load_sessions, running_replay
 
@@ -76,7 +77,8 @@ def certmatch_sessions(pytestconfig: pytest.Config) -> Callable[..., list[Diagno
             bad = [p for p in recording.problems if not p.truncated]
             if bad:
                 pytest.fail(
-                    "certmatch: unreadable recording lines:\n" + "\n".join(map(str, bad)),
+                    "certmatch: unreadable recording lines:\n"
+                    + "\n".join(report.shown_prose(str(problem)) for problem in bad),
                     pytrace=False,
                 )
             diagnosed.extend(judge.diagnose(session) for session in recording.sessions)
@@ -86,7 +88,8 @@ def certmatch_sessions(pytestconfig: pytest.Config) -> Callable[..., list[Diagno
 
 
 def describe_failure(d: Diagnosis) -> str:
-    """certmatch's verdict on a session, with every cause's explanation, fix and citations."""
+    """certmatch's verdict on a session, with every cause's explanation, fix and citations;
+    names from the recording are escaped, so a hostile one cannot drive the terminal."""
     return report.describe(d)
 
 
@@ -108,7 +111,8 @@ def assert_cause(d: Diagnosis, cause_id: str, *, primary: bool = True) -> None:
     found = (d.primary.id if d.primary else None) if primary else None
     if (primary and found == cause_id) or (not primary and cause_id in d.cause_ids):
         return
-    expected = f"primary cause {cause_id}" if primary else f"cause {cause_id} among the causes"
+    shown = printable(cause_id)
+    expected = f"primary cause {shown}" if primary else f"cause {shown} among the causes"
     found_text = ", ".join(d.cause_ids) or "no cause (a clean match)"
     pytest.fail(f"expected {expected}, found {found_text}\n{describe_failure(d)}", pytrace=False)
 
