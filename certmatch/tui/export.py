@@ -20,7 +20,7 @@ def session_json(d: Diagnosis, recording: str) -> str:
     """The diagnosis as ``certmatch check --json`` shows one session."""
     data = d.to_json()
     data["recording"] = recording
-    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    return json.dumps(data, indent=2, ensure_ascii=True) + "\n"
 
 
 def export_session(d: Diagnosis, recording: str, directory: Path) -> list[Path]:
