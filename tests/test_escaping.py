@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import io
 import re
 import unicodedata
 from pathlib import Path
@@ -193,8 +194,17 @@ def renderings(d: Diagnosis, judge: Judge) -> dict[str, str]:
     """What each renderer shows for ``d``: the CLI, the plugin, the proxy log, the TUI."""
     f = d.facts
     judgement = judge.judgement(f)
-    row = Row(0, 0, f.started, f.protocol, f.client_address or "", f.requested_host or "",
-              f.requested_host_source, f.sni, judgement)  # fmt: skip
+    row = Row(
+        0,
+        0,
+        f.started,
+        f.protocol,
+        f.client_address or "",
+        f.requested_host or "",
+        f.requested_host_source,
+        f.sni,
+        judgement,
+    )
     listing = SessionList([row])
     segments = listing._row_segments(0, listing.rich_style)
     return {
@@ -257,12 +267,17 @@ def test_certificate_names_are_escaped_once_everywhere(hostile_pki, which):
 def screen_text_and_svg(app: CertmatchApp) -> tuple[str, str]:
     """The screen as a terminal would receive it, exported as plain text and as SVG."""
     width, height = app.size
-    console = Console(width=width, height=height, record=True, force_terminal=True,
-                      color_system="truecolor", legacy_windows=False, file=open("/dev/null", "w"))  # fmt: skip
+    console = Console(
+        width=width,
+        height=height,
+        record=True,
+        force_terminal=True,
+        color_system="truecolor",
+        legacy_windows=False,
+        file=io.StringIO(),
+    )
     console.print(app.screen._compositor.render_update(full=True))
-    text = console.export_text(clear=False, styles=False)
-    console.file.close()
-    return text, app.export_screenshot()
+    return console.export_text(styles=False), app.export_screenshot()
 
 
 def test_the_tui_shows_a_hostile_sni_and_certificate_name_escaped(hostile_pki, tmp_path: Path):
