@@ -336,16 +336,26 @@ class RecordingWriter:
     threads or processes never interleave within a line, and no lock is needed.
     Nothing is buffered: a line is in the file when :meth:`write` returns.
     Call :meth:`close` once no thread writes any more.
+
+    A new file is created owner-only (0600, whatever the umask): it holds who connected
+    where. An existing file keeps its mode; it is someone's choice.
+
+    A write that fails part-way (ENOSPC, EIO) leaves half a line; the next record then
+    starts on a fresh line, so the cut record stays one bad line and the next one is whole.
     """
 
     def __init__(self, path: str | Path, *, tool_version: str) -> None:
         self.path = Path(path)
         self._fd: int | None = None
+        # True after a failed write, which may have left the file ending inside a line.
+        self._ends_mid_line = False
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             starting = b""
             if self.path.exists() and self.path.stat().st_size > 0:
-                starting = self._check_appendable()
+                # A stopped writer may have left half a line: repair it now (the empty
+                # write below adds the newline), so it stays one bad line.
+                self._ends_mid_line = self._ends_inside_a_line()
             else:
                 header = RecordingHeader(
                     tool_version=tool_version,
@@ -353,19 +363,20 @@ class RecordingWriter:
                 )
                 starting = _encode_line(header.to_json())
             self._fd = os.open(
-                self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666
+                self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
             )
+            if starting or self._ends_mid_line:
+                self._write(starting)
         except OSError as error:
+            self.close()
             raise RecordingError(
                 self.path,
                 f"cannot write the recording ({error.strerror or error}); "
                 "choose a writable location",
             ) from None
-        if starting:
-            self._write(starting)
 
-    def _check_appendable(self) -> bytes:
-        """Refuse someone else's file; return what to write first (a newline after a cut line)."""
+    def _ends_inside_a_line(self) -> bool:
+        """Refuse someone else's file; say whether it ends inside a line (a cut record)."""
         try:
             _read_header(self.path)
         except _NotARecording as error:
@@ -376,19 +387,26 @@ class RecordingWriter:
             ) from None
         with self.path.open("rb") as file:
             file.seek(-1, os.SEEK_END)
-            ends_cleanly = file.read(1) == b"\n"
-        # A stopped writer may have left half a line; start afresh so it stays one bad line.
-        return b"" if ends_cleanly else b"\n"
+            return file.read(1) != b"\n"
 
     def _write(self, data: bytes) -> None:
         fd = self._fd
         if fd is None:
             raise ValueError(f"recording writer for {self.path} is closed")
-        written = os.write(fd, data)
-        # A regular file takes the whole line at once; a short write means the disk is
-        # full, and the rest either goes out now or raises OSError (ENOSPC) here.
-        while written < len(data):
-            written += os.write(fd, data[written:])
+        if self._ends_mid_line:
+            data = b"\n" + data
+        try:
+            # A regular file takes the whole line at once; a short write means the disk
+            # is full, and the rest either goes out now or raises OSError (ENOSPC) here.
+            written = 0
+            while written < len(data):
+                written += os.write(fd, data[written:])
+        except OSError:
+            # Part of the line may be in the file, and an error does not say how much:
+            # start the next record with a newline. At worst that is a blank line.
+            self._ends_mid_line = True
+            raise
+        self._ends_mid_line = False
 
     def write(self, session: SessionFacts) -> None:
         """Append one session as one line."""
