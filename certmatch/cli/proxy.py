@@ -7,10 +7,16 @@ process and the TUI follows its recording here.
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import os
+import signal
+import stat
 import sys
 import time
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
+from typing import IO, Any
 
 import certmatch
 from certmatch.cli.common import EXIT_OK, EXIT_USAGE, Commands, UsageError
@@ -83,10 +89,9 @@ def register(commands: Commands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        from mitmproxy.tools.main import mitmdump
+        from mitmproxy.proxy.mode_specs import ProxyMode
     except ImportError as exc:  # pragma: no cover - mitmproxy is a dependency
         raise UsageError(f"mitmproxy is not installed ({exc}); reinstall certmatch") from None
-    from mitmproxy.proxy.mode_specs import ProxyMode
 
     for spec in args.mode:
         try:
@@ -103,14 +108,146 @@ def run(args: argparse.Namespace) -> int:
         )
     for ca in args.ca_file:
         TrustStore.load([ca], use_system=False)  # a clear error now, not from inside mitmproxy
+    if warning := shared_file_warning(record):
+        print(warning, file=sys.stderr)
     if args.tui:
         return _run_with_tui(args)
-    print(
-        f"certmatch {certmatch.__version__}: proxy on {args.listen_host}:{args.listen_port or 8080} "
-        f"({', '.join(args.mode)}), recording to {record}. Ctrl-C to stop.",
-        file=sys.stderr,
+    _run_mitmdump(mitmdump_args(args), ListenBanner(record))
+    return EXIT_OK
+
+
+# --- files: owner-only ---------------------------------------------------------------------
+
+
+def open_private(path: Path) -> IO[bytes]:
+    """Open ``path`` for appending; a new file is owner-only (0600) whatever the umask.
+
+    An existing file keeps its mode (see :func:`shared_file_warning`).
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    return os.fdopen(fd, "ab")
+
+
+def shared_file_warning(path: Path) -> str | None:
+    """A warning when an existing file that certmatch appends to is readable by others.
+
+    certmatch creates its files owner-only but never changes the mode of a file it did not
+    create: that is its owner's choice, so it only says so.
+    """
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    if not stat.S_ISREG(mode) or not mode & (stat.S_IRGRP | stat.S_IROTH):
+        return None
+    who = "every user" if mode & stat.S_IROTH else "its group"
+    return (
+        f"certmatch: warning: {path} is readable by {who} (mode {stat.S_IMODE(mode):04o}); "
+        f"certmatch keeps an existing file's mode: chmod 600 {path} to keep its sessions private"
     )
-    return mitmdump(mitmdump_args(args)) or EXIT_OK
+
+
+# --- the banner: where the proxy really listens ------------------------------------------
+
+type Listener = tuple[str, Sequence[tuple[Any, ...]]]
+"""One proxy mode's spec and the socket addresses its server is bound to."""
+
+
+def format_address(address: tuple[Any, ...]) -> str:
+    """``host:port``, an IPv6 host in brackets."""
+    host, port = str(address[0]), address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        ip = ipaddress.ip_address(host.split("%")[0])  # an IPv6 scope (fe80::1%eth0) aside
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine can reach (127.0.0.0/8, ::1)."""
+    ip = _ip(host)
+    return ip is not None and ip.is_loopback
+
+
+def listen_banner(listeners: Sequence[Listener], record: Path) -> str:
+    """The startup line: every address really bound, by mode, and where sessions go."""
+    where = "; ".join(
+        f"{', '.join(format_address(a) for a in addresses) or 'no listening socket'} ({spec})"
+        for spec, addresses in listeners
+    )
+    return (
+        f"certmatch {certmatch.__version__}: proxy listening on {where or 'nothing'}, "
+        f"recording to {record}. Ctrl-C to stop."
+    )
+
+
+def exposure_warning(listeners: Sequence[Listener]) -> str | None:
+    """A plain warning when the proxy can be reached from other machines, else None."""
+    exposed = [a for _, addresses in listeners for a in addresses if not is_loopback(str(a[0]))]
+    if not exposed:
+        return None
+    shown = ", ".join(
+        format_address(a) + (" (every interface)" if _is_wildcard(str(a[0])) else "")
+        for a in exposed
+    )
+    return (
+        f"certmatch: WARNING: the proxy listens on {shown}, not only on this machine. Anyone "
+        "who can reach that port can use the proxy, and see the certificates of the servers "
+        "behind it and the sessions in this recording. To keep it local, listen on 127.0.0.1 "
+        "(--listen-host 127.0.0.1, or @127.0.0.1:PORT in --mode)."
+    )
+
+
+def _is_wildcard(host: str) -> bool:
+    ip = _ip(host)
+    return ip is not None and ip.is_unspecified
+
+
+class ListenBanner:
+    """mitmproxy addon: once the proxy listens, print what is really bound (mitmproxy picks
+    the port for ``:0`` and a mode's ``@host:port`` overrides ``--listen-host``), and warn
+    when that is not loopback only."""
+
+    def __init__(self, record: Path) -> None:
+        self.record = record
+
+    def running(self) -> None:
+        from mitmproxy import ctx
+
+        proxyserver = ctx.master.addons.get("proxyserver")
+        servers = proxyserver.servers if proxyserver is not None else []
+        listeners = [(server.mode.full_spec, list(server.listen_addrs)) for server in servers]
+        print(listen_banner(listeners, self.record), file=sys.stderr, flush=True)
+        if warning := exposure_warning(listeners):
+            print(warning, file=sys.stderr, flush=True)
+
+
+def _run_mitmdump(mitm_args: list[str], *addons: object) -> None:
+    """Run mitmdump as ``mitmdump`` itself does, with ``addons`` added to its master."""
+    from mitmproxy.options import Options
+    from mitmproxy.tools import cmdline
+    from mitmproxy.tools.dump import DumpMaster
+    from mitmproxy.tools.main import run as run_master
+
+    class CertmatchDumpMaster(DumpMaster):
+        def __init__(self, options: Options, **kwargs: Any) -> None:
+            super().__init__(options, **kwargs)
+            self.addons.add(*addons)
+
+    def filter_options(parsed: argparse.Namespace) -> dict[str, str]:
+        # As mitmdump: filter expressions after the options apply to what it shows and saves.
+        if not parsed.filter_args:
+            return {}
+        expression = " ".join(parsed.filter_args)
+        return dict.fromkeys(("save_stream_filter", "readfile_filter", "dumper_filter"), expression)
+
+    run_master(CertmatchDumpMaster, cmdline.mitmdump, mitm_args, filter_options)
 
 
 def mitmdump_args(args: argparse.Namespace) -> list[str]:
@@ -149,16 +286,23 @@ def mitmdump_args(args: argparse.Namespace) -> list[str]:
 
 
 def _run_with_tui(args: argparse.Namespace) -> int:
-    """The proxy in a child process, logging to a file; the TUI follows its recording here."""
+    """The proxy in a child process, logging to a file; the TUI follows its recording here.
+
+    SIGTERM or SIGHUP (the terminal closed) stops the child at once, then the TUI, which
+    restores the terminal on its way out; the process then exits 128 + the signal number.
+    """
     import subprocess
 
     from certmatch.tui.app import run_view
 
     record = Path(args.record)
     log_path = record.with_name(record.name + ".proxy.log")
+    if warning := shared_file_warning(log_path):
+        print(warning, file=sys.stderr)
     child_argv = [sys.executable, "-m", "certmatch", *[a for a in args.argv if a != "--tui"]]
-    with log_path.open("ab") as log:
+    with open_private(log_path) as log:
         child = subprocess.Popen(child_argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        previous = _on_stop_signals(lambda: child.terminate())
         try:
             # The proxy creates the recording (with its header) once it is up.
             deadline = time.monotonic() + 30
@@ -172,6 +316,8 @@ def _run_with_tui(args: argparse.Namespace) -> int:
                 return EXIT_USAGE
             code = run_view([str(record)], follow=True, show_all=True, ca_files=args.ca_file)
         finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
             child.terminate()
             try:
                 child.wait(10)
@@ -185,3 +331,26 @@ def _run_with_tui(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
     return code
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _on_stop_signals(stop_child: Callable[[], None]) -> dict[int, Any]:
+    """Handle SIGTERM and SIGHUP: stop the child, then leave by SystemExit; returns the
+    handlers they replace.
+
+    SystemExit unwinds through the TUI's event loop, which cancels the app's task, and the
+    app restores the terminal as on ``q``. A second signal gets the default handling again.
+    """
+    previous: dict[int, Any] = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+
+    def stop(signum: int, _frame: object) -> None:
+        stop_child()
+        for other, handler in previous.items():
+            signal.signal(other, handler)
+        raise SystemExit(128 + signum)
+
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, stop)
+    return previous
