@@ -291,7 +291,14 @@ def test_session_rules_for_sni_mail_domain_and_the_proxy(ca) -> None:
     alt = pki.issue_leaf(inter, dns=["example.test"])
     probe = SniProbe(sni="example.test", chain=b64(alt.chain())[:1])
     no_sni = diagnose(
-        session(b64(default.chain()), "example.test", sni=None, sni_probe=probe), store
+        session(
+            b64(default.chain()),
+            "example.test",
+            sni=None,
+            sni_probe=probe,
+            requested_host_source="option",
+        ),
+        store,
     )
     assert set(no_sni.cause_ids) == {
         cause_of(SessionRule.NO_SNI_DEFAULT_CERTIFICATE).id,
@@ -306,3 +313,127 @@ def test_session_rules_for_sni_mail_domain_and_the_proxy(ca) -> None:
         SessionFacts(id="j", started="2026-01-01T00:00:00+00:00", chain=[junk]), store
     )
     assert broken.cause_ids == (cause_of(SessionRule.MALFORMED_CERTIFICATE).id,)
+
+
+# -- where the name came from, and what the client sent as SNI ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "assumed"),
+    [
+        ("reverse-target", True),  # the proxy's own target: nobody asked for it
+        ("unknown", True),  # a destination the client did not name (transparent modes)
+        ("socks5", False),  # the client names its target, even as an IP address
+        ("http-connect", False),
+        ("option", False),  # --host: the user's statement of the client's settings
+    ],
+)
+def test_a_name_the_client_did_not_give_is_assumed(ca, source, assumed) -> None:
+    _, inter, store = ca
+    leaf = pki.issue_leaf(inter, dns=["mail.example.test"])
+    facts = session(b64(leaf.chain()), "mail.example.test", sni=None, requested_host_source=source)
+    d = diagnose(facts, store)
+    assumed_id = cause_of(SessionRule.REQUESTED_HOST_ASSUMED).id
+    assert (assumed_id in d.cause_ids) is assumed, d.cause_ids
+    assert d.verdict == "match"
+    assert d.failed is assumed  # never a silent match
+
+
+def test_a_name_sent_as_sni_is_never_assumed(ca) -> None:
+    _, inter, store = ca
+    leaf = pki.issue_leaf(inter, dns=["mail.example.test"])
+    for sni in ("mail.example.test", "192.0.2.1"):
+        facts = session(b64(leaf.chain()), sni, requested_host_source="reverse-target")
+        d = diagnose(facts, store)
+        assert cause_of(SessionRule.REQUESTED_HOST_ASSUMED).id not in d.cause_ids, sni
+
+
+def test_an_assumed_name_comes_after_the_certificates_own_causes(ca) -> None:
+    _, inter, store = ca
+    assumed_id = cause_of(SessionRule.REQUESTED_HOST_ASSUMED).id
+    wildcard = pki.issue_leaf(inter, dns=["*.example.test"])
+    deep = diagnose(
+        session(
+            b64(wildcard.chain()),
+            "a.b.example.test",
+            sni=None,
+            requested_host_source="unknown",
+            sni_probe=SniProbe(sni="a.b.example.test", error="connection refused"),
+        ),
+        store,
+    )
+    assert deep.cause_ids == (cause_of(IdentityRule.WILDCARD_TOO_DEEP).id, assumed_id)
+    stranger = pki.issue_leaf(pki.make_ca("Stranger"), dns=["m.example.test"])
+    untrusted = diagnose(
+        session(
+            b64(stranger.chain(include_root=True)),
+            "m.example.test",
+            sni=None,
+            requested_host_source="reverse-target",
+        ),
+        store,
+    )
+    assert untrusted.verdict == "untrusted"
+    assert untrusted.cause_ids[-1] == assumed_id and len(untrusted.cause_ids) > 1
+    # In the catalogue (the order among failures) it is the very last cause.
+    assert causes.PRIMARY_ORDER[-1] == assumed_id
+
+
+def test_no_certificate_judged_means_no_name_assumed(ca) -> None:
+    store = ca[2]
+    d = diagnose(
+        session(
+            [],
+            "127.0.0.1",
+            sni=None,
+            requested_host_source="reverse-target",
+            server_error="cannot connect: [Errno 111] Connection refused",
+        ),
+        store,
+    )
+    assert d.cause_ids == (cause_of(SessionRule.UPSTREAM_UNREACHABLE).id,)
+
+
+@pytest.mark.parametrize(
+    ("sni", "flagged"),
+    [
+        ("127.0.0.1", True),
+        ("2001:db8::1", True),
+        ("mail.example.test", False),
+        ("1.2.3.4.example.test", False),
+        (None, False),
+    ],
+)
+def test_an_ip_literal_sent_as_sni_is_a_warning(ca, sni, flagged) -> None:
+    _, inter, store = ca
+    leaf = pki.issue_leaf(inter, dns=["mail.example.test"], ips=["127.0.0.1", "2001:db8::1"])
+    host = sni or "mail.example.test"
+    d = diagnose(session(b64(leaf.chain()), host, sni=sni, requested_host_source="option"), store)
+    literal = cause_of(SessionRule.SNI_IP_LITERAL)
+    assert literal.severity == "warning"
+    assert (literal.id in d.cause_ids) is flagged, d.cause_ids
+    if flagged:  # the address matches the certificate's iPAddress entry: only the warning
+        assert d.verdict == "match" and d.cause_ids == (literal.id,) and not d.failed
+
+
+def test_an_ip_literal_sni_is_flagged_even_without_a_certificate(ca) -> None:
+    store = ca[2]
+    d = diagnose(
+        session([], "127.0.0.1", server_error="cannot connect: [Errno 111] Connection refused"),
+        store,
+    )
+    assert d.cause_ids == (
+        cause_of(SessionRule.UPSTREAM_UNREACHABLE).id,
+        cause_of(SessionRule.SNI_IP_LITERAL).id,
+    )
+
+
+def test_the_new_causes_cite_what_they_rest_on() -> None:
+    literal = cause_of(SessionRule.SNI_IP_LITERAL)
+    assert [str(c) for c in literal.citations] == [
+        "RFC 6066 §3 (Literal IPv4 and IPv6 addresses are not permitted in HostName)"
+    ]
+    assumed = [
+        str(c).split(" (")[0] for c in cause_of(SessionRule.REQUESTED_HOST_ASSUMED).citations
+    ]
+    assert {"RFC 6066 §3", "RFC 9525 §6.1.1", "RFC 9525 §6.4"} <= set(assumed)

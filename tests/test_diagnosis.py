@@ -295,3 +295,66 @@ def test_the_idn_form_detail_quotes_the_name_that_matched(ca):
     assert d.verdict == "match" and d.cause_ids == ("idn-form",)
     assert "xn--bcher-kva.example.com equals" in d.primary.explanation
     assert "junk name!" not in d.primary.explanation
+
+
+def test_the_ip_explanation_follows_what_the_client_sent_as_sni(ca):
+    inter, store = ca
+    leaf = pki.issue_leaf(inter, dns=["mail.example.test"])
+    silent = diagnose(facts(b64(leaf), "127.0.0.1", sni=None, source="reverse-target"), store)
+    assert silent.primary.id == "ip-not-in-certificate"
+    assert "sent no SNI" in silent.primary.explanation
+    literal = diagnose(facts(b64(leaf), "127.0.0.1", sni="127.0.0.1"), store)
+    assert literal.cause_ids == ("ip-not-in-certificate", "sni-ip-literal")
+    text = literal.primary.explanation
+    assert "sent the address 127.0.0.1 as SNI" in text and "no SNI" not in text
+    warning = literal.findings[1]
+    assert "127.0.0.1" in warning.explanation and "mail.example.test" in warning.fix
+
+
+def test_an_assumed_name_alone_fails_a_match_and_says_why(ca):
+    inter, store = ca
+    leaf = pki.issue_leaf(inter, dns=["localhost"])
+    d = diagnose(
+        facts(b64(leaf), "localhost", sni=None, source="reverse-target", server_ip="127.0.0.1"),
+        store,
+    )
+    assert d.verdict == "match" and d.cause_ids == ("requested-host-assumed",)
+    assert d.failed and d.to_json()["failed"] is True
+    why, fix = d.primary.explanation, d.primary.fix
+    assert "sent no server name" in why
+    assert "localhost (the reverse-proxy target)" in why
+    assert "configured with the address 127.0.0.1 would refuse the certificate" in why
+    assert "iPAddress" in why
+    assert "--host localhost" in fix and "certmatch_host=NAME" in fix and "hosts-file" in fix
+
+
+@pytest.mark.parametrize(
+    ("server_ip", "ips", "says"),
+    [
+        ("127.0.0.1", ["127.0.0.1"], "would match it"),
+        ("127.0.0.1", ["192.0.2.1"], "has none for 127.0.0.1"),
+        ("::1", ["0:0:0:0:0:0:0:1"], "would match it"),  # compared as addresses, not text
+        (None, ["127.0.0.1"], "with an IP address would need one"),
+    ],
+)
+def test_an_assumed_name_says_what_a_client_configured_with_the_address_sees(
+    ca, server_ip, ips, says
+):
+    inter, store = ca
+    leaf = pki.issue_leaf(inter, dns=["mail.example.test"], ips=ips)
+    d = diagnose(
+        facts(b64(leaf), "mail.example.test", sni=None, source="unknown", server_ip=server_ip),
+        store,
+    )
+    assert d.primary.id == "requested-host-assumed"
+    assert says in d.primary.explanation
+
+
+def test_names_from_the_client_or_the_user_are_not_assumed(ca):
+    inter, store = ca
+    leaf = pki.issue_leaf(inter, dns=["mail.example.test"], ips=["192.0.2.7"])
+    for source, host in (("socks5", "192.0.2.7"), ("http-connect", "mail.example.test")):
+        d = diagnose(facts(b64(leaf), host, sni=None, source=source), store)
+        assert d.cause_ids == () and not d.failed, source
+    d = diagnose(facts(b64(leaf), "mail.example.test", sni=None, source="option"), store)
+    assert d.cause_ids == () and not d.failed

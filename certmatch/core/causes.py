@@ -11,7 +11,10 @@ certificate presents, ``sni`` what the client sent as SNI, ``detail`` the
 rule-level reason from the identity or trust check, ``pattern`` the
 offending certificate name (wildcard, NUL name) if any, ``probe_names``
 the names on the certificate the server sends when asked by name,
-``candidates`` certificate names a client could use instead.
+``candidates`` certificate names a client could use instead, ``address_sni``
+what the client's SNI (none, or an address) meant for a client that dialled an
+address, ``ip_view`` what a client configured with the server's address would
+see.
 
 Each cause names what raises it (``raised_by``): identity rules, trust
 problems, STARTTLS findings and the session rules of the diagnosis, all
@@ -77,6 +80,13 @@ RFC6125_WILDCARD = Citation("RFC 6125", "§6.4.3", "wildcard certificates")
 RFC6125_CN = Citation("RFC 6125", "§6.4.4", "CN-ID only when there is no DNS-ID")
 RFC9525_CHANGES = Citation("RFC 9525", "Appendix A", "CN-ID is no longer used")
 RFC6066_SNI = Citation("RFC 6066", "§3", "Server Name Indication")
+RFC6066_SNI_IP = Citation(
+    "RFC 6066", "§3", "Literal IPv4 and IPv6 addresses are not permitted in HostName"
+)
+RFC9525_IP = Citation("RFC 9525", "§6.4", "IP address matching")
+RFC9525_REFERENCE = Citation(
+    "RFC 9525", "§6.1.1", "the reference identifier comes from the client's configuration"
+)
 RFC5280_VALIDITY = Citation("RFC 5280", "§4.1.2.5", "validity period")
 RFC5280_PATH = Citation("RFC 5280", "§6.1", "certification path validation")
 RFC8446_CERT = Citation("RFC 8446", "§4.4.2", "the server sends its chain, leaf first")
@@ -241,12 +251,11 @@ _CATALOGUE: tuple[Cause, ...] = (
         "failure",
         "The client connected to the IP address {requested} ({source}). An IP address is matched "
         "only against the certificate's iPAddress entries, octet for octet; an address written in "
-        "the CN or as a DNS name does not count. The certificate names {names}. A client that "
-        "dials an address also sends no SNI, so the server sends its default certificate.",
+        "the CN or as a DNS name does not count. The certificate names {names}. {address_sni}",
         "Configure the client with the server's host name{candidates_hint} instead of its address, "
         "or add IP:{requested} to the certificate's subjectAltName.",
         (
-            Citation("RFC 9525", "§6.4", "IP address matching"),
+            RFC9525_IP,
             Citation("RFC 4513", "§3.1.3.2", "LDAP: IP address server identity"),
             RFC6066_SNI,
             KB_Q198564,
@@ -376,6 +385,19 @@ _CATALOGUE: tuple[Cause, ...] = (
         raised_by=(IdentityRule.TRAILING_DOT,),
     ),
     Cause(
+        "sni-ip-literal",
+        "The client sent an IP address as SNI",
+        "warning",
+        "The client sent {sni} as its Server Name Indication. SNI carries a host name only: "
+        "literal IPv4 and IPv6 addresses are not permitted in it. A server cannot choose a "
+        "certificate by such a name, so it presents its default one, and some TLS stacks refuse "
+        "to send or to accept it.",
+        "Let the client send no SNI when it dials an address (current TLS libraries do so), or "
+        "configure it with the server's host name{candidates_hint}, which it then sends as SNI.",
+        (RFC6066_SNI_IP,),
+        raised_by=(SessionRule.SNI_IP_LITERAL,),
+    ),
+    Cause(
         "name-not-in-certificate",
         "The certificate does not name the server the client asked for",
         "failure",
@@ -471,6 +493,21 @@ _CATALOGUE: tuple[Cause, ...] = (
         (Citation("mitmproxy documentation", "", "About Certificates: installing the CA"),),
         raised_by=(SessionRule.PROXY_CA_NOT_TRUSTED,),
     ),
+    Cause(
+        "requested-host-assumed",
+        "The client sent no name; certmatch judged against an assumed one",
+        "failure",
+        "The client sent no server name (no SNI), so certmatch judged this session against "
+        "{requested} ({source}), a name it assumed, not one the client asked for. The client "
+        "itself checks the certificate against the server name in its own settings, which may "
+        "be another name or an IP address, and may decide otherwise. {ip_view}",
+        "Tell certmatch the server name from the client's settings: certmatch proxy --host NAME "
+        "(or --set certmatch_host=NAME); if the client is configured with {requested}, pass "
+        "--host {requested}. Or keep that server name in the client and make it resolve to the "
+        "proxy (a hosts-file entry), so the client sends it as SNI.",
+        (RFC6066_SNI, RFC9525_REFERENCE, RFC9525_IP, RFC7817),
+        raised_by=(SessionRule.REQUESTED_HOST_ASSUMED,),
+    ),
 )
 
 CAUSES: dict[str, Cause] = {cause.id: cause for cause in _CATALOGUE}
@@ -482,7 +519,8 @@ _BY_RULE: dict[tuple[type, Rule], Cause] = {
 
 # Which cause is primary when several hold: the order of the catalogue.
 # Security first, then "no certificate at all", then name causes from the
-# most specific to the generic, then trust and time, then the proxy's own.
+# most specific to the generic, then trust and time, then the proxy's own, and
+# last a name certmatch assumed: every cause of the certificate itself comes first.
 PRIMARY_ORDER: tuple[str, ...] = tuple(cause.id for cause in _CATALOGUE)
 
 

@@ -9,7 +9,10 @@ from :mod:`certmatch.core.findings`; the catalogue of causes is
 Verdicts:
 ``match`` the names pass; ``legacy-match`` only a legacy rule (CN-ID)
 accepts them; ``mismatch`` the names fail; ``untrusted`` names pass but
-trust or validity fails; ``error`` no certificate was obtained.
+trust or validity fails; ``error`` no certificate was obtained. A ``match``
+still fails when a failing cause holds beside it: the client refused
+certmatch's own CA, or the name judged against was assumed, not given by the
+client (``requested-host-assumed``).
 """
 
 from __future__ import annotations

@@ -17,7 +17,10 @@ so a recording made with an older certmatch is judged by today's rules.
 Verdicts:
 ``match`` the names pass; ``legacy-match`` only a legacy rule (CN-ID)
 accepts them; ``mismatch`` the names fail; ``untrusted`` names pass but
-trust or validity fails; ``error`` no certificate was obtained.
+trust or validity fails; ``error`` no certificate was obtained. A ``match``
+still fails when a failing cause holds beside it: the client refused
+certmatch's own CA, or the name judged against was assumed, not given by the
+client (``requested-host-assumed``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from ipaddress import ip_address
 from typing import Any, Literal, Protocol
 
 from certmatch.core import causes as catalogue
@@ -115,7 +119,9 @@ class Diagnosis:
 
     @property
     def failed(self) -> bool:
-        """True when a client would refuse the session, or a security problem was seen."""
+        """True when a client would refuse the session, a security problem was seen, or the
+        verdict cannot be vouched for (a failing cause beside a match: the client refused
+        certmatch's CA, or the name judged against was assumed)."""
         return is_failure(self.verdict, self.cause_ids)
 
     @property
@@ -178,7 +184,8 @@ class Decision:
 
 
 def is_failure(verdict: str, cause_ids: Iterable[str]) -> bool:
-    """A client would refuse the session, or a security problem was seen."""
+    """A client would refuse the session, a security problem was seen, or a failing cause
+    holds beside a match (any cause that is not a warning)."""
     if verdict != "match":
         return True
     return any(catalogue.get(cid).severity != "warning" for cid in cause_ids)
@@ -230,6 +237,7 @@ def _decide(facts: SessionFacts, parts: Parts) -> Decision:
         return Decision(verdict, ordered, identity, trust, parsed.summaries)
 
     _proxy_refused(facts, found)
+    _sni_ip_literal(facts, found)
     starttls = starttls_findings(facts)
     for finding, detail in starttls.items():
         _add(found, finding, detail)
@@ -251,6 +259,7 @@ def _decide(facts: SessionFacts, parts: Parts) -> Decision:
         _no_sni_default_certificate(facts, identity, parts, found)
         _mail_domain_not_server(identity, presented, found)
     _name_not_in_certificate(identity, found)
+    _requested_host_assumed(facts, found)
 
     if identity.verdict == "mismatch":
         verdict: Verdict = "mismatch"
@@ -281,6 +290,29 @@ def _proxy_refused(facts: SessionFacts, found: dict[str, tuple[str, str]]) -> No
         for w in ("unknown ca", "bad certificate", "certificate unknown", "does not trust")
     ):
         _add(found, SessionRule.PROXY_CA_NOT_TRUSTED, error)
+
+
+def _sni_ip_literal(facts: SessionFacts, found: dict[str, tuple[str, str]]) -> None:
+    """The client sent an IP address as SNI (RFC 6066 §3 permits host names only)."""
+    if facts.sni and is_ip_address(facts.sni):
+        _add(found, SessionRule.SNI_IP_LITERAL)
+
+
+# Where a name comes from the client itself (its SNI, the target of its SOCKS5 or HTTP
+# CONNECT request) or from the user (--host), as opposed to being assumed by certmatch.
+_NAMED_BY_CLIENT_OR_USER = frozenset({"sni", "socks5", "http-connect", "option"})
+
+
+def _requested_host_assumed(facts: SessionFacts, found: dict[str, tuple[str, str]]) -> None:
+    """The certificate was judged against a name neither the client nor the user gave.
+
+    Without SNI, the reverse-proxy target (or a destination the client did not name)
+    stands in for the server name in the client's settings (RFC 9525 §6.1.1), which
+    certmatch cannot see; a match against it says nothing about the client's own check.
+    """
+    if facts.sni or facts.requested_host_source in _NAMED_BY_CLIENT_OR_USER:
+        return
+    _add(found, SessionRule.REQUESTED_HOST_ASSUMED)
 
 
 def _no_certificate(facts: SessionFacts, starttls: bool, found: dict[str, tuple[str, str]]) -> None:
@@ -421,6 +453,7 @@ def _primary_rank(cause_id: str) -> tuple[int, int]:
 def explain(facts: SessionFacts, decision: Decision, parts: Parts) -> Diagnosis:
     """The decision's causes explained with the names of ``facts`` (the whole session)."""
     names = presented_names(decision.certificates)
+    leaf_ips = decision.certificates[0].ip_addresses if decision.certificates else ()
     probe_names: tuple[str, ...] = ()
     if facts.sni_probe and facts.sni_probe.chain:
         probe_names = presented_names(parts.chain(tuple(facts.sni_probe.chain)).summaries)
@@ -431,7 +464,7 @@ def explain(facts: SessionFacts, decision: Decision, parts: Parts) -> Diagnosis:
         detail = starttls.get(cause_id, detail)
         cause = catalogue.get(cause_id)
         findings.append(
-            _finding(cause, facts, names, detail, pattern, decision.identity, probe_names)
+            _finding(cause, facts, names, detail, pattern, decision.identity, probe_names, leaf_ips)
         )
     return Diagnosis(
         facts,
@@ -451,6 +484,7 @@ def _finding(
     pattern: str,
     identity: IdentityResult | None,
     probe_names: tuple[str, ...] = (),
+    leaf_ips: tuple[str, ...] = (),
 ) -> Finding:
     requested = printable(facts.requested_host or "(unknown host)")
     pattern = printable(pattern)
@@ -472,11 +506,13 @@ def _finding(
             f"naming {_join(probe_names)}, which matches."
         )
     fields = {
+        "address_sni": _address_sni(facts),
+        "ip_view": _ip_view(facts.server_ip, leaf_ips),
         "requested": requested,
         "source": _HOST_SOURCE_TEXT.get(facts.requested_host_source, facts.requested_host_source),
         "server": facts.server_address or "the server",
         "names": _join(names),
-        "sni": facts.sni if facts.sni is not None else "(none)",
+        "sni": printable(facts.sni) if facts.sni is not None else "(none)",
         "detail": detail,
         "pattern": pattern or "(none)",
         "probe_names": _join(probe_names),
@@ -490,6 +526,39 @@ def _finding(
         cause.explanation.format_map(fields).strip(),
         cause.fix.format_map(fields).strip(),
         evidence,
+    )
+
+
+def _address_sni(facts: SessionFacts) -> str:
+    """What the client's SNI, or its absence, meant when it dialled an address."""
+    if not facts.sni:
+        return (
+            "The client sent no SNI (an address cannot be sent as SNI), so the server could not "
+            "tell which of its names was wanted and sent its default certificate."
+        )
+    if is_ip_address(facts.sni):
+        return (
+            f"The client sent the address {printable(facts.sni)} as SNI, which RFC 6066 §3 does "
+            "not permit, so the server could not choose a certificate by name and sent its "
+            "default one."
+        )
+    return f"The client sent the SNI {printable(facts.sni)}."
+
+
+def _ip_view(server_ip: str | None, leaf_ips: tuple[str, ...]) -> str:
+    """What a client configured with the server's address would see (the IP-ID rule)."""
+    rule = "an IP address matches only an iPAddress entry for it in the subjectAltName"
+    if not server_ip or not is_ip_address(server_ip):
+        return f"A client configured with an IP address would need one: {rule}."
+    shown = printable(server_ip)
+    if any(ip_address(server_ip) == ip_address(ip) for ip in leaf_ips if is_ip_address(ip)):
+        return (
+            f"A client configured with the address {shown} would match it: {rule}, and this "
+            f"certificate has one for {shown}."
+        )
+    return (
+        f"A client configured with the address {shown} would refuse the certificate: {rule}, "
+        f"and this certificate has none for {shown}."
     )
 
 

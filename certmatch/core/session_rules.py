@@ -4,8 +4,8 @@ Identity rules (:class:`~certmatch.core.identity.IdentityRule`), trust problems
 (:class:`~certmatch.core.trust.TrustProblemId`) and STARTTLS findings
 (:class:`~certmatch.core.starttls_findings.StartTlsFinding`) each judge one part of
 a session. What is left needs the session as a whole: the errors on either side,
-the SNI and the probe, the mail domain, and the verdict that no specific rule
-explains. Each member's value is its cause id, and each member names, last, the
+the SNI and the probe, the mail domain, where the name judged against came from,
+and the verdict that no specific rule explains. Each member's value is its cause id, and each member names, last, the
 function of :mod:`certmatch.core.findings` that decides it.
 """
 
@@ -38,3 +38,12 @@ class SessionRule(StrEnum):
     """The name fails and neither a specific identity rule nor the session explains why
     (RFC 6125 §6.4.1, RFC 9525 §6.3). Decided in ``_name_not_in_certificate``, the only
     place that decides this cause."""
+    SNI_IP_LITERAL = "sni-ip-literal"
+    """The client sent an IP address as SNI, which RFC 6066 §3 forbids ("Literal IPv4 and
+    IPv6 addresses are not permitted in HostName"). Decided in ``_sni_ip_literal``."""
+    REQUESTED_HOST_ASSUMED = "requested-host-assumed"
+    """The client sent no SNI, and the name the certificate was judged against did not come
+    from the client either: the reverse-proxy target, or a destination the client did not
+    name (RFC 6066 §3, RFC 9525 §6.1.1). A SOCKS5 or HTTP CONNECT target is named by the
+    client, and ``--host`` is the user's own statement.
+    Decided in ``_requested_host_assumed``."""
