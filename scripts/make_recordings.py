@@ -12,6 +12,13 @@ leaf certificate truncated, as no TLS server will send a broken certificate.
 
 The expected verdict and primary cause of each file are written to
 recordings/MANIFEST.json; tests check ``certmatch check`` agrees.
+
+    uv run python scripts/make_recordings.py --only requested-host-assumed sni-ip-literal
+
+captures only the named samples and leaves the others as they are: their
+certificates come from a root of their own ("certmatch Sample Root (added
+samples)"), which replaces any earlier such root in recordings/ca.pem, since the
+key of the original sample root is not kept.
 """
 
 from __future__ import annotations
@@ -19,18 +26,21 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import select
 import shutil
 import socket
 import ssl
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
+from OpenSSL import SSL
 from proxy_fixtures import free_port, inprocess_proxy
 
 from certmatch.lab import pki
@@ -98,6 +108,7 @@ class Sample:
     host_option: str = ""  # certmatch --host (the name the client is configured with)
     trust_proxy: bool = True
     target: str = "greeter"  # greeter | closed | plaintext
+    target_host: str = "127.0.0.1"  # the reverse-proxy target's host
     extra: dict = field(default_factory=dict)
 
 
@@ -112,13 +123,23 @@ def _write_pair(
     return paths["chain"], paths["key"]
 
 
-def build_pki(work: Path) -> tuple[dict, dict[str, tuple[Path, Path]]]:
-    """Certificates per SNI name for the main server, and the default ones of each server."""
-    root = pki.make_ca("certmatch Sample Root")
+ADDED_ROOT = "certmatch Sample Root (added samples)"
+
+
+def build_pki(work: Path, *, added: bool = False) -> tuple[dict, dict[str, tuple[Path, Path]]]:
+    """Certificates per SNI name for the main server, and the default ones of each server.
+
+    ``added``: the root is :data:`ADDED_ROOT`, put into recordings/ca.pem beside the
+    sample root instead of replacing it (for ``--only``).
+    """
+    root = pki.make_ca(ADDED_ROOT if added else "certmatch Sample Root")
     inter = pki.make_ca("certmatch Sample Intermediate", parent=root)
     other_root = pki.make_ca("Unknown Private Root")
     other_inter = pki.make_ca("Unknown Private Intermediate", parent=other_root)
-    (OUT / "ca.pem").write_bytes(root.cert_pem())
+    if added:
+        _replace_added_root(root.cert_pem())
+    else:
+        (OUT / "ca.pem").write_bytes(root.cert_pem())
 
     def leaf(**kw) -> pki.Issued:
         return pki.issue_leaf(inter, **kw)
@@ -167,8 +188,28 @@ def build_pki(work: Path) -> tuple[dict, dict[str, tuple[Path, Path]]]:
         "idn": _write_pair(leaf(dns=["xn--bcher-kva.example.test"]), work, "idn"),
         "maildomain": _write_pair(leaf(dns=["mail.example.org"]), work, "maildomain"),
         "smtp": _write_pair(leaf(dns=["smtp.example.test"]), work, "smtp"),
+        "localhost": _write_pair(leaf(dns=["localhost"]), work, "localhost"),
+        "ipsan": _write_pair(leaf(dns=["mail.example.test"], ips=["127.0.0.1"]), work, "ipsan"),
     }
     return specs, defaults
+
+
+def _replace_added_root(pem: bytes) -> None:
+    """recordings/ca.pem with ``pem`` in place of any earlier :data:`ADDED_ROOT`."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    marker = b"-----END CERTIFICATE-----"
+    blocks = [b + marker + b"\n" for b in (OUT / "ca.pem").read_bytes().split(marker)[:-1]]
+    kept = [
+        block.lstrip()
+        for block in blocks
+        if x509.load_pem_x509_certificate(block.lstrip())
+        .subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0]
+        .value
+        != ADDED_ROOT
+    ]
+    (OUT / "ca.pem").write_bytes(b"".join(kept) + pem)
 
 
 SAMPLES = [
@@ -238,10 +279,32 @@ SAMPLES = [
     ),
     Sample(
         "ip-not-in-certificate",
-        "The client dials 127.0.0.1 (no SNI); the certificate has no IP address entry.",
+        "The client dials 127.0.0.1 (no SNI); the certificate has no IP address entry. The "
+        "address is the reverse target, not a name from the client, so requested-host-assumed "
+        "follows as a second cause.",
         "mismatch",
         "ip-not-in-certificate",
         None,
+    ),
+    Sample(
+        "requested-host-assumed",
+        "Reverse mode to localhost; the client sends no SNI. The certificate names localhost, "
+        "so it matches the reverse target, but that name is assumed: a client configured with "
+        "127.0.0.1 would refuse the certificate (no iPAddress entry).",
+        "match",
+        "requested-host-assumed",
+        None,
+        target_host="localhost",
+        extra={"default": "localhost"},
+    ),
+    Sample(
+        "sni-ip-literal",
+        "The client sends 127.0.0.1 as SNI (RFC 6066 §3 forbids it); the certificate has an "
+        "iPAddress entry for it, so only the warning remains.",
+        "match",
+        "sni-ip-literal",
+        "127.0.0.1",
+        extra={"default": "ipsan"},
     ),
     Sample(
         "mail-domain-not-server",
@@ -495,6 +558,9 @@ def _plaintext_server() -> int:
 
 
 def _client(port: int, sni: str | None, cafile: Path | None) -> None:
+    if sni and _is_ip(sni):
+        _client_sending_ip_sni(port, sni, cafile)
+        return
     context = (
         ssl.create_default_context(cafile=str(cafile)) if cafile else ssl.create_default_context()
     )
@@ -512,26 +578,74 @@ def _client(port: int, sni: str | None, cafile: Path | None) -> None:
         pass
 
 
+def _is_ip(text: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _client_sending_ip_sni(port: int, sni: str, cafile: Path | None) -> None:
+    """A client that sends an IP address as SNI, as some real ones do; Python's ssl never
+    does (RFC 6066 §3), so this one is pyOpenSSL."""
+    context = SSL.Context(SSL.TLS_CLIENT_METHOD)
+    if cafile:
+        context.load_verify_locations(str(cafile))
+    context.set_verify(SSL.VERIFY_PEER, lambda _conn, _cert, _errno, _depth, ok: bool(ok))
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+            conn = SSL.Connection(context, raw)
+            conn.set_tlsext_host_name(sni.encode("ascii"))
+            conn.set_connect_state()
+            _until_done(raw, conn.do_handshake)
+            _until_done(raw, lambda: conn.recv(200))
+    except (OSError, SSL.Error):
+        pass
+
+
+def _until_done(raw: socket.socket, step: Callable[[], object]) -> None:
+    """Run a pyOpenSSL step on a socket with a timeout (non-blocking underneath) to the end."""
+    for _ in range(50):
+        try:
+            step()
+            return
+        except SSL.WantReadError:
+            select.select([raw], [], [], 0.1)
+
+
 def _unrelated_ca() -> str:
     return pki.make_ca("Some Other CA").cert_pem().decode()
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
+    only = set(argv[1:]) if argv[:1] == ["--only"] else None
+    if argv and only is None or only == set():
+        print(__doc__, file=sys.stderr)
+        return 2
+    known = {sample.name for sample in SAMPLES}
+    if only and only - known:
+        print(f"unknown samples: {', '.join(sorted(only - known))}", file=sys.stderr)
+        return 2
     OUT.mkdir(exist_ok=True)
+    manifest = json.loads((OUT / "MANIFEST.json").read_text()) if only else {}
     for old in OUT.glob("*.jsonl"):
-        old.unlink()
+        if only is None or old.stem in only:
+            old.unlink()
     work = Path(tempfile.mkdtemp(prefix="certmatch-samples-"))
-    manifest = {}
     try:
-        specs, defaults = build_pki(work)
+        specs, defaults = build_pki(work, added=only is not None)
         servers = {
-            "default": GreeterServer(*defaults["default"], specs),
-            "idn": GreeterServer(*defaults["idn"], {}),
-            "maildomain": GreeterServer(*defaults["maildomain"], {}),
+            name: GreeterServer(*defaults[name], specs if name == "default" else {})
+            for name in ("default", "idn", "maildomain", "localhost", "ipsan")
         }
         closed = free_port()
         plaintext = _plaintext_server()
         for sample in SAMPLES:
+            if only is not None and sample.name not in only:
+                continue
             server = servers[sample.extra.get("default", "default")]
             options: dict[str, object] = {"ca_file": [str(OUT / "ca.pem")]}
             if sample.host_option:
@@ -553,7 +667,8 @@ def main() -> int:
                     sessions = proxy.sessions(1)
             else:
                 port = {"closed": closed, "plaintext": plaintext}.get(sample.target, server.port)
-                with inprocess_proxy(run, f"reverse:tls://127.0.0.1:{port}", **options) as proxy:
+                mode = f"reverse:tls://{sample.target_host}:{port}"
+                with inprocess_proxy(run, mode, **options) as proxy:
                     _client(proxy.port, sample.sni, proxy.ca_file if sample.trust_proxy else None)
                     sessions = proxy.sessions(1)
             if len(sessions) != 1:
@@ -565,7 +680,11 @@ def main() -> int:
                 "verdict": sample.verdict,
                 "primary_cause": sample.primary_cause,
             }
-        _make_malformed(manifest)
+        if only is None:
+            _make_malformed(manifest)
+        for sample in SAMPLES:  # a description may change without a new capture
+            if f"{sample.name}.jsonl" in manifest:
+                manifest[f"{sample.name}.jsonl"]["description"] = sample.description
     finally:
         shutil.rmtree(work, ignore_errors=True)
     (OUT / "MANIFEST.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
@@ -592,4 +711,4 @@ def _make_malformed(manifest: dict) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
