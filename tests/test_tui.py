@@ -510,3 +510,24 @@ def test_source_reads_only_complete_lines_until_final(tmp_path, sample) -> None:
     assert list(source.read_new(final=False)) == []
     problems = [item for _, item in source.read_new(final=True)]
     assert len(problems) == 1 and problems[0].truncated
+
+
+@run_async
+async def test_a_hostile_file_name_and_bad_line_are_shown_escaped_and_not_as_markup(
+    store, sample, tmp_path
+) -> None:
+    """The status line and the "Lines skipped" notice quote the file: escaped, not markup."""
+    path = tmp_path / "rec-\x1b[2J-[bold]x.jsonl"
+    with RecordingWriter(path, tool_version="test") as writer:
+        writer.write(sample[0])
+    with path.open("ab") as raw:
+        raw.write(b'{"type":"session","id":"\\u202e\x1b]2;PWNED\x07"\n')
+        raw.write(b'{"type":"session","id":"after"}\n')
+    app = app_on(store, path, show_all=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.sessions.initial_load_done, "the recording to load")
+        status = str(app.query_one("#status").render())
+        assert "rec-\\x1b[2J-[bold]x.jsonl" in status
+        notices = [n for n in app._notifications if n.title == "Lines skipped"]
+        assert notices and not notices[0].markup
+        assert "\x1b" not in notices[0].message and "\\x1b[2J-[bold]" in notices[0].message
