@@ -95,6 +95,7 @@ def test_sessions_in_one_situation_share_one_judgement(store, sessions) -> None:
 # A different value for every field that bears on the verdict (but the capture time).
 VERDICT_VARIANTS = {
     "requested_host": "other.example.test",
+    "requested_host_source": "reverse-target",
     "sni": "other.example.test",
     "chain": [],
     "server_error": "The remote server does not speak TLS.",

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from certmatch.cli.common import (
     EXIT_FAILED,
@@ -22,9 +23,10 @@ from certmatch.cli.common import (
 )
 from certmatch.core import causes as catalogue
 from certmatch.core import report
-from certmatch.core.diagnosis import Diagnosis
-from certmatch.core.judge import Judge
-from certmatch.core.recording import LineProblem, expand_paths, iter_recording
+from certmatch.core.diagnosis import Diagnosis, Finding
+from certmatch.core.facts import SessionFacts
+from certmatch.core.judge import Judge, Judgement
+from certmatch.core.recording import LineProblem, RecordingError, expand_paths, iter_recording
 from certmatch.core.trust import TrustStore
 
 
@@ -87,58 +89,153 @@ def check(
     """Judge every session in ``paths`` and print the report; the command's exit status.
 
     ``fail_on``: the cause ids that make a session count as failing (``{"any"}``: any cause),
-    or None for the verdict's own judgement. Unreadable lines go to stderr; a killed proxy's
-    partial last line is a warning, any other one makes the status 2. One judge serves every
-    session, so a chain, name or situation seen again is judged once.
+    or None for the verdict's own judgement. Unreadable lines go to stderr; a record cut
+    short by a stopped writer (at the end of a file or before a restarted writer's lines) is
+    a warning, any other bad line makes the status 2, and so does a file that is not a
+    recording, after every other file is judged. One judge serves every session, so a
+    situation seen again is decided once; ``--json`` is written one session at a time.
     """
     judge = Judge(store)
+    out = _Output(sys.stdout)
+    err = _Output(sys.stderr)
+    sessions = _JsonSessions(out) if json_output else None
     verdicts: Counter[str] = Counter()
     primaries: Counter[str] = Counter()
     failures = 0
     input_errors = 0
-    json_sessions: list[dict[str, Any]] = []
-    json_problems: list[str] = []
+    problems = _Problems()
     for path in paths:
-        for item in iter_recording(path):
+        try:
+            items = iter_recording(path)
+        except RecordingError as error:  # one file is not a recording: say so, judge the rest
+            input_errors += 1
+            problems.add(str(error))
+            err.line(f"certmatch: error: {error}")
+            continue
+        name = str(path)
+        for item in items:
             if isinstance(item, LineProblem):
-                partial = item.truncated  # a killed proxy's last line: expected, not an error
+                partial = item.expected  # a stopped writer's cut record: expected, not an error
                 if not partial:
                     input_errors += 1
-                json_problems.append(str(item))
-                label = "warning" if partial else "error"
-                print(f"certmatch: {label}: {item}", file=sys.stderr)
+                problems.add(str(item))
+                err.line(f"certmatch: {'warning' if partial else 'error'}: {item}")
                 continue
-            d = judge.diagnose(item)
-            verdicts[d.verdict] += 1
-            if d.primary:
-                primaries[d.primary.id] += 1
-            failed = _is_failure(d, fail_on)
-            failures += failed
-            if json_output:
-                entry = d.to_json()
-                entry["recording"] = str(path)
-                json_sessions.append(entry)
+            if sessions is not None:
+                d = judge.diagnose(item)
+                verdict, causes, failed = d.verdict, d.cause_ids, d.failed
+                sessions.add(d, name)
             else:
-                print(report.session_line(d, colour=colour))
-                if explain and (failed or d.findings):
-                    print(report.explain(d))
+                j = judge.judgement(item)
+                verdict, causes, failed = j.verdict, j.causes, j.failed
+                out.line(report.session_line(_for_one_line(item, j), colour=colour))
+            verdicts[verdict] += 1
+            if causes:
+                primaries[causes[0]] += 1
+            failed = _is_failure(failed, causes, fail_on)
+            failures += failed
+            if explain and sessions is None and (failed or causes):
+                out.line(report.explain(judge.diagnose(item)))
 
     total = sum(verdicts.values())
-    if json_output:
+    if sessions is not None:
         summary = {
             "sessions": total,
             "failed": failures,
             "verdicts": dict(verdicts),
             "primary_causes": dict(primaries),
         }
-        document = {"sessions": json_sessions, "summary": summary, "problems": json_problems}
-        json.dump(document, sys.stdout, indent=2, ensure_ascii=False)
-        print()
+        sessions.close(summary, problems.listed())
     else:
-        print(report.summary(total, failures, verdicts, primaries))
+        out.line(report.summary(total, failures, verdicts, primaries))
     if input_errors:
         return EXIT_USAGE
     return EXIT_FAILED if failures else EXIT_OK
+
+
+def _for_one_line(facts: SessionFacts, judgement: Judgement) -> Diagnosis:
+    """A diagnosis for :func:`report.session_line`, which reads the verdict, the names and the
+    primary cause's id: its findings are the causes without their prose (writing every
+    session's prose is most of the cost of a full diagnosis, and one line shows none)."""
+    return Diagnosis(
+        facts,
+        judgement.verdict,
+        _unexplained(judgement.causes),
+        None,
+        None,
+        judgement.certificates,
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def _unexplained(cause_ids: tuple[str, ...]) -> tuple[Finding, ...]:
+    return tuple(Finding(catalogue.get(cid), "", "") for cid in cause_ids)
+
+
+class _Output:
+    """Lines to a text stream that never fail on text it cannot encode (a lone surrogate
+    from a recording becomes a visible ``\\udXXX`` escape instead of a traceback)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.write = stream.write
+        self.encoding = getattr(stream, "encoding", None) or "utf-8"
+
+    def line(self, text: str) -> None:
+        self.text(text + "\n")
+
+    def text(self, text: str) -> None:
+        try:
+            self.write(text)
+        except UnicodeEncodeError:  # the stream encodes all or nothing
+            self.write(text.encode(self.encoding, "backslashreplace").decode(self.encoding))
+
+
+class _JsonSessions:
+    """``check --json``'s document, written as it goes: ``{"sessions": [...], "summary": {...},
+    "problems": [...]}`` with one session per line, so memory stays flat however many there
+    are. Every string is ASCII with ``\\u`` escapes, so control characters, bidi overrides
+    and lone surrogates reach no terminal raw and the document stays valid JSON."""
+
+    def __init__(self, out: _Output) -> None:
+        self.out = out
+        self.separator = "\n"
+        self.encode = json.JSONEncoder(ensure_ascii=True).encode
+        out.text('{\n  "sessions": [')
+
+    def add(self, diagnosis: Diagnosis, recording: str) -> None:
+        entry = diagnosis.to_json()
+        entry["recording"] = recording
+        self.out.text(self.separator + "    " + self.encode(entry))
+        self.separator = ",\n"
+
+    def close(self, summary: dict[str, Any], problems: list[str]) -> None:
+        self.out.text(
+            "\n  ],\n"
+            f'  "summary": {json.dumps(summary, indent=2, ensure_ascii=True)},\n'
+            f'  "problems": {json.dumps(problems, indent=2, ensure_ascii=True)}\n'
+            "}\n"
+        )
+
+
+class _Problems:
+    """The problems for ``--json``: the first thousands in full, then only how many more."""
+
+    LIMIT = 10_000
+
+    def __init__(self) -> None:
+        self.kept: list[str] = []
+        self.more = 0
+
+    def add(self, problem: str) -> None:
+        if len(self.kept) < self.LIMIT:
+            self.kept.append(problem)
+        else:
+            self.more += 1
+
+    def listed(self) -> list[str]:
+        if not self.more:
+            return self.kept
+        return [*self.kept, f"... and {self.more:,} more problems (see stderr)"]
 
 
 def _fail_on(spec: str | None) -> set[str] | None:
@@ -156,9 +253,10 @@ def _fail_on(spec: str | None) -> set[str] | None:
     return ids
 
 
-def _is_failure(d: Diagnosis, fail_on: set[str] | None) -> bool:
+def _is_failure(failed: bool, causes: tuple[str, ...], fail_on: set[str] | None) -> bool:
+    """``failed``: the verdict's own judgement of a session with these causes."""
     if fail_on is None:
-        return d.failed
+        return failed
     if "any" in fail_on:
-        return d.failed or bool(d.findings)
-    return bool(fail_on.intersection(d.cause_ids))
+        return failed or bool(causes)
+    return bool(fail_on.intersection(causes))

@@ -79,7 +79,8 @@ class SessionFacts:
     protocol: str = "unknown"
     tls_kind: str = "implicit"
     requested_host: str | None = field(default=None, metadata=VERDICT)
-    requested_host_source: str = "unknown"
+    # whether the name came from the client or the user, or was assumed (requested-host-assumed)
+    requested_host_source: str = field(default="unknown", metadata=VERDICT)
     # exactly what the client sent; None = no SNI extension
     sni: str | None = field(default=None, metadata=VERDICT)
     client_tls_versions: list[str] = field(default_factory=list)
@@ -119,8 +120,31 @@ class SessionFacts:
             kwargs["starttls"] = StartTlsFacts(**kwargs["starttls"])
         return cls(**kwargs)
 
+    @classmethod
+    def from_line(cls, data: dict[str, Any]) -> SessionFacts:
+        """:meth:`from_json` for a freshly parsed recording line that passed the schema (which
+        names every field but the two optional parts), taking ``data`` over as the session's
+        own attributes: ``__init__`` would only copy them and fill defaults. Anything unusual
+        goes to from_json."""
+        if data.keys() != _LINE_KEYS:
+            data.setdefault("sni_probe", None)
+            data.setdefault("starttls", None)
+            if data.keys() != _LINE_KEYS:
+                return cls.from_json(data)
+        del data["type"]
+        probe = data["sni_probe"]
+        if probe is not None:
+            data["sni_probe"] = SniProbe(**probe)
+        starttls = data["starttls"]
+        if starttls is not None:
+            data["starttls"] = StartTlsFacts(**starttls)
+        facts = cls.__new__(cls)
+        facts.__dict__ = data
+        return facts
+
 
 _SESSION_FIELDS = frozenset(f.name for f in dataclasses.fields(SessionFacts))
+_LINE_KEYS = _SESSION_FIELDS | {"type"}
 
 # The fields the verdict and its causes depend on, in declaration order.
 VERDICT_FIELDS: tuple[str, ...] = tuple(

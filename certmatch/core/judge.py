@@ -2,13 +2,16 @@
 
 A busy proxy records the same few servers over and over, so the judge
 parses, matches and validates each distinct chain, name and time bucket once,
-and reuses a whole judgement for every session in the same situation.
+and reuses a whole judgement (and the decision behind it) for every session in the
+same situation; only the explanation, which names this session's own host and server,
+is written afresh for each session.
 
 API::
 
     judge = Judge(store)
     judge.diagnose(facts) -> Diagnosis     # full, explained with this session's own names
     judge.judgement(facts) -> Judgement    # light: verdict, failed, primary, causes, names, leaf
+    judge.decision(facts) -> Decision      # the causes and their details, before explaining
     judge.key(facts) -> Hashable           # what judgement() is cached by; cheap
     judge.diagnosed                        # how many judgements were computed (cache misses)
     len(judge)                             # how many judgements are remembered
@@ -22,8 +25,9 @@ The capture time enters only through certificate validity: the key holds where
 it falls in the validity period of every presented certificate and of every
 trusted root that could have issued one (before, within, after), so two
 sessions share a judgement only when every validity check comes out the same
-(when those periods cannot be read, the key holds the exact time). Trust results are keyed the same way, plus the exact time when some
-certificate is outside its period (the problem's text names the time).
+(when those periods cannot be read, the key holds the exact time). When some
+certificate is outside its period, decisions and trust results are keyed by the exact
+time too, since their details name it.
 
 Every cache has a size limit; the oldest entries go first.
 """
@@ -34,18 +38,20 @@ import dataclasses
 import operator
 from collections.abc import Hashable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, ClassVar
 
-from certmatch.core.certificates import ParsedChain, parse_chain
+from certmatch.core.certificates import CertificateSummary, ParsedChain, parse_chain
 from certmatch.core.facts import CAPTURE_TIME_FIELD, VERDICT_FIELDS, SessionFacts
 from certmatch.core.findings import (
+    Decision,
     Diagnosis,
     Verdict,
     capture_time,
     decide,
     diagnose_with,
+    explain,
     is_failure,
     presented_names,
 )
@@ -68,6 +74,7 @@ class Judgement:
     causes: tuple[str, ...]
     presented_names: tuple[str, ...]  # the leaf's names, () without a certificate
     leaf_sha256: str  # "" when there is no certificate
+    certificates: tuple[CertificateSummary, ...] = ()  # the chain as presented, summarised
 
 
 class Judge:
@@ -82,9 +89,10 @@ class Judge:
         self._chains = lru_cache(maxsize=size)(parse_chain)
         self._identities = lru_cache(maxsize=4 * size)(check_identity)
         self._presented = _Bounded[tuple[str, ...], PresentedIdentifiers | str](size)
-        self._windows = _Bounded[tuple[str, ...], tuple[_Window, ...] | None](size)
+        self._windows = _Bounded[tuple[str, ...], _Periods | None](size)
         self._trust = _Bounded[Hashable, TrustResult](2 * size)
         self._judgements = _Bounded[Hashable, Judgement](16 * size)
+        self._decisions = _Bounded[Hashable, Decision](4 * size)
 
     @classmethod
     def for_store(cls, store: TrustStore) -> Judge:
@@ -103,33 +111,66 @@ class Judge:
 
     def diagnose(self, facts: SessionFacts) -> Diagnosis:
         """Judge one session in full; never raises on odd facts."""
-        return diagnose_with(facts, self)
+        decision = self.decision(facts)
+        try:
+            return explain(facts, decision, self)
+        except Exception:  # noqa: BLE001 - diagnose_with makes it a malformed-certificate finding
+            return diagnose_with(facts, self)
+
+    def decision(self, facts: SessionFacts) -> Decision:
+        """Which causes hold for ``facts``, primary first, with their details; computed once
+        per :meth:`key`, or per key and exact time when some certificate is out of its
+        period (the details then name the time)."""
+        key, at = self._key_and_time(facts)
+        exact = key if at is None else (key, at)
+        decision = self._decisions.get(exact)
+        if decision is None:
+            decision = self._decide(facts, key, exact)
+        return decision  # type: ignore[no-any-return]
 
     def judgement(self, facts: SessionFacts) -> Judgement:
         """The verdict and causes of ``facts``; computed once per :meth:`key`."""
-        key = self.key(facts)
+        key, at = self._key_and_time(facts)
         judgement = self._judgements.get(key)
         if judgement is None:
-            self.diagnosed += 1
-            d = decide(facts, self)
-            judgement = Judgement(
-                verdict=d.verdict,
-                failed=is_failure(d.verdict, d.cause_ids),
-                primary=d.cause_ids[0] if d.cause_ids else "",
-                causes=d.cause_ids,
-                presented_names=presented_names(d.certificates),
-                leaf_sha256=d.certificates[0].sha256 if d.certificates else "",
-            )
-            self._judgements.put(key, judgement)
-        return judgement
+            self._decide(facts, key, key if at is None else (key, at))
+            judgement = self._judgements.get(key)
+        return judgement  # type: ignore[no-any-return]
 
     def key(self, facts: SessionFacts) -> Hashable:
         """Everything a verdict and its causes depend on: the verdict fields, and where the
         capture time falls among the validity periods that bear on the chain."""
-        values = tuple(map(_frozen, _verdict_values(facts)))
+        return self._key_and_time(facts)[0]
+
+    def _key_and_time(self, facts: SessionFacts) -> tuple[Hashable, datetime | None]:
+        """The key, and the exact capture time when the causes' details name it."""
+        values = tuple(
+            [v if type(v) is str or v is None else _frozen(v) for v in _verdict_values(facts)]
+        )
         at = capture_time(facts)
         positions = self._positions(tuple(facts.chain), at)
-        return values, at if positions is None else positions
+        if positions is None:
+            return (values, at), None
+        return (values, positions), at if any(positions) else None
+
+    def _decide(self, facts: SessionFacts, key: Hashable, exact: Hashable) -> Decision:
+        self.diagnosed += 1
+        d = decide(facts, self)
+        self._decisions.put(exact, d)
+        if self._judgements.get(key) is None:
+            self._judgements.put(
+                key,
+                Judgement(
+                    verdict=d.verdict,
+                    failed=is_failure(d.verdict, d.cause_ids),
+                    primary=d.cause_ids[0] if d.cause_ids else "",
+                    causes=d.cause_ids,
+                    presented_names=presented_names(d.certificates),
+                    leaf_sha256=d.certificates[0].sha256 if d.certificates else "",
+                    certificates=d.certificates,
+                ),
+            )
+        return d
 
     # -- the parts deciding needs (certmatch.core.findings.Parts) ------------------------------
 
@@ -174,14 +215,17 @@ class Judge:
 
         None when the periods cannot be read: then only the exact time will do.
         """
-        windows = self._windows.get(chain, _MISSING)
-        if windows is _MISSING:
-            windows = self._validity_windows(chain)
-            self._windows.put(chain, windows)
-        if windows is None:
+        periods = self._windows.get(chain, _MISSING)
+        if periods is _MISSING:
+            periods = _Periods.of(self._validity_windows(chain))
+            self._windows.put(chain, periods)
+        if periods is None:
             return None
+        if periods.latest_start <= at <= periods.earliest_end:  # the usual case: within all
+            return periods.within
         return tuple(
-            -1 if start and at < start else 1 if end and at > end else 0 for start, end in windows
+            -1 if start and at < start else 1 if end and at > end else 0
+            for start, end in periods.windows
         )
 
     def _validity_windows(self, chain: tuple[str, ...]) -> tuple[_Window, ...] | None:
@@ -205,6 +249,29 @@ class Judge:
 _MISSING: Any = object()
 
 
+@dataclass(frozen=True, slots=True)
+class _Periods:
+    """The validity periods bearing on a chain, and the span within all of them."""
+
+    windows: tuple[_Window, ...]
+    latest_start: datetime
+    earliest_end: datetime
+    within: tuple[int, ...]  # the positions of a time within every period: all 0
+
+    @classmethod
+    def of(cls, windows: tuple[_Window, ...] | None) -> _Periods | None:
+        if windows is None:
+            return None
+        starts = [start for start, _ in windows if start]
+        ends = [end for _, end in windows if end]
+        return cls(
+            windows,
+            max(starts, default=datetime.min.replace(tzinfo=UTC)),
+            min(ends, default=datetime.max.replace(tzinfo=UTC)),
+            (0,) * len(windows),
+        )
+
+
 _verdict_values = operator.attrgetter(*_VALUE_FIELDS)
 _FIELDS_OF: dict[type, tuple[str, ...]] = {}
 
@@ -215,7 +282,12 @@ def _frozen(value: Any) -> Hashable:
     if kind is str or value is None:
         return value
     if kind is list:
-        return tuple(map(_frozen, value))
+        items = tuple(value)
+        try:
+            hash(items)  # a chain: strings only, hashable as it is
+        except TypeError:
+            return tuple(map(_frozen, value))
+        return items
     if dataclasses.is_dataclass(kind):
         names = _FIELDS_OF.get(kind)
         if names is None:

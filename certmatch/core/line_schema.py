@@ -9,6 +9,7 @@ keywords the schema uses (``_CheckCompiler``); ``validate_line`` is the public e
 from __future__ import annotations
 
 import json
+import operator
 import re
 from collections.abc import Callable
 from functools import cache
@@ -35,9 +36,189 @@ def load_schema() -> dict[str, Any]:
 
 
 def validate_line(data: Any) -> str | None:
-    """Why a parsed line breaks the recording schema, or None if it conforms."""
+    """Why a parsed line breaks the recording schema, or None if it conforms.
+
+    An ordinary session line is settled by a hand-written fast path (:func:`_plain_session`);
+    anything it is not sure of goes to the check compiled from the schema, which also says
+    what is wrong.
+    """
+    if _plain_session(data):
+        return None
     failure = _line_check()(data)
     return None if failure is None else _describe(failure)
+
+
+# --- the fast path ---------------------------------------------------------------------------
+# It accepts only what the schema accepts (tests/test_recording.py compares it with the
+# compiled check and with jsonschema); whatever it does not accept, the compiled check decides.
+# Its names come from the schema's own lists, so a new required field or enum value there
+# changes it too; a new *kind* of rule makes _plain_session_rules() refuse to build it.
+
+
+def _plain_session(v: Any) -> bool:
+    """True when ``v`` is surely a valid session line; False means "ask the full check"."""
+    if type(v) is not dict or v.get("type") != "session":
+        return False
+    rules = _plain_session_rules()
+    if rules is None:
+        return False
+    try:  # a missing required field is a KeyError, a list where a name goes a TypeError
+        if not _STRING_OR_NULL.issuperset(map(type, rules.nullable_strings(v))):
+            return False
+        for value, allowed in zip(rules.enum_values(v), rules.enum_sets, strict=True):
+            if value not in allowed or type(value) is not str:
+                return False
+        for value in rules.string_lists(v):
+            if type(value) is not list:
+                return False
+            "".join(value)  # TypeError unless every item is a string
+        ident, started = v["id"], v["started"]
+        if type(ident) is not str or not ident or type(started) is not str:
+            return False
+        if rules.timestamp(started) is None or not _plain_chain(v["chain"], rules):
+            return False
+    except (KeyError, TypeError):
+        return False
+    probe = v.get("sni_probe")
+    if probe is not None and not _plain_probe(probe, rules):
+        return False
+    starttls = v.get("starttls")
+    return starttls is None or _plain_starttls(starttls, rules)
+
+
+_STRING_OR_NULL = frozenset({str, type(None)})
+
+
+def _plain_chain(chain: Any, rules: _PlainRules) -> bool:
+    if type(chain) is not list:
+        return False
+    known = rules.known_certificates
+    for cert in chain:
+        if type(cert) is not str:
+            return False
+        if cert in known:  # a certificate already seen to match the pattern
+            continue
+        if rules.der_base64(cert) is None:
+            return False
+        if len(known) >= 4096:
+            known.clear()
+        known.add(cert)
+    return True
+
+
+def _plain_probe(probe: Any, rules: _PlainRules) -> bool:
+    if type(probe) is not dict or not rules.probe_required <= probe.keys():
+        return False
+    error = probe["error"]
+    return (
+        type(probe["sni"]) is str
+        and (error is None or type(error) is str)
+        and _plain_chain(probe["chain"], rules)
+    )
+
+
+def _plain_starttls(starttls: Any, rules: _PlainRules) -> bool:
+    if type(starttls) is not dict or not rules.starttls_required <= starttls.keys():
+        return False
+    for name, kind in rules.starttls_fields:
+        x = starttls[name]
+        if x is not None and type(x) is not kind:
+            return False
+    return True
+
+
+class _PlainRules:
+    """The schema's lists, read once, that the fast path checks a session line against."""
+
+    def __init__(self, schema: dict[str, Any]) -> None:
+        defs = schema["$defs"]
+        session = defs["session"]
+        props: dict[str, Any] = session["properties"]
+        refs = {name: p.get("$ref", "").rsplit("/", 1)[-1] for name, p in props.items()}
+        self.required = frozenset(session["required"])
+        nullable_strings = tuple(n for n, r in refs.items() if r == "nullableString")
+        string_lists = tuple(n for n, r in refs.items() if r == "stringList")
+        self.enums = tuple((n, frozenset(p["enum"])) for n, p in props.items() if "enum" in p)
+        # Fetching these raises KeyError for a missing one, so they must cover "required".
+        if min(len(nullable_strings), len(string_lists), len(self.enums)) < 2:
+            raise ValueError("itemgetter of one name returns the value, not a tuple")
+        self.nullable_strings = operator.itemgetter(*nullable_strings)
+        self.string_lists = operator.itemgetter(*string_lists)
+        self.enum_values = operator.itemgetter(*(n for n, _ in self.enums))
+        self.enum_sets = tuple(allowed for _, allowed in self.enums)
+        fetched = {"type", "id", "started", "chain", *nullable_strings, *string_lists}
+        if self.required - fetched - {n for n, _ in self.enums}:
+            raise ValueError("the fast path does not fetch every required field")
+        self.timestamp = re.compile(defs["timestamp"]["pattern"]).search
+        self.der_base64 = re.compile(defs["derBase64"]["pattern"]).search
+        self.probe_required = frozenset(defs["sniProbe"]["required"])
+        self.starttls_required = frozenset(defs["startTls"]["required"])
+        kinds = {"nullableString": str, "nullableBoolean": bool}
+        self.starttls_fields = tuple(
+            (n, kinds[p["$ref"].rsplit("/", 1)[-1]])
+            for n, p in defs["startTls"]["properties"].items()
+        )
+        self.known_certificates: set[str] = set()
+        # Refuse to build (every line then takes the full check) unless the schema says
+        # exactly what this fast path checks, and nothing more.
+        bare = {name: _without_notes(node) for name, node in defs.items()}
+        expected = {
+            "nullableString": {"type": ["string", "null"]},
+            "nullableBoolean": {"type": ["boolean", "null"]},
+            "stringList": {"type": "array", "items": {"type": "string"}},
+            "chain": {"type": "array", "items": {"$ref": "#/$defs/derBase64"}},
+            "derBase64": {"type": "string", "pattern": defs["derBase64"]["pattern"]},
+            "timestamp": {"type": "string", "pattern": defs["timestamp"]["pattern"]},
+        }
+        fixed = {
+            "type": {"const": "session"},
+            "id": {"type": "string", "minLength": 1},
+            "started": {"$ref": "#/$defs/timestamp"},
+            "chain": {"$ref": "#/$defs/chain"},
+            "sni_probe": {"anyOf": [{"$ref": "#/$defs/sniProbe"}, {"type": "null"}]},
+            "starttls": {"anyOf": [{"$ref": "#/$defs/startTls"}, {"type": "null"}]},
+        }
+        plain = {n for n, _ in self.enums} | {*nullable_strings, *string_lists}
+        for name, node in props.items():
+            node = _without_notes(node)
+            if name in fixed:
+                ok = node == fixed[name]
+            elif name in plain:
+                ok = len(node) == 1 and all(type(a) is str for a in node.get("enum", ()))
+            else:
+                ok = False
+            if not ok:
+                raise ValueError(f"the fast path does not know the rule for {name}")
+        for name, body in expected.items():
+            if bare[name] != body:
+                raise ValueError(f"the fast path does not know the rule {name}")
+        for name in ("sniProbe", "startTls"):
+            node = bare[name]
+            if set(node) != {"type", "required", "properties"} or node["type"] != "object":
+                raise ValueError(f"the fast path does not know the rule {name}")
+            for prop in node["properties"].values() if name == "startTls" else ():
+                if set(_without_notes(prop)) != {"$ref"}:
+                    raise ValueError(f"the fast path does not know a rule in {name}")
+        probe = {n: _without_notes(p) for n, p in defs["sniProbe"]["properties"].items()}
+        if probe != {
+            "sni": {"type": "string"},
+            "chain": {"$ref": "#/$defs/chain"},
+            "error": {"$ref": "#/$defs/nullableString"},
+        }:
+            raise ValueError("the fast path does not know the rules of sniProbe")
+
+
+def _without_notes(node: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in node.items() if k not in _CheckCompiler.ANNOTATIONS}
+
+
+@cache
+def _plain_session_rules() -> _PlainRules | None:
+    """The fast path's rules; None (every line to the full check) if the schema outgrew it."""
+    try:
+        return _PlainRules(load_schema())
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 @cache

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, BinaryIO, Self
 
 from certmatch.core.facts import (
     FORMAT_NAME,
@@ -39,6 +39,13 @@ READABLE_VERSIONS: tuple[int, ...] = (FORMAT_VERSION,)
 # The header is short; never read further than this looking for its end, so
 # a large binary file passed by mistake is rejected without loading it.
 _HEADER_READ_LIMIT = 64 * 1024
+
+# The longest line read, in bytes: a session with a long chain is a few tens of KiB, so a
+# longer line is skipped as one problem, and never read whole into memory.
+LINE_LIMIT = 1024 * 1024
+# The longest string field, in characters, except the certificates (which the line limit
+# bounds). A TLS extension carries at most 65,535 bytes, so a real SNI always fits.
+FIELD_LIMIT = 64 * 1024
 
 
 class RecordingError(Exception):
@@ -61,6 +68,13 @@ class LineProblem:
     line: int
     message: str
     truncated: bool = False  # the unterminated last line a stopped writer leaves behind
+    # a record cut short mid-file: a stopped writer's last line, then a new writer's records
+    cut_short: bool = False
+
+    @property
+    def expected(self) -> bool:
+        """A stopped writer's cut record (at the end or mid-file): a warning, not an error."""
+        return self.truncated or self.cut_short
 
     def __str__(self) -> str:
         return f"{self.path}:{self.line}: {self.message}"
@@ -92,11 +106,12 @@ _NESTED_FIELDS = {
 def _session_from_line(data: dict[str, Any]) -> SessionFacts:
     # Drop unknown keys inside nested objects too (a newer 1.x writer may add them);
     # SessionFacts.from_json only drops them at the top level.
-    for key, known in _NESTED_FIELDS.items():
-        nested = data.get(key)
-        if nested is not None and not nested.keys() <= known:
-            data[key] = {k: v for k, v in nested.items() if k in known}
-    return SessionFacts.from_json(data)
+    if data.get("sni_probe") is not None or data.get("starttls") is not None:
+        for key, known in _NESTED_FIELDS.items():
+            nested = data.get(key)
+            if nested is not None and not nested.keys() <= known:
+                data[key] = {k: v for k, v in nested.items() if k in known}
+    return SessionFacts.from_line(data)
 
 
 def _what_it_looks_like(first: bytes) -> str:
@@ -213,36 +228,122 @@ def open_recording(path: str | Path) -> tuple[Path, RecordingHeader, int, LinePr
 
 
 def parse_line(path: str, number: int, raw: bytes, last: bool) -> SessionFacts | LineProblem | None:
-    """One line after the header: a session, a problem, or None for a line that carries nothing."""
-    if not raw.strip():
-        return None
+    """One line after the header: a session, a problem, or None for a line that carries nothing.
+
+    A record cut short (a writer stopped mid-line) is a problem marked ``truncated``: at
+    the end of the file, or before a later writer's records when a proxy was restarted.
+    """
+    if len(raw) > LINE_LIMIT and len(raw.rstrip(b"\r\n")) > LINE_LIMIT:
+        return _too_long(path, number)
     try:
-        data = json.loads(raw)
+        # Decoded as json.loads(bytes) would, without its guess at the encoding: always UTF-8.
+        data = json.loads(raw.decode("utf-8", "surrogatepass"))
     except (ValueError, RecursionError) as error:
-        if last and not raw.endswith(b"\n"):
-            return LineProblem(
-                path,
-                number,
-                "the last line stops in the middle of a record (no newline at its end): the "
-                "writer was probably stopped while writing it; every complete record was read",
-                truncated=True,
-            )
-        why = getattr(error, "msg", None) or str(error)
-        text = raw.rstrip(b"\r\n")
-        cut_short = isinstance(error, json.JSONDecodeError) and error.pos >= len(text) - 1
-        hint = " (the line ends mid-record, as when a writer is stopped)" if cut_short else ""
-        return LineProblem(path, number, f"not valid JSON: {why}{hint}; line skipped")
+        return _not_json(path, number, raw, last, error)
     problem = validate_line(data)
     if problem is not None:
         return LineProblem(
             path, number, f"does not match the recording schema: {problem}; line skipped"
         )
+    if len(raw) > FIELD_LIMIT:  # a shorter line cannot hold a longer field
+        field = _overlong_field(data)
+        if field is not None:
+            return LineProblem(
+                path,
+                number,
+                f"{field} is longer than {FIELD_LIMIT:,} characters, the limit for a field "
+                "other than a certificate; line skipped",
+            )
     if data["type"] == "header":
         return None  # a valid second header: recordings joined with cat
     try:
         return _session_from_line(data)
     except (TypeError, ValueError) as error:  # defensive: the schema should rule these out
         return LineProblem(path, number, f"cannot build a session from it ({error}); line skipped")
+
+
+def _not_json(
+    path: str, number: int, raw: bytes, last: bool, error: ValueError | RecursionError
+) -> LineProblem | None:
+    if not raw.strip():
+        return None
+    text = raw.rstrip(b"\r\n")
+    if last and not raw.endswith(b"\n"):
+        return LineProblem(
+            path,
+            number,
+            "the last line stops in the middle of a record (no newline at its end): the "
+            "writer was probably stopped while writing it; every complete record was read",
+            truncated=True,
+        )
+    why = getattr(error, "msg", None) or str(error)
+    if text.startswith(b"{") and isinstance(error, json.JSONDecodeError) and _cut_short(error):
+        return LineProblem(
+            path,
+            number,
+            "the line stops mid-record: a writer was probably stopped while writing it, and "
+            f"a later one went on after it ({why}); line skipped, every complete record was "
+            "read",
+            cut_short=True,
+        )
+    return LineProblem(path, number, f"not valid JSON: {why}; line skipped")
+
+
+def _cut_short(error: json.JSONDecodeError) -> bool:
+    """The text ends where JSON was still expected: a record cut, not a malformed one."""
+    if error.msg.startswith("Unterminated string"):
+        return True
+    rest = error.doc[error.pos :].strip()
+    if error.msg.startswith("Invalid \\uXXXX escape"):
+        return len(rest) < 6  # cut inside the escape
+    return any(word.startswith(rest) for word in ("true", "false", "null"))  # "" included
+
+
+def _too_long(path: str, number: int) -> LineProblem:
+    return LineProblem(
+        path,
+        number,
+        f"the line is longer than {LINE_LIMIT // (1024 * 1024)} MB ({LINE_LIMIT:,} bytes), "
+        "far more than any record certmatch writes; line skipped unread",
+    )
+
+
+def _overlong_field(data: Any, where: str = "") -> str | None:
+    """The first string field (certificates aside) longer than FIELD_LIMIT, as a path."""
+    if type(data) is str:
+        return where if len(data) > FIELD_LIMIT else None
+    if type(data) is list:
+        items: Any = enumerate(data)
+    elif type(data) is dict:
+        items = ((k, v) for k, v in data.items() if k != "chain")
+    else:
+        return None
+    for key, value in items:
+        found = _overlong_field(value, f"{where}[{key}]" if type(key) is int else f"{where}.{key}")
+        if found is not None:
+            return found.lstrip(".")
+    return None
+
+
+def _lines(file: BinaryIO) -> Iterator[tuple[int, bytes, bool]]:
+    """(line number in the file, the line, whether it is the last), from just after the
+    header. A line longer than LINE_LIMIT comes as its first LINE_LIMIT + 2 bytes, which
+    parse_line reports as too long; the rest of it is read and dropped piece by piece."""
+    readline = file.readline
+    limit = LINE_LIMIT + 2
+    number = 1  # the header's
+    previous: bytes | None = None
+    # One line of look-ahead, so the last line is known to be the last.
+    while raw := readline(limit):
+        if len(raw) == limit and not raw.endswith(b"\n"):
+            while (rest := readline(LINE_LIMIT)) and not rest.endswith(b"\n"):
+                pass
+        if previous is not None:
+            yield number, previous, False
+        number += 1
+        previous = raw
+    if previous is not None:
+        yield number, previous, True
 
 
 def _iter_body(
@@ -253,18 +354,8 @@ def _iter_body(
     name = str(path)
     with path.open("rb") as file:
         file.seek(offset)
-        number = 1
-        previous: bytes | None = None
-        # One line of look-ahead, so the last line is known to be the last.
-        for raw in file:
-            if previous is not None:
-                item = parse_line(name, number, previous, last=False)
-                if item is not None:
-                    yield item
-            number += 1
-            previous = raw
-        if previous is not None:
-            item = parse_line(name, number, previous, last=True)
+        for number, raw, last in _lines(file):
+            item = parse_line(name, number, raw, last)
             if item is not None:
                 yield item
 
