@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,8 +73,11 @@ class Issued:
             "chain": directory / f"{stem}.chain.pem",
         }
         paths["cert"].write_bytes(self.cert_pem())
-        paths["key"].write_bytes(self.key_pem())
-        paths["key"].chmod(0o600)
+        # Created owner-only, never readable by others even for a moment.
+        fd = os.open(paths["key"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as key_file:
+            key_file.write(self.key_pem())
+        paths["key"].chmod(0o600)  # an existing file keeps its mode through O_CREAT
         paths["chain"].write_bytes(self.chain_pem())
         return paths
 
