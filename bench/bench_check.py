@@ -1,12 +1,20 @@
-"""How fast ``certmatch check`` judges a large recording, against the cost of merely parsing it.
+"""How fast ``certmatch check`` judges a large recording, against merely parsing its lines.
 
-    uv run python bench/bench_check.py [--sessions 20000] [--repeat 3]
+    uv run --frozen python bench/bench_check.py [--sessions 100000] [--repeat 3] [--large 1000000]
 
-Builds a recording of N sessions by cycling through the sample recordings
-(every cause, real captured chains), then times, in one run and as medians
-of --repeat runs: json.loads of every line (the floor), reading with schema
-validation (certmatch.core.recording), and reading plus diagnosing every
-session with one Judge per run (what ``check`` does, less printing).
+Builds a recording of N sessions by cycling through the sample recordings in recordings/
+(every cause, real captured chains; each cycle one second later and from another client
+port, so many sessions share a few chains, as a busy proxy records them). Then, side by
+side in one run, each step in a fresh child process (so each peak RSS is its own):
+
+* parse only: ``json.loads`` of every line of the file, read in binary (the floor);
+* ``check``: :func:`certmatch.cli.check.check`, output to /dev/null;
+* ``check --json``: the same with ``json_output=True``.
+
+Rates are sessions per second from the median of --repeat interleaved runs, and each
+check's ratio is its rate over the parse-only rate. --large N adds one run of each at N
+sessions (the memory check: peak RSS must not grow with N). Timing starts after imports
+and after the trust store is loaded.
 """
 
 from __future__ import annotations
@@ -14,81 +22,115 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
-import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from certmatch.core.judge import Judge
-from certmatch.core.recording import iter_recording
-from certmatch.core.trust import TrustStore
-
 SAMPLES = REPO / "recordings"
+
+# Each step runs in its own interpreter; it prints {"seconds": ..., "rss_mb": ...}.
+_CHILD = r"""
+import json, resource, sys, time
+from pathlib import Path
+step, path = sys.argv[1], Path(sys.argv[2])
+if step == "parse":
+    start = time.process_time()
+    with path.open("rb") as file:
+        for line in file:
+            json.loads(line)
+else:
+    import os
+    from certmatch.cli.check import check
+    from certmatch.core.trust import TrustStore
+    store = TrustStore.load([Path(sys.argv[3])])
+    sys.stdout = open(os.devnull, "w", encoding="utf-8")
+    sys.stderr = open(os.devnull, "w", encoding="utf-8")
+    start = time.process_time()
+    check([path], store, json_output=step == "check --json")
+    sys.stdout.flush()
+seconds = time.process_time() - start
+rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+sys.__stdout__.write(json.dumps({"seconds": seconds, "rss_mb": rss_mb}) + "\n")
+"""
+
+STEPS = ("parse", "check", "check --json")
 
 
 def build(path: Path, n: int) -> None:
+    """A recording of ``n`` sessions cycled from the samples (one header line)."""
     header, sessions = None, []
     for sample in sorted(SAMPLES.glob("*.jsonl")):
-        lines = sample.read_text().splitlines()
+        lines = sample.read_text(encoding="utf-8").splitlines()
         header = header or lines[0]
-        sessions += [json.loads(line) for line in lines[1:]]
-    with path.open("w") as out:
-        out.write(header + "\n")
+        sessions += [json.loads(line) for line in lines[1:] if line.strip()]
+    with path.open("w", encoding="utf-8") as out:
+        out.write(f"{header}\n")
         for i in range(n):
-            session = dict(sessions[i % len(sessions)])
-            session["id"] = f"bench-{i:08d}"
-            out.write(json.dumps(session, separators=(",", ":")) + "\n")
+            cycle, session = divmod(i, len(sessions))
+            data = dict(sessions[session])
+            data["id"] = f"bench-{i:08d}"
+            started = datetime.fromisoformat(data["started"]) + timedelta(seconds=cycle)
+            data["started"] = started.isoformat(timespec="milliseconds")
+            data["client_address"] = f"127.0.0.1:{1024 + i % 60000}"
+            out.write(json.dumps(data, separators=(",", ":")) + "\n")
 
 
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+def run_step(step: str, path: Path) -> dict[str, float]:
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, step, str(path), str(SAMPLES / "ca.pem")],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    )
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def measure(path: Path, n: int, repeat: int) -> dict[str, dict[str, float]]:
+    runs: dict[str, list[dict[str, float]]] = {step: [] for step in STEPS}
+    for _ in range(repeat):  # interleaved, so a busy moment hits every step alike
+        for step in STEPS:
+            runs[step].append(run_step(step, path))
+    return {
+        step: {
+            "seconds": statistics.median(r["seconds"] for r in results),
+            "rate": n / statistics.median(r["seconds"] for r in results),
+            "rss_mb": max(r["rss_mb"] for r in results),
+        }
+        for step, results in runs.items()
+    }
+
+
+def report(n: int, size: int, repeat: int, results: dict[str, dict[str, float]]) -> None:
+    floor = results["parse"]["rate"]
+    runs = f"median of {repeat} runs" if repeat > 1 else "one run"
+    print(f"{n:,} sessions ({size / 1e6:.0f} MB), {runs}")
+    print(f"  {'step':<14}{'seconds':>9}{'sessions/s':>12}{'x parse':>9}{'peak RSS':>11}")
+    for step, r in results.items():
+        print(
+            f"  {step:<14}{r['seconds']:>9.2f}{r['rate']:>12,.0f}{r['rate'] / floor:>9.3f}"
+            f"{r['rss_mb']:>8.0f} MB"
+        )
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sessions", type=int, default=20000)
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--sessions", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--large", type=int, default=0, help="also one run at this many")
     args = parser.parse_args()
-    path = Path(tempfile.mkdtemp()) / "large.jsonl"
-    build(path, args.sessions)
-    store = TrustStore.load([SAMPLES / "ca.pem"])
-
-    def parse_only() -> None:
-        with path.open() as f:
-            for line in f:
-                json.loads(line)
-
-    def read_validated() -> None:
-        for _ in iter_recording(path):
-            pass
-
-    def read_and_diagnose() -> None:
-        judge = Judge(store)  # as `check` does: one judge per run, its caches start empty
-        for item in iter_recording(path):
-            if not hasattr(item, "message"):
-                judge.diagnose(item)
-
-    results = {}
-    for name, fn in [
-        ("json.loads only", parse_only),
-        ("read + schema", read_validated),
-        ("read + schema + diagnose", read_and_diagnose),
-    ]:
-        results[name] = statistics.median(timed(fn) for _ in range(args.repeat))
-    floor = results["json.loads only"]
-    print(
-        f"{args.sessions} sessions ({path.stat().st_size / 1e6:.1f} MB), median of {args.repeat} runs"
-    )
-    print(f"{'step':<28}{'seconds':>9}{'µs/session':>12}{'x floor':>9}")
-    for name, seconds in results.items():
-        print(
-            f"{name:<28}{seconds:>9.2f}{seconds / args.sessions * 1e6:>12.0f}{seconds / floor:>9.1f}"
-        )
+    with tempfile.TemporaryDirectory() as tmp:
+        for n, repeat in [(args.sessions, args.repeat), (args.large, 1)]:
+            if not n:
+                continue
+            path = Path(tmp) / f"bench-{n}.jsonl"
+            build(path, n)
+            report(n, path.stat().st_size, repeat, measure(path, n, repeat))
+            path.unlink()
     return 0
 
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
+import operator
 import os
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, ClassVar, TextIO
 
 from certmatch.cli.common import (
     EXIT_FAILED,
@@ -25,7 +28,8 @@ from certmatch.core import causes as catalogue
 from certmatch.core import report
 from certmatch.core.diagnosis import Diagnosis, Finding
 from certmatch.core.facts import SessionFacts
-from certmatch.core.judge import Judge, Judgement
+from certmatch.core.findings import Decision, explain
+from certmatch.core.judge import Judge, Judgement, hashable
 from certmatch.core.recording import LineProblem, RecordingError, expand_paths, iter_recording
 from certmatch.core.trust import TrustStore
 
@@ -98,7 +102,7 @@ def check(
     judge = Judge(store)
     out = _Output(sys.stdout)
     err = _Output(sys.stderr)
-    sessions = _JsonSessions(out) if json_output else None
+    sessions = _JsonSessions(out, judge) if json_output else None
     verdicts: Counter[str] = Counter()
     primaries: Counter[str] = Counter()
     failures = 0
@@ -122,9 +126,7 @@ def check(
                 err.line(f"certmatch: {'warning' if partial else 'error'}: {item}")
                 continue
             if sessions is not None:
-                d = judge.diagnose(item)
-                verdict, causes, failed = d.verdict, d.cause_ids, d.failed
-                sessions.add(d, name)
+                verdict, causes, failed = sessions.add(item, name)
             else:
                 j = judge.judgement(item)
                 verdict, causes, failed = j.verdict, j.causes, j.failed
@@ -157,14 +159,26 @@ def _for_one_line(facts: SessionFacts, judgement: Judgement) -> Diagnosis:
     """A diagnosis for :func:`report.session_line`, which reads the verdict, the names and the
     primary cause's id: its findings are the causes without their prose (writing every
     session's prose is most of the cost of a full diagnosis, and one line shows none)."""
-    return Diagnosis(
+    return _OneLine(
         facts,
         judgement.verdict,
         _unexplained(judgement.causes),
         None,
         None,
         judgement.certificates,
+        judgement.presented_names,
     )
+
+
+@dataclass(frozen=True)
+class _OneLine(Diagnosis):
+    """A diagnosis without prose whose names come from the judgement, worked out once."""
+
+    names: tuple[str, ...] = ()
+
+    @property
+    def presented_names(self) -> tuple[str, ...]:
+        return self.names
 
 
 @functools.lru_cache(maxsize=1024)
@@ -181,32 +195,62 @@ class _Output:
         self.encoding = getattr(stream, "encoding", None) or "utf-8"
 
     def line(self, text: str) -> None:
-        self.text(text + "\n")
+        try:
+            self.write(text + "\n")
+        except UnicodeEncodeError:
+            self._escaped(text + "\n")
 
     def text(self, text: str) -> None:
         try:
             self.write(text)
-        except UnicodeEncodeError:  # the stream encodes all or nothing
-            self.write(text.encode(self.encoding, "backslashreplace").decode(self.encoding))
+        except UnicodeEncodeError:
+            self._escaped(text)
+
+    def _escaped(self, text: str) -> None:
+        # The stream encodes a whole string or none of it, so nothing was written yet.
+        self.write(text.encode(self.encoding, "backslashreplace").decode(self.encoding))
 
 
 class _JsonSessions:
     """``check --json``'s document, written as it goes: ``{"sessions": [...], "summary": {...},
     "problems": [...]}`` with one session per line, so memory stays flat however many there
     are. Every string is ASCII with ``\\u`` escapes, so control characters, bidi overrides
-    and lone surrogates reach no terminal raw and the document stays valid JSON."""
+    and lone surrogates reach no terminal raw and the document stays valid JSON.
 
-    def __init__(self, out: _Output) -> None:
+    Sessions that differ only in their id, start time and client address (the same client
+    and server, again) share one decision and the same explanation, so the entry is
+    written once with placeholders for those three and filled in for each (see
+    :class:`_EntryTemplate`).
+    """
+
+    def __init__(self, out: _Output, judge: Judge) -> None:
         self.out = out
+        self.judge = judge
         self.separator = "\n"
-        self.encode = json.JSONEncoder(ensure_ascii=True).encode
+        self.templates: dict[Hashable, _EntryTemplate | None] = {}
         out.text('{\n  "sessions": [')
 
-    def add(self, diagnosis: Diagnosis, recording: str) -> None:
-        entry = diagnosis.to_json()
-        entry["recording"] = recording
-        self.out.text(self.separator + "    " + self.encode(entry))
+    def add(self, facts: SessionFacts, recording: str) -> tuple[str, tuple[str, ...], bool]:
+        """Write the session's entry; its verdict, cause ids and whether it failed."""
+        decision = self.judge.decision(facts)
+        rest = [v if type(v) is str or v is None else hashable(v) for v in _rest_of(facts)]
+        key = (id(decision), recording, facts.client_address is None, *rest)
+        template = self.templates.get(key, _MISSING)
+        if template is _MISSING or (template is not None and template.decision is not decision):
+            template = _EntryTemplate.make(facts, decision, self.judge, recording)
+            if len(self.templates) >= _TEMPLATES:
+                del self.templates[next(iter(self.templates))]
+            self.templates[key] = template
+        if template is not None and template.decision is decision:
+            text = template.fill(facts)
+            verdict, causes, failed = template.verdict, template.causes, template.failed
+        else:  # explained afresh: the template did not reproduce this entry exactly
+            d = self.judge.diagnose(facts)
+            text = _encode_entry(d, recording)
+            verdict, causes, failed = d.verdict, d.cause_ids, d.failed
+        self.out.text(self.separator + "    " + text)
         self.separator = ",\n"
+        return verdict, causes, failed
 
     def close(self, summary: dict[str, Any], problems: list[str]) -> None:
         self.out.text(
@@ -215,6 +259,79 @@ class _JsonSessions:
             f'  "problems": {json.dumps(problems, indent=2, ensure_ascii=True)}\n'
             "}\n"
         )
+
+
+_MISSING: Any = object()
+_TEMPLATES = 4096
+# The facts that differ from one connection to the next and that a diagnosis only copies.
+_PER_CONNECTION = ("id", "started", "client_address")
+_rest_of = operator.attrgetter(
+    *(f.name for f in dataclasses.fields(SessionFacts) if f.name not in _PER_CONNECTION)
+)
+_encode = json.JSONEncoder(ensure_ascii=True).encode
+
+
+def _encode_entry(d: Diagnosis, recording: str) -> str:
+    entry = d.to_json()
+    entry["recording"] = recording
+    return _encode(entry)
+
+
+@dataclass(frozen=True)
+class _EntryTemplate:
+    """A session's ``--json`` entry with placeholders for the per-connection facts.
+
+    Made from the first session of its kind and kept only if filling it in gives exactly
+    the entry of a full diagnosis of that session, each placeholder appearing once, so the
+    explanation provably does not quote those facts.
+    """
+
+    decision: Decision
+    pieces: tuple[str, ...]  # the text around the placeholders
+    names: tuple[str, ...]  # the fact that goes between pieces[i] and pieces[i + 1]
+    verdict: str
+    causes: tuple[str, ...]
+    failed: bool
+
+    _PLACEHOLDERS: ClassVar[dict[str, str]] = {
+        "id": "\x00certmatch:id\x00",
+        "started": "\x00certmatch:started\x00",
+        "client_address": "\x00certmatch:client_address\x00",
+    }
+
+    @classmethod
+    def make(
+        cls, facts: SessionFacts, decision: Decision, judge: Judge, recording: str
+    ) -> _EntryTemplate | None:
+        stand_in = dataclasses.replace(facts)
+        for name, placeholder in cls._PLACEHOLDERS.items():
+            setattr(stand_in, name, placeholder)
+        try:
+            d = explain(stand_in, decision, judge)
+        except Exception:  # noqa: BLE001 - the full diagnosis handles it
+            return None
+        text = _encode_entry(d, recording)
+        encoded = {_encode(p): name for name, p in cls._PLACEHOLDERS.items()}
+        if any(text.count(p) != 1 for p in encoded):
+            return None
+        pieces, names = [], []
+        for placeholder, name in sorted(encoded.items(), key=lambda item: text.index(item[0])):
+            before, text = text.split(placeholder)
+            pieces.append(before)
+            names.append(name)
+        pieces.append(text)
+        template = cls(decision, tuple(pieces), tuple(names), d.verdict, d.cause_ids, d.failed)
+        if template.fill(facts) != _encode_entry(judge.diagnose(facts), recording):
+            return None
+        return template
+
+    def fill(self, facts: SessionFacts) -> str:
+        pieces = self.pieces
+        out = [pieces[0]]
+        for name, piece in zip(self.names, pieces[1:], strict=True):
+            out.append(_encode(getattr(facts, name)))
+            out.append(piece)
+        return "".join(out)
 
 
 class _Problems:

@@ -145,7 +145,7 @@ class Judge:
     def _key_and_time(self, facts: SessionFacts) -> tuple[Hashable, datetime | None]:
         """The key, and the exact capture time when the causes' details name it."""
         values = tuple(
-            [v if type(v) is str or v is None else _frozen(v) for v in _verdict_values(facts)]
+            [v if type(v) is str or v is None else hashable(v) for v in _verdict_values(facts)]
         )
         at = capture_time(facts)
         positions = self._positions(tuple(facts.chain), at)
@@ -276,7 +276,7 @@ _verdict_values = operator.attrgetter(*_VALUE_FIELDS)
 _FIELDS_OF: dict[type, tuple[str, ...]] = {}
 
 
-def _frozen(value: Any) -> Hashable:
+def hashable(value: Any) -> Hashable:
     """``value`` as something hashable: lists become tuples, dataclasses tuples of fields."""
     kind = type(value)
     if kind is str or value is None:
@@ -286,13 +286,13 @@ def _frozen(value: Any) -> Hashable:
         try:
             hash(items)  # a chain: strings only, hashable as it is
         except TypeError:
-            return tuple(map(_frozen, value))
+            return tuple(map(hashable, value))
         return items
     if dataclasses.is_dataclass(kind):
         names = _FIELDS_OF.get(kind)
         if names is None:
             names = _FIELDS_OF[kind] = tuple(f.name for f in dataclasses.fields(kind))
-        return (kind.__name__, *(_frozen(getattr(value, name)) for name in names))
+        return (kind.__name__, *(hashable(getattr(value, name)) for name in names))
     return value
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO, Self
+from typing import Any, Self
 
 from certmatch.core.facts import (
     FORMAT_NAME,
@@ -325,37 +325,34 @@ def _overlong_field(data: Any, where: str = "") -> str | None:
     return None
 
 
-def _lines(file: BinaryIO) -> Iterator[tuple[int, bytes, bool]]:
-    """(line number in the file, the line, whether it is the last), from just after the
-    header. A line longer than LINE_LIMIT comes as its first LINE_LIMIT + 2 bytes, which
-    parse_line reports as too long; the rest of it is read and dropped piece by piece."""
-    readline = file.readline
-    limit = LINE_LIMIT + 2
-    number = 1  # the header's
-    previous: bytes | None = None
-    # One line of look-ahead, so the last line is known to be the last.
-    while raw := readline(limit):
-        if len(raw) == limit and not raw.endswith(b"\n"):
-            while (rest := readline(LINE_LIMIT)) and not rest.endswith(b"\n"):
-                pass
-        if previous is not None:
-            yield number, previous, False
-        number += 1
-        previous = raw
-    if previous is not None:
-        yield number, previous, True
-
-
 def _iter_body(
     path: Path, offset: int, header_problem: LineProblem | None
 ) -> Iterator[SessionFacts | LineProblem]:
+    """The items after the header. A line longer than LINE_LIMIT reaches parse_line as its
+    first LINE_LIMIT + 2 bytes, which it reports as too long; the rest is read and dropped
+    piece by piece, never held whole."""
     if header_problem is not None:
         yield header_problem
     name = str(path)
     with path.open("rb") as file:
         file.seek(offset)
-        for number, raw, last in _lines(file):
-            item = parse_line(name, number, raw, last)
+        readline = file.readline
+        limit = LINE_LIMIT + 2
+        number = 1  # the header's
+        previous: bytes | None = None
+        # One line of look-ahead, so the last line is known to be the last.
+        while raw := readline(limit):
+            if len(raw) == limit and not raw.endswith(b"\n"):
+                while (rest := readline(LINE_LIMIT)) and not rest.endswith(b"\n"):
+                    pass
+            if previous is not None:
+                item = parse_line(name, number, previous, False)
+                if item is not None:
+                    yield item
+            number += 1
+            previous = raw
+        if previous is not None:
+            item = parse_line(name, number, previous, True)
             if item is not None:
                 yield item
 
