@@ -167,3 +167,96 @@ def test_a_bad_proxy_mode_is_one_line(tmp_path):
     done = certmatch("proxy", "--mode", "bogus://", "--record", str(tmp_path / "r.jsonl"))
     _assert_one_line_error(done, "--mode bogus://", "reverse:tls://")
     assert not (tmp_path / "r.jsonl").exists()
+
+
+# --- damaged and hostile recordings ----------------------------------------------------------
+
+
+def _sample_lines(name: str) -> list[str]:
+    return (RECORDINGS / name).read_text(encoding="utf-8").splitlines()
+
+
+def test_a_cut_record_mid_file_is_a_warning(tmp_path):
+    # A proxy killed mid-write, then restarted: its writer appends after the cut line.
+    header, good = _sample_lines("correct.jsonl")[:2]
+    wrong = _sample_lines("name-not-in-certificate.jsonl")[1]
+    restarted = tmp_path / "restarted.jsonl"
+    restarted.write_text("\n".join([header, good, good[:700], wrong]) + "\n", encoding="utf-8")
+    done = certmatch("check", "--ca-file", str(CA), str(restarted))
+    assert done.returncode == 1, done.stderr  # the failing session, not an input error
+    assert f"warning: {restarted}:3:" in done.stderr and "mid-record" in done.stderr
+    assert "2 sessions" in done.stdout and "wrong.example.test" in done.stdout
+
+
+def test_check_dir_judges_every_recording_and_names_the_file_that_is_not_one(tmp_path):
+    for name in ("correct.jsonl", "name-not-in-certificate.jsonl"):
+        (tmp_path / name).write_text((RECORDINGS / name).read_text())
+    (tmp_path / "b-notes.jsonl").write_text('{"log": {"entries": []}}\n')
+    done = certmatch("check", "--ca-file", str(CA), str(tmp_path))
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    (error,) = done.stderr.strip().splitlines()
+    assert "b-notes.jsonl" in error and "HAR" in error
+    assert "imap.example.test" in done.stdout and "wrong.example.test" in done.stdout
+    assert "2 sessions" in done.stdout
+
+
+def _hostile_recording(tmp_path, sni: str) -> tuple:
+    header, good = _sample_lines("correct.jsonl")[:2]
+    data = json.loads(good)
+    data["sni"] = data["requested_host"] = sni
+    hostile = json.dumps(data, ensure_ascii=True)  # "\ud800" stays an escape in the file
+    path = tmp_path / "hostile.jsonl"
+    path.write_text(f"{header}\n{hostile}\n{good}\n", encoding="utf-8")
+    return path, data["id"]
+
+
+def test_a_lone_surrogate_never_crashes_check(tmp_path):
+    path, hostile_id = _hostile_recording(tmp_path, "\ud800x.example.test")
+    done = certmatch("check", "--ca-file", str(CA), str(path))
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode in (0, 1)
+    assert "2 sessions" in done.stdout  # the line after it was judged too
+    assert "\\ud800x.example.test" in done.stdout
+
+    done = certmatch("check", "--json", "--ca-file", str(CA), str(path))
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.stdout.isascii()
+    report = json.loads(done.stdout)
+    assert report["sessions"][0]["sni"] == "\ud800x.example.test"
+    assert report["sessions"][0]["id"] == hostile_id and len(report["sessions"]) == 2
+
+
+def test_json_escapes_c1_and_bidi_controls_and_keeps_the_data(tmp_path):
+    sni = "\u202emoc.\x9b31m.example.test"
+    path, _ = _hostile_recording(tmp_path, sni)
+    done = certmatch("check", "--json", "--ca-file", str(CA), str(path))
+    assert done.stdout.isascii()
+    assert "\\u202e" in done.stdout and "\\u009b" in done.stdout
+    report = json.loads(done.stdout)
+    assert report["sessions"][0]["sni"] == sni
+    assert set(report) == {"sessions", "summary", "problems"}
+    assert report["summary"]["sessions"] == 2
+
+
+def test_json_is_written_one_session_per_line(tmp_path):
+    done = certmatch("check", "--json", "--ca-file", str(CA), str(RECORDINGS))
+    lines = done.stdout.splitlines()
+    report = json.loads(done.stdout)
+    assert lines[:2] == ["{", '  "sessions": [']
+    for entry, line in zip(report["sessions"], lines[2:], strict=False):
+        assert json.loads(line.strip().rstrip(",")) == entry
+
+
+def test_a_line_over_1_mb_is_one_error_and_the_rest_is_judged(tmp_path):
+    header, good = _sample_lines("correct.jsonl")[:2]
+    path = tmp_path / "huge.jsonl"
+    with path.open("w", encoding="utf-8") as file:
+        file.write(header + "\n")
+        file.write('{"type": "session", "id": "' + "x" * (3 * 1024 * 1024) + '"}\n')
+        file.write(good + "\n")
+    done = certmatch("check", "--ca-file", str(CA), str(path))
+    assert done.returncode == 2
+    (error,) = done.stderr.strip().splitlines()
+    assert f"{path}:2:" in error and "longer than 1 MB" in error
+    assert "1 session: 1 match" in done.stdout

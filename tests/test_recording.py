@@ -556,3 +556,116 @@ def test_fast_line_check_agrees_with_jsonschema() -> None:
 def test_line_check_refuses_keywords_it_does_not_implement() -> None:
     with pytest.raises(ValueError, match="minimum"):
         line_schema._CheckCompiler({"type": "integer", "minimum": 3}).compile()
+
+
+def test_the_fast_path_takes_ordinary_lines_and_never_one_jsonschema_refuses() -> None:
+    reference = Draft202012Validator(load_schema())
+    samples = schema_samples()
+    taken = [s for s in samples if line_schema._plain_session(s)]
+    assert every_field_set().to_json() in taken and session().to_json() in taken
+    assert all(reference.is_valid(s) for s in taken)
+    assert len(taken) < len(samples) // 2  # the broken ones go to the full check
+
+
+# --- hostile and damaged lines -------------------------------------------------------------
+
+
+def test_a_record_cut_mid_file_is_a_cut_record_not_an_error(tmp_path: Path) -> None:
+    # A proxy killed mid-write, then restarted: it appends after the cut line.
+    path = tmp_path / "rec.jsonl"
+    write_recording(path, [session(1)])
+    cut = json.dumps(session(2).to_json())[:300]  # ends inside the leaf's base64
+    with path.open("a") as file:
+        file.write(cut + "\n")
+    with path.open("a") as file:
+        file.write(json.dumps(session(3).to_json()) + "\n")
+
+    result = read_recording(path)
+
+    assert [s.id for s in result.sessions] == ["s1", "s3"]
+    (problem,) = result.problems
+    assert problem.line == 3 and problem.cut_short and problem.expected
+    assert not problem.truncated and not result.partial_last_line
+    assert "mid-record" in problem.message
+
+
+def test_a_malformed_line_mid_file_is_not_taken_for_a_cut_record(tmp_path: Path) -> None:
+    path = tmp_path / "rec.jsonl"
+    path.write_text(header_line() + '{"type":"session","id": oops}\n')
+    (problem,) = read_recording(path).problems
+    assert not problem.expected
+    assert "not valid JSON" in problem.message
+
+
+def test_a_line_over_the_limit_is_one_problem_and_is_never_held_whole(tmp_path: Path) -> None:
+    import tracemalloc
+
+    path = tmp_path / "rec.jsonl"
+    huge = json.dumps(session(2, sni="a" * (16 * recording.LINE_LIMIT)).to_json())
+    path.write_text(
+        header_line()
+        + json.dumps(session(1).to_json())
+        + "\n"
+        + huge
+        + "\n"
+        + json.dumps(session(3).to_json())
+        + "\n"
+    )
+    del huge
+    tracemalloc.start()
+    try:
+        items = list(iter_recording(path))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert [i.id for i in items if isinstance(i, SessionFacts)] == ["s1", "s3"]
+    (problem,) = [i for i in items if isinstance(i, LineProblem)]
+    assert problem.line == 3 and not problem.expected
+    assert "longer than 1 MB" in problem.message
+    assert peak < 3 * recording.LINE_LIMIT  # the 16 MB line was read in pieces and dropped
+
+
+@pytest.mark.parametrize(
+    ("changes", "where"),
+    [
+        ({"sni": "a" * (recording.FIELD_LIMIT + 1)}, "sni"),
+        ({"notes": ["x", "b" * (recording.FIELD_LIMIT + 1)]}, "notes[1]"),
+        ({"starttls": StartTlsFacts(server_reply="c" * (recording.FIELD_LIMIT + 1))}, "starttls"),
+    ],
+)
+def test_a_field_over_64_kib_is_one_problem(
+    tmp_path: Path, changes: dict[str, Any], where: str
+) -> None:
+    path = tmp_path / "rec.jsonl"
+    write_recording(path, [session(1, **changes), session(2)])
+    result = read_recording(path)
+    assert [s.id for s in result.sessions] == ["s2"]
+    (problem,) = result.problems
+    assert problem.message.startswith(where) and "65,536 characters" in problem.message
+
+
+def test_the_longest_sni_tls_can_carry_is_within_the_field_limit(tmp_path: Path) -> None:
+    path = tmp_path / "rec.jsonl"
+    longest = "a" * (2**16 - 1 - 5)  # the extension's length, less its own list and name headers
+    write_recording(path, [session(1, sni=longest)])
+    (read,) = read_recording(path).sessions
+    assert read.sni == longest
+
+
+def test_a_lone_surrogate_in_a_field_is_read_as_it_is(tmp_path: Path) -> None:
+    path = tmp_path / "rec.jsonl"
+    line = json.dumps(session(1).to_json()).replace(
+        '"sni": "mail.example.org"', '"sni": "\\ud800x.example.test"'
+    )
+    path.write_text(header_line() + line + "\n" + json.dumps(session(2).to_json()) + "\n")
+    result = read_recording(path)
+    assert result.problems == []
+    assert [s.sni for s in result.sessions] == ["\ud800x.example.test", "mail.example.org"]
+
+
+def test_a_session_is_built_from_a_line_as_from_json() -> None:
+    for data in (every_field_set().to_json(), session().to_json()):
+        built = SessionFacts.from_line(json.loads(json.dumps(data)))
+        assert built == SessionFacts.from_json(data)
+        assert {f.name: getattr(built, f.name) for f in dataclasses.fields(SessionFacts)}

@@ -46,6 +46,7 @@ LINE_LIMIT = 1024 * 1024
 # The longest string field, in characters, except the certificates (which the line limit
 # bounds). A TLS extension carries at most 65,535 bytes, so a real SNI always fits.
 FIELD_LIMIT = 64 * 1024
+_SKIP_PIECE = 64 * 1024  # how much of an overlong line is held at a time while skipping it
 
 
 class RecordingError(Exception):
@@ -328,9 +329,8 @@ def _overlong_field(data: Any, where: str = "") -> str | None:
 def _iter_body(
     path: Path, offset: int, header_problem: LineProblem | None
 ) -> Iterator[SessionFacts | LineProblem]:
-    """The items after the header. A line longer than LINE_LIMIT reaches parse_line as its
-    first LINE_LIMIT + 2 bytes, which it reports as too long; the rest is read and dropped
-    piece by piece, never held whole."""
+    """The items after the header. A line longer than LINE_LIMIT is one problem: it is read
+    and dropped piece by piece, never held whole."""
     if header_problem is not None:
         yield header_problem
     name = str(path)
@@ -339,19 +339,28 @@ def _iter_body(
         readline = file.readline
         limit = LINE_LIMIT + 2
         number = 1  # the header's
-        previous: bytes | None = None
+        previous: bytes | LineProblem | None = None
         # One line of look-ahead, so the last line is known to be the last.
         while raw := readline(limit):
-            if len(raw) == limit and not raw.endswith(b"\n"):
-                while (rest := readline(LINE_LIMIT)) and not rest.endswith(b"\n"):
-                    pass
             if previous is not None:
-                item = parse_line(name, number, previous, False)
+                item = (
+                    previous
+                    if isinstance(previous, LineProblem)
+                    else parse_line(name, number, previous, False)
+                )
                 if item is not None:
                     yield item
             number += 1
-            previous = raw
-        if previous is not None:
+            if len(raw) == limit and not raw.endswith(b"\n"):
+                del raw
+                while (rest := readline(_SKIP_PIECE)) and not rest.endswith(b"\n"):
+                    pass
+                previous = _too_long(name, number)
+            else:
+                previous = raw
+        if isinstance(previous, LineProblem):
+            yield previous
+        elif previous is not None:
             item = parse_line(name, number, previous, True)
             if item is not None:
                 yield item
