@@ -260,3 +260,54 @@ def test_a_line_over_1_mb_is_one_error_and_the_rest_is_judged(tmp_path):
     (error,) = done.stderr.strip().splitlines()
     assert f"{path}:2:" in error and "longer than 1 MB" in error
     assert "1 session: 1 match" in done.stdout
+
+
+def test_json_entries_of_repeated_situations_equal_a_full_diagnosis(tmp_path, capsys, monkeypatch):
+    """--json writes a situation seen again from a template; every entry must still be what
+    a full diagnosis of that very session gives (ids, times and client addresses its own)."""
+    from datetime import datetime, timedelta
+
+    from certmatch.cli.check import check
+    from certmatch.core.judge import Judge
+    from certmatch.core.recording import read_recording
+    from certmatch.core.trust import TrustStore
+
+    header = _sample_lines("correct.jsonl")[0]
+    samples = [
+        json.loads(line)
+        for path in sorted(RECORDINGS.glob("*.jsonl"))
+        for line in _sample_lines(path.name)[1:]
+    ]
+    lines = [header]
+    for cycle in range(4):
+        later = timedelta(seconds=cycle) if cycle < 3 else timedelta(days=400)
+        for i, data in enumerate(samples):
+            data = dict(data, id=f"c{cycle}-{i}", client_address=f"192.0.2.{cycle}:{4000 + i}")
+            started = datetime.fromisoformat(data["started"]) + later
+            data["started"] = started.isoformat()  # the last cycle is past most certificates
+            lines.append(json.dumps(data))
+    path = tmp_path / "repeated.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    store = TrustStore.load([CA], use_system=False)
+    explained = []
+    full = Judge.diagnose
+
+    def counted(self, facts):
+        explained.append(facts.id)
+        return full(self, facts)
+
+    monkeypatch.setattr(Judge, "diagnose", counted)
+    check([path], store, json_output=True)
+    monkeypatch.undo()
+    written = json.loads(capsys.readouterr().out)["sessions"]
+    # Most sessions of the second and third cycles came from templates, not a full diagnosis.
+    assert len(explained) < 0.6 * 4 * len(samples)
+
+    judge = Judge(store)
+    expected = []
+    for facts in read_recording(path).sessions:
+        entry = judge.diagnose(facts).to_json()
+        entry["recording"] = str(path)
+        expected.append(entry)
+    assert len(written) == 4 * len(samples)
+    assert written == expected

@@ -227,7 +227,7 @@ class _JsonSessions:
         self.out = out
         self.judge = judge
         self.separator = "\n"
-        self.templates: dict[Hashable, _EntryTemplate | None] = {}
+        self.templates: dict[Hashable, _EntryTemplate | _FirstSeen | None] = {}
         out.text('{\n  "sessions": [')
 
     def add(self, facts: SessionFacts, recording: str) -> tuple[str, tuple[str, ...], bool]:
@@ -235,19 +235,22 @@ class _JsonSessions:
         decision = self.judge.decision(facts)
         rest = [v if type(v) is str or v is None else hashable(v) for v in _rest_of(facts)]
         key = (id(decision), recording, facts.client_address is None, *rest)
-        template = self.templates.get(key, _MISSING)
-        if template is _MISSING or (template is not None and template.decision is not decision):
-            template = _EntryTemplate.make(facts, decision, self.judge, recording)
-            if len(self.templates) >= _TEMPLATES:
-                del self.templates[next(iter(self.templates))]
-            self.templates[key] = template
-        if template is not None and template.decision is decision:
-            text = template.fill(facts)
-            verdict, causes, failed = template.verdict, template.causes, template.failed
-        else:  # explained afresh: the template did not reproduce this entry exactly
+        known = self.templates.get(key, _MISSING)
+        if type(known) is _FirstSeen and known.decision is decision:
+            # Seen twice: worth a template, checked against the first one's full entry.
+            known = _EntryTemplate.make(known, self.judge, recording)
+            self.templates[key] = known
+        if type(known) is _EntryTemplate and known.decision is decision:
+            text = known.fill(facts)
+            verdict, causes, failed = known.verdict, known.causes, known.failed
+        else:  # explained in full: the first of its kind, or one no template reproduces
             d = self.judge.diagnose(facts)
             text = _encode_entry(d, recording)
             verdict, causes, failed = d.verdict, d.cause_ids, d.failed
+            if known is _MISSING or (known is not None and known.decision is not decision):
+                if len(self.templates) >= _TEMPLATES:
+                    del self.templates[next(iter(self.templates))]
+                self.templates[key] = _FirstSeen(decision, facts, text)
         self.out.text(self.separator + "    " + text)
         self.separator = ",\n"
         return verdict, causes, failed
@@ -278,12 +281,21 @@ def _encode_entry(d: Diagnosis, recording: str) -> str:
 
 
 @dataclass(frozen=True)
+class _FirstSeen:
+    """The first session of its kind, and its full ``--json`` entry."""
+
+    decision: Decision
+    facts: SessionFacts
+    text: str
+
+
+@dataclass(frozen=True)
 class _EntryTemplate:
     """A session's ``--json`` entry with placeholders for the per-connection facts.
 
-    Made from the first session of its kind and kept only if filling it in gives exactly
-    the entry of a full diagnosis of that session, each placeholder appearing once, so the
-    explanation provably does not quote those facts.
+    Made when a second session of a kind comes, and kept only if filling it in gives
+    exactly the full entry of the first, each placeholder appearing once, so the
+    explanation does not quote those facts.
     """
 
     decision: Decision
@@ -300,14 +312,14 @@ class _EntryTemplate:
     }
 
     @classmethod
-    def make(
-        cls, facts: SessionFacts, decision: Decision, judge: Judge, recording: str
-    ) -> _EntryTemplate | None:
-        stand_in = dataclasses.replace(facts)
+    def make(cls, first: _FirstSeen, judge: Judge, recording: str) -> _EntryTemplate | None:
+        """The template for sessions like ``first``, or None when it does not reproduce
+        ``first``'s full entry exactly."""
+        stand_in = dataclasses.replace(first.facts)
         for name, placeholder in cls._PLACEHOLDERS.items():
             setattr(stand_in, name, placeholder)
         try:
-            d = explain(stand_in, decision, judge)
+            d = explain(stand_in, first.decision, judge)
         except Exception:  # noqa: BLE001 - the full diagnosis handles it
             return None
         text = _encode_entry(d, recording)
@@ -320,10 +332,10 @@ class _EntryTemplate:
             pieces.append(before)
             names.append(name)
         pieces.append(text)
-        template = cls(decision, tuple(pieces), tuple(names), d.verdict, d.cause_ids, d.failed)
-        if template.fill(facts) != _encode_entry(judge.diagnose(facts), recording):
-            return None
-        return template
+        template = cls(
+            first.decision, tuple(pieces), tuple(names), d.verdict, d.cause_ids, d.failed
+        )
+        return template if template.fill(first.facts) == first.text else None
 
     def fill(self, facts: SessionFacts) -> str:
         pieces = self.pieces

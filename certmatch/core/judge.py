@@ -148,7 +148,8 @@ class Judge:
             [v if type(v) is str or v is None else hashable(v) for v in _verdict_values(facts)]
         )
         at = capture_time(facts)
-        positions = self._positions(tuple(facts.chain), at)
+        chain = values[_CHAIN_INDEX]  # the chain as a tuple: hashable() of a list of strings
+        positions = self._positions(chain if type(chain) is tuple else tuple(facts.chain), at)
         if positions is None:
             return (values, at), None
         return (values, positions), at if any(positions) else None
@@ -273,6 +274,7 @@ class _Periods:
 
 
 _verdict_values = operator.attrgetter(*_VALUE_FIELDS)
+_CHAIN_INDEX = _VALUE_FIELDS.index("chain")
 _FIELDS_OF: dict[type, tuple[str, ...]] = {}
 
 

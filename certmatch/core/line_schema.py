@@ -59,7 +59,7 @@ def _plain_session(v: Any) -> bool:
     """True when ``v`` is surely a valid session line; False means "ask the full check"."""
     if type(v) is not dict or v.get("type") != "session":
         return False
-    rules = _plain_session_rules()
+    rules = _RULES or _plain_session_rules()
     if rules is None:
         return False
     try:  # a missing required field is a KeyError, a list where a name goes a TypeError
@@ -215,10 +215,15 @@ def _without_notes(node: dict[str, Any]) -> dict[str, Any]:
 @cache
 def _plain_session_rules() -> _PlainRules | None:
     """The fast path's rules; None (every line to the full check) if the schema outgrew it."""
+    global _RULES
     try:
-        return _PlainRules(load_schema())
+        _RULES = _PlainRules(load_schema())
     except (KeyError, TypeError, ValueError):
         return None
+    return _RULES
+
+
+_RULES: _PlainRules | None = None  # set by the first _plain_session_rules()
 
 
 @cache
