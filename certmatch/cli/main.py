@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from certmatch.cli.common import EXIT_OK, EXIT_USAGE, INPUT_ERRORS
 from certmatch.cli.parser import build_parser
+from certmatch.core.report import shown_prose
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -24,7 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args))
     except INPUT_ERRORS as exc:
-        print(f"certmatch: {exc}", file=sys.stderr)
+        print(f"certmatch: {shown_prose(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

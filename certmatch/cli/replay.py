@@ -26,6 +26,8 @@ from certmatch.cli.common import (
 )
 from certmatch.core.identity import PresentedIdentifiers
 from certmatch.core.recording import expand_paths
+from certmatch.core.report import shown_prose
+from certmatch.core.text import printable
 from certmatch.core.trust import TrustStore
 
 if TYPE_CHECKING:
@@ -95,10 +97,10 @@ def run_replay(
                 file=sys.stderr,
             )
             for skipped in replay.plan.skipped:
-                print(f"  {skipped.id}: {skipped.reason}", file=sys.stderr)
+                print(f"  {printable(skipped.id)}: {shown_prose(skipped.reason)}", file=sys.stderr)
             return EXIT_FAILED
         if json_output:
-            print(json.dumps(replay.to_json(), indent=2, ensure_ascii=False), flush=True)
+            print(json.dumps(replay.to_json(), indent=2, ensure_ascii=True), flush=True)
         else:
             print(format_replay_table(replay), flush=True)
         if ready is not None:
@@ -135,14 +137,14 @@ def format_replay_table(replay: RunningReplay) -> str:
         default = _leaf_names(e.default.leaf) + (" (assumed)" if e.default_assumed else "")
         names = f"default: {default}"
         if e.by_sni:
-            names += f"; by SNI: {', '.join(sorted(e.by_sni))}"
+            names += f"; by SNI: {', '.join(printable(n) for n in sorted(e.by_sni))}"
         host = f"[{listener.host}]" if ":" in listener.host else listener.host
         rows.append(
             (
                 f"{host}:{listener.port}",
-                e.protocol,
-                e.tls_kind,
-                e.recorded_address,
+                printable(e.protocol),
+                printable(e.tls_kind),
+                printable(e.recorded_address),
                 names,
             )
         )
@@ -154,14 +156,16 @@ def format_replay_table(replay: RunningReplay) -> str:
     lines.append("")
     lines.append(f"Trust this CA file in the client under test: {replay.ca_file}")
     first = replay.listeners[0]
-    name = next(iter(first.names()), "NAME")
+    name = printable(next(iter(first.names()), "NAME"))
     lines.append(
         f"Point the client's server name at the address, e.g. curl --cacert {replay.ca_file} "
         f"--connect-to {name}:{first.port}:{first.host}:{first.port} ...; "
         f"openssl s_client -connect {first.host}:{first.port} -servername {name}"
     )
     for skipped in replay.plan.skipped:
-        lines.append(f"not replayed: session {skipped.id}: {skipped.reason}")
+        lines.append(
+            f"not replayed: session {printable(skipped.id)}: {shown_prose(skipped.reason)}"
+        )
     lines.append("Ctrl-C to stop.")
     return "\n".join(lines)
 
@@ -174,5 +178,5 @@ def _leaf_names(cert: Any) -> str:
     names = [*presented.dns_names, *presented.ip_addresses] or [
         f"CN={c}" for c in presented.common_names
     ]
-    text = ", ".join(repr(n)[1:-1] for n in names) or "(no names)"
+    text = ", ".join(printable(n) for n in names) or "(no names)"
     return text if len(text) <= 60 else text[:57] + "..."

@@ -189,7 +189,7 @@ _CATALOGUE: tuple[Cause, ...] = (
         "invalid-reference",
         "The name the client asked for is not a valid host name",
         "failure",
-        "The client asked for {requested!r}, which is neither a host name nor an IP address "
+        "The client asked for '{requested}', which is neither a host name nor an IP address "
         "({detail}). No certificate can match it.",
         "Configure the client with the server's plain host name: no port, no scheme, no spaces.",
         (RFC9525_DNS, Citation("RFC 1123", "§2.1", "host name syntax")),
