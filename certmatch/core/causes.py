@@ -451,6 +451,18 @@ _CATALOGUE: tuple[Cause, ...] = (
         raised_by=(TrustProblemId.UNKNOWN_ISSUER,),
     ),
     Cause(
+        "chain-too-complex",
+        "The chain is too long or tangled to search",
+        "failure",
+        "certmatch stopped searching the chain from {server} for a path to a trusted root. "
+        "{detail} A client bounds its search as well, so it refuses such a chain, or stalls "
+        "on it.",
+        "Configure the server to send its own certificate and the intermediates that lead to "
+        "one trusted root, each once, in order.",
+        (RFC5280_PATH,),
+        raised_by=(TrustProblemId.CHAIN_TOO_COMPLEX,),
+    ),
+    Cause(
         "wrong-order",
         "The chain is sent in the wrong order",
         "warning",

@@ -24,7 +24,7 @@ from functools import cached_property
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.verification import ExtensionPolicy, PolicyBuilder, Store
 
@@ -73,9 +73,25 @@ class TrustProblemId(StrEnum):
     """A presented certificate cannot be parsed (RFC 5280 §4.1). Found in ``_assess``."""
     NO_CERTIFICATE = "no-certificate"
     """The server presented no certificate at all (RFC 8446 §4.4.2). Found in ``_assess``."""
+    CHAIN_TOO_COMPLEX = "chain-too-complex"
+    """More certificates, or more ways to link them, than a path search may take; RFC 5280 §6.1
+    leaves path building to the implementation, and an unbounded one is a denial of service.
+    Found in ``_too_many_certificates``, ``_too_many_paths``."""
 
 
-MAX_PATH_LENGTH = 10
+# The most intermediates on one path, as cryptography's verifier counts them (its default is 8,
+# too few for a deep private PKI). Real chains hold one to three; 32 admits any plausible one.
+MAX_CHAIN_DEPTH = 32
+# The most certificates judged: a leaf, MAX_CHAIN_DEPTH intermediates and the root. Beyond it
+# the chain is refused before any signature is checked (x509-limbo's pathological chains send
+# 101). Building our own links then costs at most 34 x 33 signature checks.
+MAX_CERTIFICATES = MAX_CHAIN_DEPTH + 2
+# The most issuer checks (a signature each, 70-250 us) the verifier may need. It tries every
+# issuer with the right name at every step, with no memory of dead ends, so certificates that
+# sign for each other make it exponential: 3 sharing one subject and key take seconds, 4 take
+# most of a minute, and it cannot be interrupted. 1,024 checks are 0.1-0.25 s; an honest chain
+# of 32 intermediates needs about 33.
+MAX_ISSUER_CHECKS = 1024
 _DER = Encoding.DER
 
 
@@ -231,8 +247,16 @@ def _assess(chain: ParsedChain, at: datetime, store: TrustStore) -> TrustResult:
             problems.insert(0, TrustProblem(TrustProblemId.MALFORMED_CERTIFICATE, 0, unassessable))
         return TrustResult(False, tuple(problems), ())
 
-    leaf_index = _find_leaf(presented)
-    path = _build_path(leaf_index, presented, store)
+    too_many = _too_many_certificates(chain, presented)
+    if too_many:
+        return TrustResult(False, (*problems, too_many), ())
+    presented = _distinct(presented, at)
+    issuers = _presented_issuers(presented)
+    leaf_index = _find_leaf(presented, issuers)
+    too_complex = _too_many_paths(chain, presented, issuers, leaf_index, store)
+    if too_complex:
+        return TrustResult(False, (*problems, too_complex), ())
+    path = _build_path(leaf_index, presented, issuers, store)
     verified = _verify(presented, leaf_index, at, store)
 
     trust_problems = _path_end_problems(path, store) or _non_ca_issuer_problems(path)
@@ -264,40 +288,169 @@ def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     return True
 
 
-def _find_leaf(presented: dict[int, x509.Certificate]) -> int:
+def _find_leaf(presented: dict[int, x509.Certificate], issuers: dict[int, list[int]]) -> int:
     """Index 0, unless it certifies another presented certificate and someone else does not."""
-
-    def issues_another(i: int) -> bool:
-        return any(j != i and _signed_by(other, presented[i]) for j, other in presented.items())
-
-    if not issues_another(0):
+    issuing = {i for j, found in issuers.items() for i in found if i != j}
+    if 0 not in issuing:
         return 0
-    ends = [i for i in presented if not issues_another(i)]
+    ends = [i for i in presented if i not in issuing]
     non_ca = [i for i in ends if not is_ca(presented[i])]
     return (non_ca or ends or [0])[0]
 
 
 def _build_path(
-    leaf_index: int, presented: dict[int, x509.Certificate], store: TrustStore
+    leaf_index: int,
+    presented: dict[int, x509.Certificate],
+    issuers: dict[int, list[int]],
+    store: TrustStore,
 ) -> list[_Step]:
-    """Follow issuer name and signature from the leaf, preferring store roots."""
+    """Follow issuer name and signature from the leaf, preferring store roots.
+
+    Each presented certificate is used once, so the path ends where the
+    chain does: never cut short with an issuer that was in fact sent.
+    """
     by_der = {cert.public_bytes(_DER): i for i, cert in presented.items()}
     path = [_Step(presented[leaf_index], leaf_index, store.contains(presented[leaf_index]))]
     used = {leaf_index}
-    while not path[-1].in_store and len(path) < MAX_PATH_LENGTH:
-        current = path[-1].cert
-        roots = store.issuers_of(current)
+    while not path[-1].in_store:
+        current = path[-1]
+        roots = store.issuers_of(current.cert)
         if roots:
             root = roots[0]
             path.append(_Step(root, by_der.get(root.public_bytes(_DER)), True))
             break
-        candidates = [i for i, c in presented.items() if i not in used and _signed_by(current, c)]
+        assert current.index is not None  # only store roots lack one, and they end the path
+        candidates = [i for i in issuers[current.index] if i not in used]
         if not candidates:
             break
         used.add(candidates[0])
         cert = presented[candidates[0]]
         path.append(_Step(cert, candidates[0], store.contains(cert)))
     return path
+
+
+# --- bounds on the search (x509-limbo's pathological chains) ---------------------------------
+
+
+def _subject_and_key(cert: x509.Certificate) -> tuple[bytes, bytes]:
+    """The subject and public key, DER; a key cryptography cannot load stands for itself."""
+    try:
+        key = cert.public_key().public_bytes(_DER, PublicFormat.SubjectPublicKeyInfo)
+    except Exception:  # noqa: BLE001 - an unsupported key: no other certificate shares it
+        key = cert.public_bytes(_DER)
+    return cert.subject.public_bytes(), key
+
+
+def _largest_shared(presented: dict[int, x509.Certificate]) -> tuple[int, str]:
+    """How many presented certificates share one subject and key at most, and that subject."""
+    groups: dict[tuple[bytes, bytes], list[x509.Certificate]] = {}
+    for cert in presented.values():
+        groups.setdefault(_subject_and_key(cert), []).append(cert)
+    largest = max(groups.values(), key=len)
+    return len(largest), _name(largest[0])
+
+
+def _complexity_detail(presented: dict[int, x509.Certificate]) -> str:
+    shared, subject = _largest_shared(presented)
+    if shared < 2:
+        return ""
+    return (
+        f" {shared} of them share one subject, {subject}, and one key, so each of those "
+        "appears to have signed every other."
+    )
+
+
+def _too_many_certificates(
+    chain: ParsedChain, presented: dict[int, x509.Certificate]
+) -> TrustProblem | None:
+    """More certificates than any honest server sends: judged without searching them."""
+    total = len(chain.certificates)
+    if total <= MAX_CERTIFICATES:
+        return None
+    return TrustProblem(
+        TrustProblemId.CHAIN_TOO_COMPLEX,
+        None,
+        f"The server sent {total} certificates; certmatch searches at most {MAX_CERTIFICATES} "
+        f"(a leaf and up to {MAX_CHAIN_DEPTH} intermediates) for a path to a trusted root."
+        + _complexity_detail(presented),
+    )
+
+
+def _distinct(presented: dict[int, x509.Certificate], at: datetime) -> dict[int, x509.Certificate]:
+    """One certificate per subject, issuer and key: the first in date at ``at``, else the first.
+
+    Copies alike in those three are interchangeable links of a path, and
+    every extra one multiplies the verifier's search. The issuer stays part
+    of the key: a cross-signed CA (one subject and key, two issuers) keeps
+    both its certificates, as either may be the one that reaches the store.
+    """
+    kept: dict[tuple[bytes, bytes, bytes], int] = {}
+    for i, cert in presented.items():
+        subject, key = _subject_and_key(cert)
+        alike = (subject, cert.issuer.public_bytes(), key)
+        if alike not in kept or (not _in_date(presented[kept[alike]], at) and _in_date(cert, at)):
+            kept[alike] = i
+    kept_indices = {0, *kept.values()}  # the first certificate stays: it is most likely the leaf
+    return {i: cert for i, cert in presented.items() if i in kept_indices}
+
+
+def _in_date(cert: x509.Certificate, at: datetime) -> bool:
+    try:
+        return cert.not_valid_before_utc <= at <= cert.not_valid_after_utc
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _presented_issuers(presented: dict[int, x509.Certificate]) -> dict[int, list[int]]:
+    """For each presented certificate, the presented ones whose name and key signed it."""
+    by_subject: dict[x509.Name, list[int]] = {}
+    for i, cert in presented.items():
+        by_subject.setdefault(cert.subject, []).append(i)
+    return {
+        i: [j for j in by_subject.get(cert.issuer, []) if _signed_by(cert, presented[j])]
+        for i, cert in presented.items()
+    }
+
+
+def _too_many_paths(
+    chain: ParsedChain,
+    presented: dict[int, x509.Certificate],
+    issuers: dict[int, list[int]],
+    leaf_index: int,
+    store: TrustStore,
+) -> TrustProblem | None:
+    """More issuer checks than MAX_ISSUER_CHECKS in the verifier's worst case.
+
+    The verifier walks from the leaf to each issuer that signed it, with no
+    memory of where it has been, up to MAX_CHAIN_DEPTH intermediates, and at
+    each step checks every candidate with the right name. Counting the walks
+    through the signatures we found bounds its work before it starts.
+    """
+    by_subject: dict[x509.Name, int] = {}
+    for cert in presented.values():
+        by_subject[cert.subject] = by_subject.get(cert.subject, 0) + 1
+    walks = {leaf_index: 1}
+    checks = 0
+    for _depth in range(MAX_CHAIN_DEPTH + 1):
+        onward: dict[int, int] = {}
+        for i, count in walks.items():
+            cert = presented[i]
+            if store.contains(cert):
+                continue  # the verifier stops here
+            checks += count * (by_subject.get(cert.issuer, 0) + len(store.roots_named(cert.issuer)))
+            for j in issuers[i]:
+                onward[j] = onward.get(j, 0) + count
+        if checks > MAX_ISSUER_CHECKS:
+            return TrustProblem(
+                TrustProblemId.CHAIN_TOO_COMPLEX,
+                None,
+                f"The server sent {len(chain.certificates)} certificates that sign for each "
+                f"other in so many ways that a path search through them takes more than "
+                f"{MAX_ISSUER_CHECKS} signature checks; certmatch stops there."
+                + _complexity_detail(presented),
+            )
+        walks = onward
+    return None
 
 
 def _verify(
@@ -315,6 +468,7 @@ def _verify(
         PolicyBuilder()
         .store(store.verifier_store)
         .time(at)
+        .max_chain_depth(MAX_CHAIN_DEPTH)
         .extension_policies(
             ca_policy=ExtensionPolicy.webpki_defaults_ca(),
             ee_policy=ExtensionPolicy.permit_all(),
