@@ -5,12 +5,15 @@ from __future__ import annotations
 import ast
 import base64
 import datetime as dt
+import functools
 import inspect
 import re
 from types import ModuleType
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from certmatch.core import causes, findings, identity, starttls_findings, trust
@@ -222,6 +225,19 @@ def test_reference_findings_are_the_causes_bound_to_them(ca) -> None:
     assert u_label.verdict == "match" and "A-label" in u_label.primary.explanation
 
 
+def same_subject_same_key(count: int) -> list[x509.Certificate]:
+    """x509-limbo's pathological chain: a leaf under ``count`` CAs sharing subject and key."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name.from_rfc4514_string("CN=Pathological CA")
+    now = dt.datetime.now(dt.UTC)
+    builder = functools.partial(
+        pki.ca_certificate_builder, name, name, key.public_key(), None, now, now + dt.timedelta(1)
+    )
+    cas = [builder().sign(key, hashes.SHA256()) for _ in range(count)]
+    leaf = pki.issue_leaf(pki.Issued(cas[-1], key), dns=["m.example.test"])
+    return [leaf.cert, *reversed(cas)]
+
+
 @pytest.mark.parametrize(
     ("chain", "problem"),
     [
@@ -242,6 +258,7 @@ def test_reference_findings_are_the_causes_bound_to_them(ca) -> None:
             ).chain(include_root=True),
             "unknown-issuer",
         ),
+        (lambda root, inter: same_subject_same_key(100), "chain-too-complex"),
     ],
 )
 def test_diagnosis_reports_the_cause_bound_to_each_trust_problem(ca, chain, problem) -> None:
@@ -252,6 +269,19 @@ def test_diagnosis_reports_the_cause_bound_to_each_trust_problem(ca, chain, prob
     assert problem in ids
     for p in d.trust.problems:
         assert cause_of(p.id).id in d.cause_ids
+
+
+def test_a_chain_too_complex_to_search_is_untrusted_and_says_why(ca) -> None:
+    store = ca[2]
+    d = diagnose(session(b64(same_subject_same_key(100)), "m.example.test"), store)
+    too_complex = cause_of(TrustProblemId.CHAIN_TOO_COMPLEX)
+    assert too_complex.severity == "failure"
+    assert [str(c) for c in too_complex.citations] == [
+        "RFC 5280 §6.1 (certification path validation)"
+    ]
+    assert d.verdict == "untrusted" and d.primary is not None
+    assert d.primary.cause is too_complex
+    assert "101 certificates" in d.primary.explanation
 
 
 def test_diagnosis_reports_the_cause_bound_to_each_starttls_finding() -> None:

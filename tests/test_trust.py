@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import time
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ from certmatch.core.trust import (
     TrustStoreError,
     assess_trust,
 )
-from certmatch.lab.pki import Issued, issue_leaf, make_ca
+from certmatch.lab.pki import Issued, ca_certificate_builder, issue_leaf, make_ca
 
 pytestmark = pytest.mark.pure
 
@@ -307,3 +308,148 @@ def test_the_system_bundle_named_by_ssl_cert_file_comes_first(
         trust._system_roots.cache_clear()
     assert system.sources == (f"system ({bundle})",)
     assert system.roots == (pki["root"].cert,)
+
+
+# -- deep chains, and chains built to stall a path search (issue 13) -------------------------
+
+
+def deep_chain(depth: int) -> tuple[Issued, Issued]:
+    """A root, ``depth`` intermediates below it, and a leaf under the last one."""
+    root = make_ca("deep root")
+    ca = root
+    for n in range(1, depth + 1):
+        ca = make_ca(f"deep intermediate {n}", parent=ca)
+    return root, issue_leaf(ca, dns=["mail.example.net"])
+
+
+def cn(name: str) -> x509.Name:
+    return x509.Name.from_rfc4514_string(f"CN={name}")
+
+
+def ca_cert(subject: str, issuer: str, key, signing_key) -> x509.Certificate:
+    """A CA certificate with exactly the subject, issuer and keys given."""
+    return make_ca_builder(subject, cn(issuer), key).sign(signing_key, hashes.SHA256())
+
+
+def make_ca_builder(subject: str, issuer: x509.Name, key) -> x509.CertificateBuilder:
+    return ca_certificate_builder(
+        cn(subject),
+        issuer,
+        key.public_key(),
+        None,
+        NOW - dt.timedelta(days=1),
+        NOW + dt.timedelta(days=30),
+    )
+
+
+def same_subject_same_key(count: int) -> list[x509.Certificate]:
+    """x509-limbo's pathological-chain-same-subject-same-key: a leaf under ``count`` CAs that
+    share one subject and one key, so each appears to have signed every other."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    cas = [ca_cert("Pathological CA", "Pathological CA", key, key) for _ in range(count)]
+    leaf = issue_leaf(Issued(cas[-1], key), dns=["mail.example.net"])
+    return [leaf.cert, *reversed(cas)]
+
+
+def test_a_valid_20_deep_chain_is_trusted() -> None:
+    """root -> 19 intermediates -> leaf, all sent: cryptography's default depth (8) refused it."""
+    root, leaf = deep_chain(19)
+    result = assess(leaf.chain(), TrustStore((root.cert,), ("deep root",)))
+    assert result.trusted and result.problems == ()
+    assert len(result.validated_path) == 21
+    assert result.validated_path[-1] == subject(root)
+
+
+def test_a_deep_chain_from_an_unknown_root_names_the_issuer_that_was_not_sent(
+    store: TrustStore,
+) -> None:
+    """The lenient path follows all 19 sent intermediates: the missing issuer is the root."""
+    _, leaf = deep_chain(19)
+    result = assess(leaf.chain(), store)
+    assert ids(result) == ["unknown-issuer"]
+    detail = result.problems[0].detail
+    assert "'CN=deep intermediate 1,O=certmatch test PKI'" in detail
+    assert "its issuer 'CN=deep root,O=certmatch test PKI' was not sent" in detail
+    assert "deep intermediate 10" not in detail
+
+
+def test_the_lenient_path_trusts_a_deep_chain_the_verifier_refuses() -> None:
+    """A CA without keyUsage at the top of 19: the fallback walks the whole chain to the root."""
+    root = make_ca("deep root")
+    key = ec.generate_private_key(ec.SECP256R1())
+    bare = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name.from_rfc4514_string("CN=bare deep intermediate"))
+        .issuer_name(root.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(days=1))
+        .not_valid_after(NOW + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(root.key, hashes.SHA256())
+    )
+    ca = Issued(bare, key, [root.cert])
+    for n in range(2, 20):
+        ca = make_ca(f"deep intermediate {n}", parent=ca)
+    leaf = issue_leaf(ca, dns=["mail.example.net"])
+    store = TrustStore((root.cert,), ("deep root",))
+    assert trust._verify(dict(enumerate(leaf.chain())), 0, NOW, store) is None
+    result = assess(leaf.chain(), store)
+    assert result.trusted and result.problems == ()
+    assert len(result.validated_path) == 21
+
+
+def test_limbo_same_subject_same_key_stops_with_chain_too_complex(store: TrustStore) -> None:
+    """101 certificates are more than any server sends: refused before a signature is checked.
+    (Unbounded, cryptography's verifier spends 18+ CPU minutes on this chain.)"""
+    chain = same_subject_same_key(100)
+    started = time.perf_counter()
+    result = assess(chain, store)
+    assert time.perf_counter() - started < 10  # ~5 ms; generous for a loaded 2-core machine
+    assert not result.trusted and ids(result) == ["chain-too-complex"]
+    detail = result.problems[0].detail
+    assert "sent 101 certificates" in detail and f"at most {trust.MAX_CERTIFICATES}" in detail
+    assert "100 of them share one subject, 'CN=Pathological CA', and one key" in detail
+
+
+def test_copies_alike_in_subject_issuer_and_key_are_judged_once(store: TrustStore) -> None:
+    """30 such CAs (within the count) collapse to one, which is self-signed and not trusted:
+    untrusted for the true reason, quickly (3 of them unfiltered take the verifier seconds)."""
+    chain = same_subject_same_key(30)
+    started = time.perf_counter()
+    result = assess(chain, store)
+    assert time.perf_counter() - started < 10
+    assert not result.trusted and ids(result) == ["unknown-issuer"]
+    assert "self-signed root 'CN=Pathological CA'" in result.problems[0].detail
+
+
+def test_certificates_that_sign_for_each_other_stop_the_search(store: TrustStore) -> None:
+    """Two certificates of CA S (one key) issued by X and by Y, and X and Y issued by S: no two
+    alike, yet every other step doubles the verifier's walks (2^16 at depth 32)."""
+    key_s = ec.generate_private_key(ec.SECP256R1())
+    chain: list[x509.Certificate] = []
+    for other in ("X", "Y"):
+        key_o = ec.generate_private_key(ec.SECP256R1())
+        chain += [ca_cert("S", other, key_s, key_o), ca_cert(other, "S", key_o, key_s)]
+    leaf = issue_leaf(Issued(chain[0], key_s), dns=["mail.example.net"])
+    started = time.perf_counter()
+    result = assess([leaf.cert, *chain], store)
+    assert time.perf_counter() - started < 10
+    assert not result.trusted and ids(result) == ["chain-too-complex"]
+    assert f"more than {trust.MAX_ISSUER_CHECKS} signature checks" in result.problems[0].detail
+
+
+def test_a_cross_signed_ca_keeps_both_its_certificates(
+    pki: dict[str, Issued], store: TrustStore
+) -> None:
+    """One subject and key, two issuers: the copy the store reaches is not thrown away, even
+    when the self-signed one is sent first."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    self_signed = ca_cert("Cross CA", "Cross CA", key, key)
+    root_name = pki["root"].cert.subject.rfc4514_string()
+    cross = make_ca_builder("Cross CA", pki["root"].cert.subject, key)
+    cross_signed = cross.sign(pki["root"].key, hashes.SHA256())
+    leaf = issue_leaf(Issued(self_signed, key), dns=["mail.example.net"])
+    result = assess([leaf.cert, self_signed, cross_signed], store)
+    assert result.trusted
+    assert result.validated_path[-2:] == ("CN=Cross CA", root_name)
