@@ -531,3 +531,216 @@ async def test_a_hostile_file_name_and_bad_line_are_shown_escaped_and_not_as_mar
         notices = [n for n in app._notifications if n.title == "Lines skipped"]
         assert notices and not notices[0].markup
         assert "\x1b" not in notices[0].message and "\\x1b[2J-[bold]" in notices[0].message
+
+
+# --- decisive facts first, severity badges, keys of mitmproxy and less -------------------------
+
+NEWCOMER = (80, 24)
+RECORDINGS = Path(__file__).parent.parent / "recordings"
+
+
+def screen_lines(app: CertmatchApp) -> list[str]:
+    """The text of every line on screen, as the terminal shows it."""
+    return ["".join(s.text for s in strip) for strip in app.screen._compositor.render_strips()]
+
+
+def list_line(app: CertmatchApp, position: int) -> str:
+    """The text of the list's line for the item at ``position`` (as far as the screen shows)."""
+    listing = app.sessions.session_list
+    return "".join(s.text for s in listing.render_line(position + 1 - round(listing.scroll_y)))
+
+
+def detail_text(app: CertmatchApp) -> str:
+    return str(app.query_one("#detail-body").render())
+
+
+@run_async
+async def test_a_newcomer_at_80x24_sees_what_was_asked_the_names_the_verdict_and_the_cause(
+    store,
+) -> None:
+    app = app_on(store)
+    async with app.run_test(size=NEWCOMER) as pilot:
+        await wait_for(pilot, lambda: app.sessions.initial_load_done, "the recording to load")
+        await pilot.pause()
+        facts = current_facts(app)
+        d = diagnose(facts, store)
+        assert d.primary is not None
+        screen = screen_lines(app)
+        assert all(len(line) == NEWCOMER[0] for line in screen)
+        text = "\n".join(screen)
+        header = screen[1]
+        for title in ("verdict", "requested host", "primary cause", "names on the cert"):
+            assert title in header, title
+        row = list_line(app, 0)
+        assert row.startswith("✗ mismatch") and facts.requested_host in row
+        assert d.primary.id[:10] in row and d.presented_names[0] in row
+        # the detail's headline, in the split view's lines without a key pressed
+        detail_top = screen[screen.index("─" * NEWCOMER[0]) + 1 :]
+        top = "\n".join(detail_top)
+        assert "✗ mismatch" in top and d.primary.id in top
+        assert f"asked {facts.requested_host}" in top and d.presented_names[0] in top
+        assert f"SNI: {facts.sni}" in top
+        assert facts.id not in text and "sample.jsonl" not in top  # ids and paths at the bottom
+        assert "? Help" in screen[-1] and "q Quit" in screen[-1]
+
+
+@run_async
+async def test_the_detail_puts_ids_and_the_recording_path_last(store) -> None:
+    app = app_on(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.sessions.initial_load_done, "the recording to load")
+        facts = current_facts(app)
+        text = detail_text(app)
+        lines = text.splitlines()
+        assert lines[0].startswith(" ✗ mismatch ")
+        assert lines[2].startswith(f"asked {facts.requested_host} (")
+        assert text.index("Why") < text.index(f"  {facts.id} · ") < text.index("recording: ")
+        assert lines[-1] == f"  recording: {SAMPLE}"
+
+
+def test_list_columns_fit_the_width_in_priority_order() -> None:
+    from certmatch.tui.session_list import (
+        SESSION_COLUMNS,
+        SESSION_PRIORITY,
+        column_widths,
+        cut_at_edge,
+        fit_keeping,
+    )
+
+    titles = [c.title for c in SESSION_COLUMNS[:SESSION_PRIORITY]]
+    assert titles == [
+        "verdict",
+        "requested host (source)",
+        "primary cause",
+        "names on the certificate",
+    ]
+    for width in (60, 78, 100, 120):
+        widths = column_widths(SESSION_COLUMNS, SESSION_PRIORITY, width)
+        assert sum(widths[:SESSION_PRIORITY]) + SESSION_PRIORITY - 1 <= width, width
+        assert widths[0] == 14  # the verdict never shrinks
+        assert widths[SESSION_PRIORITY:] == [c.width for c in SESSION_COLUMNS[SESSION_PRIORITY:]]
+    wide = column_widths(SESSION_COLUMNS, SESSION_PRIORITY, 400)
+    assert wide == [c.width for c in SESSION_COLUMNS]
+    assert min(column_widths(SESSION_COLUMNS, SESSION_PRIORITY, 10)[1:4]) == 14
+    assert cut_at_edge("abc defgh", 6) == "abc d…"
+    assert cut_at_edge("abc defgh", 4) == "abc "  # cut between words: nothing was cut
+    assert cut_at_edge("abc", 6) == "abc"
+    assert fit_keeping("no-sni-default-certificate", " +1", 18) == "no-sni-default… +1"
+    assert fit_keeping("expired", " +1", 18) == "expired +1".ljust(18)
+
+
+@run_async
+async def test_text_cut_at_the_right_edge_ends_in_an_ellipsis(store) -> None:
+    app = app_on(store, show_all=True)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await wait_for(pilot, lambda: app.sessions.initial_load_done, "the recording to load")
+        await pilot.pause()
+        listing = app.sessions.session_list
+        width = listing.scrollable_content_region.width
+        header = "".join(s.text for s in listing.render_line(0))
+        assert len(header) == width and header.endswith("…")
+        assert "names on the certificate" in header
+
+
+@run_async
+async def test_left_and_right_scroll_the_list_a_column_at_a_time(store) -> None:
+    app = app_on(store)
+    async with app.run_test(size=NEWCOMER) as pilot:
+        await wait_for(pilot, lambda: app.sessions.initial_load_done, "the recording to load")
+        await pilot.pause()
+        listing = app.sessions.session_list
+        starts = listing.column_starts()
+        assert listing.scroll_x == 0
+        await pilot.press("right")
+        assert listing.scroll_x == starts[1]
+        header = "".join(s.text for s in listing.render_line(0))
+        assert header.startswith("requested host")
+        for _ in range(len(starts)):
+            await pilot.press("right")
+        assert listing.scroll_x == listing.max_scroll_x > starts[3]
+        header = "".join(s.text for s in listing.render_line(0))
+        assert "client" in header and "SNI" in header
+        await pilot.press("left")
+        assert listing.scroll_x < listing.max_scroll_x
+        for _ in range(len(starts)):
+            await pilot.press("left")
+        assert listing.scroll_x == 0
+        assert listing.cursor == 0  # sideways, never another session
+
+
+@run_async
+async def test_q_and_escape_go_back_from_the_full_screen_detail_and_q_quits_the_list(
+    store,
+) -> None:
+    app = app_on(store)
+    async with app.run_test(size=NEWCOMER) as pilot:
+        await wait_for(pilot, lambda: app.sessions.initial_load_done, "the recording to load")
+        for back in ("q", "escape"):
+            await pilot.press("enter")
+            assert app.sessions.view is keys.View.DETAIL
+            await pilot.pause()
+            footer = screen_lines(app)[-1]
+            assert "? Help" in footer and "q Back" in footer and "Quit" not in footer
+            await pilot.press(back)
+            assert app.sessions.view is keys.View.LIST and app.is_running
+            assert app.sessions.session_list.has_focus
+        await pilot.press("escape")  # in the list Esc does nothing: no trap, no quit
+        assert app.is_running and app.sessions.view is keys.View.LIST
+        for close in ("q", "escape", "question_mark"):
+            await pilot.press("question_mark")
+            assert isinstance(app.screen, HelpScreen)
+            await pilot.press(close)
+            assert not isinstance(app.screen, HelpScreen) and app.is_running
+        await pilot.press("q")
+    assert app.return_code == 0
+
+
+def test_a_security_finding_or_a_failing_match_never_shows_a_tick() -> None:
+    from certmatch.tui.severity import badge, severity_of
+
+    assert badge("match", ()) == ("✓ match", "ok")
+    assert badge("match", ("starttls-injection",)) == ("‼ security", "security")
+    assert badge("mismatch", ("name-not-in-certificate", "plaintext-auth"))[1] == "security"
+    assert badge("match", ("requested-host-assumed",)) == ("✗ match", "failure")
+    assert badge("match", ("proxy-ca-not-trusted",)) == ("✗ match", "failure")
+    assert badge("match", ("idn-form",)) == ("⚠ match", "warning")
+    assert badge("mismatch", ("name-not-in-certificate",)) == ("✗ mismatch", "failure")
+    assert badge("untrusted", ("expired",)) == ("! untrusted", "failure")
+    assert severity_of("legacy-match", ("cn-only-legacy",)) == "failure"
+
+
+@run_async
+async def test_security_findings_and_failing_matches_look_failing_in_the_list_and_detail() -> None:
+    store = TrustStore.load([RECORDINGS / "ca.pem"], use_system=False)
+    recordings = {
+        name: RECORDINGS / f"{name}.jsonl"
+        for name in (
+            "starttls-injection",
+            "plaintext-auth",
+            "requested-host-assumed",
+            "proxy-ca-not-trusted",
+            "correct",
+        )
+    }
+    app = app_on(store, *recordings.values(), show_all=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.sessions.initial_load_done, "the recordings to load")
+        await pilot.pause()
+        listing = app.sessions.session_list
+        seen = set()
+        for position in range(len(listing.items)):
+            listing.cursor = position
+            await pilot.pause()
+            d = app.sessions.detail_pane.detail
+            assert d is not None
+            primary = d[0].primary.id if d[0].primary else "correct"
+            seen.add(primary)
+            line, headline = list_line(app, position), detail_text(app).splitlines()[0]
+            if primary == "correct":
+                assert line.startswith("✓ match") and headline.startswith(" ✓ match ")
+                continue
+            assert d[0].verdict == "match"
+            assert "✓" not in line and "✓" not in headline, primary
+            expected = "‼ security" if primary in ("starttls-injection", "plaintext-auth") else "✗"
+            assert line.startswith(expected) and headline.startswith(f" {expected}"), primary
+        assert seen == set(recordings)

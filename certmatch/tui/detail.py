@@ -17,16 +17,21 @@ from datetime import datetime
 from rich.text import Text
 
 from certmatch.core.diagnosis import Diagnosis
-from certmatch.core.report import Explanation, shown_prose, verdict_label
+from certmatch.core.report import Explanation, shown_names, shown_prose
 from certmatch.core.text import printable
+from certmatch.tui.session_list import fit
+from certmatch.tui.severity import SEVERITY_STYLES, SEVERITY_SYMBOLS, badge, cause_severity
 
-VERDICT_STYLES = {
-    "match": "bold green",
-    "legacy-match": "bold yellow",
-    "mismatch": "bold red",
-    "untrusted": "bold magenta",
-    "error": "bold red",
+# The headline's badge, by severity (``certmatch.tui.severity``): a security finding is never
+# green, nor a ✓.
+BADGE_STYLES = {
+    "security": "bold white on red",
+    "failure": "bold red reverse",
+    "warning": "bold yellow reverse",
+    "ok": "bold green reverse",
 }
+_ASKED_WIDTH = 34  # the left column of the names side by side
+_NAMES_SHOWN = 4  # certificate names listed under the headline before "+N more"
 _OUTCOME_SYMBOLS = {"match": "✓", "no-match": "✗", "rejected": "⚠", "not-considered": "·"}
 _OUTCOME_STYLES = {
     "match": "green",
@@ -52,33 +57,75 @@ def _indented(text: Text, body: str, style: str = "") -> None:
         text.append(f"  {line}\n", style)
 
 
+def _headline(text: Text, d: Diagnosis) -> None:
+    """The verdict and the cause, then what was asked and what the certificate names:
+    `` ✗ mismatch  ✗ cn-ignored-san-present +1 (failure)``, the cause's title, then
+    ``asked cnsan.example.test (sni) → certificate: other.example.test``."""
+    f = d.facts
+    label, severity = badge(d.verdict, d.cause_ids)
+    if severity == "security":
+        label = f"{label} ({d.verdict})"
+    text.append(f" {label} ", BADGE_STYLES[severity])
+    text.append("  ")
+    primary = d.primary
+    if primary is None:
+        text.append("The certificate matches the name the client asked for.\n", "bold green")
+    else:
+        primary_severity = cause_severity(primary.id)
+        text.append(
+            f"{SEVERITY_SYMBOLS[primary_severity]} {primary.id}",
+            SEVERITY_STYLES[primary_severity],
+        )
+        if len(d.findings) > 1:
+            text.append(f" +{len(d.findings) - 1}", "bold")
+        text.append(f" ({primary_severity})\n", "dim")
+        text.append(f"{primary.cause.title}\n", "bold")
+    text.append("asked ")
+    text.append(printable(f.requested_host or "(unknown)"), "bold")
+    text.append(f" ({printable(f.requested_host_source)}) → certificate: ")
+    shown = shown_names(d.presented_names[:2]) if d.presented_names else "(no certificate)"
+    more = len(d.presented_names) - 2
+    text.append(shown + (f" +{more}" if more > 0 else ""), "bold")
+    text.append("\n")
+
+
+def _names_side_by_side(text: Text, d: Diagnosis) -> None:
+    """The client's names (asked, where from, SNI) beside the certificate's."""
+    f = d.facts
+    asked = [
+        printable(f.requested_host or "(unknown)"),
+        f"from: {printable(f.requested_host_source)}",
+        f"SNI: {printable(f.sni) if f.sni is not None else '(none sent)'}",
+    ]
+    names = [shown_prose(name) for name in d.presented_names] or ["(no certificate)"]
+    if len(names) > _NAMES_SHOWN:
+        names = [*names[: _NAMES_SHOWN - 1], f"+{len(names) - _NAMES_SHOWN + 1} more"]
+    count = f" ({len(d.presented_names)})" if d.presented_names else ""
+    text.append(fit("client asked", _ASKED_WIDTH) + " ", _HEADING)
+    text.append(f"certificate names{count}\n", _HEADING)
+    for position in range(max(len(asked), len(names))):
+        left = asked[position] if position < len(asked) else ""
+        text.append(fit(left, _ASKED_WIDTH) + " ", "bold" if position == 0 else "")
+        text.append(f"{names[position] if position < len(names) else ''}\n", "bold")
+
+
 def render_detail(d: Diagnosis, recording: str, *, group_count: int | None = None) -> Text:
-    """The whole detail pane for one session (the latest of a group when ``group_count``)."""
+    """The whole detail pane for one session (the latest of a group when ``group_count``).
+
+    The decisive facts come first (what was asked, what the certificate names, the verdict,
+    the cause), the session's ids and the recording's path last."""
     f = d.facts
     text = Text()
     primary = d.primary
     why = Explanation.of(primary) if primary is not None else None
-    text.append(f" {verdict_label(d.verdict)} ", VERDICT_STYLES.get(d.verdict, "bold") + " reverse")
-    if why is not None:
-        text.append(f"  {why.title}  ", "bold")
-        text.append(f"[{why.id}]", "cyan")
-    else:
-        text.append("  The certificate matches the name the client asked for.", "bold")
-    text.append("\n")
+    _headline(text, d)
     if group_count is not None:
         text.append(
             f"Group of {group_count:,} session{'s' if group_count != 1 else ''} with this host, "
             "certificate and cause; showing the latest.\n",
             "italic",
         )
-    text.append(
-        f"Session {printable(f.id)} · {printable(f.started)} · {printable(f.protocol)} "
-        f"({'STARTTLS' if f.tls_kind == 'starttls' else 'implicit TLS'}) · "
-        f"client {printable(f.client_address or '(unknown)')} → "
-        f"server {printable(f.server_address or '(unknown)')}\n",
-        "dim",
-    )
-    text.append(f"Recording: {printable(recording)}\n", "dim")
+    _names_side_by_side(text, d)
 
     _section(text, "Why")
     if why is not None:
@@ -152,4 +199,14 @@ def render_detail(d: Diagnosis, recording: str, *, group_count: int | None = Non
         _section(text, "Notes recorded by the proxy")
         for note in f.notes:
             _indented(text, shown_prose(note), "dim")
+    _section(text, "Session")
+    _indented(
+        text,
+        f"{printable(f.id)} · {printable(f.started)} · {printable(f.protocol)} "
+        f"({'STARTTLS' if f.tls_kind == 'starttls' else 'implicit TLS'}) · "
+        f"client {printable(f.client_address or '(unknown)')} → "
+        f"server {printable(f.server_address or '(unknown)')}",
+        "dim",
+    )
+    _indented(text, f"recording: {printable(recording)}", "dim")
     return text

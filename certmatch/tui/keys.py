@@ -36,7 +36,7 @@ class Key:
     """One row of the key table."""
 
     keys: str  # Textual key names, comma-separated: "j,down"
-    action: str  # the action it runs on the screen that binds it ("app.quit": on the app)
+    action: str  # the action it runs on the screen that binds it
     where: View
     label: str  # the footer's word for it
     help: str  # the help screen's line; "" when the line of the key before covers it too
@@ -77,9 +77,32 @@ _DISPLAY = {
     "pageup": "PgUp",
     "slash": "/",
     "question_mark": "?",
+    "left": "←",
+    "right": "→",
+    "escape": "Esc",
 }
 
+# Help and quit come first: the footer shows keys in table order and cuts the last ones on a
+# narrow terminal, and these two must always be there.
 KEYS: tuple[Key, ...] = (
+    Key(
+        "question_mark",
+        "help",
+        View.SESSIONS,
+        "Help",
+        "this help",
+        palette="Help",
+        palette_help="Every key, the filter syntax and the cause ids",
+    ),
+    Key("q", "quit", View.LIST, "Quit", "quit (from the list)"),
+    Key(
+        "escape,q",
+        "back",
+        View.DETAIL,
+        "Back",
+        "back from the full-screen detail to the list",
+        key_display="q",
+    ),
     Key(
         "j,down",
         "cursor_down",
@@ -130,6 +153,15 @@ KEYS: tuple[Key, ...] = (
         group=MOVE,
     ),
     Key("pageup", "page_up", View.SESSIONS, "Page up", "", key_display="PgUp", group=MOVE),
+    Key(
+        "right",
+        "column_right",
+        View.LIST,
+        "Scroll right",
+        "scroll the list sideways, a column at a time",
+        footer=False,
+    ),
+    Key("left", "column_left", View.LIST, "Scroll left", "", footer=False),
     Key(
         "enter",
         "toggle_detail",
@@ -211,16 +243,6 @@ KEYS: tuple[Key, ...] = (
         palette="Export selected session",
         palette_help="JSON and PEM chain to files",
     ),
-    Key(
-        "question_mark",
-        "help",
-        View.SESSIONS,
-        "Help",
-        "this help",
-        palette="Help",
-        palette_help="Every key, the filter syntax and the cause ids",
-    ),
-    Key("q", "app.quit", View.SESSIONS, "Quit", "quit"),
     Key(
         "ctrl+p",
         "command_palette",

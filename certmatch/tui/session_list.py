@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import ClassVar
 
@@ -22,39 +23,52 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from certmatch.core.report import shown_prose, verdict_label
+from certmatch.core.report import shown_prose
 from certmatch.core.text import printable
 from certmatch.tui.messages import SessionHighlighted
 from certmatch.tui.model import Group, Row
+from certmatch.tui.severity import SEVERITY_STYLES, badge
 
-# (title, width) for each column of each view.
-SESSION_COLUMNS: tuple[tuple[str, int], ...] = (
-    ("verdict", 14),
-    ("time (UTC)", 19),
-    ("protocol", 10),
-    ("requested host (source)", 34),
-    ("primary cause", 26),
-    ("SNI", 24),
-    ("names on the certificate", 42),
-    ("client", 21),
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """A column of the list: its title, the width it wants, and the least it can shrink to."""
+
+    title: str
+    width: int
+    least: int = 0  # 0: never shrinks
+
+    @property
+    def floor(self) -> int:
+        return self.least or self.width
+
+
+# The columns of each view, left to right in priority order: the columns a newcomer needs to
+# judge a session (verdict, host, cause, names) come first and shrink to fit the screen; the
+# rest follow, reached with ← / →.
+SESSION_COLUMNS: tuple[Column, ...] = (
+    Column("verdict", 14),
+    Column("requested host (source)", 34, 14),
+    Column("primary cause", 29, 14),
+    Column("names on the certificate", 42, 14),
+    Column("SNI", 24),
+    Column("protocol", 10),
+    Column("time (UTC)", 19),
+    Column("client", 21),
 )
-GROUP_COLUMNS: tuple[tuple[str, int], ...] = (
-    ("count", 8),
-    ("verdict", 14),
-    ("requested host", 30),
-    ("primary cause", 26),
-    ("names on the certificate", 42),
-    ("protocols", 18),
-    ("last seen (UTC)", 19),
+SESSION_PRIORITY = 4  # verdict, host, cause, names
+GROUP_COLUMNS: tuple[Column, ...] = (
+    Column("count", 8),
+    Column("verdict", 14),
+    Column("requested host", 30, 14),
+    Column("primary cause", 29, 14),
+    Column("names on the certificate", 42, 14),
+    Column("protocols", 18),
+    Column("last seen (UTC)", 19),
 )
+GROUP_PRIORITY = 5  # count, verdict, host, cause, names
 NAMES_WIDTH = 40
-VERDICT_COLOURS = {
-    "match": Style(color="green"),
-    "legacy-match": Style(color="yellow"),
-    "mismatch": Style(color="red", bold=True),
-    "untrusted": Style(color="magenta", bold=True),
-    "error": Style(color="red"),
-}
+BADGE_STYLES = {severity: Style.parse(style) for severity, style in SEVERITY_STYLES.items()}
 
 
 @lru_cache(maxsize=4096)  # a few distinct certificates, each on many rows
@@ -85,8 +99,49 @@ def fit(text: str, width: int) -> str:
     return text.ljust(width)
 
 
-def _total_width(columns: Sequence[tuple[str, int]]) -> int:
-    return sum(width for _, width in columns) + len(columns) - 1
+def fit_keeping(text: str, suffix: str, width: int) -> str:
+    """``text`` and ``suffix`` in ``width`` cells; ``text`` is cut (with …) before ``suffix``
+    is: ``no-sni-default-ce… +1``."""
+    if len(text) + len(suffix) <= width or len(suffix) >= width - 1:
+        return fit(text + suffix, width)
+    return fit(text, width - len(suffix)).rstrip(" ") + suffix
+
+
+def cause_text(primary: str, causes: tuple[str, ...], width: int) -> str:
+    """The primary cause and how many more causes hold: ``cn-ignored-san-present +1``."""
+    more = f" +{len(causes) - 1}" if len(causes) > 1 else ""
+    return fit_keeping(primary or "-", more, width)
+
+
+def column_widths(columns: Sequence[Column], priority: int, width: int) -> list[int]:
+    """Each column's width for a list ``width`` cells wide.
+
+    The first ``priority`` columns must fit: the ones that can shrink give up cells, in
+    proportion to how much they can give, until the priority columns fit in ``width`` (or
+    are at their least). The other columns keep their width, to the right."""
+    widths = [c.width for c in columns]
+    excess = sum(widths[:priority]) + priority - 1 - width
+    slack = [c.width - c.floor for c in columns[:priority]]
+    total_slack = sum(slack)
+    if excess > 0 and total_slack:
+        take = min(excess, total_slack)
+        given = [take * s // total_slack for s in slack]
+        for position in range(priority):  # hand out what rounding left, left to right
+            if sum(given) >= take:
+                break
+            if given[position] < slack[position]:
+                given[position] += 1
+        widths[:priority] = [w - g for w, g in zip(widths[:priority], given, strict=True)]
+    return widths
+
+
+def cut_at_edge(line: str, end: int) -> str:
+    """``line`` up to cell ``end``, ending in … when that cuts through text."""
+    if len(line) <= end:
+        return line
+    if end > 0 and line[end - 1] != " " and line[end] != " ":
+        return line[: end - 1] + "…"
+    return line[:end]
 
 
 class SessionList(ScrollView, can_focus=True, inherit_bindings=False):
@@ -127,12 +182,44 @@ class SessionList(ScrollView, can_focus=True, inherit_bindings=False):
         self.items: list[int] | list[Group] = []  # row indices, or groups
         self.grouped = False
         self.empty_message = "Loading…"
+        self._widths: list[int] = []
+        self._widths_for: tuple[bool, int] | None = None
 
     # --- content ---------------------------------------------------------------------------
 
     @property
-    def columns(self) -> tuple[tuple[str, int], ...]:
+    def columns(self) -> tuple[Column, ...]:
         return GROUP_COLUMNS if self.grouped else SESSION_COLUMNS
+
+    @property
+    def widths(self) -> list[int]:
+        """The columns' widths for the list's current width (the priority columns fit)."""
+        width = self.scrollable_content_region.width
+        key = (self.grouped, width)
+        if key != self._widths_for:
+            priority = GROUP_PRIORITY if self.grouped else SESSION_PRIORITY
+            self._widths = column_widths(self.columns, priority, width)
+            self._widths_for = key
+        return self._widths
+
+    def column_starts(self) -> list[int]:
+        """The cell where each column starts."""
+        starts, at = [], 0
+        for width in self.widths:
+            starts.append(at)
+            at += width + 1
+        return starts
+
+    def scroll_columns(self, direction: int) -> None:
+        """Scroll sideways to the next column (1) or the previous one (-1)."""
+        x = round(self.scroll_x)
+        starts = self.column_starts()
+        if direction > 0:
+            target = next((s for s in starts if s > x), x)
+            target = min(target, round(self.max_scroll_x))
+        else:
+            target = max((s for s in starts if s < x), default=0)
+        self.scroll_to(x=target, animate=False, immediate=True)
 
     def set_items(
         self, items: list[int] | list[Group], *, grouped: bool, keep: int | None = None
@@ -161,7 +248,8 @@ class SessionList(ScrollView, can_focus=True, inherit_bindings=False):
         self.refresh()
 
     def _update_size(self) -> None:
-        self.virtual_size = Size(_total_width(self.columns), len(self.items) + 1)
+        total = sum(self.widths) + len(self.widths) - 1
+        self.virtual_size = Size(total, len(self.items) + 1)
 
     @property
     def current_item(self) -> int | Group | None:
@@ -213,6 +301,7 @@ class SessionList(ScrollView, can_focus=True, inherit_bindings=False):
         return not self.items or self.cursor >= len(self.items) - 1
 
     def on_resize(self, _event: events.Resize) -> None:
+        self._update_size()
         self.scroll_to_cursor()
 
     def on_click(self, event: events.Click) -> None:
@@ -226,12 +315,14 @@ class SessionList(ScrollView, can_focus=True, inherit_bindings=False):
     def render_line(self, y: int) -> Strip:
         scroll_x, scroll_y = self.scroll_offset
         width = self.scrollable_content_region.width
+        widths = self.widths
+        if sum(widths) + len(widths) - 1 != self.virtual_size.width:
+            self.call_later(self._update_size)  # the width changed since the last layout
         base = self.rich_style
         if y == 0:
-            header = " ".join(fit(title, w) for title, w in self.columns)
+            header = " ".join(fit(c.title, w) for c, w in zip(self.columns, widths, strict=True))
             style = base + self.get_component_rich_style("session-list--header")
-            strip = Strip([Segment(header, style)])
-            return strip.crop_extend(scroll_x, scroll_x + width, style)
+            return self._strip([(header, None)], scroll_x, width, style)
         index = scroll_y + y - 1
         if index >= len(self.items):
             if index == 0:
@@ -243,58 +334,60 @@ class SessionList(ScrollView, can_focus=True, inherit_bindings=False):
         if index == self.cursor:
             style = base + self.get_component_rich_style("session-list--cursor")
         item = self.items[index]
-        segments = (
-            self._group_segments(item, style)
+        cells = (
+            self._group_cells(item, widths)
             if isinstance(item, Group)
-            else self._row_segments(item, style)
+            else self._row_cells(item, widths)
         )
+        return self._strip(cells, scroll_x, width, style)
+
+    @staticmethod
+    def _strip(
+        cells: list[tuple[str, Style | None]], scroll_x: int, width: int, style: Style
+    ) -> Strip:
+        """The cells joined by spaces, cut at the right edge with … if that cuts text."""
+        line = " ".join(text for text, _ in cells)
+        shown = cut_at_edge(line, scroll_x + width)
+        segments: list[Segment] = []
+        at = 0
+        for number, (text, extra) in enumerate(cells):
+            piece = shown[at : at + len(text) + (1 if number else 0)]
+            at += len(piece)
+            if not piece:
+                break
+            if number and extra is not None:  # the separating space is not styled
+                segments.append(Segment(piece[0], style))
+                piece = piece[1:]
+            segments.append(Segment(piece, style + extra if extra is not None else style))
         return Strip(segments).crop_extend(scroll_x, scroll_x + width, style)
 
-    def _row_segments(self, index: int, style: Style) -> list[Segment]:
+    def _row_cells(self, index: int, widths: list[int]) -> list[tuple[str, Style | None]]:
         row = self.rows[index]
         j = row.judgement
-        widths = [w for _, w in SESSION_COLUMNS]
-        verdict = fit(verdict_label(j.verdict), widths[0])
-        rest = " ".join(
-            (
-                "",
-                fit(printable(row.time), widths[1]),
-                fit(printable(row.protocol), widths[2]),
-                fit(f"{printable(row.host or '?')} ({printable(row.host_source)})", widths[3]),
-                fit(j.primary or "-", widths[4]),
-                fit(printable(row.sni) if row.sni is not None else "(none)", widths[5]),
-                fit(shorten_names(j.presented_names), widths[6]),
-                fit(printable(row.client), widths[7]),
-            )
-        )
+        label, severity = badge(j.verdict, j.causes)
         return [
-            Segment(verdict, style + VERDICT_COLOURS.get(j.verdict, Style())),
-            Segment(rest, style),
+            (fit(label, widths[0]), BADGE_STYLES[severity]),
+            (fit(f"{printable(row.host or '?')} ({printable(row.host_source)})", widths[1]), None),
+            (cause_text(j.primary, j.causes, widths[2]), None),
+            (fit(shorten_names(j.presented_names, widths[3]), widths[3]), None),
+            (fit(printable(row.sni) if row.sni is not None else "(none)", widths[4]), None),
+            (fit(printable(row.protocol), widths[5]), None),
+            (fit(printable(row.time), widths[6]), None),
+            (fit(printable(row.client), widths[7]), None),
         ]
 
-    def _group_segments(self, g: Group, style: Style) -> list[Segment]:
-        widths = [w for _, w in GROUP_COLUMNS]
+    def _group_cells(self, g: Group, widths: list[int]) -> list[tuple[str, Style | None]]:
         j = g.judgement
         last = self.rows[g.last]
+        label, severity = badge(j.verdict, j.causes)
         return [
-            Segment(fit(f"{g.count:>7,}", widths[0]) + " ", style),
-            Segment(
-                fit(verdict_label(j.verdict), widths[1]),
-                style + VERDICT_COLOURS.get(j.verdict, Style()),
-            ),
-            Segment(
-                " "
-                + " ".join(
-                    (
-                        fit(printable(g.host or "?"), widths[2]),
-                        fit(j.primary or "-", widths[3]),
-                        fit(shorten_names(j.presented_names), widths[4]),
-                        fit(printable(",".join(sorted(g.protocols))), widths[5]),
-                        fit(printable(last.time), widths[6]),
-                    )
-                ),
-                style,
-            ),
+            (fit(f"{g.count:>7,}", widths[0]), None),
+            (fit(label, widths[1]), BADGE_STYLES[severity]),
+            (fit(printable(g.host or "?"), widths[2]), None),
+            (cause_text(j.primary, j.causes, widths[3]), None),
+            (fit(shorten_names(j.presented_names, widths[4]), widths[4]), None),
+            (fit(printable(",".join(sorted(g.protocols))), widths[5]), None),
+            (fit(printable(last.time), widths[6]), None),
         ]
 
     def row_text(self, position: int) -> str:

@@ -46,7 +46,7 @@ class HelpScreen(ModalScreen[None]):
             causes.append(f"  {cause.id:<28}", "cyan")
             causes.append(f"{cause.title} ({cause.severity})\n")
         with VerticalScroll():
-            yield Static(Text("certmatch: keys (escape closes this help)", style="bold"))
+            yield Static(Text("certmatch: keys (q or Esc closes this help)", style="bold"))
             yield Static(lines)
             yield Static(Text("\nFilter (f)", style="bold"))
             yield Static(FILTER_HELP)

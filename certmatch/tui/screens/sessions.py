@@ -351,6 +351,23 @@ class SessionsScreen(Screen[None]):
         (self.detail_pane if maximized else self.session_list).focus()
         self.refresh_bindings()
 
+    def action_quit(self) -> None:
+        """Quit (q in the list; in a sub-view q goes back instead), as the app's ctrl+q does:
+        stop the reader thread first, so no file is read while exiting."""
+        self.stop_loader()
+        self.app.exit(0)
+
+    def action_back(self) -> None:
+        """From the full-screen detail back to the list (q, Esc)."""
+        if self.view is View.DETAIL:
+            self.action_toggle_detail()
+
+    def action_column_right(self) -> None:
+        self.session_list.scroll_columns(1)
+
+    def action_column_left(self) -> None:
+        self.session_list.scroll_columns(-1)
+
     def action_toggle_all(self) -> None:
         self.show_all = not self.show_all
         self.rebuild()
