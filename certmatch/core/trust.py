@@ -201,6 +201,9 @@ def assess_trust(chain: ParsedChain, at: datetime, store: TrustStore) -> TrustRe
       not presented leaf-to-issuer (RFC 5246 §7.4.2 requires that order; RFC
       8446 §4.4.2 only the leaf first, and many clients reorder).
     - malformed-certificate / no-certificate: unparseable entries; an empty chain.
+    - chain-too-complex: more than MAX_CERTIFICATES sent, or links among them that would
+      make the verifier's path search exceed MAX_ISSUER_CHECKS; judged before it starts,
+      since it cannot be interrupted. Copies alike in subject, issuer and key count once.
     """
     try:
         return _assess(chain, _as_utc(at), store)
