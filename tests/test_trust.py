@@ -453,3 +453,60 @@ def test_a_cross_signed_ca_keeps_both_its_certificates(
     result = assess([leaf.cert, self_signed, cross_signed], store)
     assert result.trusted
     assert result.validated_path[-2:] == ("CN=Cross CA", root_name)
+
+
+# -- critical extensions no client processes (x509-limbo rfc5280::unknown-critical-extension-*) --
+
+UNKNOWN = x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.55738.666.1"), b"")
+
+
+def ca_with(name: str, parent: Issued | None, *, unknown: bool) -> Issued:
+    """A CA under ``parent`` (a root when None), with the unknown extension marked critical."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    builder = make_ca_builder(name, parent.cert.subject if parent else cn(name), key)
+    if unknown:
+        builder = builder.add_extension(UNKNOWN, critical=True)
+    cert = builder.sign(parent.key if parent else key, hashes.SHA256())
+    return Issued(cert, key, [parent.cert, *parent.issuers] if parent else [])
+
+
+def leaf_with_unknown(ca: Issued) -> x509.Certificate:
+    key = ec.generate_private_key(ec.SECP256R1())
+    return (
+        x509.CertificateBuilder()
+        .subject_name(cn("mail.example.net"))
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(days=1))
+        .not_valid_after(NOW + dt.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("mail.example.net")]), False)
+        .add_extension(UNKNOWN, critical=True)
+        .sign(ca.key, hashes.SHA256())
+    )
+
+
+@pytest.mark.parametrize("where", ["leaf", "intermediate", "root"])
+def test_an_unknown_critical_extension_on_the_path_is_refused(where: str) -> None:
+    """openssl verify: error 34; the lenient path no longer trusts what the verifier refused."""
+    root = ca_with("UCE Root", None, unknown=where == "root")
+    inter = ca_with("UCE Inter", root, unknown=where == "intermediate")
+    leaf = (
+        leaf_with_unknown(inter) if where == "leaf" else issue_leaf(inter, dns=["m.example"]).cert
+    )
+    result = assess([leaf, inter.cert], TrustStore((root.cert,), ("uce root",)))
+    assert not result.trusted and ids(result) == ["unknown-critical-extension"]
+    problem = result.problems[0]
+    assert problem.cert_index == {"leaf": 0, "intermediate": 1, "root": None}[where]
+    assert "marks the extension 1.3.6.1.4.1.55738.666.1 critical" in problem.detail
+    assert f"{where} certificate" in problem.detail
+
+
+def test_an_unknown_critical_extension_off_the_path_plays_no_part() -> None:
+    """x509-limbo unknown-critical-extension-unrelated-intermediate: sent, but not used."""
+    root = ca_with("UCE Root", None, unknown=False)
+    used = ca_with("UCE Inter", root, unknown=False)
+    unused = ca_with("UCE Unused", root, unknown=True)
+    leaf = issue_leaf(used, dns=["m.example"])
+    result = assess([leaf.cert, used.cert, unused.cert], TrustStore((root.cert,), ("uce",)))
+    assert result.trusted and result.problems == ()

@@ -451,6 +451,21 @@ _CATALOGUE: tuple[Cause, ...] = (
         raised_by=(TrustProblemId.UNKNOWN_ISSUER,),
     ),
     Cause(
+        "unknown-critical-extension",
+        "A certificate has a critical extension clients do not process",
+        "failure",
+        "A certificate on the chain from {server} carries an extension marked critical that "
+        "clients do not recognise. {detail} A client must reject a certificate with such an "
+        "extension, so it refuses the chain.",
+        "Reissue the certificate without that extension, or with it marked non-critical; ask "
+        "the CA which profile adds it.",
+        (
+            Citation("RFC 5280", "§4.2", "a critical extension that is not recognised fails"),
+            Citation("RFC 5280", "§6.1.4", "(o) process any other critical extension"),
+        ),
+        raised_by=(TrustProblemId.UNKNOWN_CRITICAL_EXTENSION,),
+    ),
+    Cause(
         "chain-too-complex",
         "The chain is too long or tangled to search",
         "failure",

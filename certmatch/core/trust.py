@@ -73,6 +73,9 @@ class TrustProblemId(StrEnum):
     """A presented certificate cannot be parsed (RFC 5280 §4.1). Found in ``_assess``."""
     NO_CERTIFICATE = "no-certificate"
     """The server presented no certificate at all (RFC 8446 §4.4.2). Found in ``_assess``."""
+    UNKNOWN_CRITICAL_EXTENSION = "unknown-critical-extension"
+    """A certificate on the path has a critical extension clients do not process, which they
+    must reject (RFC 5280 §4.2, §6.1.4 (o)). Found in ``_critical_extension_problems``."""
     CHAIN_TOO_COMPLEX = "chain-too-complex"
     """More certificates, or more ways to link them, than a path search may take; RFC 5280 §6.1
     leaves path building to the implementation, and an unbounded one is a denial of service.
@@ -92,6 +95,27 @@ MAX_CERTIFICATES = MAX_CHAIN_DEPTH + 2
 # most of a minute, and it cannot be interrupted. 1,024 checks are 0.1-0.25 s; an honest chain
 # of 32 intermediates needs about 33.
 MAX_ISSUER_CHECKS = 1024
+# The extensions a client processes when marked critical: those OpenSSL supports
+# (X509_supported_extension), which most mail clients verify with. Any other critical one
+# fails the certificate (RFC 5280 §4.2), as ``openssl verify`` says with error 34.
+PROCESSED_EXTENSIONS = frozenset(
+    x509.ObjectIdentifier(dotted)
+    for dotted in (
+        "2.16.840.1.113730.1.1",  # Netscape certificate type
+        "2.5.29.15",  # keyUsage
+        "2.5.29.17",  # subjectAltName
+        "2.5.29.19",  # basicConstraints
+        "2.5.29.32",  # certificatePolicies
+        "2.5.29.37",  # extKeyUsage
+        "1.3.6.1.5.5.7.1.7",  # sbgp-ipAddrBlock (RFC 3779)
+        "1.3.6.1.5.5.7.1.8",  # sbgp-autonomousSysNum (RFC 3779)
+        "2.5.29.36",  # policyConstraints
+        "1.3.6.1.5.5.7.1.14",  # proxyCertInfo (RFC 3820)
+        "2.5.29.30",  # nameConstraints
+        "2.5.29.33",  # policyMappings
+        "2.5.29.54",  # inhibitAnyPolicy
+    )
+)
 _DER = Encoding.DER
 
 
@@ -200,6 +224,8 @@ def assess_trust(chain: ParsedChain, at: datetime, store: TrustStore) -> TrustRe
     - wrong-order: the leaf is not first, or the certificates on the path are
       not presented leaf-to-issuer (RFC 5246 §7.4.2 requires that order; RFC
       8446 §4.4.2 only the leaf first, and many clients reorder).
+    - unknown-critical-extension: a certificate on the path, the root included, marks
+      critical an extension outside PROCESSED_EXTENSIONS (the verifier refuses it too).
     - malformed-certificate / no-certificate: unparseable entries; an empty chain.
     - chain-too-complex: more than MAX_CERTIFICATES sent, or links among them that would
       make the verifier's path search exceed MAX_ISSUER_CHECKS; judged before it starts,
@@ -262,7 +288,9 @@ def _assess(chain: ParsedChain, at: datetime, store: TrustStore) -> TrustResult:
     path = _build_path(leaf_index, presented, issuers, store)
     verified = _verify(presented, leaf_index, at, store)
 
-    trust_problems = _path_end_problems(path, store) or _non_ca_issuer_problems(path)
+    trust_problems = (_path_end_problems(path, store) or _non_ca_issuer_problems(path)) + (
+        _critical_extension_problems(path)
+    )
     time_problems = _time_problems(path, at)
     if verified is not None:
         # The verifier found a path in date to a root; ours may have taken a detour.
@@ -542,6 +570,37 @@ def _non_ca_issuer_problems(path: list[_Step]) -> list[TrustProblem]:
         for child, issuer in itertools.pairwise(path)
         if not issuer.in_store and not is_ca(issuer.cert)
     ]
+
+
+def _critical_extension_problems(path: list[_Step]) -> list[TrustProblem]:
+    """Critical extensions no client processes, anywhere on the path, the root included."""
+    problems: list[TrustProblem] = []
+    for position, step in enumerate(path):
+        try:
+            extensions = list(step.cert.extensions)
+        except Exception:  # noqa: BLE001, S112 - unparseable extensions: reported as malformed
+            continue
+        unknown = [e.oid for e in extensions if e.critical and e.oid not in PROCESSED_EXTENSIONS]
+        if unknown:
+            names = ", ".join(_oid_name(oid) for oid in unknown)
+            role = _role(position, len(path), step)
+            problems.append(
+                TrustProblem(
+                    TrustProblemId.UNKNOWN_CRITICAL_EXTENSION,
+                    step.index,
+                    f"The {role} {_name(step.cert)} ({_where(step)}) marks {names} critical, "
+                    "which clients do not process, so they reject it (RFC 5280 §4.2).",
+                )
+            )
+    return problems
+
+
+def _oid_name(oid: x509.ObjectIdentifier) -> str:
+    """E.g. "the extension 1.3.6.1.4.1.55738.666.1", "authorityKeyIdentifier (2.5.29.35)"."""
+    name = getattr(oid, "_name", "Unknown OID")
+    if name == "Unknown OID":
+        return f"the extension {oid.dotted_string}"
+    return f"{name} ({oid.dotted_string})"
 
 
 def _order_problems(path: list[_Step], leaf_index: int, chain: ParsedChain) -> list[TrustProblem]:
