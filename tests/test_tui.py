@@ -573,7 +573,7 @@ async def test_a_newcomer_at_80x24_sees_what_was_asked_the_names_the_verdict_and
             assert title in header, title
         row = list_line(app, 0)
         assert row.startswith("✗ mismatch") and facts.requested_host in row
-        assert d.primary.id[:10] in row and d.presented_names[0] in row
+        assert f" {d.primary.id} " in row and d.presented_names[0] in row
         # the detail's headline, in the split view's lines without a key pressed
         detail_top = screen[screen.index("─" * NEWCOMER[0]) + 1 :]
         top = "\n".join(detail_top)
@@ -605,6 +605,8 @@ def test_list_columns_fit_the_width_in_priority_order() -> None:
         column_widths,
         cut_at_edge,
         fit_keeping,
+        host_text,
+        names_text,
     )
 
     titles = [c.title for c in SESSION_COLUMNS[:SESSION_PRIORITY]]
@@ -614,19 +616,25 @@ def test_list_columns_fit_the_width_in_priority_order() -> None:
         "primary cause",
         "names on the certificate",
     ]
-    for width in (60, 78, 100, 120):
+    for width in (72, 78, 100, 120):
         widths = column_widths(SESSION_COLUMNS, SESSION_PRIORITY, width)
         assert sum(widths[:SESSION_PRIORITY]) + SESSION_PRIORITY - 1 <= width, width
         assert widths[0] == 14  # the verdict never shrinks
         assert widths[SESSION_PRIORITY:] == [c.width for c in SESSION_COLUMNS[SESSION_PRIORITY:]]
     wide = column_widths(SESSION_COLUMNS, SESSION_PRIORITY, 400)
     assert wide == [c.width for c in SESSION_COLUMNS]
-    assert min(column_widths(SESSION_COLUMNS, SESSION_PRIORITY, 10)[1:4]) == 14
+    assert column_widths(SESSION_COLUMNS, SESSION_PRIORITY, 10)[:4] == [14, 18, 23, 14]
     assert cut_at_edge("abc defgh", 6) == "abc d…"
     assert cut_at_edge("abc defgh", 4) == "abc "  # cut between words: nothing was cut
     assert cut_at_edge("abc", 6) == "abc"
     assert fit_keeping("no-sni-default-certificate", " +1", 18) == "no-sni-default… +1"
     assert fit_keeping("expired", " +1", 18) == "expired +1".ljust(18)
+    assert host_text("a.example.test", "socks5", 30) == "a.example.test (socks5)".ljust(30)
+    assert host_text("a.example.test", "socks5", 18) == "a.example.test".ljust(18)
+    assert host_text("a.example.test", "socks5", 10) == "a.example…"
+    names = ("mail.example.test", "imap.example.test", "smtp.example.test")
+    assert names_text(names, 18) == "mail.example.t… +2"
+    assert names_text(names, 40) == "mail.example.test, imap.example.test +1".ljust(40)
 
 
 @run_async

@@ -21,6 +21,8 @@ pytestmark = pytest.mark.pure
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = Path("tests/data/tui/sample.jsonl")  # relative, so the path shown is the same everywhere
 SIZE = (150, 44)
+NEWCOMER = (80, 24)  # what a newcomer sees without pressing a key
+RECORDINGS = Path("recordings")
 
 
 @pytest.fixture(autouse=True)
@@ -32,6 +34,12 @@ def _app(**options) -> CertmatchApp:
     # Relative (the test runs in the repo), so the store's description is the same in any clone.
     store = TrustStore.load([Path("tests/data/tui/root.pem")], use_system=False)
     return CertmatchApp([SAMPLE], store=store, **options)
+
+
+def _recordings_app(*names: str) -> CertmatchApp:
+    store = TrustStore.load([RECORDINGS / "ca.pem"], use_system=False)
+    paths = [RECORDINGS / f"{name}.jsonl" for name in names]
+    return CertmatchApp(paths, store=store, show_all=True)
 
 
 def _loaded_then(filter_text: str = "", *keys: str):
@@ -80,3 +88,29 @@ def test_detail_pane(snap_compare, cause: str) -> None:
     assert snap_compare(
         _app(), terminal_size=SIZE, run_before=_loaded_then(f"cause:{cause}", "enter")
     )
+
+
+def test_newcomer_list_and_detail_at_80x24(snap_compare) -> None:
+    """Without a key pressed: verdict, host, cause and names in the list; the detail's
+    headline (verdict, cause, what was asked, the names side by side) below it."""
+    assert snap_compare(_app(), terminal_size=NEWCOMER, run_before=_loaded_then())
+
+
+def test_newcomer_detail_full_screen_at_80x24(snap_compare) -> None:
+    assert snap_compare(
+        _app(),
+        terminal_size=NEWCOMER,
+        run_before=_loaded_then("cause:cn-ignored-san-present", "enter"),
+    )
+
+
+def test_newcomer_list_scrolled_right_at_80x24(snap_compare) -> None:
+    assert snap_compare(_app(), terminal_size=NEWCOMER, run_before=_loaded_then("", "right"))
+
+
+def test_security_findings_and_failing_matches_at_80x24(snap_compare) -> None:
+    """A security finding is a red ‼ badge and a failing match a ✗, never a green ✓."""
+    app = _recordings_app(
+        "starttls-injection", "plaintext-auth", "requested-host-assumed", "correct"
+    )
+    assert snap_compare(app, terminal_size=NEWCOMER, run_before=_loaded_then())

@@ -48,8 +48,8 @@ class Column:
 # rest follow, reached with ← / →.
 SESSION_COLUMNS: tuple[Column, ...] = (
     Column("verdict", 14),
-    Column("requested host (source)", 34, 14),
-    Column("primary cause", 29, 14),
+    Column("requested host (source)", 34, 18),
+    Column("primary cause", 29, 23),  # most cause ids whole
     Column("names on the certificate", 42, 14),
     Column("SNI", 24),
     Column("protocol", 10),
@@ -60,8 +60,8 @@ SESSION_PRIORITY = 4  # verdict, host, cause, names
 GROUP_COLUMNS: tuple[Column, ...] = (
     Column("count", 8),
     Column("verdict", 14),
-    Column("requested host", 30, 14),
-    Column("primary cause", 29, 14),
+    Column("requested host", 30, 18),
+    Column("primary cause", 29, 23),
     Column("names on the certificate", 42, 14),
     Column("protocols", 18),
     Column("last seen (UTC)", 19),
@@ -92,6 +92,16 @@ def shorten_names(names: tuple[str, ...], width: int = NAMES_WIDTH) -> str:
     return ", ".join(shown)
 
 
+def names_text(names: tuple[str, ...], width: int) -> str:
+    """The certificate's names in ``width`` cells, keeping the ``+N`` of the ones left out:
+    ``mail.example… +2``."""
+    short = shorten_names(names, width)
+    head, plus, count = short.rpartition(" +")
+    if len(short) > width and plus and count.isdigit():
+        return fit_keeping(head, f" +{count}", width)
+    return fit(short, width)
+
+
 def fit(text: str, width: int) -> str:
     """``text`` cut or padded to exactly ``width`` cells, with … where it was cut."""
     if len(text) > width:
@@ -111,6 +121,12 @@ def cause_text(primary: str, causes: tuple[str, ...], width: int) -> str:
     """The primary cause and how many more causes hold: ``cn-ignored-san-present +1``."""
     more = f" +{len(causes) - 1}" if len(causes) > 1 else ""
     return fit_keeping(primary or "-", more, width)
+
+
+def host_text(host: str, source: str, width: int) -> str:
+    """``host (source)``, or the host alone when both do not fit."""
+    both = f"{printable(host or '?')} ({printable(source)})"
+    return fit(both if len(both) <= width else printable(host or "?"), width)
 
 
 def column_widths(columns: Sequence[Column], priority: int, width: int) -> list[int]:
@@ -133,6 +149,11 @@ def column_widths(columns: Sequence[Column], priority: int, width: int) -> list[
                 given[position] += 1
         widths[:priority] = [w - g for w, g in zip(widths[:priority], given, strict=True)]
     return widths
+
+
+def _title(title: str, width: int) -> str:
+    """A column's title, without its "(source)" when the column is too narrow for it."""
+    return title.partition(" (")[0] if len(title) > width else title
 
 
 def cut_at_edge(line: str, end: int) -> str:
@@ -320,7 +341,9 @@ class SessionList(ScrollView, can_focus=True, inherit_bindings=False):
             self.call_later(self._update_size)  # the width changed since the last layout
         base = self.rich_style
         if y == 0:
-            header = " ".join(fit(c.title, w) for c, w in zip(self.columns, widths, strict=True))
+            header = " ".join(
+                fit(_title(c.title, w), w) for c, w in zip(self.columns, widths, strict=True)
+            )
             style = base + self.get_component_rich_style("session-list--header")
             return self._strip([(header, None)], scroll_x, width, style)
         index = scroll_y + y - 1
@@ -361,15 +384,21 @@ class SessionList(ScrollView, can_focus=True, inherit_bindings=False):
             segments.append(Segment(piece, style + extra if extra is not None else style))
         return Strip(segments).crop_extend(scroll_x, scroll_x + width, style)
 
+    def _row_segments(self, index: int, style: Style) -> list[Segment]:
+        """Session row ``index`` whole, every column at the list's widths, uncut by the edge
+        (what reaches the terminal; tests/test_escaping.py checks it)."""
+        widths = self.widths
+        return list(self._strip(self._row_cells(index, widths), 0, sum(widths) + 8, style))
+
     def _row_cells(self, index: int, widths: list[int]) -> list[tuple[str, Style | None]]:
         row = self.rows[index]
         j = row.judgement
         label, severity = badge(j.verdict, j.causes)
         return [
             (fit(label, widths[0]), BADGE_STYLES[severity]),
-            (fit(f"{printable(row.host or '?')} ({printable(row.host_source)})", widths[1]), None),
+            (host_text(row.host, row.host_source, widths[1]), None),
             (cause_text(j.primary, j.causes, widths[2]), None),
-            (fit(shorten_names(j.presented_names, widths[3]), widths[3]), None),
+            (names_text(j.presented_names, widths[3]), None),
             (fit(printable(row.sni) if row.sni is not None else "(none)", widths[4]), None),
             (fit(printable(row.protocol), widths[5]), None),
             (fit(printable(row.time), widths[6]), None),
@@ -385,7 +414,7 @@ class SessionList(ScrollView, can_focus=True, inherit_bindings=False):
             (fit(label, widths[1]), BADGE_STYLES[severity]),
             (fit(printable(g.host or "?"), widths[2]), None),
             (cause_text(j.primary, j.causes, widths[3]), None),
-            (fit(shorten_names(j.presented_names, widths[4]), widths[4]), None),
+            (names_text(j.presented_names, widths[4]), None),
             (fit(printable(",".join(sorted(g.protocols))), widths[5]), None),
             (fit(printable(last.time), widths[6]), None),
         ]
