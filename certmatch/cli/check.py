@@ -227,7 +227,10 @@ class _JsonSessions:
         self.out = out
         self.judge = judge
         self.separator = "\n"
-        self.templates: dict[Hashable, _EntryTemplate | _FirstSeen | None] = {}
+        self.templates: dict[Hashable, _EntryTemplate | None] = {}
+        # Kept apart, so one-off situations (a time named in the causes) never push out
+        # the templates that are used again and again.
+        self.first_seen: dict[Hashable, _FirstSeen] = {}
         out.text('{\n  "sessions": [')
 
     def add(self, facts: SessionFacts, recording: str) -> tuple[str, tuple[str, ...], bool]:
@@ -236,21 +239,21 @@ class _JsonSessions:
         rest = [v if type(v) is str or v is None else hashable(v) for v in _rest_of(facts)]
         key = (id(decision), recording, facts.client_address is None, *rest)
         known = self.templates.get(key, _MISSING)
-        if type(known) is _FirstSeen and known.decision is decision:
-            # Seen twice: worth a template, checked against the first one's full entry.
-            known = _EntryTemplate.make(known, self.judge, recording)
-            self.templates[key] = known
-        if type(known) is _EntryTemplate and known.decision is decision:
+        if known is _MISSING or (known is not None and known.decision is not decision):
+            first = self.first_seen.pop(key, None)
+            if first is not None and first.decision is decision:
+                # Seen twice: worth a template, checked against the first one's full entry.
+                known = _EntryTemplate.make(first, self.judge, recording)
+                _put(self.templates, key, known, _TEMPLATES)
+        if known is not None and known is not _MISSING and known.decision is decision:
             text = known.fill(facts)
             verdict, causes, failed = known.verdict, known.causes, known.failed
         else:  # explained in full: the first of its kind, or one no template reproduces
             d = self.judge.diagnose(facts)
             text = _encode_entry(d, recording)
             verdict, causes, failed = d.verdict, d.cause_ids, d.failed
-            if known is _MISSING or (known is not None and known.decision is not decision):
-                if len(self.templates) >= _TEMPLATES:
-                    del self.templates[next(iter(self.templates))]
-                self.templates[key] = _FirstSeen(decision, facts, text)
+            if known is _MISSING:
+                _put(self.first_seen, key, _FirstSeen(decision, facts, text), _FIRST_SEEN)
         self.out.text(self.separator + "    " + text)
         self.separator = ",\n"
         return verdict, causes, failed
@@ -266,6 +269,15 @@ class _JsonSessions:
 
 _MISSING: Any = object()
 _TEMPLATES = 4096
+_FIRST_SEEN = 1024
+
+
+def _put[K, V](cache: dict[K, V], key: K, value: V, limit: int) -> None:
+    if len(cache) >= limit:
+        del cache[next(iter(cache))]  # the oldest
+    cache[key] = value
+
+
 # The facts that differ from one connection to the next and that a diagnosis only copies.
 _PER_CONNECTION = ("id", "started", "client_address")
 _rest_of = operator.attrgetter(

@@ -93,6 +93,10 @@ class Judge:
         self._trust = _Bounded[Hashable, TrustResult](2 * size)
         self._judgements = _Bounded[Hashable, Judgement](16 * size)
         self._decisions = _Bounded[Hashable, Decision](4 * size)
+        # Results that name an exact time rarely come again: a few, so they never crowd
+        # out (or grow as large as) the ones that do.
+        self._trust_at = _Bounded[Hashable, TrustResult](_AT_AN_EXACT_TIME)
+        self._decisions_at = _Bounded[Hashable, Decision](_AT_AN_EXACT_TIME)
 
     @classmethod
     def for_store(cls, store: TrustStore) -> Judge:
@@ -122,18 +126,15 @@ class Judge:
         per :meth:`key`, or per key and exact time when some certificate is out of its
         period (the details then name the time)."""
         key, at = self._key_and_time(facts)
-        exact = key if at is None else (key, at)
-        decision = self._decisions.get(exact)
-        if decision is None:
-            decision = self._decide(facts, key, exact)
-        return decision  # type: ignore[no-any-return]
+        found = self._decisions.get(key) if at is None else self._decisions_at.get((key, at))
+        return found or self._decide(facts, key, at)
 
     def judgement(self, facts: SessionFacts) -> Judgement:
         """The verdict and causes of ``facts``; computed once per :meth:`key`."""
         key, at = self._key_and_time(facts)
         judgement = self._judgements.get(key)
         if judgement is None:
-            self._decide(facts, key, key if at is None else (key, at))
+            self._decide(facts, key, at)
             judgement = self._judgements.get(key)
         return judgement  # type: ignore[no-any-return]
 
@@ -154,10 +155,13 @@ class Judge:
             return (values, at), None
         return (values, positions), at if any(positions) else None
 
-    def _decide(self, facts: SessionFacts, key: Hashable, exact: Hashable) -> Decision:
+    def _decide(self, facts: SessionFacts, key: Hashable, at: datetime | None) -> Decision:
         self.diagnosed += 1
         d = decide(facts, self)
-        self._decisions.put(exact, d)
+        if at is None:
+            self._decisions.put(key, d)
+        else:
+            self._decisions_at.put((key, at), d)
         if self._judgements.get(key) is None:
             self._judgements.put(
                 key,
@@ -202,12 +206,13 @@ class Judge:
     def trust(self, chain: tuple[str, ...], at: datetime) -> TrustResult:
         """assess_trust at ``at``, once per chain and validity bucket of ``at``."""
         positions = self._positions(chain, at)
-        key = (chain, positions, at if positions is None or any(positions) else None)
-        result = self._trust.get(key)
+        cache = self._trust if positions is not None and not any(positions) else self._trust_at
+        key = (chain, positions) if cache is self._trust else (chain, positions, at)
+        result = cache.get(key)
         if result is None:
             result = assess_trust(self._chains(chain), at, self.store)
-            self._trust.put(key, result)
-        return result
+            cache.put(key, result)
+        return result  # type: ignore[no-any-return]
 
     # -- the capture-time bucket ---------------------------------------------------------------
 
@@ -248,6 +253,7 @@ class Judge:
 
 
 _MISSING: Any = object()
+_AT_AN_EXACT_TIME = 64
 
 
 @dataclass(frozen=True, slots=True)

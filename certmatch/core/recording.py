@@ -8,7 +8,11 @@ not break an older reader.
 
 Reading is forgiving about lines and strict about files: a bad line becomes
 a ``LineProblem`` and reading goes on, but a file that is not a recording
-at all raises ``RecordingError``.
+at all raises ``RecordingError``. A line longer than ``LINE_LIMIT`` (1 MB) is a
+problem read in pieces, never whole, and so is a string field longer than
+``FIELD_LIMIT`` (64 KiB; certificates are bounded by the line limit only). A record
+cut short by a stopped writer is marked: ``truncated`` at the end of the file,
+``cut_short`` in mid-file (a writer started again after it); both are expected.
 """
 
 from __future__ import annotations
