@@ -752,3 +752,12 @@ async def test_security_findings_and_failing_matches_look_failing_in_the_list_an
             expected = "‼ security" if primary in ("starttls-injection", "plaintext-auth") else "✗"
             assert line.startswith(expected) and headline.startswith(f" {expected}"), primary
         assert seen == set(recordings)
+
+
+@run_async
+async def test_the_help_explains_the_severity_badges(store) -> None:
+    app = app_on(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("question_mark")
+        help_text = " ".join(str(s.render()) for s in app.screen.query("Static"))
+        assert "‼ security" in help_text and "✗ match" in help_text and "⚠ match" in help_text

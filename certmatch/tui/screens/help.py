@@ -41,6 +41,11 @@ class HelpScreen(ModalScreen[None]):
         verdicts = Text()
         for verdict, symbol in VERDICT_SYMBOLS.items():
             verdicts.append(f"  {symbol} {verdict}\n")
+        verdicts.append(
+            "  The badge shows the worst severity instead: ‼ security for a security finding "
+            "whatever the verdict, ✗ match when a failing cause holds beside a match, "
+            "⚠ match with warnings only; ✓ only for a match with no failing cause.\n"
+        )
         causes = Text()
         for cause in CAUSES.values():
             causes.append(f"  {cause.id:<28}", "cyan")
