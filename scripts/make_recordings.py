@@ -183,6 +183,9 @@ def build_pki(work: Path, *, added: bool = False) -> tuple[dict, dict[str, tuple
     add("nointer.example.test", nointer, chain=[nointer.cert])
     disorder = leaf(dns=["disorder.example.test"])
     add("disorder.example.test", disorder, chain=[disorder.cert, root.cert, inter.cert])
+    add("critical.example.test", _unknown_critical_extension(inter, "critical.example.test"))
+    tangled = _same_subject_same_key(100, dns=["tangled.example.test"])
+    add("tangled.example.test", tangled, chain=[tangled.cert, *tangled.issuers])
     defaults = {
         "default": _write_pair(default, work, "default"),
         "idn": _write_pair(leaf(dns=["xn--bcher-kva.example.test"]), work, "idn"),
@@ -192,6 +195,51 @@ def build_pki(work: Path, *, added: bool = False) -> tuple[dict, dict[str, tuple
         "ipsan": _write_pair(leaf(dns=["mail.example.test"], ips=["127.0.0.1"]), work, "ipsan"),
     }
     return specs, defaults
+
+
+def _unknown_critical_extension(ca: pki.Issued, name: str) -> pki.Issued:
+    """A leaf for ``name`` under ``ca`` that marks an extension nobody knows critical."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(UTC)
+    unknown = x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.55738.666.1"), b"")
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([]))
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=365))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(unknown, critical=True)
+        .sign(ca.key, hashes.SHA256())
+    )
+    return pki.Issued(cert, key, [ca.cert, *ca.issuers])
+
+
+def _same_subject_same_key(count: int, *, dns: list[str]) -> pki.Issued:
+    """A leaf under ``count`` CAs that share one subject and one key (x509-limbo's
+    pathological-chain-same-subject-same-key): each appears to have signed every other."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name.from_rfc4514_string("CN=Pathological CA")
+    now = dt.datetime.now(UTC)
+    start, end = now - dt.timedelta(days=1), now + dt.timedelta(days=3650)
+    cas = [
+        pki.ca_certificate_builder(name, name, key.public_key(), None, start, end).sign(
+            key, hashes.SHA256()
+        )
+        for _ in range(count)
+    ]
+    leaf = pki.issue_leaf(pki.Issued(cas[-1], key), dns=dns)
+    return pki.Issued(leaf.cert, leaf.key, list(reversed(cas)))
 
 
 def _replace_added_root(pem: bytes) -> None:
@@ -374,6 +422,22 @@ SAMPLES = [
         "untrusted",
         "unknown-issuer",
         "private.example.test",
+    ),
+    Sample(
+        "unknown-critical-extension",
+        "The name matches; the leaf marks an extension no client knows "
+        "(1.3.6.1.4.1.55738.666.1) critical.",
+        "untrusted",
+        "unknown-critical-extension",
+        "critical.example.test",
+    ),
+    Sample(
+        "chain-too-complex",
+        "The name matches; the server sends 100 CA certificates sharing one subject and key "
+        "above its leaf (x509-limbo's pathological chain): refused before any search.",
+        "untrusted",
+        "chain-too-complex",
+        "tangled.example.test",
     ),
     Sample(
         "missing-intermediate",
