@@ -13,7 +13,7 @@ API::
     judge.judgement(facts) -> Judgement    # light: verdict, failed, primary, causes, names, leaf
     judge.decision(facts) -> Decision      # the causes and their details, before explaining
     judge.key(facts) -> Hashable           # what judgement() is cached by; cheap
-    judge.diagnosed                        # how many judgements were computed (cache misses)
+    judge.diagnosed                        # how many decisions were computed (cache misses)
     len(judge)                             # how many judgements are remembered
     Judge.for_store(store) -> Judge        # one shared judge per store (diagnose() uses it)
 
@@ -27,7 +27,8 @@ trusted root that could have issued one (before, within, after), so two
 sessions share a judgement only when every validity check comes out the same
 (when those periods cannot be read, the key holds the exact time). When some
 certificate is outside its period, decisions and trust results are keyed by the exact
-time too, since their details name it.
+time too, since their details name it; those rarely come again, so they live in small
+caches of their own and never push out the shared ones.
 
 Every cache has a size limit; the oldest entries go first.
 """
