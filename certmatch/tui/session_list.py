@@ -233,6 +233,7 @@ class SessionList(ScrollView, can_focus=True, inherit_bindings=False):
 
     def scroll_columns(self, direction: int) -> None:
         """Scroll sideways to the next column (1) or the previous one (-1)."""
+        self._update_size()  # the widths follow the width, which a scrollbar can change
         x = round(self.scroll_x)
         starts = self.column_starts()
         if direction > 0:
