@@ -146,6 +146,11 @@ async def test_detail_explains_with_the_sessions_names_and_cites(store, sample) 
         await wait_for(pilot, lambda: app.sessions.initial_load_done, "the recording to load")
         await pilot.press("f")
         await pilot.press(*"cause:wildcard-too-deep", "enter")
+        await wait_for(
+            pilot,
+            lambda: app.sessions.filter.causes == {"wildcard-too-deep"},
+            "the filter to apply",
+        )
         facts = current_facts(app)
         text = str(app.query_one("#detail-body").render())
         d = diagnose(facts, store)
