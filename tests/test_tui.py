@@ -757,6 +757,8 @@ async def test_security_findings_and_failing_matches_look_failing_in_the_list_an
             expected = "‼ security" if primary in ("starttls-injection", "plaintext-auth") else "✗"
             assert line.startswith(expected) and headline.startswith(f" {expected}"), primary
         assert seen == set(recordings)
+        found = listing.find("‼ security", 1, include_current=True)  # find sees the badge too
+        assert found is not None and list_line(app, found).startswith("‼ security")
 
 
 @run_async

@@ -426,10 +426,13 @@ class SessionList(ScrollView, can_focus=True, inherit_bindings=False):
         if isinstance(item, Group):
             j = item.judgement
             names = shorten_names(j.presented_names)
-            return f"{item.host} {j.verdict} {j.primary} {names} {' '.join(item.protocols)}".lower()
+            label = badge(j.verdict, j.causes)[0]
+            protocols = " ".join(item.protocols)
+            return f"{item.host} {label} {j.verdict} {j.primary} {names} {protocols}".lower()
         row = self.rows[item]
         j = row.judgement
         return (
-            f"{j.verdict} {row.time} {row.protocol} {row.host} {j.primary} {row.sni or ''} "
+            f"{badge(j.verdict, j.causes)[0]} {j.verdict} {row.time} {row.protocol} {row.host} "
+            f"{j.primary} {row.sni or ''} "
             f"{shorten_names(j.presented_names)} {row.client}"
         ).lower()
