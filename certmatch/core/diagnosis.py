@@ -6,13 +6,8 @@ against the same store. The verdict, the findings and their explanation come
 from :mod:`certmatch.core.findings`; the catalogue of causes is
 :mod:`certmatch.core.causes`.
 
-Verdicts:
-``match`` the names pass; ``legacy-match`` only a legacy rule (CN-ID)
-accepts them; ``mismatch`` the names fail; ``untrusted`` names pass but
-trust or validity fails; ``error`` no certificate was obtained. A ``match``
-still fails when a failing cause holds beside it: the client refused
-certmatch's own CA, or the name judged against was assumed, not given by the
-client (``requested-host-assumed``).
+The verdicts and when a ``match`` still fails are described in
+:mod:`certmatch.core.findings`.
 """
 
 from __future__ import annotations

@@ -107,6 +107,8 @@ class StartTlsMachine:
         self._greeting_seen = False
         self._client_words = ClientWords(_PROTOCOL_WORDS)
         self._request_had_arguments = False
+        self._multiline_verb: str | None = None  # reading a multi-line response to this
+        self._upgrade_listed = False  # the open capability list names the upgrade
 
     # -- public -------------------------------------------------------------
 
@@ -205,6 +207,27 @@ class StartTlsMachine:
     def _offered(self, offered: bool) -> None:
         # Once advertised, it stays advertised (capabilities shrink after login).
         self.facts.server_offered = bool(self.facts.server_offered) or offered
+
+    def _start_multiline(self, verb: str) -> None:
+        """A dot-terminated multi-line response to ``verb`` follows (POP3, NNTP)."""
+        self._multiline_verb = verb
+        self._upgrade_listed = False
+
+    def _multiline_line(self, line: bytes, list_verb: str, keyword: bytes) -> bool:
+        """Take one line of an open multi-line response; False when none is open.
+
+        In the capability list (the response to ``list_verb``), note whether ``keyword``
+        is listed, and record the offer when the list ends with its ``.`` line.
+        """
+        if self._multiline_verb is None:
+            return False
+        if line == b".":
+            if self._multiline_verb == list_verb:
+                self._offered(self._upgrade_listed)
+            self._multiline_verb = None
+        elif self._multiline_verb == list_verb and line_words(line)[:1] == [keyword]:
+            self._upgrade_listed = True
+        return True
 
     def _request(self, *, with_arguments: bool = False) -> None:
         # The upgrade takes no arguments; a reply to one that had some may well quote them.

@@ -25,8 +25,6 @@ class NntpMachine(StartTlsMachine):
     def __init__(self, protocol: str | None = None) -> None:
         super().__init__(protocol)
         self._pending: deque[str] = deque()
-        self._multiline_verb: str | None = None
-        self._capa_starttls = False
         self._client_mode = "command"  # or "article" (POST/IHAVE body) or "sasl"
 
     def _on_client(self, unit: bytes, is_line: bool) -> None:
@@ -61,13 +59,7 @@ class NntpMachine(StartTlsMachine):
         if not is_line:
             return
         line = unit.rstrip(b"\r\n")
-        if self._multiline_verb is not None:
-            if line == b".":
-                if self._multiline_verb == "CAPABILITIES":
-                    self._offered(self._capa_starttls)
-                self._multiline_verb = None
-            elif self._multiline_verb == "CAPABILITIES" and line_words(line)[:1] == [b"STARTTLS"]:
-                self._capa_starttls = True
+        if self._multiline_line(line, "CAPABILITIES", b"STARTTLS"):
             return
         match = re.match(rb"^(\d{3})\b", line)
         if match is None:
@@ -86,5 +78,4 @@ class NntpMachine(StartTlsMachine):
         elif verb == "AUTHINFO":
             self._client_mode = "sasl" if code == 383 else "command"
         if code in self._MULTILINE_CODES or (code == 211 and verb == "LISTGROUP"):
-            self._multiline_verb = verb
-            self._capa_starttls = False
+            self._start_multiline(verb)

@@ -23,8 +23,6 @@ class Pop3Machine(StartTlsMachine):
     def __init__(self, protocol: str | None = None) -> None:
         super().__init__(protocol)
         self._pending: deque[tuple[str, bool]] = deque()  # (verb, has arguments)
-        self._multiline_verb: str | None = None  # reading a multi-line response to this
-        self._capa_stls = False
         self._in_auth = False  # SASL exchange: client lines are responses, not commands
 
     def _on_client(self, unit: bytes, is_line: bool) -> None:
@@ -45,13 +43,7 @@ class Pop3Machine(StartTlsMachine):
         if not is_line:
             return
         line = unit.rstrip(b"\r\n")
-        if self._multiline_verb is not None:
-            if line == b".":
-                if self._multiline_verb == "CAPA":
-                    self._offered(self._capa_stls)
-                self._multiline_verb = None
-            elif self._multiline_verb == "CAPA" and line_words(line)[:1] == [b"STLS"]:
-                self._capa_stls = True
+        if self._multiline_line(line, "CAPA", b"STLS"):
             return
         positive = line.startswith(b"+OK")
         if not positive and not line.startswith(b"-ERR"):
@@ -70,5 +62,4 @@ class Pop3Machine(StartTlsMachine):
             self._in_auth = False
         multiline = verb in self._MULTILINE or (verb in ("LIST", "UIDL", "AUTH") and not has_args)
         if positive and multiline:
-            self._multiline_verb = verb
-            self._capa_stls = False
+            self._start_multiline(verb)
