@@ -255,6 +255,7 @@ async def test_export_writes_json_and_pem_and_says_where(store, tmp_path) -> Non
         assert data["id"] == facts.id and data["primary_cause"] == diagnose(facts, store).primary.id
         certs = x509.load_pem_x509_certificates(written[0].read_bytes())
         assert len(certs) == len(facts.chain)
+        assert [p.stat().st_mode & 0o777 for p in written] == [0o600, 0o600]  # owner-only
         messages = [n.message for n in app._notifications]
         assert any(str(written[0]) in m and str(written[1]) in m for m in messages)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -31,9 +32,16 @@ def export_session(d: Diagnosis, recording: str, directory: Path) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     stem = export_stem(d.facts.id)
     written = [directory / f"{stem}.json"]
-    written[0].write_text(session_json(d, recording), encoding="utf-8")
+    _write_private(written[0], session_json(d, recording))
     if d.facts.chain:
         pem = directory / f"{stem}.chain.pem"
-        pem.write_text(to_pem(d.facts.chain), encoding="ascii")
+        _write_private(pem, to_pem(d.facts.chain))
         written.append(pem)
     return written
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a new file owner-only (0600): an export holds what the recording holds."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(text)
