@@ -95,7 +95,8 @@ class Loader:
         limit = first_batch_rows
         last_emit = time.monotonic()
         total = 0
-        self.waiting = []
+        # Built aside and swapped in whole: the UI thread reads it while this runs.
+        waiting: list[str] = []
 
         def flush() -> None:
             nonlocal batch, last_emit
@@ -108,7 +109,7 @@ class Loader:
             if index in self._failed:
                 continue
             if not source.started and not final and not source.exists_with_header():
-                self.waiting.append(source.name)
+                waiting.append(source.name)
                 continue
             try:
                 for offset, item in source.read_new(final=final):
@@ -128,5 +129,6 @@ class Loader:
             except OSError as error:
                 self._failed.add(index)
                 batch.errors.append(f"{source.name}: reading stopped ({error.strerror or error})")
+        self.waiting = waiting
         flush()
         return total
