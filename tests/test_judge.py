@@ -100,6 +100,9 @@ VERDICT_VARIANTS = {
     "chain": [],
     "server_error": "The remote server does not speak TLS.",
     "client_error": "tlsv1 alert unknown ca",
+    "presented": "mirror",
+    "client_decision": "alert",
+    "client_alert": "unknown_ca",
     "sni_probe": SniProbe(sni="other.example.test"),
     "starttls": StartTlsFacts(client_requested=False),
 }
@@ -107,6 +110,8 @@ VERDICT_VARIANTS = {
 
 def test_the_variants_cover_every_verdict_field() -> None:
     assert set(VERDICT_VARIANTS) | {"started"} == set(VERDICT_FIELDS)
+    # Per-session numbers would give every session a judgement of its own (issue 12).
+    assert not {"client_waited", "client_alert_code"} & set(VERDICT_FIELDS)
 
 
 def _non_verdict_variants(facts: SessionFacts) -> dict[str, object]:

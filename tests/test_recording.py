@@ -73,6 +73,11 @@ def every_field_set() -> SessionFacts:
         chain=[LEAF, ISSUER],
         server_error="upstream handshake: certificate verify failed",
         client_error="client alert: unknown_ca",
+        presented="mirror",
+        client_decision="alert",
+        client_alert="unknown_ca",
+        client_alert_code=48,
+        client_waited=0.125,
         action="block",
         sni_probe=SniProbe(sni="smtp.example.org", chain=[ISSUER], error="timed out"),
         starttls=StartTlsFacts(
@@ -417,6 +422,82 @@ def test_writer_writes_header_into_an_existing_empty_file(tmp_path: Path) -> Non
     assert [s.id for s in read_recording(path).sessions] == ["s1"]
 
 
+def pem(body: bytes) -> str:
+    text = base64.b64encode(body).decode()
+    return "-----BEGIN CERTIFICATE-----\n" + text + "\n-----END CERTIFICATE-----\n"
+
+
+def test_writer_puts_the_ca_certificates_in_the_header_one_block_each(tmp_path: Path) -> None:
+    first, second = pem(b"first root" * 10), pem(b"second root" * 10)
+    bundle = "comment line\n" + first + second.replace("\n", "\r\n")
+    path = tmp_path / "rec.jsonl"
+    with RecordingWriter(path, tool_version="t", ca_certificates=[bundle, first]) as writer:
+        writer.write(session(1))
+
+    header = read_recording(path).header
+    assert header.ca_certificates == recording.certificate_blocks(first + second)
+    assert len(header.ca_certificates) == 2  # the repeated one is kept once
+    assert all(p.count("BEGIN CERTIFICATE") == 1 for p in header.ca_certificates)
+    assert json.loads(lines_of(path)[0])["ca_certificates"] == header.ca_certificates
+
+
+def test_a_header_without_ca_certificates_reads_as_none(tmp_path: Path) -> None:
+    path = tmp_path / "rec.jsonl"
+    path.write_text(header_line() + json.dumps(session(1).to_json()) + "\n")
+    result = read_recording(path)
+    assert result.header.ca_certificates == [] and result.problems == []
+
+
+def test_a_damaged_ca_certificates_list_is_a_problem_and_trusts_nothing(tmp_path: Path) -> None:
+    header = json.loads(header_line())
+    header["ca_certificates"] = [pem(b"root"), 7]
+    path = tmp_path / "rec.jsonl"
+    path.write_text(json.dumps(header) + "\n" + json.dumps(session(1).to_json()) + "\n")
+    result = read_recording(path)
+    assert result.header.ca_certificates == []
+    assert [p.line for p in result.problems] == [1]
+    assert "ca_certificates[1]" in result.problems[0].message
+
+
+def test_writer_refuses_a_ca_certificate_that_is_no_pem(tmp_path: Path) -> None:
+    with pytest.raises(RecordingError, match="CA certificate 1 .* holds no PEM certificate"):
+        RecordingWriter(tmp_path / "rec.jsonl", tool_version="t", ca_certificates=["not pem"])
+    assert not (tmp_path / "rec.jsonl").exists()
+
+
+def test_writer_appends_only_under_the_same_ca_certificates(tmp_path: Path) -> None:
+    root, other = pem(b"root" * 20), pem(b"other" * 20)
+    path = tmp_path / "rec.jsonl"
+    with RecordingWriter(path, tool_version="t", ca_certificates=[root]) as writer:
+        writer.write(session(1))
+    # The same certificate, written another way, is the same.
+    with RecordingWriter(path, tool_version="t", ca_certificates=[root.replace("\n", "\r\n")]) as w:
+        w.write(session(2))
+    before = path.read_bytes()
+    for anchors in ([], [other], [root, other]):
+        with pytest.raises(RecordingError, match="will not append to this recording") as raised:
+            RecordingWriter(path, tool_version="t", ca_certificates=anchors)
+        assert "write to a new file" in str(raised.value)
+    assert path.read_bytes() == before
+    assert [s.id for s in read_recording(path).sessions] == ["s1", "s2"]
+    plain = tmp_path / "plain.jsonl"
+    write_recording(plain, [session(1)])
+    with pytest.raises(
+        RecordingError, match="trusts no extra CA certificates and this run 1 other"
+    ):
+        RecordingWriter(plain, tool_version="t", ca_certificates=[root])
+
+
+def test_the_client_decision_fields_are_left_out_when_unknown() -> None:
+    line = session(1).to_json()
+    assert not {"presented", "client_decision", "client_alert"} & line.keys()
+    assert not {"client_alert_code", "client_waited"} & line.keys()
+    decided = session(1, client_decision="closed-after-handshake", client_waited=1.5).to_json()
+    assert decided["client_decision"] == "closed-after-handshake"
+    assert decided["client_waited"] == 1.5 and "client_alert" not in decided
+    assert line_schema._plain_session(decided) and line_schema._plain_session(line)
+
+
 def test_concurrent_writes_never_interleave_lines(tmp_path: Path) -> None:
     path = tmp_path / "rec.jsonl"
     per_thread = 150
@@ -503,6 +584,13 @@ def test_schema_enums_come_from_facts() -> None:
     assert props["protocol"]["enum"] == list(facts.PROTOCOLS)
     assert props["requested_host_source"]["enum"] == list(facts.HOST_SOURCES)
     assert props["tls_kind"]["enum"] == list(typing.get_args(facts.TlsKind))
+    assert props["presented"]["enum"] == [*facts.PRESENTED, None]
+    assert props["client_decision"]["enum"] == [*facts.CLIENT_DECISIONS, None]
+    assert list(typing.get_args(facts.Presented)) == list(facts.PRESENTED)
+    assert list(typing.get_args(facts.ClientDecision)) == list(facts.CLIENT_DECISIONS)
+    # What a line may leave out is exactly what the schema does not require.
+    optional = set(props) - set(load_schema()["$defs"]["session"]["required"])
+    assert optional == set(facts.OPTIONAL_FIELDS)
     assert list(typing.get_args(facts.Protocol)) == list(facts.PROTOCOLS)
     assert list(typing.get_args(facts.HostSource)) == list(facts.HOST_SOURCES)
 
@@ -511,7 +599,8 @@ ODD_VALUES: list[Any] = [
     None, "", "x", "imap", "sni", "starttls", "header", "session", 0, 1, 1.0, 1.5, True, False,
     [], ["a"], [1], [LEAF], ["QUJD"], ["QUI="], ["QQ=="], ["Q"], ["QUJDRA==x"], {}, {"sni": "a"},
     "2025-01-01T00:00:00Z", "2025-01-01T00:00:00", "2025-01-01 00:00:00+00:00",
-    "certmatch-recording",
+    "certmatch-recording", "mirror", "substitute", "went-on", "closed-before-handshake",
+    "unknown_ca", -1, 2**70, 0.001, float("nan"), [None], [["a"]],
     {"sni": "a", "chain": [], "error": None},
     {"sni": "a", "chain": ["!"], "error": None},
     {"server_offered": 1, "client_requested": None, "server_reply": None,

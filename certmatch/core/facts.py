@@ -36,6 +36,33 @@ HOST_SOURCES: tuple[str, ...] = (
     "unknown",
 )
 
+# What certificate the client was shown (``SessionFacts.presented``): certmatch's copy of the
+# server leaf's names and dates, or stock mitmproxy's substitute.
+Presented = Literal["mirror", "substitute"]
+PRESENTED: tuple[str, ...] = ("mirror", "substitute")
+
+# What the client did after it was shown a certificate (``SessionFacts.client_decision``):
+# went-on            it sent application data after the handshake;
+# closed-after-handshake
+#                    the handshake completed and it closed without sending application data
+#                    (a close_notify alone counts as nothing); for implicit TLS on a
+#                    server-first protocol, after the greeting; after STARTTLS, no command;
+# alert              it sent a TLS alert (``client_alert``, ``client_alert_code``);
+# closed-during-handshake
+#                    it closed mid-handshake without an alert;
+# closed-before-handshake
+#                    the connection closed before any byte: a port check or health probe.
+ClientDecision = Literal[
+    "went-on", "closed-after-handshake", "alert", "closed-during-handshake",
+    "closed-before-handshake",
+]  # fmt: skip
+CLIENT_DECISIONS: tuple[str, ...] = (
+    "went-on",
+    "closed-after-handshake",
+    "alert",
+    "closed-during-handshake",
+    "closed-before-handshake",
+)
 
 # Field metadata of the facts a verdict and its causes depend on: by their value, or
 # (the capture time) only through where they fall among the certificates' validity periods.
@@ -95,6 +122,17 @@ class SessionFacts:
     server_error: str | None = field(default=None, metadata=VERDICT)
     # client-side handshake error (e.g. it refused our CA)
     client_error: str | None = field(default=None, metadata=VERDICT)
+    # the certificate the client was shown (PRESENTED); None = none at all, or an older recording
+    presented: str | None = field(default=None, metadata=VERDICT)
+    # what the client did with it (CLIENT_DECISIONS); None = unknown (an older recording, or
+    # the proxy stopped first)
+    client_decision: str | None = field(default=None, metadata=VERDICT)
+    # the alert the client sent, by its name in RFC 8446 §6 / RFC 5246 §7.2 ("unknown_ca")
+    client_alert: str | None = field(default=None, metadata=VERDICT)
+    client_alert_code: int | None = None  # the alert's number (48 for unknown_ca)
+    # seconds from the end of the handshake (or the greeting) to the client's close, to the
+    # millisecond; never a verdict field, so sessions that differ only in it share a judgement
+    client_waited: float | None = None
     action: str | None = None  # "pass" or "block": what the proxy did with the session
     sni_probe: SniProbe | None = field(default=None, metadata=VERDICT)
     starttls: StartTlsFacts | None = field(default=None, metadata=VERDICT)
@@ -103,10 +141,9 @@ class SessionFacts:
     def to_json(self) -> dict[str, Any]:
         """The session as a plain dict for one JSON line, with no empty optional parts."""
         data = dataclasses.asdict(self)
-        if self.sni_probe is None:
-            del data["sni_probe"]
-        if self.starttls is None:
-            del data["starttls"]
+        for name in OPTIONAL_FIELDS:
+            if data[name] is None:
+                del data[name]
         data["type"] = "session"
         return data
 
@@ -123,12 +160,12 @@ class SessionFacts:
     @classmethod
     def from_line(cls, data: dict[str, Any]) -> SessionFacts:
         """:meth:`from_json` for a freshly parsed recording line that passed the schema (which
-        names every field but the two optional parts), taking ``data`` over as the session's
+        names every field but the optional ones), taking ``data`` over as the session's
         own attributes: ``__init__`` would only copy them and fill defaults. Anything unusual
         goes to from_json."""
         if data.keys() != _LINE_KEYS:
-            data.setdefault("sni_probe", None)
-            data.setdefault("starttls", None)
+            for name in OPTIONAL_FIELDS:
+                data.setdefault(name, None)
             if data.keys() != _LINE_KEYS:
                 return cls.from_json(data)
         del data["type"]
@@ -143,6 +180,16 @@ class SessionFacts:
         return facts
 
 
+# The fields a line leaves out when they are None (an older recording has none of them).
+OPTIONAL_FIELDS: tuple[str, ...] = (
+    "sni_probe",
+    "starttls",
+    "presented",
+    "client_decision",
+    "client_alert",
+    "client_alert_code",
+    "client_waited",
+)
 _SESSION_FIELDS = frozenset(f.name for f in dataclasses.fields(SessionFacts))
 _LINE_KEYS = _SESSION_FIELDS | {"type"}
 
@@ -173,6 +220,9 @@ class RecordingHeader:
     created: str
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
+    # PEM texts of the extra CA certificates the proxy judged with (they are public), one
+    # certificate each: check, view and replay trust them for this file's sessions only
+    ca_certificates: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"type": "header", **dataclasses.asdict(self)}

@@ -66,7 +66,7 @@ def _plain_session(v: Any) -> bool:
         if not _STRING_OR_NULL.issuperset(map(type, rules.nullable_strings(v))):
             return False
         for value, allowed in zip(rules.enum_values(v), rules.enum_sets, strict=True):
-            if value not in allowed or type(value) is not str:
+            if value not in allowed or (type(value) is not str and value is not None):
                 return False
         for value in rules.string_lists(v):
             if type(value) is not list:
@@ -77,6 +77,8 @@ def _plain_session(v: Any) -> bool:
             return False
         if rules.timestamp(started) is None or not _plain_chain(v["chain"], rules):
             return False
+        if rules.optional and not _plain_optional(v, rules):
+            return False
     except (KeyError, TypeError):
         return False
     probe = v.get("sni_probe")
@@ -84,6 +86,19 @@ def _plain_session(v: Any) -> bool:
         return False
     starttls = v.get("starttls")
     return starttls is None or _plain_starttls(starttls, rules)
+
+
+def _plain_optional(v: dict[str, Any], rules: _PlainRules) -> bool:
+    """The fields a line may leave out (an older recording has none of them)."""
+    get = v.get
+    for name, allowed in rules.optional_enums:
+        value = get(name)
+        if value is not None and (type(value) is not str or value not in allowed):
+            return False
+    for name, kinds in rules.optional_scalars:
+        if type(get(name)) not in kinds:
+            return False
+    return True
 
 
 _STRING_OR_NULL = frozenset({str, type(None)})
@@ -135,19 +150,43 @@ class _PlainRules:
         session = defs["session"]
         props: dict[str, Any] = session["properties"]
         refs = {name: p.get("$ref", "").rsplit("/", 1)[-1] for name, p in props.items()}
-        self.required = frozenset(session["required"])
+        self.required = required = frozenset(session["required"])
+        # Required fields are fetched with itemgetter (a missing one is a KeyError); the
+        # others, which older lines leave out, with get (a missing one is None).
         nullable_strings = tuple(n for n, r in refs.items() if r == "nullableString")
         string_lists = tuple(n for n, r in refs.items() if r == "stringList")
-        self.enums = tuple((n, frozenset(p["enum"])) for n, p in props.items() if "enum" in p)
-        # Fetching these raises KeyError for a missing one, so they must cover "required".
-        if min(len(nullable_strings), len(string_lists), len(self.enums)) < 2:
+        enums = tuple((n, frozenset(p["enum"])) for n, p in props.items() if "enum" in p)
+        self.enums = tuple((n, allowed) for n, allowed in enums if n in required)
+        required_strings = tuple(n for n in nullable_strings if n in required)
+        required_lists = tuple(n for n in string_lists if n in required)
+        if min(len(required_strings), len(required_lists), len(self.enums)) < 2:
             raise ValueError("itemgetter of one name returns the value, not a tuple")
-        self.nullable_strings = operator.itemgetter(*nullable_strings)
-        self.string_lists = operator.itemgetter(*string_lists)
+        self.nullable_strings = operator.itemgetter(*required_strings)
+        self.string_lists = operator.itemgetter(*required_lists)
         self.enum_values = operator.itemgetter(*(n for n, _ in self.enums))
         self.enum_sets = tuple(allowed for _, allowed in self.enums)
+        scalar_kinds = {
+            "nullableString": frozenset({str, type(None)}),
+            "nullableInteger": frozenset({int, type(None)}),  # bool is not int here
+            "nullableNumber": frozenset({int, float, type(None)}),
+        }
+        fixed_optional = {"sni_probe", "starttls"}
+        self.optional_enums = tuple(
+            (n, allowed - {None}) for n, allowed in enums if n not in required
+        )
+        self.optional_scalars = tuple(
+            (n, scalar_kinds[r])
+            for n, r in refs.items()
+            if n not in required and n not in fixed_optional and r in scalar_kinds
+        )
+        optional = {n for n in props if n not in required} - fixed_optional
+        if optional - {n for n, _ in self.optional_enums} - {n for n, _ in self.optional_scalars}:
+            raise ValueError("the fast path does not check every optional field")
+        if any(None not in allowed for n, allowed in enums if n not in required):
+            raise ValueError("an optional enum must allow null: absent reads as None")
+        self.optional = bool(optional)
         fetched = {"type", "id", "started", "chain", *nullable_strings, *string_lists}
-        if self.required - fetched - {n for n, _ in self.enums}:
+        if required - fetched - {n for n, _ in self.enums}:
             raise ValueError("the fast path does not fetch every required field")
         self.timestamp = re.compile(defs["timestamp"]["pattern"]).search
         self.der_base64 = re.compile(defs["derBase64"]["pattern"]).search
@@ -165,6 +204,8 @@ class _PlainRules:
         expected = {
             "nullableString": {"type": ["string", "null"]},
             "nullableBoolean": {"type": ["boolean", "null"]},
+            "nullableInteger": {"type": ["integer", "null"]},
+            "nullableNumber": {"type": ["number", "null"]},
             "stringList": {"type": "array", "items": {"type": "string"}},
             "chain": {"type": "array", "items": {"$ref": "#/$defs/derBase64"}},
             "derBase64": {"type": "string", "pattern": defs["derBase64"]["pattern"]},
@@ -178,13 +219,17 @@ class _PlainRules:
             "sni_probe": {"anyOf": [{"$ref": "#/$defs/sniProbe"}, {"type": "null"}]},
             "starttls": {"anyOf": [{"$ref": "#/$defs/startTls"}, {"type": "null"}]},
         }
-        plain = {n for n, _ in self.enums} | {*nullable_strings, *string_lists}
+        plain = {n for n, _ in enums} | {*nullable_strings, *string_lists}
+        plain |= {n for n, _ in self.optional_scalars}
         for name, node in props.items():
             node = _without_notes(node)
             if name in fixed:
                 ok = node == fixed[name]
             elif name in plain:
-                ok = len(node) == 1 and all(type(a) is str for a in node.get("enum", ()))
+                ok = len(node) == 1 and all(
+                    type(a) is str or (a is None and name not in required)
+                    for a in node.get("enum", ())
+                )
             else:
                 ok = False
             if not ok:

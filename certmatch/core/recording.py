@@ -200,11 +200,18 @@ def _read_header(path: Path) -> tuple[RecordingHeader, int, LineProblem | None]:
             1,
             "upgrade certmatch to read it" if newer else "the header is damaged",
         )
+    recorded = data.get("ca_certificates")
     header = RecordingHeader(
         tool_version=_text_or_unknown(data.get("tool_version")),
         created=_text_or_unknown(data.get("created")),
         format=FORMAT_NAME,
         format_version=version,
+        # A damaged list is reported with the header line and trusted for nothing.
+        ca_certificates=(
+            list(recorded)
+            if type(recorded) is list and all(type(pem) is str for pem in recorded)
+            else []
+        ),
     )
     problem = validate_line(data)
     header_problem = None
@@ -445,22 +452,26 @@ class RecordingWriter:
     starts on a fresh line, so the cut record stays one bad line and the next one is whole.
     """
 
-    def __init__(self, path: str | Path, *, tool_version: str) -> None:
+    def __init__(
+        self, path: str | Path, *, tool_version: str, ca_certificates: Sequence[str] = ()
+    ) -> None:
         self.path = Path(path)
         self._fd: int | None = None
         # True after a failed write, which may have left the file ending inside a line.
         self._ends_mid_line = False
+        anchors = _certificate_list(self.path, ca_certificates)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             starting = b""
             if self.path.exists() and self.path.stat().st_size > 0:
                 # A stopped writer may have left half a line: repair it now (the empty
                 # write below adds the newline), so it stays one bad line.
-                self._ends_mid_line = self._ends_inside_a_line()
+                self._ends_mid_line = self._ends_inside_a_line(anchors)
             else:
                 header = RecordingHeader(
                     tool_version=tool_version,
                     created=datetime.now(UTC).isoformat(timespec="seconds"),
+                    ca_certificates=anchors,
                 )
                 starting = _encode_line(header.to_json())
             self._fd = os.open(
@@ -476,16 +487,30 @@ class RecordingWriter:
                 "choose a writable location",
             ) from None
 
-    def _ends_inside_a_line(self) -> bool:
-        """Refuse someone else's file; say whether it ends inside a line (a cut record)."""
+    def _ends_inside_a_line(self, anchors: list[str]) -> bool:
+        """Refuse someone else's file, or a recording judged with other CAs; say whether
+        it ends inside a line (a cut record)."""
         try:
-            _read_header(self.path)
+            header, _offset, _problem = _read_header(self.path)
         except _NotARecording as error:
             raise RecordingError(
                 self.path,
                 f"will not append to this file: {error.message}; choose another output file",
                 error.line,
             ) from None
+        recorded = {_pem_key(pem) for pem in header.ca_certificates}
+        if recorded != {_pem_key(pem) for pem in anchors}:
+            # Its header's CAs judge every session in it, so a session judged with others
+            # would be read back with a verdict it was never given live.
+            raise RecordingError(
+                self.path,
+                "will not append to this recording: its header trusts "
+                f"{_count(len(recorded), 'extra CA certificate')} and this run "
+                f"{_count(len(anchors), 'other')}, and a recording's sessions are all "
+                "judged with its header's CAs; write to a new file, or pass the same CA "
+                "files as the run that started it",
+                1,
+            )
         with self.path.open("rb") as file:
             file.seek(-1, os.SEEK_END)
             return file.read(1) != b"\n"
@@ -528,6 +553,51 @@ class RecordingWriter:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+
+_PEM_CERTIFICATE = re.compile(
+    r"-----BEGIN CERTIFICATE-----([A-Za-z0-9+/=\s]*?)-----END CERTIFICATE-----"
+)
+
+
+def certificate_blocks(text: str) -> list[str]:
+    """Every PEM certificate block in ``text``, each on its own and written the one same way
+    (64 characters a line, one newline at the end); [] when there is none."""
+    blocks = []
+    for match in _PEM_CERTIFICATE.finditer(text):
+        body = "".join(match.group(1).split())
+        lines = [body[i : i + 64] for i in range(0, len(body), 64)]
+        blocks.append(
+            "\n".join(["-----BEGIN CERTIFICATE-----", *lines, "-----END CERTIFICATE-----"]) + "\n"
+        )
+    return blocks
+
+
+def _certificate_list(path: Path, texts: Sequence[str]) -> list[str]:
+    """The header's ``ca_certificates``: one block per certificate, each once, in order."""
+    found: list[str] = []
+    for number, text in enumerate(texts, 1):
+        blocks = certificate_blocks(text)
+        if not blocks:
+            raise RecordingError(
+                path,
+                f"CA certificate {number} given for the header holds no PEM certificate; "
+                "pass the text of a PEM file",
+            )
+        found += [block for block in blocks if block not in found]
+    return found
+
+
+def _pem_key(pem: str) -> str:
+    """What makes two PEM texts the same certificate: the base64 between the markers."""
+    blocks = certificate_blocks(pem)
+    return "".join(blocks[0].split()) if blocks else pem
+
+
+def _count(number: int, noun: str) -> str:
+    if noun == "other":
+        return "none" if number == 0 else f"{number} other{'s' if number != 1 else ''}"
+    return f"{'no' if number == 0 else number} {noun}{'s' if number != 1 else ''}"
 
 
 def _encode_line(data: dict[str, Any]) -> bytes:
