@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 
 import certmatch
-from certmatch.cli import check, demo, proxy, replay, view
+from certmatch.cli import check, demo, probe, proxy, replay, view
 
-COMMANDS = (check, proxy, view, demo, replay)  # in the order ``--help`` lists them
+COMMANDS = (check, probe, proxy, view, demo, replay)  # in the order ``--help`` lists them
 
 
 def build_parser() -> argparse.ArgumentParser:

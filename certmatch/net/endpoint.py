@@ -1,0 +1,232 @@
+"""Probe one endpoint as a mail client would: find its address, handshake with and without
+SNI, gather the DNS evidence, and record each handshake as session facts.
+
+The facts are the recording format's (:class:`~certmatch.core.facts.SessionFacts`), with
+``requested_host_source="option"``: the name is the one the user gave, standing for the
+name a client would be configured with. The handshake without SNI carries the one with SNI
+as its ``sni_probe``, so ``no-sni-default-certificate`` has direct evidence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+from dataclasses import dataclass, field
+
+from certmatch.core.dns_facts import DnsFacts, reverse_name
+from certmatch.core.facts import SessionFacts, SniProbe
+from certmatch.core.identity import is_ip_address
+from certmatch.core.protocols import PORTS, is_starttls_port, protocol_from_port
+from certmatch.net.dns import DnsLookup
+from certmatch.net.handshake import Handshake, handshake
+
+STARTTLS_CHOICES = ("auto", "smtp", "imap", "pop3", "ldap", "nntp", "none")
+
+# The port a target without one gets, by --starttls: implicit-TLS IMAP unless a STARTTLS
+# protocol is named, then that protocol's STARTTLS port (submission for smtp).
+DEFAULT_PORTS = {
+    "auto": 993,
+    "none": 993,
+    "smtp": 587,
+    "imap": 143,
+    "pop3": 110,
+    "ldap": 389,
+    "nntp": 119,
+}
+
+BOTH = "both"  # the default SNI mode: one handshake with SNI, one without
+
+
+@dataclass(frozen=True)
+class Target:
+    """``HOST[:PORT]`` as given (an IPv6 address in brackets: ``[::1]:993``)."""
+
+    host: str
+    port: int | None = None
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if self.port is None else f"{host}:{self.port}"
+
+
+def parse_target(text: str) -> Target:
+    """Read ``HOST``, ``HOST:PORT``, ``[IPv6]:PORT`` or a bare IPv6 address; ValueError with a
+    sentence when it is none of those."""
+    given = text.strip()
+    if not given:
+        raise ValueError("an empty target: give HOST or HOST:PORT")
+    host, port_text = given, ""
+    if given.startswith("["):
+        end = given.find("]")
+        if end < 0 or (given[end + 1 :] and not given[end + 1 :].startswith(":")):
+            raise ValueError(f"{text!r}: write an IPv6 target as [ADDRESS]:PORT")
+        host, port_text = given[1:end], given[end + 2 :]
+    elif given.count(":") == 1:
+        host, _, port_text = given.partition(":")
+    if port_text and (not port_text.isdigit() or not 0 < int(port_text) < 65536):
+        raise ValueError(f"{text!r}: the port must be a number from 1 to 65535")
+    host = host.rstrip(".") if host not in (".",) else host
+    if not host or any(c.isspace() or c in "/@" for c in host):
+        raise ValueError(f"{text!r}: not a host name or address")
+    return Target(host, int(port_text) if port_text else None)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Where and how to connect: the port, the protocol, and the STARTTLS dialogue (None:
+    implicit TLS)."""
+
+    port: int
+    protocol: str
+    starttls: str | None
+
+    @property
+    def tls_kind(self) -> str:
+        return "starttls" if self.starttls else "implicit"
+
+
+def plan_for(target: Target, starttls: str = "auto") -> Plan:
+    """The port (the target's, or the default for ``starttls``) and the dialogue to speak."""
+    if starttls not in STARTTLS_CHOICES:
+        raise ValueError(f"--starttls {starttls!r}: choose one of {', '.join(STARTTLS_CHOICES)}")
+    port = target.port or DEFAULT_PORTS[starttls]
+    by_port = protocol_from_port(port)
+    if starttls == "auto":
+        return Plan(port, by_port, by_port if is_starttls_port(by_port, port) else None)
+    if starttls == "none":
+        return Plan(port, by_port, None)
+    protocol = starttls
+    if starttls == "smtp" and port in PORTS["submission"].all:
+        protocol = "submission"
+    return Plan(port, protocol, protocol)
+
+
+@dataclass
+class EndpointResult:
+    """One endpoint probed: its sessions (one per handshake), the DNS facts, or why neither."""
+
+    target: Target
+    plan: Plan
+    requested_host: str
+    ip: str | None = None
+    sessions: list[SessionFacts] = field(default_factory=list)
+    handshakes: list[Handshake] = field(default_factory=list)
+    dns: DnsFacts | None = None
+    error: str | None = None  # the endpoint could not be tried at all (no address)
+
+    def with_sni(self) -> Handshake | None:
+        return next((h for h in self.handshakes if h.sni is not None), None)
+
+    def without_sni(self) -> Handshake | None:
+        return next((h for h in self.handshakes if h.sni is None), None)
+
+
+async def probe_endpoint(
+    target: Target,
+    *,
+    starttls: str = "auto",
+    sni: str | None = BOTH,
+    connect: str | None = None,
+    lookup: DnsLookup | None = None,
+    timeout: float = 5.0,
+) -> EndpointResult:
+    """Handshake with ``target`` as a client would, and gather DNS with ``lookup`` (None: no DNS).
+
+    ``sni``: :data:`BOTH` (one handshake with the host as SNI, one without), a name (one
+    handshake with that SNI; the name is then the requested host), or None (without SNI
+    only). ``connect``: the address to use instead of resolving the host. An IP address as
+    host gets no SNI (RFC 6066 §3 allows none) unless a name is given.
+    """
+    plan = plan_for(target, starttls)
+    requested = sni if sni not in (None, BOTH) else target.host
+    result = EndpointResult(target, plan, requested)
+    names: list[str | None]
+    if sni == BOTH:
+        names = [None] if is_ip_address(target.host) else [target.host, None]
+    else:
+        names = [sni]
+
+    dns_task: asyncio.Task[DnsFacts] | None = None
+    ip = connect or (target.host if is_ip_address(target.host) else None)
+    if lookup is not None and lookup.resolvers:
+        dns_task = asyncio.create_task(lookup.gather(target.host, server_ip=ip))
+    if ip is None:
+        ip, result.error = await _address_of(target.host, dns_task, lookup)
+        if ip is None:
+            result.dns = await dns_task if dns_task else None
+            return result
+    result.ip = ip
+    shakes = await asyncio.gather(
+        *(
+            handshake(ip, plan.port, sni=name, starttls=plan.starttls, timeout=timeout)
+            for name in names
+        )
+    )
+    result.handshakes = list(shakes)
+    if dns_task is not None:
+        result.dns = await dns_task
+        if result.dns.server_ip is None and lookup is not None:
+            await _add_ptr(result.dns, ip, lookup)
+    result.sessions = [_session(result, h) for h in shakes]
+    return result
+
+
+async def _address_of(
+    host: str, dns_task: asyncio.Task[DnsFacts] | None, lookup: DnsLookup | None
+) -> tuple[str | None, str | None]:
+    """The address a client would connect to: the first resolver's first answer when
+    resolvers were given, the system's (hosts file included) otherwise; or why there is none."""
+    if dns_task is not None and lookup is not None:
+        facts = await dns_task
+        for resolver in facts.resolvers:
+            addresses = facts.addresses(resolver)
+            if addresses:
+                return addresses[0], None
+        errors = ", ".join(f"{r}: {facts.host_error(r) or 'no answer'}" for r in facts.resolvers)
+        return None, (
+            f"{host} has no address in DNS ({errors}); check the name, or give the address "
+            "with --connect"
+        )
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        return None, (
+            f"{host} cannot be resolved ({exc.args[-1] if exc.args else exc}); check the name, "
+            "or give the address with --connect"
+        )
+    return str(infos[0][4][0]), None
+
+
+async def _add_ptr(facts: DnsFacts, ip: str, lookup: DnsLookup) -> None:
+    """Ask every resolver for the PTR of ``ip``, once the address is known."""
+    answers = await asyncio.gather(
+        *(lookup.query(reverse_name(ip), "PTR", r) for r in lookup.resolvers)
+    )
+    facts.server_ip = ip
+    facts.answers += [a for batch in answers for a in batch if a not in facts.answers]
+
+
+def _session(result: EndpointResult, shake: Handshake) -> SessionFacts:
+    facts = SessionFacts(
+        id=uuid.uuid4().hex,
+        started=shake.started,
+        client_address=shake.local_address,
+        protocol=result.plan.protocol,
+        tls_kind=result.plan.tls_kind,
+        requested_host=result.requested_host,
+        requested_host_source="option",
+        sni=shake.sni,
+        server_address=f"{result.target.host}:{result.plan.port}",
+        server_ip=shake.ip,
+        upstream_sni=shake.sni,
+        tls_version=shake.tls_version,
+        cipher=shake.cipher,
+        chain=list(shake.chain),
+        server_error=shake.error,
+        starttls=shake.starttls,
+    )
+    other = result.with_sni()
+    if shake.sni is None and other is not None and other is not shake:
+        facts.sni_probe = SniProbe(sni=other.sni or "", chain=other.chain[:1], error=other.error)
+    return facts
