@@ -10,7 +10,6 @@ certificates differ and what DNS says. Exit statuses are ``check``'s.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import dataclasses
 import hashlib
@@ -18,7 +17,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import certmatch
 from certmatch.cli import check
@@ -35,17 +34,14 @@ from certmatch.core.dns_facts import DnsFacts
 from certmatch.core.dns_rules import dns_findings, dns_summary, srv_ids_of
 from certmatch.core.facts import SessionFacts
 from certmatch.core.identity import PresentedIdentifiers, is_ip_address
+from certmatch.core.probe_plan import BOTH, STARTTLS_CHOICES, parse_target
 from certmatch.core.recording import RecordingWriter
 from certmatch.core.text import printable
 from certmatch.core.trust import TrustStore
-from certmatch.net.dns import DnsLookup, parse_resolver
-from certmatch.net.endpoint import (
-    BOTH,
-    STARTTLS_CHOICES,
-    EndpointResult,
-    parse_target,
-    probe_endpoint,
-)
+
+if TYPE_CHECKING:
+    from certmatch.net.dns import DnsLookup
+    from certmatch.net.endpoint import EndpointResult
 
 
 def register(commands: Commands) -> None:
@@ -103,6 +99,12 @@ def register(commands: Commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # asyncio and dnspython are loaded only for this command, so check starts fast
+    import asyncio
+
+    from certmatch.net.dns import parse_resolver
+    from certmatch.net.endpoint import probe_endpoint
+
     fail_on = check._fail_on(args.fail_on)
     try:
         target = parse_target(args.target)
@@ -147,6 +149,8 @@ def run(args: argparse.Namespace) -> int:
 def _lookup(args: argparse.Namespace, resolvers: list[Any]) -> DnsLookup | None:
     if args.no_dns or (args.connect is not None and not resolvers):
         return None
+    from certmatch.net.dns import DnsLookup
+
     return DnsLookup(resolvers or None, timeout=min(args.timeout, 2.0))
 
 
