@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import certmatch
-from certmatch.cli import check
+from certmatch.cli import check, common
 from certmatch.cli.common import (
     EXIT_FAILED,
     EXIT_USAGE,
@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--connect {args.connect!r}: give an IP address (the name is HOST)")
     if not 0 < args.timeout <= 120:
         raise UsageError("--timeout: give a number of seconds from 0 to 120")
-    store = TrustStore.load(args.ca_file, use_system=not args.no_system_store)
+    store = _trust(args)
     lookup = _lookup(args, resolvers)
     sni = args.sni if args.sni else (None if args.no_sni else BOTH)
     result = asyncio.run(
@@ -146,6 +146,15 @@ def run(args: argparse.Namespace) -> int:
     return status
 
 
+def _trust(args: argparse.Namespace) -> Any:
+    """The trust ``check`` would use for the same options: its own loader where the CLI has
+    one (``common.load_trust``, which names each root's origin), else the store."""
+    load = getattr(common, "load_trust", None)
+    if load is not None:
+        return load(args)
+    return TrustStore.load(args.ca_file, use_system=not args.no_system_store)
+
+
 def _lookup(args: argparse.Namespace, resolvers: list[Any]) -> DnsLookup | None:
     if args.no_dns or (args.connect is not None and not resolvers):
         return None
@@ -156,7 +165,7 @@ def _lookup(args: argparse.Namespace, resolvers: list[Any]) -> DnsLookup | None:
 
 def judge(
     result: EndpointResult,
-    store: TrustStore,
+    store: Any,
     *,
     json_output: bool,
     explain: bool,
