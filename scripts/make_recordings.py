@@ -455,8 +455,10 @@ SAMPLES = [
     ),
     Sample(
         "proxy-ca-not-trusted",
-        "The client does not trust certmatch's CA and aborts; the server's certificate is fine.",
-        "match",
+        "The client does not trust certmatch's CA and aborts; the server's certificate is fine. "
+        "The client refused what it saw, so the session is untrusted, with "
+        "client-refused-certificate beside the primary cause.",
+        "untrusted",
         "proxy-ca-not-trusted",
         "imap.example.test",
         trust_proxy=False,

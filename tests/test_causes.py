@@ -337,7 +337,10 @@ def test_session_rules_for_sni_mail_domain_and_the_proxy(ca) -> None:
     refused = diagnose(
         session(b64(alt.chain()), "example.test", client_error="tlsv1 alert unknown ca"), store
     )
-    assert refused.cause_ids == (cause_of(SessionRule.PROXY_CA_NOT_TRUSTED).id,)
+    assert refused.cause_ids == (
+        cause_of(SessionRule.PROXY_CA_NOT_TRUSTED).id,
+        cause_of(SessionRule.CLIENT_REFUSED_CERTIFICATE).id,
+    )
     junk = base64.b64encode(b"\x30\x03junk").decode()
     broken = diagnose(
         SessionFacts(id="j", started="2026-01-01T00:00:00+00:00", chain=[junk]), store

@@ -195,9 +195,12 @@ def test_client_refusing_the_proxy_is_reported_beside_a_good_certificate(ca):
     d = diagnose(
         facts(b64(leaf), "mail.example.test", client_error="tlsv1 alert unknown ca"), store
     )
-    assert d.verdict == "match"
-    assert d.cause_ids == ("proxy-ca-not-trusted",)
+    # An older recording's client error: the client refused what it was shown, so the
+    # session is no match, though the server's certificate passes.
+    assert d.verdict == "untrusted"
+    assert d.cause_ids == ("proxy-ca-not-trusted", "client-refused-certificate")
     assert d.failed
+    assert "tlsv1 alert unknown ca" in d.primary.explanation
 
 
 def test_every_cause_renders_without_missing_template_fields(ca):

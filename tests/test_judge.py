@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from certmatch.core import findings
+from certmatch.core.anchors import TrustAnchor, anchor_of
 from certmatch.core.certificates import ParsedChain, parse_chain
 from certmatch.core.diagnosis import diagnose
 from certmatch.core.facts import VERDICT_FIELDS, SessionFacts, SniProbe, StartTlsFacts
@@ -56,6 +57,9 @@ class Uncached:
 
     def trust(self, chain: tuple[str, ...], at: datetime) -> TrustResult:
         return assess_trust(parse_chain(chain), at, self.store)
+
+    def anchor(self, chain: tuple[str, ...], trust: TrustResult) -> TrustAnchor | None:
+        return anchor_of(parse_chain(chain), trust, self.store)
 
 
 def test_cached_judgements_equal_fresh_diagnoses_on_every_sample_recording(store, sessions) -> None:

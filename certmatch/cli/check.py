@@ -23,14 +23,16 @@ from certmatch.cli.common import (
     UsageError,
     add_recording_paths,
     add_trust_options,
+    load_trust,
 )
 from certmatch.core import causes as catalogue
 from certmatch.core import report
+from certmatch.core.anchors import RecordingAnchors, TrustAnchor
 from certmatch.core.diagnosis import Diagnosis, Finding
 from certmatch.core.facts import SessionFacts
 from certmatch.core.findings import Decision, explain
 from certmatch.core.judge import Judge, Judgement, hashable
-from certmatch.core.recording import LineProblem, RecordingError, expand_paths, iter_recording
+from certmatch.core.recording import LineProblem, RecordingError, expand_paths, iter_with_header
 from certmatch.core.trust import TrustStore
 
 
@@ -63,13 +65,13 @@ def register(commands: Commands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     fail_on = _fail_on(args.fail_on)
-    store = TrustStore.load(args.ca_file, use_system=not args.no_system_store)
+    trust = load_trust(args)
     paths = expand_paths(args.paths)
     if not paths:
         raise UsageError(f"no recordings (*.jsonl) found in {', '.join(args.paths)}")
     return check(
         paths,
-        store,
+        trust,
         json_output=args.json,
         explain=args.explain,
         fail_on=fail_on,
@@ -83,7 +85,7 @@ def stdout_wants_colour() -> bool:
 
 def check(
     paths: Sequence[Path],
-    store: TrustStore,
+    trust: TrustStore | RecordingAnchors,
     *,
     json_output: bool = False,
     explain: bool = False,
@@ -92,31 +94,43 @@ def check(
 ) -> int:
     """Judge every session in ``paths`` and print the report; the command's exit status.
 
-    ``fail_on``: the cause ids that make a session count as failing (``{"any"}``: any cause),
-    or None for the verdict's own judgement. Unreadable lines go to stderr; a record cut
-    short by a stopped writer (at the end of a file or before a restarted writer's lines) is
-    a warning, any other bad line makes the status 2, and so does a file that is not a
-    recording, after every other file is judged. One judge serves every session, so a
-    situation seen again is decided once; ``--json`` is written one session at a time.
+    ``trust``: a store, to which each recording's header CAs are added for its own
+    sessions, or the :class:`RecordingAnchors` that say whether to. ``fail_on``: the cause
+    ids that make a session count as failing (``{"any"}``: any cause), or None for the
+    verdict's own judgement. Unreadable lines go to stderr; a record cut short by a stopped
+    writer (at the end of a file or before a restarted writer's lines) is a warning, any
+    other bad line makes the status 2, and so does a file that is not a recording, after
+    every other file is judged. One judge per set of recorded CAs serves every session, so
+    a situation seen again is decided once; ``--json`` is written one session at a time.
     """
-    judge = Judge(store)
+    anchors = trust if isinstance(trust, RecordingAnchors) else RecordingAnchors(trust)
+    judges: dict[int, Judge] = {}
     out = _Output(sys.stdout)
     err = _Output(sys.stderr)
-    sessions = _JsonSessions(out, judge) if json_output else None
+    sessions = _JsonSessions(out) if json_output else None
     verdicts: Counter[str] = Counter()
     primaries: Counter[str] = Counter()
     failures = 0
     input_errors = 0
+    from_headers = 0
     problems = _Problems()
     for path in paths:
         try:
-            items = iter_recording(path)
+            header, items = iter_with_header(path)
         except RecordingError as error:  # one file is not a recording: say so, judge the rest
             input_errors += 1
             problems.add(str(error))
             err.line(f"certmatch: error: {error}")
             continue
         name = str(path)
+        store, recorded = anchors.store_for(header.ca_certificates)
+        unreadable = recorded.problem(name)
+        if unreadable is not None:  # judged without them: the safe direction, so a warning
+            problems.add(unreadable)
+            err.line(f"certmatch: warning: {unreadable}")
+        judge = judges.get(id(store))
+        if judge is None:
+            judge = judges[id(store)] = Judge(store)
         for item in items:
             if isinstance(item, LineProblem):
                 partial = item.expected  # a stopped writer's cut record: expected, not an error
@@ -126,17 +140,18 @@ def check(
                 err.line(f"certmatch: {'warning' if partial else 'error'}: {item}")
                 continue
             if sessions is not None:
-                verdict, causes, failed = sessions.add(item, name)
+                verdict, causes, failed, anchor = sessions.add(item, name, judge)
             else:
                 j = judge.judgement(item)
-                verdict, causes, failed = j.verdict, j.causes, j.failed
+                verdict, causes, failed, anchor = j.verdict, j.causes, j.failed, j.anchor
                 out.line(report.session_line(_for_one_line(item, j), colour=colour))
+            from_headers += anchor is not None and anchor.from_header
             verdicts[verdict] += 1
             if causes:
                 primaries[causes[0]] += 1
             failed = _is_failure(failed, causes, fail_on)
             failures += failed
-            if explain and sessions is None and (failed or causes):
+            if explain and sessions is None and (failed or causes or anchor):
                 out.line(report.explain(judge.diagnose(item)))
 
     total = sum(verdicts.values())
@@ -146,10 +161,13 @@ def check(
             "failed": failures,
             "verdicts": dict(verdicts),
             "primary_causes": dict(primaries),
+            "trusted_through_recorded_ca": from_headers,
         }
         sessions.close(summary, problems.listed())
     else:
         out.line(report.summary(total, failures, verdicts, primaries))
+        if from_headers:
+            out.line(report.recorded_anchors_note(from_headers))
     if input_errors:
         return EXIT_USAGE
     return EXIT_FAILED if failures else EXIT_OK
@@ -166,6 +184,7 @@ def _for_one_line(facts: SessionFacts, judgement: Judgement) -> Diagnosis:
         None,
         None,
         judgement.certificates,
+        judgement.anchor,
         judgement.presented_names,
     )
 
@@ -223,9 +242,8 @@ class _JsonSessions:
     :class:`_EntryTemplate`).
     """
 
-    def __init__(self, out: _Output, judge: Judge) -> None:
+    def __init__(self, out: _Output) -> None:
         self.out = out
-        self.judge = judge
         self.separator = "\n"
         self.templates: dict[Hashable, _EntryTemplate | None] = {}
         # Kept apart, so one-off situations (a time named in the causes) never push out
@@ -233,30 +251,39 @@ class _JsonSessions:
         self.first_seen: dict[Hashable, _FirstSeen] = {}
         out.text('{\n  "sessions": [')
 
-    def add(self, facts: SessionFacts, recording: str) -> tuple[str, tuple[str, ...], bool]:
-        """Write the session's entry; its verdict, cause ids and whether it failed."""
-        decision = self.judge.decision(facts)
+    def add(
+        self, facts: SessionFacts, recording: str, judge: Judge
+    ) -> tuple[str, tuple[str, ...], bool, TrustAnchor | None]:
+        """Write the session's entry; its verdict, cause ids, whether it failed, and the
+        anchor its chain was trusted through."""
+        decision = judge.decision(facts)
         rest = [v if type(v) is str or v is None else hashable(v) for v in _rest_of(facts)]
-        key = (id(decision), recording, facts.client_address is None, *rest)
+        key = (
+            id(decision),
+            recording,
+            facts.client_address is None,
+            facts.client_waited is None,  # a wait may be told in the prose, never a missing one
+            *rest,
+        )
         known = self.templates.get(key, _MISSING)
         if known is _MISSING or (known is not None and known.decision is not decision):
             first = self.first_seen.pop(key, None)
             if first is not None and first.decision is decision:
                 # Seen twice: worth a template, checked against the first one's full entry.
-                known = _EntryTemplate.make(first, self.judge, recording)
+                known = _EntryTemplate.make(first, judge, recording)
                 _put(self.templates, key, known, _TEMPLATES)
         if known is not None and known is not _MISSING and known.decision is decision:
             text = known.fill(facts)
             verdict, causes, failed = known.verdict, known.causes, known.failed
         else:  # explained in full: the first of its kind, or one no template reproduces
-            d = self.judge.diagnose(facts)
+            d = judge.diagnose(facts)
             text = _encode_entry(d, recording)
             verdict, causes, failed = d.verdict, d.cause_ids, d.failed
             if known is _MISSING:
                 _put(self.first_seen, key, _FirstSeen(decision, facts, text), _FIRST_SEEN)
         self.out.text(self.separator + "    " + text)
         self.separator = ",\n"
-        return verdict, causes, failed
+        return verdict, causes, failed, decision.anchor
 
     def close(self, summary: dict[str, Any], problems: list[str]) -> None:
         self.out.text(
@@ -279,7 +306,7 @@ def _put[K, V](cache: dict[K, V], key: K, value: V, limit: int) -> None:
 
 
 # The facts that differ from one connection to the next and that a diagnosis only copies.
-_PER_CONNECTION = ("id", "started", "client_address")
+_PER_CONNECTION = ("id", "started", "client_address", "client_waited")
 _rest_of = operator.attrgetter(
     *(f.name for f in dataclasses.fields(SessionFacts) if f.name not in _PER_CONNECTION)
 )
@@ -321,6 +348,7 @@ class _EntryTemplate:
         "id": "\x00certmatch:id\x00",
         "started": "\x00certmatch:started\x00",
         "client_address": "\x00certmatch:client_address\x00",
+        "client_waited": "\x00certmatch:client_waited\x00",
     }
 
     @classmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from certmatch.core.anchors import RecordingAnchors, load_anchors
 from certmatch.core.recording import RecordingError
 from certmatch.core.trust import TrustStoreError
 
@@ -36,5 +37,20 @@ def add_trust_options(parser: argparse.ArgumentParser) -> None:
         help="extra CA certificates to trust when judging chains (repeatable)",
     )
     parser.add_argument(
-        "--no-system-store", action="store_true", help="trust only the --ca-file certificates"
+        "--no-system-store",
+        action="store_true",
+        help="trust only the --ca-file certificates (and those a recording's header records)",
     )
+    parser.add_argument(
+        "--ignore-recorded-ca",
+        action="store_true",
+        help="do not trust the CA certificates a recording's header records (the ones the "
+        "proxy judged with); by default each recording's own are trusted for its sessions",
+    )
+
+
+def load_trust(args: argparse.Namespace) -> RecordingAnchors:
+    """The trust the options ask for: the system store and every --ca-file, each root with
+    its origin, plus each recording's own header CAs unless --ignore-recorded-ca."""
+    base = load_anchors(args.ca_file, use_system=not args.no_system_store)
+    return RecordingAnchors(base, use_recorded=not args.ignore_recorded_ca)

@@ -14,7 +14,9 @@ the names on the certificate the server sends when asked by name,
 ``candidates`` certificate names a client could use instead, ``address_sni``
 what the client's SNI (none, or an address) meant for a client that dialled an
 address, ``ip_view`` what a client configured with the server's address would
-see.
+see, ``refusal`` what the client did instead of going on (its alert, or how and when it
+closed the connection), ``shown`` which certificate certmatch showed the client,
+``refusal_fix`` what to do about a refusal given the causes beside it.
 
 Each cause names what raises it (``raised_by``): identity rules, trust
 problems, STARTTLS findings and the session rules of the diagnosis, all
@@ -100,6 +102,14 @@ RFC4642 = Citation("RFC 4642", "§2", "NNTP STARTTLS")
 RFC8314 = Citation(
     "RFC 8314", "§3", "prefer implicit TLS; clients must not send credentials in clear"
 )
+RFC8446_ALERTS = Citation(
+    "RFC 8446", "§6.2", "error alerts: bad_certificate, certificate_unknown, unknown_ca, ..."
+)
+RFC5246_ALERTS = Citation("RFC 5246", "§7.2", "the TLS 1.2 alerts")
+RFC8446_CLOSURE = Citation(
+    "RFC 8446", "§6.1", "closure alerts: close_notify ends the connection, it refuses nothing"
+)
+MITMPROXY_CA = Citation("mitmproxy documentation", "", "About Certificates: installing the CA")
 
 _CATALOGUE: tuple[Cause, ...] = (
     Cause(
@@ -218,6 +228,19 @@ _CATALOGUE: tuple[Cause, ...] = (
             SessionRule.UPSTREAM_TLS_FAILED,
             TrustProblemId.NO_CERTIFICATE,
         ),
+    ),
+    Cause(
+        "client-closed-before-handshake",
+        "The client closed the connection before the TLS handshake",
+        "warning",
+        "The client connected and closed the connection again without sending a byte, so no "
+        "TLS handshake began and there is no certificate to judge. Port checks and load "
+        "balancers' health probes connect like this; it says nothing about the server. {detail}",
+        "Nothing to fix if this was a port check or a health probe. If a mail client did this, "
+        "it gave up before TLS began: check that it is set up for implicit TLS on this port "
+        "(not STARTTLS or plaintext), and look at its own log.",
+        (Citation("RFC 8446", "§4.1.2", "a client's first TLS message is its ClientHello"),),
+        raised_by=(SessionRule.CLIENT_CLOSED_BEFORE_HANDSHAKE,),
     ),
     Cause(
         "malformed-certificate",
@@ -510,15 +533,28 @@ _CATALOGUE: tuple[Cause, ...] = (
     ),
     Cause(
         "proxy-ca-not-trusted",
-        "The client refused certmatch's own certificate",
+        "The client refused certmatch's certificate, not the server's",
         "failure",
-        "The client aborted the handshake with certmatch ({detail}). It does not trust the proxy's "
-        "CA, so this session says nothing about the real server's certificate, and the client "
-        "will show a certificate warning caused by certmatch, not by the server.",
+        "{refusal}, although certmatch judges the server's own certificate acceptable for the "
+        "name the client asked for. So the client most likely does not trust certmatch's CA, "
+        "which issued the certificate it was shown, and it will show a certificate warning "
+        "caused by certmatch, not by the server. {detail}",
         "Add certmatch's CA certificate (mitmproxy-ca-cert.pem in the proxy's configuration "
-        "directory, ~/.mitmproxy by default) to the client's trusted certificates, then retry.",
-        (Citation("mitmproxy documentation", "", "About Certificates: installing the CA"),),
+        "directory, ~/.mitmproxy by default) to the client's trusted certificates, then retry. "
+        "If the client pins the server's certificate or keeps a saved exception for it "
+        "(fetchmail's sslfingerprint, Thunderbird), remove the pin while testing through "
+        "certmatch, or test it in observe mode instead.",
+        (MITMPROXY_CA, RFC8446_ALERTS, RFC5246_ALERTS),
         raised_by=(SessionRule.PROXY_CA_NOT_TRUSTED,),
+    ),
+    Cause(
+        "client-refused-certificate",
+        "The client refused the certificate it was shown",
+        "failure",
+        "{refusal}, instead of going on with the session. {shown} {detail}",
+        "{refusal_fix}",
+        (RFC8446_ALERTS, RFC5246_ALERTS, RFC8446_CLOSURE, RFC7817),
+        raised_by=(SessionRule.CLIENT_REFUSED_CERTIFICATE,),
     ),
     Cause(
         "requested-host-assumed",
@@ -546,8 +582,9 @@ _BY_RULE: dict[tuple[type, Rule], Cause] = {
 
 # Which cause is primary when several hold: the order of the catalogue.
 # Security first, then "no certificate at all", then name causes from the
-# most specific to the generic, then trust and time, then the proxy's own, and
-# last a name certmatch assumed: every cause of the certificate itself comes first.
+# most specific to the generic, then trust and time, then the proxy's own, then the
+# client's refusal, and last a name certmatch assumed: every cause of the certificate
+# itself comes first.
 PRIMARY_ORDER: tuple[str, ...] = tuple(cause.id for cause in _CATALOGUE)
 
 

@@ -17,21 +17,26 @@ so a recording made with an older certmatch is judged by today's rules.
 Verdicts:
 ``match`` the names pass; ``legacy-match`` only a legacy rule (CN-ID)
 accepts them; ``mismatch`` the names fail; ``untrusted`` names pass but
-trust or validity fails; ``error`` no certificate was obtained. A ``match``
-still fails when a failing cause holds beside it: the client refused
-certmatch's own CA, or the name judged against was assumed, not given by the
-client (``requested-host-assumed``).
+trust or validity fails, or the client refused a certificate whose names pass;
+``error`` no certificate was obtained. A ``match`` still fails when a failing cause
+holds beside it: the name judged against was assumed, not given by the client
+(``requested-host-assumed``). A session the client refused is never a ``match``. An
+``error`` fails unless every cause is a warning: a client that closed before any byte
+(``client-closed-before-handshake``) is a probe, not a failure.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from ipaddress import ip_address
 from typing import Any, Literal, Protocol
 
+from certmatch.core import alerts
 from certmatch.core import causes as catalogue
+from certmatch.core.anchors import TrustAnchor
 from certmatch.core.causes import Cause, Rule, cause_of
 from certmatch.core.certificates import CertificateSummary, ParsedChain
 from certmatch.core.facts import SessionFacts, verdict_part
@@ -72,6 +77,10 @@ class Parts(Protocol):
 
     def trust(self, chain: tuple[str, ...], at: datetime) -> TrustResult: ...
 
+    def anchor(self, chain: tuple[str, ...], trust: TrustResult) -> TrustAnchor | None:
+        """The store certificate a trusted chain reached, and where it came from."""
+        ...
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -108,6 +117,7 @@ class Diagnosis:
     identity: IdentityResult | None
     trust: TrustResult | None
     certificates: tuple[CertificateSummary, ...] = field(default_factory=tuple)
+    anchor: TrustAnchor | None = None  # what the chain was trusted through, when it was
 
     @property
     def primary(self) -> Finding | None:
@@ -119,9 +129,8 @@ class Diagnosis:
 
     @property
     def failed(self) -> bool:
-        """True when a client would refuse the session, a security problem was seen, or the
-        verdict cannot be vouched for (a failing cause beside a match: the client refused
-        certmatch's CA, or the name judged against was assumed)."""
+        """True when a client would refuse the session (or did), a security problem was seen,
+        or the verdict cannot be vouched for (the name judged against was assumed)."""
         return is_failure(self.verdict, self.cause_ids)
 
     @property
@@ -142,6 +151,11 @@ class Diagnosis:
             "requested_host_source": f.requested_host_source,
             "sni": f.sni,
             "upstream_sni": f.upstream_sni,
+            "presented": f.presented,
+            "client_decision": f.client_decision,
+            "client_alert": f.client_alert,
+            "client_alert_code": f.client_alert_code,
+            "client_waited": f.client_waited,
             "presented_names": list(self.presented_names),
             "verdict": self.verdict,
             "failed": self.failed,
@@ -162,6 +176,7 @@ class Diagnosis:
                 for c in (self.identity.checks if self.identity else ())
             ],
             "certificates": [_summary_json(s) for s in self.certificates],
+            "trust_anchor": self.anchor.to_json() if self.anchor else None,
             "action": f.action,
             "notes": list(f.notes),
         }
@@ -177,6 +192,7 @@ class Decision:
     identity: IdentityResult | None
     trust: TrustResult | None
     certificates: tuple[CertificateSummary, ...]
+    anchor: TrustAnchor | None = None
 
     @property
     def cause_ids(self) -> tuple[str, ...]:
@@ -185,7 +201,11 @@ class Decision:
 
 def is_failure(verdict: str, cause_ids: Iterable[str]) -> bool:
     """A client would refuse the session, a security problem was seen, or a failing cause
-    holds beside a match (any cause that is not a warning)."""
+    holds beside a match (any cause that is not a warning). An ``error`` with only warnings
+    (a client that closed before the handshake) fails nothing."""
+    if verdict == "error":
+        listed = tuple(cause_ids)
+        return not listed or any(catalogue.get(cid).severity != "warning" for cid in listed)
     if verdict != "match":
         return True
     return any(catalogue.get(cid).severity != "warning" for cid in cause_ids)
@@ -231,12 +251,16 @@ def _decide(facts: SessionFacts, parts: Parts) -> Decision:
     found: dict[str, tuple[str, str]] = {}  # cause id -> (detail, pattern)
 
     def decided(
-        verdict: Verdict, identity: IdentityResult | None = None, trust: TrustResult | None = None
+        verdict: Verdict,
+        identity: IdentityResult | None = None,
+        trust: TrustResult | None = None,
+        anchor: TrustAnchor | None = None,
     ) -> Decision:
         ordered = {cid: found[cid] for cid in sorted(found, key=_primary_rank)}
-        return Decision(verdict, ordered, identity, trust, parsed.summaries)
+        return Decision(verdict, ordered, identity, trust, parsed.summaries, anchor)
 
-    _proxy_refused(facts, found)
+    if _closed_before_handshake(facts, found):
+        return decided("error")
     _sni_ip_literal(facts, found)
     starttls = starttls_findings(facts)
     for finding, detail in starttls.items():
@@ -269,7 +293,10 @@ def _decide(facts: SessionFacts, parts: Parts) -> Decision:
         verdict = "untrusted"
     else:
         verdict = "match"
-    return decided(verdict, identity, trust)
+    if _client_refused(facts, verdict, found) and verdict == "match":
+        verdict = "untrusted"  # the names pass, but the client did not accept what it saw
+    anchor = parts.anchor(chain, trust) if trust.trusted else None
+    return decided(verdict, identity, trust, anchor)
 
 
 def _add(
@@ -282,14 +309,138 @@ def _add(
 # --- the session rules: one function each --------------------------------------------------
 
 
-def _proxy_refused(facts: SessionFacts, found: dict[str, tuple[str, str]]) -> None:
-    """The client aborted the handshake with certmatch because it does not trust its CA."""
+def _closed_before_handshake(facts: SessionFacts, found: dict[str, tuple[str, str]]) -> bool:
+    """The client closed before sending a byte: a probe, never a fault of the server, even
+    when certmatch's own connection to the server was cancelled with it. True when so."""
+    if facts.client_decision != _CLOSED_BEFORE_HANDSHAKE or facts.chain:
+        return False
+    detail = ""
+    error = facts.server_error
+    if error and "cancel" not in error.lower():
+        detail = (
+            f"certmatch's own connection to the server, opened for it, ended with: {error}. "
+            "The client had gone by then, so nothing is concluded from it."
+        )
+    _add(found, SessionRule.CLIENT_CLOSED_BEFORE_HANDSHAKE, detail)
+    return True
+
+
+_CLOSED_BEFORE_HANDSHAKE = "closed-before-handshake"
+_CLOSED_AFTER_HANDSHAKE = "closed-after-handshake"
+_CLOSED_DURING_HANDSHAKE = "closed-during-handshake"
+_ALERT = "alert"
+# What the client did instead of going on, when it was shown a certificate.
+_REFUSALS = frozenset({_ALERT, _CLOSED_AFTER_HANDSHAKE, _CLOSED_DURING_HANDSHAKE})
+# What an older recording's client error says when the client refused the certificate.
+_REFUSED_IN_ERROR = ("unknown ca", "bad certificate", "certificate unknown", "does not trust")
+
+
+def _refusal(facts: SessionFacts) -> str | None:
+    """How the client refused the certificate it was shown, or None if it did not (or
+    was shown none): its decision, or "error" for an older recording's client error."""
+    decision = facts.client_decision
+    if decision is not None:
+        return decision if decision in _REFUSALS and facts.presented is not None else None
     error = facts.client_error
-    if error and any(
-        w in error.lower()
-        for w in ("unknown ca", "bad certificate", "certificate unknown", "does not trust")
-    ):
-        _add(found, SessionRule.PROXY_CA_NOT_TRUSTED, error)
+    if facts.presented is None and error and any(w in error.lower() for w in _REFUSED_IN_ERROR):
+        return "error"
+    return None
+
+
+def _client_refused(
+    facts: SessionFacts, verdict: Verdict, found: dict[str, tuple[str, str]]
+) -> bool:
+    """The client refused what certmatch showed it. ``client-refused-certificate`` stands
+    beside the certificate's own causes; ``proxy-ca-not-trusted`` joins it only when the
+    certificate passes for a name the client gave (a match, not assumed) and the client's
+    alert, if any, was about a certificate: never when the client's own check of the
+    server's names or dates failed. True when the client refused."""
+    refusal = _refusal(facts)
+    if refusal is None:
+        return False
+    assumed = cause_of(SessionRule.REQUESTED_HOST_ASSUMED).id in found
+    about_certificate = refusal != _ALERT or alerts.refuses_certificate(facts.client_alert)
+    passes = verdict == "match" and not assumed and about_certificate
+    if passes:
+        _add(found, SessionRule.PROXY_CA_NOT_TRUSTED, _proxy_ca_detail(facts, refusal))
+    detail = _refusal_detail(facts, refusal, verdict, passes=passes, assumed=assumed)
+    _add(found, SessionRule.CLIENT_REFUSED_CERTIFICATE, detail)
+    return True
+
+
+def _proxy_ca_detail(facts: SessionFacts, refusal: str) -> str:
+    lines = []
+    if facts.presented == "mirror":
+        lines.append(
+            "The certificate it was shown carried the server's own names and dates; only its "
+            "issuer, certmatch's CA, was certmatch's."
+        )
+    if refusal == _CLOSED_AFTER_HANDSHAKE:
+        lines.append(
+            "GnuTLS-based clients (neomutt, msmtp, ldapsearch) and mbsync check the "
+            "certificate after the handshake and close without an alert, as this one did."
+        )
+    return " ".join(lines)
+
+
+def _refusal_detail(
+    facts: SessionFacts, refusal: str, verdict: Verdict, *, passes: bool, assumed: bool
+) -> str:
+    """What the refusal means: the alert's meaning, and how it squares with the verdict."""
+    lines = []
+    if refusal == _ALERT:
+        alert = alerts.BY_NAME.get(facts.client_alert or "")
+        if alert is None:
+            lines.append("An unknown alert ends the handshake like any error alert.")
+        elif alerts.refuses_certificate(alert.name):
+            lines.append(f"{alert.name} means that {alert.meaning}.")
+        else:
+            lines.append(
+                f"{alert.name} is not about the certificate: it means that {alert.meaning}. "
+                "The client gave up on the handshake for that reason, whatever it made of "
+                "the names."
+            )
+    elif refusal == _CLOSED_AFTER_HANDSHAKE and not passes:
+        lines.append(
+            "Some clients check the certificate after the handshake and close without an "
+            "alert when they refuse it; a client that only wanted the handshake (a certificate "
+            "check, a monitoring probe) closes the same way."
+        )
+    elif refusal == _CLOSED_DURING_HANDSHAKE:
+        lines.append(
+            "Some clients close like this when they refuse the certificate; a client that "
+            "timed out or failed looks the same."
+        )
+    if passes:
+        lines.append(
+            "certmatch judges the server's own certificate acceptable, so the refusal is "
+            "about what certmatch showed the client (see proxy-ca-not-trusted)."
+        )
+    elif verdict == "match" and assumed:
+        lines.append(
+            "certmatch judged the certificate against a name it assumed (see "
+            "requested-host-assumed); the client checks the server name in its own settings, "
+            "which may be another name or an address, or it does not trust certmatch's CA."
+        )
+    elif verdict == "match":
+        lines.append("certmatch judges the server's own certificate acceptable.")
+    elif facts.presented == "mirror":
+        lines.append(
+            "It refused the server's real names and dates, as certmatch's verdict says a "
+            "client checking them would: see the certificate's own causes."
+        )
+    elif facts.presented == "substitute":
+        lines.append(
+            "That certificate is not the server's, so the refusal may be about certmatch's CA "
+            "rather than the certificate's own causes; with --present mirror the client judges "
+            "the server's own names and dates."
+        )
+    else:
+        lines.append(
+            "certmatch did not record which certificate the client saw, so the refusal may be "
+            "about certmatch's CA as well as about the certificate's own causes."
+        )
+    return " ".join(lines)
 
 
 def _sni_ip_literal(facts: SessionFacts, found: dict[str, tuple[str, str]]) -> None:
@@ -464,7 +615,18 @@ def explain(facts: SessionFacts, decision: Decision, parts: Parts) -> Diagnosis:
         detail = starttls.get(cause_id, detail)
         cause = catalogue.get(cause_id)
         findings.append(
-            _finding(cause, facts, names, detail, pattern, decision.identity, probe_names, leaf_ips)
+            _finding(
+                cause,
+                facts,
+                names,
+                detail,
+                pattern,
+                decision.identity,
+                probe_names,
+                leaf_ips,
+                decision.anchor,
+                decision.cause_ids,
+            )
         )
     return Diagnosis(
         facts,
@@ -473,6 +635,7 @@ def explain(facts: SessionFacts, decision: Decision, parts: Parts) -> Diagnosis:
         decision.identity,
         decision.trust,
         decision.certificates,
+        decision.anchor,
     )
 
 
@@ -485,6 +648,8 @@ def _finding(
     identity: IdentityResult | None,
     probe_names: tuple[str, ...] = (),
     leaf_ips: tuple[str, ...] = (),
+    anchor: TrustAnchor | None = None,
+    beside: tuple[str, ...] = (),
 ) -> Finding:
     requested = printable(facts.requested_host or "(unknown host)")
     pattern = printable(pattern)
@@ -519,14 +684,102 @@ def _finding(
         "probe_evidence": probe_evidence,
         "candidates": candidates or "(none)",
         "candidates_hint": f" ({candidates})" if candidates else "",
+        "refusal": _refusal_text(facts),
+        "shown": _SHOWN.get(facts.presented or "", ""),
+        "refusal_fix": _refusal_fix(facts, beside),
     }
-    evidence = _evidence(facts, names, identity)
+    evidence = _evidence(facts, names, identity, anchor)
     return Finding(
         cause,
         cause.explanation.format_map(fields).strip(),
         cause.fix.format_map(fields).strip(),
         evidence,
     )
+
+
+_SHOWN = {
+    "mirror": (
+        "certmatch showed it a copy of the server's certificate: the same subject, names and "
+        "dates, issued by certmatch's CA when the server's chain is trusted, by a throwaway CA "
+        "when it is not, or self-signed like the original."
+    ),
+    "substitute": (
+        "certmatch showed it mitmproxy's substitute certificate, which adds the client's SNI "
+        "and the address it dialled to the server's names."
+    ),
+}
+# Protocols in which the server speaks first: after implicit TLS, a client that goes on
+# answers the greeting with a command.
+_SERVER_FIRST = frozenset({"imap", "pop3", "smtp", "submission", "nntp"})
+
+
+def _refusal_text(facts: SessionFacts) -> str:
+    """What the client did instead of going on, as the start of a sentence."""
+    decision = facts.client_decision
+    if decision == _ALERT:
+        name = facts.client_alert
+        code = facts.client_alert_code
+        if name is None and code is not None:
+            name = alerts.name_of(code)
+        if name is None:
+            return "The client sent a TLS alert" + (f" ({code})" if code is not None else "")
+        return f"The client sent the TLS alert {printable(name)}" + (
+            f" ({code})" if code is not None else ""
+        )
+    if decision == _CLOSED_AFTER_HANDSHAKE:
+        waited = _seconds(facts.client_waited)
+        if facts.tls_kind == "starttls":
+            what = "after the STARTTLS handshake without sending a command"
+        elif facts.protocol in _SERVER_FIRST:
+            what = "after the handshake and the server's greeting without sending a command"
+        else:
+            what = "after the handshake without sending any data"
+        return f"The client closed the connection{waited} {what} (a close_notify alone is nothing)"
+    if decision == _CLOSED_DURING_HANDSHAKE:
+        return "The client closed the connection during the handshake, without an alert"
+    if facts.client_error:
+        return f"The client aborted the handshake ({facts.client_error})"
+    return "The client did not go on"
+
+
+def _refusal_fix(facts: SessionFacts, beside: tuple[str, ...]) -> str:
+    """What to do about a refusal, given the causes that stand beside it."""
+    if cause_of(SessionRule.PROXY_CA_NOT_TRUSTED).id in beside:
+        return (
+            "Make the client trust certmatch's CA (see proxy-ca-not-trusted) and retry; the "
+            "server's certificate needs nothing."
+        )
+    own = [
+        cid
+        for cid in beside
+        if catalogue.get(cid).severity != "warning"
+        and cid != cause_of(SessionRule.CLIENT_REFUSED_CERTIFICATE).id
+        and cid != cause_of(SessionRule.REQUESTED_HOST_ASSUMED).id
+    ]
+    if own and facts.presented == "substitute":
+        return (
+            f"Fix the certificate's own cause ({own[0]}), and run the proxy with --present "
+            "mirror (the default) to see the client judge the server's own names and dates."
+        )
+    if own:
+        return (
+            f"Fix the certificate's own cause ({own[0]}): the client refused what the server "
+            "really presents, and will accept it once that is fixed."
+        )
+    if cause_of(SessionRule.REQUESTED_HOST_ASSUMED).id in beside:
+        return (
+            "Tell certmatch the server name from the client's settings (--host NAME) to learn "
+            "whether the client refused the name; if the name passes, make the client trust "
+            "certmatch's CA."
+        )
+    return "Look in the client's own log for why it gave up."
+
+
+def _seconds(waited: float | None) -> str:
+    """`` 1.250 s`` for a wait the proxy measured, "" when it did not."""
+    if not isinstance(waited, int | float) or not math.isfinite(waited):
+        return ""
+    return f" {waited:.3f} s"
 
 
 def _address_sni(facts: SessionFacts) -> str:
@@ -563,7 +816,10 @@ def _ip_view(server_ip: str | None, leaf_ips: tuple[str, ...]) -> str:
 
 
 def _evidence(
-    facts: SessionFacts, names: tuple[str, ...], identity: IdentityResult | None
+    facts: SessionFacts,
+    names: tuple[str, ...],
+    identity: IdentityResult | None,
+    anchor: TrustAnchor | None = None,
 ) -> tuple[str, ...]:
     lines = [
         (
@@ -580,7 +836,26 @@ def _evidence(
         lines.append(f"server side: {facts.server_error}")
     if facts.client_error:
         lines.append(f"client side: {facts.client_error}")
+    if facts.presented is not None:
+        lines.append(f"certificate shown to the client: {facts.presented}")
+    if facts.client_decision is not None:
+        lines.append(f"client's decision: {_decision_text(facts)}")
+    if anchor is not None:
+        lines.append(f"trusted through: {anchor.describe()}")
     return tuple(lines)
+
+
+def _decision_text(facts: SessionFacts) -> str:
+    decision = facts.client_decision or ""
+    if decision == _ALERT:
+        name = facts.client_alert or (
+            alerts.name_of(facts.client_alert_code) if facts.client_alert_code is not None else None
+        )
+        code = f" ({facts.client_alert_code})" if facts.client_alert_code is not None else ""
+        return f"alert {name or 'of an unknown kind'}{code}"
+    if decision == _CLOSED_AFTER_HANDSHAKE and facts.client_waited is not None:
+        return f"{decision} after{_seconds(facts.client_waited)}"
+    return decision
 
 
 def _presented_names(summary: CertificateSummary) -> tuple[str, ...]:

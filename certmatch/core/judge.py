@@ -43,6 +43,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, ClassVar
 
+from certmatch.core.anchors import TrustAnchor, anchor_of
 from certmatch.core.certificates import CertificateSummary, ParsedChain, parse_chain
 from certmatch.core.facts import CAPTURE_TIME_FIELD, VERDICT_FIELDS, SessionFacts
 from certmatch.core.findings import (
@@ -76,6 +77,7 @@ class Judgement:
     presented_names: tuple[str, ...]  # the leaf's names, () without a certificate
     leaf_sha256: str  # "" when there is no certificate
     certificates: tuple[CertificateSummary, ...] = ()  # the chain as presented, summarised
+    anchor: TrustAnchor | None = None  # what the chain was trusted through, when it was
 
 
 class Judge:
@@ -174,6 +176,7 @@ class Judge:
                     presented_names=presented_names(d.certificates),
                     leaf_sha256=d.certificates[0].sha256 if d.certificates else "",
                     certificates=d.certificates,
+                    anchor=d.anchor,
                 ),
             )
         return d
@@ -214,6 +217,10 @@ class Judge:
             result = assess_trust(self._chains(chain), at, self.store)
             cache.put(key, result)
         return result  # type: ignore[no-any-return]
+
+    def anchor(self, chain: tuple[str, ...], trust: TrustResult) -> TrustAnchor | None:
+        """The store certificate a trusted chain reached, and where it came from."""
+        return anchor_of(self._chains(chain), trust, self.store)
 
     # -- the capture-time bucket ---------------------------------------------------------------
 

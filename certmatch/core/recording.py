@@ -387,6 +387,15 @@ def iter_recording(path: str | Path) -> Iterator[SessionFacts | LineProblem]:
     return _iter_body(path, offset, problem)
 
 
+def iter_with_header(
+    path: str | Path,
+) -> tuple[RecordingHeader, Iterator[SessionFacts | LineProblem]]:
+    """The header, and :func:`iter_recording`'s items: for a reader that needs the header's
+    CA certificates before it judges the sessions."""
+    path, header, offset, problem = open_recording(path)
+    return header, _iter_body(path, offset, problem)
+
+
 def read_recording(path: str | Path) -> Recording:
     """Read a whole recording; bad lines are collected as problems, never fatal."""
     path, header, offset, problem = open_recording(path)

@@ -15,6 +15,9 @@ ANSI colour on the verdict. The API:
   :func:`explain` joins the blocks of every finding of a session (``check --explain``).
 * :func:`describe`: a header line naming what the client asked for and what the certificate
   names, then every finding's block (the pytest plugin's failure message).
+* :func:`anchor_line`: the root a trusted chain reached and where that root came from (the
+  recording's header, ``--ca-file``, the system store); :func:`recorded_anchors_note`: the
+  line ``check`` adds when a recording's own CAs trusted some of its sessions.
 
 Every string from the recording is shown through :func:`~certmatch.core.text.printable`; a
 diagnosis's sentences, which already quote names through it, through :func:`shown_prose`.
@@ -137,8 +140,29 @@ def explanation_lines(finding: Finding, *, indent: str = "") -> list[str]:
 
 
 def explain(d: Diagnosis, *, indent: str = "    ") -> str:
-    """Every finding of the session as a "why / fix / see" block (``check --explain``)."""
-    return "\n".join(line for f in d.findings for line in explanation_lines(f, indent=indent))
+    """Every finding of the session as a "why / fix / see" block (``check --explain``), then
+    the anchor its chain was trusted through, when it was."""
+    lines = [line for f in d.findings for line in explanation_lines(f, indent=indent)]
+    if d.anchor is not None:
+        lines.append(f"{indent}{anchor_line(d)}")
+    return "\n".join(lines)
+
+
+def anchor_line(d: Diagnosis) -> str:
+    """``trusted through: 'CN=Root' (SHA-256 …), from this recording's header``, or ""."""
+    if d.anchor is None:
+        return ""
+    return f"trusted through: {shown_prose(d.anchor.describe())}"
+
+
+def recorded_anchors_note(count: int) -> str:
+    """The line ``check`` adds when sessions were trusted through a recording's own CAs."""
+    sessions = f"{count} session{'s' if count != 1 else ''}"
+    return (
+        f"{sessions} trusted through CA certificates recorded in the recording's own header "
+        "(the CAs the proxy judged with); --explain names each anchor, --ignore-recorded-ca "
+        "judges without them."
+    )
 
 
 def describe(d: Diagnosis) -> str:
@@ -153,4 +177,7 @@ def describe(d: Diagnosis) -> str:
         f"the client asked for {asked} ({printable(f.requested_host_source)}, SNI {sni}); "
         f"the certificate names {shown_names(d.presented_names) or 'nothing'}: {d.verdict}"
     )
-    return "\n".join([header, *(line for x in d.findings for line in explanation_lines(x))])
+    anchor = [anchor_line(d)] if d.anchor is not None else []
+    return "\n".join(
+        [header, *(line for x in d.findings for line in explanation_lines(x)), *anchor]
+    )

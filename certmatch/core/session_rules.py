@@ -26,8 +26,19 @@ class SessionRule(StrEnum):
     MALFORMED_CERTIFICATE = "malformed-certificate"
     """The leaf, or the names in it, cannot be read (RFC 5280 §4.1).
     Decided in ``_unreadable_leaf``."""
+    CLIENT_CLOSED_BEFORE_HANDSHAKE = "client-closed-before-handshake"
+    """The client closed the connection before sending a byte, so no TLS handshake began
+    (a ClientHello comes first, RFC 8446 §4.1.2): a port check or health probe, never a
+    fault of the server. Decided in ``_closed_before_handshake``."""
     PROXY_CA_NOT_TRUSTED = "proxy-ca-not-trusted"
-    """The client refused certmatch's own certificate. Decided in ``_proxy_refused``."""
+    """The client refused the certificate certmatch showed it, although the server's own
+    certificate passes for the name the client gave: the client does not trust
+    certmatch's CA (or pins the server's key). Never when the certificate itself fails,
+    the client's own name check included. Decided in ``_client_refused``."""
+    CLIENT_REFUSED_CERTIFICATE = "client-refused-certificate"
+    """The client sent an alert (RFC 8446 §6.2, RFC 5246 §7.2), or closed the connection
+    in the handshake or after it without sending application data, instead of going on.
+    Decided in ``_client_refused``."""
     NO_SNI_DEFAULT_CERTIFICATE = "no-sni-default-certificate"
     """No SNI, and asked by name the server sends a certificate that matches (or nobody
     asked) (RFC 6066 §3). Decided in ``_no_sni_default_certificate``."""
