@@ -27,7 +27,7 @@ from certmatch.tui.app import CertmatchApp, run_view
 from certmatch.tui.detail_pane import DetailPane
 from certmatch.tui.loader import Loader
 from certmatch.tui.model import Filter, FilterError, Group, Row
-from certmatch.tui.screens import HelpScreen, PromptScreen
+from certmatch.tui.screens import ConfirmScreen, HelpScreen, PromptScreen
 from certmatch.tui.session_list import shorten_names
 from certmatch.tui.source import RecordingSource
 
@@ -287,7 +287,7 @@ def _declared_bindings() -> dict[str, list[Binding]]:
 
 def test_every_binding_comes_from_the_key_table() -> None:
     declared = _declared_bindings()
-    assert set(declared) == {"SessionsScreen", "HelpScreen", "PromptScreen"}
+    assert set(declared) == {"SessionsScreen", "HelpScreen", "PromptScreen", "ConfirmScreen"}
     table = {(key.keys, key.action) for key in keys.KEYS}
     for owner, bindings in declared.items():
         for binding in bindings:
@@ -336,6 +336,11 @@ async def test_the_key_table_is_bound_in_the_footer_help_and_palette(store) -> N
         await pilot.press("escape", "f")
         assert isinstance(app.screen, PromptScreen)
         for key in keys.keys_for(keys.View.PROMPT):
+            bound(key)
+        await pilot.press("escape")
+        app.push_screen(ConfirmScreen("Quit?", "The proxy records."))
+        await pilot.pause()
+        for key in keys.keys_for(keys.View.CONFIRM):
             bound(key)
 
 
@@ -769,3 +774,216 @@ async def test_the_help_explains_the_severity_badges(store) -> None:
         await pilot.press("question_mark")
         help_text = " ".join(str(s.render()) for s in app.screen.query("Static"))
         assert "‼ security" in help_text and "✗ match" in help_text and "⚠ match" in help_text
+
+
+# --- keys of less: the detail scrolls, [ ] change session, find highlights and counts ----------
+
+
+@run_async
+async def test_space_b_and_ctrl_d_u_scroll_the_detail_in_the_split_view(store) -> None:
+    app = app_on(store)
+    async with app.run_test(size=NEWCOMER) as pilot:
+        await wait_for(pilot, lambda: app.sessions.initial_load_done, "the recording to load")
+        await pilot.pause()
+        detail, listing = app.sessions.detail_pane, app.sessions.session_list
+        assert detail.max_scroll_y > detail.size.height, "the detail overflows its pane"
+        page = detail.size.height
+        await pilot.press("space")
+        assert detail.scroll_y == page and listing.cursor == 0 and listing.has_focus
+        await pilot.press("b")
+        assert detail.scroll_y == 0
+        await pilot.press("ctrl+d")
+        assert detail.scroll_y == page // 2
+        await pilot.press("ctrl+d")
+        assert detail.scroll_y == 2 * (page // 2)
+        await pilot.press("ctrl+u")
+        assert detail.scroll_y == page // 2
+        assert listing.cursor == 0, "scrolling the detail never changes the session"
+
+
+@run_async
+async def test_in_the_full_screen_detail_arrows_scroll_and_brackets_change_session(
+    store, sample
+) -> None:
+    app = app_on(store, show_all=True)
+    async with app.run_test(size=NEWCOMER) as pilot:
+        await wait_for(pilot, lambda: app.sessions.initial_load_done, "the recording to load")
+        listing, detail = app.sessions.session_list, app.sessions.detail_pane
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.sessions.view is keys.View.DETAIL
+        for key, expected in (("j", 1), ("down", 2), ("k", 1), ("up", 0)):
+            await pilot.press(key)
+            assert detail.scroll_y == expected, key
+        await pilot.press("pagedown")
+        assert detail.scroll_y == detail.size.height
+        await pilot.press("pageup")
+        assert detail.scroll_y == 0
+        await pilot.press("G")
+        assert detail.scroll_y == detail.max_scroll_y > 0
+        await pilot.press("g")
+        assert detail.scroll_y == 0
+        assert listing.cursor == 0, "no key above changes the session"
+        await pilot.press("bracketright")
+        assert listing.cursor == 1 and current_facts(app).id == sample[1].id
+        assert app.sessions.view is keys.View.DETAIL
+        await pilot.press("bracketleft")
+        assert listing.cursor == 0 and current_facts(app).id == sample[0].id
+        footer = screen_lines(app)[-1]
+        assert "[] Session" in footer and "space Page detail" in footer
+        # A detail that fits: ↓ still scrolls (nothing to do), never switches the session.
+        await pilot.press("q")
+        await pilot.resize_terminal(160, 80)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert detail.max_scroll_y == 0
+        await pilot.press("down", "pagedown", "space")
+        assert listing.cursor == 0
+        await pilot.press("q", "bracketright")
+        assert listing.cursor == 1, "[ and ] change the session in the list too"
+
+
+@run_async
+async def test_find_highlights_matches_and_shows_which_of_how_many(store) -> None:
+    app = app_on(store, show_all=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.sessions.initial_load_done, "the recording to load")
+        await pilot.press("slash", *"WRONG", "enter")
+        listing = app.sessions.session_list
+        await wait_for(pilot, lambda: app.sessions.find_position() == "1/2", "the count 1/2")
+        status = str(app.query_one("#status").render())
+        assert "find “WRONG” 1/2" in status
+        line = listing.render_line(listing.cursor + 1 - round(listing.scroll_y))
+        match = listing.get_component_rich_style("session-list--match")
+        lit = [s.text for s in line if s.style and s.style.bgcolor == match.bgcolor]
+        assert lit and all(text.lower() == "wrong" for text in lit)
+        other = listing.render_line(1 + 0)  # the first session is not a match
+        assert listing.items[0] != listing.cursor
+        assert not [s for s in other if s.style and s.style.bgcolor == match.bgcolor]
+        await pilot.press("n")
+        assert app.sessions.find_position() == "2/2"
+        await pilot.press("n")
+        assert app.sessions.find_position() == "1/2", "find wraps around"
+        await pilot.press("g")
+        assert app.sessions.find_position() == "–/2"
+        await pilot.press("N")
+        assert app.sessions.find_position() == "2/2"
+        await pilot.press("slash")
+        app.screen.query_one("Input").value = ""
+        await pilot.press("enter")
+        assert "find" not in str(app.query_one("#status").render())
+        assert not [
+            s for s in listing.render_line(1) if s.style and s.style.bgcolor == match.bgcolor
+        ]
+
+
+def test_highlight_styles_every_occurrence_across_segments() -> None:
+    from rich.segment import Segment
+    from rich.style import Style
+
+    from certmatch.tui.session_list import highlight
+
+    bold, lit = Style(bold=True), Style(reverse=True)
+    segments = [Segment("abXa", bold), Segment("bcab", None)]
+    result = highlight(segments, "abXabcab", "AB", lit)
+    assert "".join(s.text for s in result) == "abXabcab"
+    marked = [(s.text, s.style is not None and bool(s.style.reverse)) for s in result]
+    assert marked == [
+        ("ab", True),
+        ("X", False),
+        ("a", True),  # a match split between two segments is lit in both
+        ("b", True),
+        ("c", False),
+        ("ab", True),
+    ]
+    assert result[0].style is not None and result[0].style.bold  # its own style kept
+    assert highlight(segments, "abXabcab", "zz", lit) == segments
+
+
+# --- follow: the detail being read stays, the status counts the new sessions ------------------
+
+
+@run_async
+async def test_follow_keeps_the_detail_being_read_and_counts_new_sessions(
+    store, sample, tmp_path
+) -> None:
+    path = tmp_path / "live.jsonl"
+    failing = next(f for f in sample if diagnose(f, store).failed)
+    with RecordingWriter(path, tool_version="test") as writer:
+        for number in range(3):
+            writer.write(_session(failing, number))
+    app = app_on(store, path, follow=True, poll_interval=0.02)
+    async with app.run_test(size=NEWCOMER) as pilot:
+        await wait_for(pilot, lambda: len(app.sessions.rows) == 3, "the first sessions")
+        listing = app.sessions.session_list
+        assert listing.cursor == 2
+        await pilot.press("enter")  # reading the newest session, full screen
+        with RecordingWriter(path, tool_version="test") as writer:
+            for number in range(3, 5):
+                writer.write(_session(failing, number))
+        await wait_for(pilot, lambda: len(app.sessions.rows) == 5, "the appended sessions")
+        assert listing.cursor == 2 and current_facts(app).id == "grown-2"
+        await wait_for(
+            pilot,
+            lambda: "following +2 new (G: newest)" in str(app.query_one("#status").render()),
+            "+2 new in the status",
+        )
+        await pilot.press("q")  # back to the list, where the detail was scrolled: still read
+        await pilot.press("space")
+        with RecordingWriter(path, tool_version="test") as writer:
+            writer.write(_session(failing, 5))
+        await wait_for(pilot, lambda: len(app.sessions.rows) == 6, "one more session")
+        assert current_facts(app).id == "grown-2" and app.sessions.new_sessions == 3
+        await pilot.press("G")
+        assert listing.cursor == 5 and app.sessions.new_sessions == 0
+        assert "new" not in str(app.query_one("#status").render())
+        with RecordingWriter(path, tool_version="test") as writer:
+            writer.write(_session(failing, 6))
+        await wait_for(pilot, lambda: current_facts(app).id == "grown-6", "the list to move on")
+
+
+# --- the live proxy's watch -----------------------------------------------------------------
+
+
+def test_the_proxy_watch_reads_the_listen_line_errors_and_warnings_from_the_log(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from certmatch.cli.proxy import exposure_warning, listen_banner
+    from certmatch.tui.proxy_watch import LiveProxy, mitmproxy_ca_cert
+    from certmatch.tui.screens.sessions import proxy_banner
+
+    listeners = [("reverse:tls://mail.example.test:993", [("0.0.0.0", 8993)])]
+    log = tmp_path / "live.jsonl.proxy.log"
+    log.write_text("an earlier run's line: failed to listen on x\n")
+    start = log.stat().st_size
+    with log.open("a") as out:
+        out.write("[13:30:38.837] Loading script capture.py\n")
+        out.write(listen_banner(listeners, tmp_path / "live.jsonl") + "\n")
+        out.write(f"{exposure_warning(listeners)}\n")
+    child = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    live = LiveProxy(
+        child,
+        log,
+        modes=["reverse:tls://mail.example.test:993"],
+        ca_cert=mitmproxy_ca_cert(tmp_path / "conf"),
+        log_offset=start,
+    )
+    assert live.ca_cert == tmp_path / "conf" / "mitmproxy-ca-cert.pem"
+    assert mitmproxy_ca_cert(None).name == "mitmproxy-ca-cert.pem"
+    child.wait()
+    with log.open("a") as out:
+        out.write("[13:31:00.000] certmatch: could not write session 1 to the recording (")
+        out.write("OSError: [Errno 28] No space left on device). Traffic continues.\n")
+        out.write("\x1b]2;title\x07 certmatch: internal error in x (no newline at the end)")
+    state = live.check()
+    assert state.listening == "0.0.0.0:8993 (reverse:tls://mail.example.test:993)"
+    assert state.warning.startswith("certmatch: WARNING: the proxy listens on 0.0.0.0:8993")
+    assert (state.running, state.exit_code, state.errors) == (False, 3, 2)  # not the earlier run's
+    assert state.first_errors[0].startswith("certmatch: could not write session 1")
+    assert "\x1b" not in state.last_error and "\\x1b]2;title" in state.last_error  # escaped
+    assert state.tail[0] == "Loading script capture.py"  # timestamps dropped
+    assert "check the disk space" in state.advice and state.failed
+    banner = str(proxy_banner(live, state))
+    assert banner.startswith("✗ The proxy stopped (exit 3): nothing more is recorded.")
+    assert "could not write session 1" in banner and f"Its whole log: {log}" in banner

@@ -2,11 +2,14 @@
 
 The proxy runs in front of the real dovecot; a real client (openssl s_client)
 connects through it; the TUI, following the recording, shows the session; ``q``
-quits and leaves no process behind.
+quits and leaves no process behind. Then the TUI's watch over a real proxy process: where it
+listens and the CA to trust, a red banner with its log when it cannot listen or dies, and a
+question before quitting stops it.
 """
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import time
 import uuid
@@ -15,6 +18,12 @@ import pytest
 from proxy_fixtures import free_port, venv_bin, wait_for_port
 from servers.clients import s_client
 from servers.process import MissingSystemPackage, require_binary
+from test_tui import run_async, wait_for
+
+from certmatch.core.trust import TrustStore
+from certmatch.tui.app import CertmatchApp
+from certmatch.tui.proxy_watch import LiveProxy, mitmproxy_ca_cert
+from certmatch.tui.screens import ConfirmScreen
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -93,3 +102,138 @@ def test_proxy_tui_shows_live_sessions_and_quits_cleanly(tmp_path, dovecot, pki)
         subprocess.run([tmux, "kill-session", "-t", session], capture_output=True, check=False)
     log = (tmp_path / "live.jsonl.proxy.log").read_text()
     assert "recording TLS sessions to" in log
+
+
+# --- the TUI watches the proxy it shows -----------------------------------------------------
+
+
+def _start_proxy(tmp_path, port: int, target_port: int) -> tuple[subprocess.Popen, LiveProxy]:
+    """A real ``certmatch proxy`` in a child process logging to a file, as ``proxy --tui``
+    runs it, and the TUI's watch over it."""
+    record = tmp_path / "live.jsonl"
+    log_path = tmp_path / "live.jsonl.proxy.log"
+    conf = tmp_path / "conf"
+    mode = f"reverse:tls://127.0.0.1:{target_port}"
+    with log_path.open("ab") as log:
+        child = subprocess.Popen(
+            [
+                venv_bin("certmatch"),
+                "proxy",
+                "--mode",
+                mode,
+                "--listen-port",
+                str(port),
+                "--record",
+                str(record),
+                "--confdir",
+                str(conf),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+        )
+    return child, LiveProxy(
+        child, log_path, modes=[mode], ca_cert=mitmproxy_ca_cert(conf), log_offset=0
+    )
+
+
+def _stop(child: subprocess.Popen) -> None:
+    child.terminate()
+    try:
+        child.wait(10)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+
+
+def _status(app: CertmatchApp) -> str:
+    return str(app.query_one("#status").render())
+
+
+def _banner(app: CertmatchApp) -> str:
+    return str(app.query_one("#proxy").render())
+
+
+@run_async
+async def test_a_proxy_that_cannot_listen_shows_a_red_banner_with_its_log_at_once(
+    tmp_path,
+) -> None:
+    store = TrustStore.load([], use_system=False)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        child, live = _start_proxy(tmp_path, port, free_port())
+        try:
+            app = CertmatchApp(
+                [tmp_path / "live.jsonl"], store=store, follow=True, show_all=True, proxy=live
+            )
+            async with app.run_test(size=(80, 24)) as pilot:
+                await wait_for(
+                    pilot, lambda: "The proxy stopped (exit 1)" in _banner(app), "the red banner"
+                )
+                banner = app.query_one("#proxy")
+                assert banner.has_class("-failed")
+                assert "address already in use" in _banner(app)
+                assert str(live.log_path) in _banner(app)
+                assert "the proxy is not running" in app.sessions.session_list.empty_message
+                await pilot.press("q")  # nothing is recording: no question
+            assert app.return_code == 0
+        finally:
+            _stop(child)
+
+
+@run_async
+async def test_a_running_proxy_shows_where_it_listens_and_its_ca_and_its_death(
+    tmp_path, dovecot
+) -> None:
+    store = TrustStore.load([], use_system=False)
+    port = free_port()
+    child, live = _start_proxy(tmp_path, port, dovecot.imaps_port)
+    try:
+        state = live.wait_until_listening(30)
+        assert state.running and state.listening.startswith(f"127.0.0.1:{port} (reverse:tls://")
+        app = CertmatchApp(
+            [tmp_path / "live.jsonl"], store=store, follow=True, show_all=True, proxy=live
+        )
+        async with app.run_test(size=(160, 24)) as pilot:
+            await wait_for(pilot, lambda: "proxy listening on" in _banner(app), "the proxy line")
+            banner = _banner(app)
+            assert f"● proxy listening on 127.0.0.1:{port} (reverse:tls://127.0.0.1:" in banner
+            assert f"clients trust {tmp_path / 'conf' / 'mitmproxy-ca-cert.pem'}" in banner
+            assert not app.query_one("#proxy").has_class("-failed")
+            # q asks first while the proxy records; n stays, y quits.
+            await pilot.press("q")
+            assert isinstance(app.screen, ConfirmScreen)
+            assert f"on 127.0.0.1:{port}" in " ".join(
+                str(s.render()) for s in app.screen.query("Static")
+            )
+            await pilot.press("n")
+            assert not isinstance(app.screen, ConfirmScreen) and app.is_running
+            await pilot.press("escape")  # Esc in the list does nothing
+            assert app.is_running
+            child.terminate()  # the proxy dies under the TUI
+            await wait_for(
+                pilot, lambda: "The proxy stopped" in _banner(app), "the banner of a death"
+            )
+            assert app.query_one("#proxy").has_class("-failed")
+            await pilot.press("q")  # nothing records any more: no question
+        assert app.return_code == 0
+    finally:
+        _stop(child)
+
+
+@run_async
+async def test_ctrl_q_asks_too_and_y_quits(tmp_path, dovecot) -> None:
+    store = TrustStore.load([], use_system=False)
+    child, live = _start_proxy(tmp_path, free_port(), dovecot.imaps_port)
+    try:
+        live.wait_until_listening(30)
+        app = CertmatchApp([tmp_path / "live.jsonl"], store=store, follow=True, proxy=live)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("ctrl+q")
+            assert isinstance(app.screen, ConfirmScreen)
+            await pilot.press("y")
+        assert app.return_code == 0
+    finally:
+        _stop(child)

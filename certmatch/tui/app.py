@@ -1,28 +1,40 @@
 """The certmatch TUI: failing sessions, why they fail, and the cause each rests on.
 
 ``run_view`` is what ``certmatch view`` calls; ``CertmatchApp`` is the app,
-also usable on a recording a proxy is still writing (``follow=True``). The app
+also usable on a recording a proxy is still writing (``follow=True``), and on the
+proxy itself (``proxy=LiveProxy(...)``: ``certmatch proxy --tui``). The app
 only wires things together: ``SessionsScreen`` does the work, and the keys,
 the help and the command palette come from the key table in ``keys``.
 """
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from textual.app import App, SystemCommand
+from textual.filter import Monochrome, NoColor
 from textual.screen import Screen
 
+from certmatch.core.judge import Judge
 from certmatch.core.recording import RecordingError, expand_paths
 from certmatch.core.report import shown_prose
 from certmatch.core.trust import TrustStore, TrustStoreError
 from certmatch.tui import keys
+from certmatch.tui.proxy_watch import LiveProxy
+from certmatch.tui.screens.confirm import ConfirmScreen
 from certmatch.tui.screens.sessions import SessionsScreen
 from certmatch.tui.source import RecordingSource
 
 EXIT_OK, EXIT_USAGE = 0, 2
+
+
+def wants_mono(environ: dict[str, str] | os._Environ[str] = os.environ) -> bool:
+    """No colour at all: ``NO_COLOR`` is set (https://no-color.org), or the terminal is
+    ``dumb``. Emphasis then comes from bold and reverse video."""
+    return "NO_COLOR" in environ or environ.get("TERM") == "dumb"
 
 
 class CertmatchApp(App[int]):
@@ -30,6 +42,10 @@ class CertmatchApp(App[int]):
 
     TITLE = "certmatch"
     COMMAND_PALETTE_BINDING = keys.COMMAND_PALETTE
+    CSS = """
+    App.-mono SessionList > .session-list--cursor { text-style: reverse bold; }
+    App.-mono SessionList:focus > .session-list--cursor { text-style: reverse bold; }
+    """
 
     def __init__(
         self,
@@ -40,8 +56,18 @@ class CertmatchApp(App[int]):
         show_all: bool = False,
         export_dir: str | Path = ".",
         poll_interval: float = 0.25,
+        proxy: LiveProxy | None = None,
+        directories: Sequence[str | Path] = (),
+        judge_for: Callable[[Path], Judge] | None = None,
     ) -> None:
         super().__init__()
+        self.mono = wants_mono()
+        if self.mono:
+            # Textual's NO_COLOR greys every colour (dark grey on black is unreadable); the
+            # terminal's own colours with bold and reverse stay readable on any terminal.
+            self._filters = [f for f in self._filters if not isinstance(f, Monochrome)]
+            self._filters.append(NoColor())
+            self.add_class("-mono")
         self.sessions = SessionsScreen(
             [Path(p) for p in paths],
             store=store,
@@ -49,6 +75,9 @@ class CertmatchApp(App[int]):
             show_all=show_all,
             export_dir=Path(export_dir),
             poll_interval=poll_interval,
+            proxy=proxy,
+            directories=[Path(d) for d in directories],
+            judge_for=judge_for,
         )
 
     def get_default_screen(self) -> Screen:
@@ -60,9 +89,39 @@ class CertmatchApp(App[int]):
         yield from super().get_system_commands(screen)
 
     def action_quit(self) -> None:  # type: ignore[override]
-        """Quit (q, ctrl+q): stop the reader thread first, so no file is read while exiting."""
-        self.sessions.stop_loader()
-        self.exit(EXIT_OK)
+        """Quit (ctrl+q) as q does in the list: while a proxy records, ask first (a second
+        ctrl+q while asked quits)."""
+        if isinstance(self.screen, ConfirmScreen):
+            self.sessions.quit_now()
+        else:
+            self.sessions.action_quit()
+
+
+def recordings_to_view(paths: Sequence[str], *, follow: bool) -> tuple[list[Path], list[Path]]:
+    """The files to read and the directories to watch for new ones (when following).
+
+    Without ``follow``, as ``certmatch check``: every path must exist. With it, a file that
+    does not exist yet is waited for (the viewer may start before the proxy), as is an empty
+    directory; a missing directory is still an error. RecordingError says what is wrong."""
+    if not follow:
+        return expand_paths(paths), []
+    files: list[Path] = []
+    directories: list[Path] = []
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            directories.append(path)
+            files += sorted(p for p in path.glob("*.jsonl") if p.is_file())
+        elif path.exists():
+            files.append(path)
+        elif path.parent.is_dir():
+            files.append(path)  # not written yet
+        else:
+            raise RecordingError(
+                path, f"no such directory {path.parent} to wait for the recording in"
+            )
+    unique = list({file.resolve(): file for file in files}.values())
+    return unique, directories
 
 
 def run_view(
@@ -72,16 +131,36 @@ def run_view(
     show_all: bool,
     ca_files: list[str],
     use_system_store: bool = True,
+    proxy: LiveProxy | None = None,
 ) -> int:
-    """Open the TUI on recordings; returns the exit code. Input errors: one line on stderr, 2."""
+    """Open the TUI on recordings; returns the exit code. Input errors: one line on stderr, 2.
+
+    ``proxy``: the live proxy that writes the recording (``certmatch proxy --tui``), watched
+    and shown in the status."""
     try:
         store = TrustStore.load(ca_files, use_system=use_system_store)
-        files = expand_paths(paths)
+        files, directories = recordings_to_view(paths, follow=follow)
+        named = {Path(p).resolve() for p in paths if not Path(p).is_dir()}
         for path in files:
-            RecordingSource(path).open_header()  # a clear error now, not inside the TUI
+            source = RecordingSource(path)
+            if follow and (not path.exists() or source.is_empty()):
+                continue  # waited for
+            if source.is_empty() and path.resolve() not in named:
+                continue  # an empty file in a directory: skipped with a note
+            source.open_header()  # a clear error now, not inside the TUI
     except (RecordingError, TrustStoreError) as error:
         print(f"certmatch view: {shown_prose(str(error))}", file=sys.stderr)
         return EXIT_USAGE
-    app = CertmatchApp(files, store=store, follow=follow, show_all=show_all)
+    if not files and not directories:
+        print("certmatch view: no recording to show", file=sys.stderr)
+        return EXIT_USAGE
+    app = CertmatchApp(
+        files,
+        store=store,
+        follow=follow,
+        show_all=show_all,
+        proxy=proxy,
+        directories=directories,
+    )
     result = app.run()
     return int(result or app.return_code or EXIT_OK)

@@ -6,7 +6,7 @@ session again, so the explanation uses that session's own names.
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -18,19 +18,23 @@ from certmatch.core.judge import Judge
 from certmatch.core.recording import RecordingError
 from certmatch.core.report import shown_prose
 from certmatch.tui.detail import render_detail
-from certmatch.tui.source import read_session_at
+from certmatch.tui.source import RecordingSource
 
 NOTHING_SELECTED = "Select a session to see why it fails, the evidence and the fix."
 
 
-class DetailPane(VerticalScroll):
-    """Shows the diagnosis of the selected session (or of the latest session of a group)."""
+class DetailPane(VerticalScroll, inherit_bindings=False):
+    """Shows the diagnosis of the selected session (or of the latest session of a group).
 
-    def __init__(self, judge: Judge, *, id: str | None = None) -> None:
+    It binds no key of its own: the key table (``keys``) scrolls it, in both views."""
+
+    def __init__(
+        self, judge_of: Callable[[RecordingSource], Judge], *, id: str | None = None
+    ) -> None:
         super().__init__(id=id)
-        self.judge = judge
+        self.judge_of = judge_of
         self.detail: tuple[Diagnosis, str] | None = None  # what is shown, and its recording
-        self._shown: tuple[Path, int, int | None] | None = None
+        self._shown: tuple[RecordingSource, int, int | None] | None = None
         # Kept here, not queried: the loader can ask for a detail while the screen closes.
         self._body = Static(id="detail-body")
 
@@ -42,20 +46,20 @@ class DetailPane(VerticalScroll):
         self.detail = None
         self._body.update(Text(NOTHING_SELECTED, style="italic"))
 
-    def show(self, path: Path, offset: int, group_count: int | None = None) -> None:
-        """The session whose line starts at ``offset`` in ``path``; nothing to do if shown."""
-        shown = (path, offset, group_count)
-        if shown == self._shown:
+    def show(self, source: RecordingSource, offset: int, group_count: int | None = None) -> None:
+        """The session whose line starts at ``offset`` in ``source``; nothing to do if shown."""
+        shown = (source, offset, group_count)
+        if self._shown is not None and shown[0] is self._shown[0] and shown[1:] == self._shown[1:]:
             return
         try:
-            facts = read_session_at(path, offset)
+            facts = source.read_back(offset)
         except RecordingError as error:
             self._body.update(Text(shown_prose(str(error)), style="bold red"))
             self._shown = None
             self.detail = None
             return
-        d = self.judge.diagnose(facts)
+        d = self.judge_of(source).diagnose(facts)
         self._shown = shown
-        self.detail = (d, str(path))
-        self._body.update(render_detail(d, str(path), group_count=group_count))
+        self.detail = (d, source.name)
+        self._body.update(render_detail(d, source.name, group_count=group_count))
         self.scroll_home(animate=False)

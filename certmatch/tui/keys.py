@@ -25,10 +25,12 @@ class View(Flag):
     DETAIL = auto()  # the detail pane full screen
     HELP = auto()  # the help screen
     PROMPT = auto()  # a one-line prompt (filter, find)
+    CONFIRM = auto()  # a yes/no question
     SESSIONS = LIST | DETAIL
 
 
 MOVE = Binding.Group("Move", compact=True)
+SESSION = Binding.Group("Session", compact=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,10 +82,15 @@ _DISPLAY = {
     "left": "←",
     "right": "→",
     "escape": "Esc",
+    "bracketright": "]",
+    "bracketleft": "[",
+    "space": "space",
 }
 
 # Help and quit come first: the footer shows keys in table order and cuts the last ones on a
-# narrow terminal, and these two must always be there.
+# narrow terminal, and these two must always be there. Keys that mean one thing in the list
+# and another in the full-screen detail (j, PgDn, g...) are two rows with two actions, as in
+# less: in the detail they scroll it, and ] / [ change the session in both.
 KEYS: tuple[Key, ...] = (
     Key(
         "question_mark",
@@ -94,7 +101,7 @@ KEYS: tuple[Key, ...] = (
         palette="Help",
         palette_help="Every key, the filter syntax and the cause ids",
     ),
-    Key("q", "quit", View.LIST, "Quit", "quit (from the list)"),
+    Key("q", "quit", View.LIST, "Quit", "quit (from the list; asks first while a proxy records)"),
     Key(
         "escape,q",
         "back",
@@ -106,27 +113,27 @@ KEYS: tuple[Key, ...] = (
     Key(
         "j,down",
         "cursor_down",
-        View.SESSIONS,
+        View.LIST,
         "Next session",
-        "next session",
+        "next session (in the full-screen detail: scroll a line down)",
         key_display="j",
         group=MOVE,
     ),
     Key(
         "k,up",
         "cursor_up",
-        View.SESSIONS,
+        View.LIST,
         "Previous session",
-        "previous session",
+        "previous session (in the full-screen detail: scroll a line up)",
         key_display="k",
         group=MOVE,
     ),
     Key(
         "g,home",
         "top",
-        View.SESSIONS,
+        View.LIST,
         "First session",
-        "first session",
+        "first session (in the full-screen detail: its top)",
         palette="First session",
         palette_help="Go to the top",
         key_display="g",
@@ -135,9 +142,9 @@ KEYS: tuple[Key, ...] = (
     Key(
         "G,end",
         "bottom",
-        View.SESSIONS,
+        View.LIST,
         "Last session",
-        "last session",
+        "last session, the newest (in the full-screen detail: its end)",
         palette="Last session",
         palette_help="Go to the bottom",
         key_display="G",
@@ -146,13 +153,76 @@ KEYS: tuple[Key, ...] = (
     Key(
         "pagedown",
         "page_down",
-        View.SESSIONS,
+        View.LIST,
         "Page down",
-        "a page down / up",
+        "a page of the list down / up (in the full-screen detail: of the detail)",
         key_display="PgDn",
         group=MOVE,
     ),
-    Key("pageup", "page_up", View.SESSIONS, "Page up", "", key_display="PgUp", group=MOVE),
+    Key("pageup", "page_up", View.LIST, "Page up", "", key_display="PgUp", group=MOVE),
+    Key(
+        "j,down",
+        "detail_line_down",
+        View.DETAIL,
+        "Scroll",
+        "scroll the full-screen detail a line down / up",
+        footer=False,
+    ),
+    Key("k,up", "detail_line_up", View.DETAIL, "Scroll up", "", footer=False),
+    Key(
+        "pagedown",
+        "detail_page_down",
+        View.DETAIL,
+        "Page down",
+        "scroll the full-screen detail a page down / up",
+        footer=False,
+    ),
+    Key("pageup", "detail_page_up", View.DETAIL, "Page up", "", footer=False),
+    Key(
+        "g,home",
+        "detail_top",
+        View.DETAIL,
+        "Top",
+        "the full-screen detail's top / end",
+        footer=False,
+    ),
+    Key("G,end", "detail_end", View.DETAIL, "End", "", footer=False),
+    Key(
+        "bracketleft",
+        "previous_session",
+        View.SESSIONS,
+        "Previous session",
+        "previous / next session, in the list and in the full-screen detail",
+        key_display="[",
+        group=SESSION,
+    ),
+    Key(
+        "bracketright",
+        "next_session",
+        View.SESSIONS,
+        "Next session",
+        "",
+        key_display="]",
+        group=SESSION,
+    ),
+    Key(
+        "space",
+        "page_detail_down",
+        View.SESSIONS,
+        "Page detail",
+        "scroll the detail a page down / up (as in less), in both views",
+        key_display="space",
+    ),
+    Key("b", "page_detail_up", View.SESSIONS, "Page back", "", footer=False),
+    Key(
+        "ctrl+d",
+        "half_page_detail_down",
+        View.SESSIONS,
+        "Half page",
+        "scroll the detail half a page down / up",
+        footer=False,
+    ),
+    Key("ctrl+u", "half_page_detail_up", View.SESSIONS, "Half page up", "", footer=False),
     Key(
         "right",
         "column_right",
@@ -176,16 +246,16 @@ KEYS: tuple[Key, ...] = (
         "filter",
         View.SESSIONS,
         "Filter",
-        "filter by host, protocol, cause id, verdict",
+        "filter by host, protocol, cause id, verdict, severity",
         palette="Filter",
-        palette_help="By host, protocol, cause id, verdict",
+        palette_help="By host, protocol, cause id, verdict, severity",
     ),
     Key(
         "slash",
         "find",
         View.SESSIONS,
         "Find",
-        "find text in the list",
+        "find text in the list: matches are highlighted, the status shows which of how many",
         palette="Find",
         palette_help="Find text in the list",
     ),
@@ -212,7 +282,8 @@ KEYS: tuple[Key, ...] = (
         "toggle_follow",
         View.SESSIONS,
         "Follow",
-        "follow on/off: read what is appended and jump to the newest session",
+        "follow on/off: read what is appended; the list moves with the newest session while "
+        "its cursor is on the last one, otherwise the status counts the new ones (+N new)",
         palette="Follow on/off",
         palette_help="Read sessions as they are recorded",
     ),
@@ -253,6 +324,8 @@ KEYS: tuple[Key, ...] = (
     ),
     Key("escape,q,question_mark", "close", View.HELP, "Close help", "close this help"),
     Key("escape", "cancel", View.PROMPT, "Cancel", "close a prompt (filter, find) unchanged"),
+    Key("y", "yes", View.CONFIRM, "Yes", "yes, in a question (quit while the proxy records)"),
+    Key("n,escape", "no", View.CONFIRM, "No", "no: stay"),
 )
 
 COMMAND_PALETTE = next(key for key in KEYS if key.action == "command_palette").keys

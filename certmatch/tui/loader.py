@@ -5,6 +5,10 @@ every recording, judges each session (the core's ``Judge`` judges each
 distinct situation once) and hands over a ``Batch`` every ~0.1 s, never one
 message per session. The first batch is sent early so the first screen
 appears at once.
+
+While following, it behaves as ``tail -F``: it waits for a file that does not exist yet or
+is still empty, reads a file again from its start when it was truncated or its name came to
+mean a new file (rotation), and picks up new ``*.jsonl`` files in a watched directory.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 
 from certmatch.core.facts import SessionFacts
@@ -32,6 +37,7 @@ _SOURCE_LABELS = {
     "option": "--host",
     "unknown": "?",
 }
+_by_time = attrgetter("time")
 
 
 @dataclass
@@ -41,26 +47,60 @@ class Batch:
     rows: list[Row] = field(default_factory=list)
     problems: list[LineProblem] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # a file that could not be read at all
+    notes: list[str] = field(default_factory=list)  # a file skipped, rotated, truncated
     bytes_read: int = 0
     bytes_total: int = 0
 
 
 class Loader:
-    """Reads a set of recordings; remembers where each stopped, so it can follow them."""
+    """Reads a set of recordings; remembers where each stopped, so it can follow them.
 
-    def __init__(self, paths: Sequence[Path], judge: Judge) -> None:
+    ``judge`` judges every session; or ``judge_for(path)`` gives the judge for the sessions
+    of one file (a recording that carries its own CA anchors). ``directories`` are watched
+    for new ``*.jsonl`` files while following.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        judge: Judge | None = None,
+        *,
+        judge_for: Callable[[Path], Judge] | None = None,
+        directories: Sequence[Path] = (),
+    ) -> None:
+        if (judge is None) == (judge_for is None):
+            raise TypeError("Loader needs a judge or a judge_for function, not both")
         self.sources = [RecordingSource(Path(p)) for p in paths]
         self.judge = judge
+        self._judge_for = judge_for
+        self._judges: dict[Path, Judge] = {}
+        self.directories = [Path(d) for d in directories]
         self._strings: dict[str, str] = {}
         self.waiting: list[str] = []  # files that do not exist (yet), when following
         self._failed: set[int] = set()  # files that turned out not to be readable recordings
+        self._skipped: set[int] = set()  # empty files, noted once
+
+    def judge_of(self, source: RecordingSource) -> Judge:
+        """The judge for the sessions of ``source``."""
+        if self.judge is not None:
+            return self.judge
+        found = self._judges.get(source.path)
+        if found is None:
+            assert self._judge_for is not None
+            found = self._judges[source.path] = self._judge_for(source.path)
+        return found
+
+    def names(self) -> list[str]:
+        """The files read, each once (a rotated file is one name), in the order given."""
+        return list(dict.fromkeys(source.name for source in self.sources))
 
     def _shared(self, text: str) -> str:
         # Hosts, protocols and sources repeat endlessly; keep one copy of each.
         return self._strings.setdefault(text, text)
 
-    def row(self, source: int, offset: int, facts: SessionFacts) -> Row:
+    def row(self, source: int, offset: int, facts: SessionFacts, judge: Judge | None = None) -> Row:
         shared = self._shared
+        judge = judge or self.judge_of(self.sources[source])
         return Row(
             source,
             offset,
@@ -70,14 +110,26 @@ class Loader:
             shared(facts.requested_host or ""),
             _SOURCE_LABELS.get(facts.requested_host_source, facts.requested_host_source),
             shared(facts.sni) if facts.sni is not None else None,
-            self.judge.judgement(facts),
+            judge.judgement(facts),
         )
 
     def progress(self) -> tuple[int, int]:
         """(bytes read, bytes known) over all files."""
-        read = sum(s.offset for s in self.sources)
-        total = sum(max(s.size_at_start, s.offset) for s in self.sources)
+        sources = self.sources
+        read = sum(s.offset for s in sources)
+        total = sum(max(s.size_at_start, s.offset) for s in sources)
         return read, total
+
+    def _watch_directories(self) -> None:
+        known = {source.path for source in self.sources}
+        for directory in self.directories:
+            try:
+                found = sorted(p for p in directory.glob("*.jsonl") if p.is_file())
+            except OSError:
+                continue
+            for path in found:
+                if path not in known:
+                    self.sources.append(RecordingSource(path))  # one append: thread-safe
 
     def poll(
         self,
@@ -100,23 +152,39 @@ class Loader:
 
         def flush() -> None:
             nonlocal batch, last_emit
+            if len({row.source for row in batch.rows}) > 1:
+                batch.rows.sort(key=_by_time)  # several files: in time order
             batch.bytes_read, batch.bytes_total = self.progress()
             emit(batch)
             batch = Batch()
             last_emit = time.monotonic()
 
-        for index, source in enumerate(self.sources):
-            if index in self._failed:
+        if not final:
+            self._watch_directories()
+        index = 0
+        while index < len(self.sources):  # a rotation appends a source during the pass
+            source = self.sources[index]
+            index += 1
+            if index - 1 in self._failed or source.retired:
                 continue
-            if not source.started and not final and not source.exists_with_header():
-                waiting.append(source.name)
-                continue
+            if not source.started:
+                if source.is_empty() and final:
+                    if index - 1 not in self._skipped:
+                        self._skipped.add(index - 1)
+                        batch.notes.append(
+                            f"{source.name}: the file is empty (no header yet); skipped"
+                        )
+                    continue
+                if not final and not source.exists_with_header():
+                    waiting.append(source.name)
+                    continue
+            judge = self.judge_of(source)
             try:
                 for offset, item in source.read_new(final=final):
                     if isinstance(item, LineProblem):
                         batch.problems.append(item)
                         continue
-                    batch.rows.append(self.row(index, offset, item))
+                    batch.rows.append(self.row(index - 1, offset, item, judge))
                     total += 1
                     if len(batch.rows) >= limit or time.monotonic() - last_emit > BATCH_SECONDS:
                         if cancelled():
@@ -124,11 +192,39 @@ class Loader:
                         flush()
                         limit = BATCH_ROWS
             except RecordingError as error:
-                self._failed.add(index)
+                self._failed.add(index - 1)
+                source.close()
                 batch.errors.append(str(error))
+                continue
             except OSError as error:
-                self._failed.add(index)
+                self._failed.add(index - 1)
+                source.close()
                 batch.errors.append(f"{source.name}: reading stopped ({error.strerror or error})")
+                continue
+            if not final:
+                self._after_read(source, waiting, batch)
         self.waiting = waiting
         flush()
         return total
+
+    def _after_read(self, source: RecordingSource, waiting: list[str], batch: Batch) -> None:
+        """Follow the name, as ``tail -F``: a new file under it is read from its start."""
+        change = source.changed()
+        if change is None:
+            return
+        if change == "missing":
+            waiting.append(f"{source.name} (moved away)")
+            return
+        if change == "truncated":
+            source.gone = "truncated"
+            source.close()
+            batch.notes.append(
+                f"{source.name} was truncated: reading it again from its start. The sessions "
+                "read before stay in the list, but their details are gone with the old content."
+            )
+        else:
+            batch.notes.append(
+                f"{source.name} was replaced (rotated): reading the new file from its start."
+            )
+        source.retire()
+        self.sources.append(RecordingSource(source.path))

@@ -1,7 +1,8 @@
 """Every message the TUI posts, as dataclasses (as Textualize's toolong does).
 
 The reader thread posts the loader's messages to the sessions screen; the
-session list posts ``SessionHighlighted`` when its cursor moves.
+session list posts ``SessionHighlighted`` when its cursor moves; the thread that
+counts a find's matches posts ``FindCounted``.
 """
 
 from __future__ import annotations
@@ -37,3 +38,12 @@ class SessionHighlighted(Message):
     """The list's cursor moved to another session or group (or the list emptied: -1)."""
 
     index: int
+
+
+@dataclass
+class FindCounted(Message, bubble=False):
+    """The find's matches among the list's first ``upto`` lines, counted in a thread."""
+
+    generation: int  # which find (a newer find or list makes this one stale)
+    upto: int
+    positions: list[int]

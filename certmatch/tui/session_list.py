@@ -13,6 +13,7 @@ import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import pairwise
 from typing import ClassVar
 
 from rich.segment import Segment
@@ -27,7 +28,7 @@ from certmatch.core.report import shown_prose
 from certmatch.core.text import printable
 from certmatch.tui.messages import SessionHighlighted
 from certmatch.tui.model import Group, Row
-from certmatch.tui.severity import SEVERITY_STYLES, badge
+from certmatch.tui.severity import MONO_SEVERITY_STYLES, SEVERITY_STYLES, Severity, badge
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,9 @@ GROUP_COLUMNS: tuple[Column, ...] = (
 GROUP_PRIORITY = 5  # count, verdict, host, cause, names
 NAMES_WIDTH = 40
 BADGE_STYLES = {severity: Style.parse(style) for severity, style in SEVERITY_STYLES.items()}
+MONO_BADGE_STYLES = {
+    severity: Style.parse(style) for severity, style in MONO_SEVERITY_STYLES.items()
+}
 
 
 @lru_cache(maxsize=4096)  # a few distinct certificates, each on many rows
@@ -165,6 +169,35 @@ def cut_at_edge(line: str, end: int) -> str:
     return line[:end]
 
 
+def highlight(segments: list[Segment], text: str, find: str, style: Style) -> list[Segment]:
+    """``segments`` (whose texts make up ``text``) with every occurrence of ``find``, in any
+    case, styled ``style`` on top of its own."""
+    spans: list[tuple[int, int]] = []
+    lowered, needle = text.lower(), find.lower()
+    start = lowered.find(needle)
+    while start >= 0 and needle:
+        spans.append((start, start + len(needle)))
+        start = lowered.find(needle, start + len(needle))
+    if not spans:
+        return segments
+    result: list[Segment] = []
+    at = 0
+    for segment in segments:
+        piece, piece_style = segment.text, segment.style
+        end = at + len(piece)
+        cuts = sorted({at, end, *(p for span in spans for p in span if at < p < end)})
+        for left, right in pairwise(cuts):
+            inside = any(a <= left and right <= b for a, b in spans)
+            result.append(
+                Segment(
+                    piece[left - at : right - at],
+                    (piece_style + style if piece_style else style) if inside else piece_style,
+                )
+            )
+        at = end
+    return result
+
+
 class SessionList(ScrollView, can_focus=True, inherit_bindings=False):
     """Sessions (or groups of them) one per line, with a cursor."""
 
@@ -172,6 +205,7 @@ class SessionList(ScrollView, can_focus=True, inherit_bindings=False):
         "session-list--header",
         "session-list--cursor",
         "session-list--empty",
+        "session-list--match",
     }
     DEFAULT_CSS = """
     SessionList {
@@ -193,6 +227,10 @@ class SessionList(ScrollView, can_focus=True, inherit_bindings=False):
         color: $text-muted;
         text-style: italic;
     }
+    SessionList > .session-list--match {
+        color: black;
+        background: yellow;
+    }
     """
 
     cursor: reactive[int] = reactive(0, always_update=True, init=False)
@@ -203,6 +241,7 @@ class SessionList(ScrollView, can_focus=True, inherit_bindings=False):
         self.items: list[int] | list[Group] = []  # row indices, or groups
         self.grouped = False
         self.empty_message = "Loading…"
+        self.find_text = ""  # highlighted where it shows
         self._widths: list[int] = []
         self._widths_for: tuple[bool, int] | None = None
 
@@ -272,6 +311,10 @@ class SessionList(ScrollView, can_focus=True, inherit_bindings=False):
     def _update_size(self) -> None:
         total = sum(self.widths) + len(self.widths) - 1
         self.virtual_size = Size(total, len(self.items) + 1)
+
+    @property
+    def _badge_styles(self) -> dict[Severity, Style]:
+        return MONO_BADGE_STYLES if getattr(self.app, "mono", False) else BADGE_STYLES
 
     @property
     def current_item(self) -> int | Group | None:
@@ -363,13 +406,20 @@ class SessionList(ScrollView, can_focus=True, inherit_bindings=False):
             if isinstance(item, Group)
             else self._row_cells(item, widths)
         )
-        return self._strip(cells, scroll_x, width, style)
+        match = self.get_component_rich_style("session-list--match") if self.find_text else None
+        return self._strip(cells, scroll_x, width, style, self.find_text, match)
 
     @staticmethod
     def _strip(
-        cells: list[tuple[str, Style | None]], scroll_x: int, width: int, style: Style
+        cells: list[tuple[str, Style | None]],
+        scroll_x: int,
+        width: int,
+        style: Style,
+        find: str = "",
+        match: Style | None = None,
     ) -> Strip:
-        """The cells joined by spaces, cut at the right edge with … if that cuts text."""
+        """The cells joined by spaces, cut at the right edge with … if that cuts text; where
+        ``find`` shows (any case), it is styled ``match``."""
         line = " ".join(text for text, _ in cells)
         shown = cut_at_edge(line, scroll_x + width)
         segments: list[Segment] = []
@@ -383,6 +433,8 @@ class SessionList(ScrollView, can_focus=True, inherit_bindings=False):
                 segments.append(Segment(piece[0], style))
                 piece = piece[1:]
             segments.append(Segment(piece, style + extra if extra is not None else style))
+        if find and match is not None:
+            segments = highlight(segments, shown, find, match)
         return Strip(segments).crop_extend(scroll_x, scroll_x + width, style)
 
     def _row_segments(self, index: int, style: Style) -> list[Segment]:
@@ -396,7 +448,7 @@ class SessionList(ScrollView, can_focus=True, inherit_bindings=False):
         j = row.judgement
         label, severity = badge(j.verdict, j.causes)
         return [
-            (fit(label, widths[0]), BADGE_STYLES[severity]),
+            (fit(label, widths[0]), self._badge_styles[severity]),
             (host_text(row.host, row.host_source, widths[1]), None),
             (cause_text(j.primary, j.causes, widths[2]), None),
             (names_text(j.presented_names, widths[3]), None),
@@ -412,7 +464,7 @@ class SessionList(ScrollView, can_focus=True, inherit_bindings=False):
         label, severity = badge(j.verdict, j.causes)
         return [
             (fit(f"{g.count:>7,}", widths[0]), None),
-            (fit(label, widths[1]), BADGE_STYLES[severity]),
+            (fit(label, widths[1]), self._badge_styles[severity]),
             (fit(printable(g.host or "?"), widths[2]), None),
             (cause_text(j.primary, j.causes, widths[3]), None),
             (names_text(j.presented_names, widths[4]), None),

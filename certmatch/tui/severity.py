@@ -30,6 +30,14 @@ SEVERITY_STYLES: dict[Severity, str] = {
     "warning": "bold yellow",
     "ok": "green",
 }
+# Without colour (NO_COLOR, TERM=dumb): the symbol says the severity, and a security finding
+# is also in reverse video.
+MONO_SEVERITY_STYLES: dict[Severity, str] = {
+    "security": "bold reverse",
+    "failure": "bold",
+    "warning": "bold",
+    "ok": "",
+}
 _RANK: dict[Severity, int] = {"ok": 0, "warning": 1, "failure": 2, "security": 3}
 
 

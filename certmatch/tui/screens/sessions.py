@@ -7,9 +7,12 @@ the first rows show while a big recording is still being read.
 
 from __future__ import annotations
 
+import bisect
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
+from operator import attrgetter
 from pathlib import Path
 from typing import ClassVar
 
@@ -17,6 +20,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import BindingType
+from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 from textual.worker import get_current_worker
@@ -31,31 +35,94 @@ from certmatch.tui.detail_pane import DetailPane
 from certmatch.tui.export import export_session, session_json
 from certmatch.tui.keys import View
 from certmatch.tui.loader import Loader
-from certmatch.tui.messages import BatchLoaded, LoaderFailed, LoadPassFinished, SessionHighlighted
+from certmatch.tui.messages import (
+    BatchLoaded,
+    FindCounted,
+    LoaderFailed,
+    LoadPassFinished,
+    SessionHighlighted,
+)
 from certmatch.tui.model import FILTER_HELP, Filter, FilterError, Group, Grouping, Row, select
+from certmatch.tui.proxy_watch import LiveProxy, ProxyState
+from certmatch.tui.screens.confirm import ConfirmScreen
 from certmatch.tui.screens.help import HelpScreen
 from certmatch.tui.screens.prompt import PromptScreen
 from certmatch.tui.session_list import SessionList
 
 _ACTIONS = {key.action: key for key in keys.keys_for(View.SESSIONS)}
+_TAIL_SHOWN = 6  # lines of the proxy's log in its red banner
+
+
+def proxy_banner(proxy: LiveProxy, state: ProxyState) -> Text:
+    """The proxy's line above the status: where it listens, the CA to trust, its log; or, once
+    it stopped or reported an error, what happened, what it said, and what to do."""
+    text = Text()
+    log = printable(str(proxy.log_path))
+    if not state.running:
+        text.append(
+            f"✗ The proxy stopped (exit {state.exit_code}): nothing more is recorded.", "bold"
+        )
+        if state.first_errors:
+            text.append(" It reported:\n", "bold")
+            lines = state.first_errors
+            if state.last_error not in lines:
+                lines = [*lines, "…", state.last_error]
+        else:
+            text.append(" The end of its log:\n", "bold")
+            lines = state.tail[-_TAIL_SHOWN:] or ["(the log is empty)"]
+        for line in lines:
+            text.append(f"  {line}\n")
+        if state.advice:
+            text.append(f"{state.advice}\n", "bold")
+        text.append(f"Its whole log: {log}. q quits.")
+        return text
+    if state.errors:
+        count = "an error" if state.errors == 1 else f"{state.errors:,} errors"
+        text.append(f"✗ The proxy reported {count} (it still runs): ", "bold")
+        text.append(f"{state.last_error}\n")
+        if state.advice:
+            text.append(f"{state.advice}\n", "bold")
+    if state.listening:
+        text.append(f"● proxy listening on {state.listening}", "bold")
+    else:
+        text.append(f"◌ proxy starting ({proxy.mode_text}), not listening yet", "bold")
+    text.append(f" · clients trust {printable(str(proxy.ca_cert))} · log {log}")
+    if state.warning:
+        text.append(f"\n⚠ {state.warning}")
+    return text
 
 
 class SessionsScreen(Screen[None]):
     """Recorded sessions, failing ones first, and the selected one explained in detail."""
 
     DEFAULT_CSS = """
-    SessionsScreen #status {
+    SessionsScreen #top {
         dock: top;
+        height: auto;
+    }
+    SessionsScreen #status {
         height: 1;
         background: $primary-background;
         color: $text;
         padding: 0 1;
+    }
+    SessionsScreen #proxy {
+        height: auto;
+        max-height: 12;
+        background: $primary-background;
+        color: $text;
+        padding: 0 1;
+    }
+    SessionsScreen #proxy.-failed {
+        background: $error;
+        color: $text;
     }
     SessionsScreen #detail {
         height: 45%;
         border-top: solid $accent;
         padding: 0 1;
     }
+    SessionsScreen Footer.-compact FooterLabel { margin: 0 1 0 0; }
     SessionsScreen.-maximized SessionList { display: none; }
     SessionsScreen.-maximized #detail { height: 1fr; border-top: none; }
     """
@@ -70,11 +137,18 @@ class SessionsScreen(Screen[None]):
         show_all: bool,
         export_dir: Path,
         poll_interval: float,
+        proxy: LiveProxy | None = None,
+        directories: Sequence[Path] = (),
+        judge_for: Callable[[Path], Judge] | None = None,
     ) -> None:
         super().__init__()
         self.paths = paths
         self.judge = Judge(store)  # shared by the reader thread and the detail pane
-        self.loader = Loader(paths, self.judge)
+        self.loader = (
+            Loader(paths, judge_for=judge_for, directories=directories)
+            if judge_for is not None
+            else Loader(paths, self.judge, directories=directories)
+        )
         self.rows: list[Row] = []
         self.following = follow
         self.show_all = show_all
@@ -82,6 +156,8 @@ class SessionsScreen(Screen[None]):
         self.filter = Filter()
         self.export_dir = export_dir
         self.poll_interval = poll_interval
+        self.proxy = proxy
+        self.proxy_state: ProxyState | None = None
         self.problems: list[LineProblem] = []
         self.errors: list[str] = []
         self.failing = 0
@@ -89,6 +165,9 @@ class SessionsScreen(Screen[None]):
         self.progress = (0, 0)
         self.last_filter_seconds = 0.0
         self.find_text = ""
+        self.new_sessions = 0  # shown below the cursor while following, not yet looked at
+        self._find_matches: list[int] | None = None  # positions in the list; None: counting
+        self._find_generation = 0
         self._visible: list[int] = []
         self._grouping = Grouping()
         self._test = self.filter.predicate(show_all)
@@ -96,11 +175,15 @@ class SessionsScreen(Screen[None]):
         self._loading = False
         # Kept here, not queried: loader messages can arrive while the screen closes.
         self._status = Static(id="status")
+        self._proxy_line = Static(id="proxy")
         self.session_list = SessionList(self.rows, id="sessions")
-        self.detail_pane = DetailPane(self.judge, id="detail")
+        self.detail_pane = DetailPane(self.loader.judge_of, id="detail")
 
     def compose(self) -> ComposeResult:
-        yield self._status
+        with Vertical(id="top"):
+            if self.proxy is not None:
+                yield self._proxy_line
+            yield self._status
         yield self.session_list
         yield self.detail_pane
         yield Footer(compact=True)
@@ -109,6 +192,9 @@ class SessionsScreen(Screen[None]):
         self.session_list.focus()
         self.session_list.set_items(self._visible, grouped=False)
         self._show_detail()
+        if self.proxy is not None:
+            self._watch_proxy()
+            self.set_interval(0.25, self._watch_proxy)
         self._update_status()
         # Start reading once the empty screen is painted, so the first paint does not wait.
         self.call_after_refresh(self._start_loader)
@@ -121,6 +207,25 @@ class SessionsScreen(Screen[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         key = _ACTIONS.get(action)
         return key is None or bool(key.where & self.view)
+
+    # --- the proxy -------------------------------------------------------------------------
+
+    def _watch_proxy(self) -> None:
+        """Poll the proxy (every 0.25 s): a stop or an error turns its line into a red banner."""
+        assert self.proxy is not None
+        before = self.proxy_state
+        seen = (before.running, before.errors, before.listening, before.warning) if before else None
+        state = self.proxy.check()
+        self.proxy_state = state
+        if seen == (state.running, state.errors, state.listening, state.warning):
+            return
+        self._proxy_line.update(proxy_banner(self.proxy, state))
+        self._proxy_line.set_class(state.failed, "-failed")
+        self._update_status()
+
+    @property
+    def proxy_running(self) -> bool:
+        return self.proxy is not None and (self.proxy_state is None or self.proxy_state.running)
 
     # --- loading ---------------------------------------------------------------------------
 
@@ -157,6 +262,7 @@ class SessionsScreen(Screen[None]):
     def stop_loader(self) -> None:
         """Cancel the reader thread and wake it if it waits for the next follow pass."""
         self.workers.cancel_group(self, "loader")
+        self.workers.cancel_group(self, "find")
         self._wake.set()
 
     @on(BatchLoaded)
@@ -173,6 +279,8 @@ class SessionsScreen(Screen[None]):
                 timeout=10,
                 markup=False,
             )
+        for note in batch.notes:
+            self.notify(shown_prose(note), title="Note", timeout=8, markup=False)
         if batch.rows:
             start = len(self.rows)
             self.rows.extend(batch.rows)
@@ -184,17 +292,33 @@ class SessionsScreen(Screen[None]):
                 self._visible.extend(new)
                 self._show_groups()
             else:
-                at_end = listing.at_end()
+                first_new = len(listing.items)
+                tail = self._tailing()
                 listing.append_items(new)  # extends self._visible, the list's items
-                if self.following and at_end:
+                self._count_new_matches(first_new)
+                if tail:
                     listing.cursor = len(listing.items) - 1
+                elif self.following and self.initial_load_done:
+                    self.new_sessions += len(new)
             self._show_detail()
         self._update_status()
+
+    def _tailing(self) -> bool:
+        """While following, the list moves with the newest session only while nobody reads
+        one: the cursor is on the last session, in the split view, its detail not scrolled."""
+        return (
+            self.following
+            and self.session_list.at_end()
+            and self.view is View.LIST
+            and self.detail_pane.scroll_y == 0
+        )
 
     @on(LoadPassFinished)
     def _pass_finished(self) -> None:
         if not self.initial_load_done:
             self.initial_load_done = True
+            if len(self.loader.names()) > 1:
+                self._in_time_order()
             if self.problems:
                 first = self.problems[0]
                 more = f" (and {len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
@@ -219,6 +343,20 @@ class SessionsScreen(Screen[None]):
         )
         self._update_status()
 
+    def _in_time_order(self) -> None:
+        """Sessions of several files, read file by file, put in time order (once loaded)."""
+        listing = self.session_list
+        item = listing.current_item
+        current = self.rows[item] if isinstance(item, int) else None
+        self.rows.sort(key=attrgetter("time"))  # in place: the list shares it; stable
+        self.rebuild()
+        if current is not None and not self.grouped:
+            position = next(i for i, row in enumerate(self.rows) if row is current)
+            at = bisect.bisect_left(self._visible, position)
+            if at < len(self._visible) and self._visible[at] == position:
+                listing.cursor = at
+                self._show_detail()
+
     # --- the list --------------------------------------------------------------------------
 
     def rebuild(self) -> None:
@@ -236,6 +374,8 @@ class SessionsScreen(Screen[None]):
             row = keep.last if isinstance(keep, Group) else keep
             listing.set_items(self._visible, grouped=False, keep=row)
         self.last_filter_seconds = time.perf_counter() - started
+        self.new_sessions = 0
+        self._count_matches()
         self._update_status()
         self._show_detail()
 
@@ -253,28 +393,37 @@ class SessionsScreen(Screen[None]):
                 ):
                     listing.cursor = position
                     break
+        self._count_matches()
 
     def _empty_message(self) -> str:
         if not self.initial_load_done:
             return "Loading…"
         if not self.rows:
+            if self.proxy_state is not None and not self.proxy_state.running:
+                return "No sessions recorded: the proxy is not running (see the red banner)."
             return "No sessions recorded yet." + (
                 " Following: new sessions appear here." if self.following else ""
             )
         if not self.filter.empty:
+            hidden = ""
+            if not self.show_all:
+                test = self.filter.predicate(True)
+                if any(test(row) for row in self.rows):
+                    hidden = " Sessions that do not fail match it: press a to show all sessions."
             return (
-                f"No session matches the filter “{printable(self.filter.text)}”. "
-                "Press f to change it."
+                f"No {'' if self.show_all else 'failing '}session matches the filter "
+                f"“{printable(self.filter.text)}”.{hidden} Press f to change it."
             )
         if not self.show_all:
             return f"None of the {len(self.rows):,} sessions fails. Press a to show all of them."
         return "Nothing to show."
 
     def _update_status(self) -> None:
+        """Counts, filter, find, follow and bad lines first; the file names last, where a
+        narrow terminal cuts them."""
         listing = self.session_list
         listing.empty_message = self._empty_message()
-        names = ", ".join(printable(p.name) for p in self.paths)
-        parts = [f"certmatch · {names}", f"{len(self.rows):,} sessions, {self.failing:,} failing"]
+        parts = [f"{len(self.rows):,} sessions, {self.failing:,} failing"]
         shown = "all" if self.show_all else "failing"
         if self.grouped:
             parts.append(
@@ -284,28 +433,98 @@ class SessionsScreen(Screen[None]):
             parts.append(f"showing {shown}: {len(self._visible):,}")
         if not self.filter.empty:
             parts.append(f"filter: {printable(self.filter.text)}")
+        if self.find_text:
+            parts.append(f"find “{printable(self.find_text)}” {self.find_position()}")
         if not self.initial_load_done:
             read, total = self.progress
             percent = 100 * read // total if total else 0
             parts.append(f"loading {percent}%")
         if self.following:
-            waiting = (
-                f" (waiting for {printable(', '.join(self.loader.waiting))})"
-                if self.loader.waiting
-                else ""
-            )
-            parts.append("following" + waiting)
+            following = "following"
+            if self.new_sessions:
+                following += f" +{self.new_sessions:,} new (G: newest)"
+            if self.loader.waiting:
+                following += f" (waiting for {printable(', '.join(self.loader.waiting))})"
+            parts.append(following)
         if self.problems:
             parts.append(f"{len(self.problems):,} bad lines skipped")
+        names = [Path(name).name for name in self.loader.names()]
+        parts.append(
+            printable(names[0])
+            if len(names) == 1
+            else f"{len(names)} files: {printable(', '.join(names))}"
+        )
         self._status.update(Text(" · ".join(parts), no_wrap=True, overflow="ellipsis"))
         if not listing.items:
             listing.refresh()
+
+    # --- find ------------------------------------------------------------------------------
+
+    def find_position(self) -> str:
+        """``k/n``: which match the cursor is on, of how many (``–/n`` off a match)."""
+        matches = self._find_matches
+        if matches is None:
+            return "(counting…)"
+        cursor = self.session_list.cursor
+        at = bisect.bisect_left(matches, cursor)
+        k = str(at + 1) if at < len(matches) and matches[at] == cursor else "–"
+        return f"{k}/{len(matches):,}"
+
+    def _count_matches(self) -> None:
+        """Count the find's matches in the whole list, in a thread: a million lines take
+        seconds, and the keys stay live meanwhile."""
+        self._find_generation += 1
+        self.session_list.find_text = self.find_text
+        self.session_list.refresh()
+        if not self.find_text:
+            self._find_matches = []
+            return
+        self._find_matches = None
+        self._count_in_thread(self.find_text, self._find_generation, len(self.session_list.items))
+
+    @work(thread=True, exclusive=True, group="find", exit_on_error=False)
+    def _count_in_thread(self, text: str, generation: int, count: int) -> None:
+        worker = get_current_worker()
+        listing = self.session_list
+        needle = text.lower()
+        found: list[int] = []
+        for position in range(count):
+            if position % 4096 == 0 and (
+                worker.is_cancelled or generation != self._find_generation
+            ):
+                return
+            if needle in listing.row_text(position):
+                found.append(position)
+        self.post_message(FindCounted(generation, count, found))
+
+    @on(FindCounted)
+    def _find_counted(self, message: FindCounted) -> None:
+        if message.generation != self._find_generation:
+            return
+        self._find_matches = message.positions
+        self._count_new_matches(message.upto)
+        self._update_status()
+
+    def _count_new_matches(self, start: int) -> None:
+        """Add the matches among the list's items from ``start`` on (appended by follow)."""
+        if self._find_matches is None or not self.find_text or self.session_list.grouped:
+            return
+        listing = self.session_list
+        needle = self.find_text.lower()
+        done = self._find_matches[-1] + 1 if self._find_matches else 0
+        for position in range(max(start, done), len(listing.items)):
+            if needle in listing.row_text(position):
+                self._find_matches.append(position)
 
     # --- the detail pane -------------------------------------------------------------------
 
     @on(SessionHighlighted)
     def _highlighted(self) -> None:
+        if self.session_list.at_end():
+            self.new_sessions = 0
         self._show_detail()
+        if self.find_text or self.following:
+            self._update_status()
 
     def _show_detail(self) -> None:
         item = self.session_list.current_item
@@ -317,7 +536,7 @@ class SessionsScreen(Screen[None]):
             row, count = self.rows[item.last], item.count
         else:
             row, count = self.rows[item], None
-        self.detail_pane.show(self.loader.sources[row.source].path, row.offset, count)
+        self.detail_pane.show(self.loader.sources[row.source], row.offset, count)
 
     # --- actions (keys.KEYS binds them) ----------------------------------------------------
 
@@ -328,6 +547,12 @@ class SessionsScreen(Screen[None]):
     def action_cursor_up(self) -> None:
         self.session_list.move(-1)
         self._show_detail()
+
+    def action_next_session(self) -> None:
+        self.action_cursor_down()
+
+    def action_previous_session(self) -> None:
+        self.action_cursor_up()
 
     def action_top(self) -> None:
         self.session_list.cursor = 0
@@ -345,6 +570,38 @@ class SessionsScreen(Screen[None]):
         self.session_list.page(-1)
         self._show_detail()
 
+    def action_detail_line_down(self) -> None:
+        self.detail_pane.scroll_relative(y=1, animate=False)
+
+    def action_detail_line_up(self) -> None:
+        self.detail_pane.scroll_relative(y=-1, animate=False)
+
+    def action_detail_page_down(self) -> None:
+        self.detail_pane.scroll_page_down(animate=False)
+
+    def action_detail_page_up(self) -> None:
+        self.detail_pane.scroll_page_up(animate=False)
+
+    def action_page_detail_down(self) -> None:
+        self.detail_pane.scroll_page_down(animate=False)
+
+    def action_page_detail_up(self) -> None:
+        self.detail_pane.scroll_page_up(animate=False)
+
+    def action_half_page_detail_down(self) -> None:
+        self.detail_pane.scroll_relative(y=max(1, self.detail_pane.size.height // 2), animate=False)
+
+    def action_half_page_detail_up(self) -> None:
+        self.detail_pane.scroll_relative(
+            y=-max(1, self.detail_pane.size.height // 2), animate=False
+        )
+
+    def action_detail_top(self) -> None:
+        self.detail_pane.scroll_home(animate=False)
+
+    def action_detail_end(self) -> None:
+        self.detail_pane.scroll_end(animate=False)
+
     def action_toggle_detail(self) -> None:
         maximized = self.view is View.LIST
         self.set_class(maximized, "-maximized")
@@ -352,8 +609,31 @@ class SessionsScreen(Screen[None]):
         self.refresh_bindings()
 
     def action_quit(self) -> None:
-        """Quit (q in the list; in a sub-view q goes back instead), as the app's ctrl+q does:
-        stop the reader thread first, so no file is read while exiting."""
+        """Quit (q in the list; in a sub-view q goes back instead), as the app's ctrl+q does.
+        While a proxy records, ask first: quitting stops it."""
+        if not self.proxy_running:
+            self.quit_now()
+            return
+        assert self.proxy is not None
+        listening = self.proxy_state.listening if self.proxy_state else ""
+        where = f" on {listening}" if listening else ""
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.quit_now()
+
+        self.app.push_screen(
+            ConfirmScreen(
+                "Quit, and stop the proxy?",
+                f"The proxy{where} is recording to {printable(self.loader.names()[0])}. "
+                "Quitting stops it: clients connected through it lose their connection, and "
+                "nothing more is recorded.",
+            ),
+            answered,
+        )
+
+    def quit_now(self) -> None:
+        """Stop the reader thread first, so no file is read while exiting; then exit."""
         self.stop_loader()
         self.app.exit(0)
 
@@ -378,6 +658,7 @@ class SessionsScreen(Screen[None]):
 
     def action_toggle_follow(self) -> None:
         self.following = not self.following
+        self.new_sessions = 0
         if self.following:
             listing = self.session_list
             if listing.items:
@@ -411,7 +692,7 @@ class SessionsScreen(Screen[None]):
             PromptScreen(
                 "Filter sessions",
                 value=self.filter.text,
-                placeholder="e.g. example.com protocol:imap cause:wildcard-apex verdict:mismatch",
+                placeholder="e.g. example.com protocol:imap cause:wildcard verdict:!match",
                 help_text=FILTER_HELP,
                 check=check,
             ),
@@ -420,16 +701,20 @@ class SessionsScreen(Screen[None]):
 
     def action_find(self) -> None:
         def apply(text: str | None) -> None:
+            if text is None:
+                return
+            self.find_text = text
+            self._count_matches()
             if text:
-                self.find_text = text
                 self._find(1, include_current=True)
+            self._update_status()
 
         self.app.push_screen(
             PromptScreen(
                 "Find",
                 value=self.find_text,
                 placeholder="text anywhere in a line",
-                help_text="n: next match, N: previous match",
+                help_text="n: next match, N: previous match; empty: stop highlighting",
             ),
             apply,
         )
@@ -444,7 +729,13 @@ class SessionsScreen(Screen[None]):
         if not self.find_text:
             self.action_find()
             return
-        position = self.session_list.find(self.find_text, direction, include_current)
+        listing = self.session_list
+        matches = self._find_matches
+        position: int | None
+        if matches is not None and not listing.grouped:
+            position = _next_match(matches, listing.cursor, direction, include_current)
+        else:
+            position = listing.find(self.find_text, direction, include_current)
         if position is None:
             self.notify(
                 f"Nothing in the list contains “{printable(self.find_text)}”.",
@@ -453,8 +744,9 @@ class SessionsScreen(Screen[None]):
                 markup=False,
             )
             return
-        self.session_list.cursor = position
+        listing.cursor = position
         self._show_detail()
+        self._update_status()
 
     def action_export(self) -> None:
         self._show_detail()
@@ -486,3 +778,24 @@ class SessionsScreen(Screen[None]):
 
     def action_help(self) -> None:
         self.app.push_screen(HelpScreen())
+
+
+def _next_match(
+    matches: list[int], cursor: int, direction: int, include_current: bool
+) -> int | None:
+    """The match after (1) or before (-1) ``cursor`` in the sorted ``matches``, wrapping."""
+    if not matches:
+        return None
+    if direction > 0:
+        at = (
+            bisect.bisect_left(matches, cursor)
+            if include_current
+            else bisect.bisect_right(matches, cursor)
+        )
+        return matches[at % len(matches)]
+    at = (
+        bisect.bisect_right(matches, cursor)
+        if include_current
+        else bisect.bisect_left(matches, cursor)
+    )
+    return matches[(at - 1) % len(matches)]
