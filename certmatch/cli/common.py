@@ -28,7 +28,9 @@ def add_recording_paths(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_trust_options(parser: argparse.ArgumentParser) -> None:
+def add_trust_options(parser: argparse.ArgumentParser, *, recorded: bool = True) -> None:
+    """--ca-file and --no-system-store; with ``recorded`` (commands that read recordings),
+    --ignore-recorded-ca too."""
     parser.add_argument(
         "--ca-file",
         action="append",
@@ -41,6 +43,8 @@ def add_trust_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="trust only the --ca-file certificates (and those a recording's header records)",
     )
+    if not recorded:
+        return
     parser.add_argument(
         "--ignore-recorded-ca",
         action="store_true",
@@ -53,4 +57,4 @@ def load_trust(args: argparse.Namespace) -> RecordingAnchors:
     """The trust the options ask for: the system store and every --ca-file, each root with
     its origin, plus each recording's own header CAs unless --ignore-recorded-ca."""
     base = load_anchors(args.ca_file, use_system=not args.no_system_store)
-    return RecordingAnchors(base, use_recorded=not args.ignore_recorded_ca)
+    return RecordingAnchors(base, use_recorded=not getattr(args, "ignore_recorded_ca", False))

@@ -24,6 +24,8 @@ from certmatch.cli.common import (
     add_recording_paths,
     add_trust_options,
 )
+from certmatch.core.anchors import RecordingAnchors, load_anchors
+from certmatch.core.facts import SessionFacts
 from certmatch.core.identity import PresentedIdentifiers
 from certmatch.core.recording import expand_paths
 from certmatch.core.report import shown_prose
@@ -64,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         listen_host=args.listen_host,
         ca_files=args.ca_file,
         use_system_store=not args.no_system_store,
+        use_recorded_ca=not args.ignore_recorded_ca,
     )
 
 
@@ -74,23 +77,36 @@ def run_replay(
     listen_host: str,
     ca_files: Sequence[str | Path] = (),
     use_system_store: bool = True,
+    use_recorded_ca: bool = True,
     ready: Callable[[RunningReplay], None] | None = None,
     stop: threading.Event | None = None,
 ) -> int:
     """Serve the recorded servers until Ctrl-C (or ``stop``); the command's exit status.
 
     ``ca_files`` are the CAs the original chains were trusted by (as for
-    ``check --ca-file``). ``ready`` and ``stop`` let a caller drive it in a thread.
+    ``check --ca-file``), beside the ones each recording's header records (unless
+    ``use_recorded_ca`` is off), which count for that recording's sessions only.
+    ``ready`` and ``stop`` let a caller drive it in a thread.
     """
-    from certmatch.lab.replay import load_sessions, running_replay
+    from certmatch.lab.replay import load_recordings, running_replay
 
-    store = TrustStore.load(ca_files, use_system=use_system_store)
-    sessions = load_sessions(expand_paths(paths))
+    anchors = RecordingAnchors(
+        load_anchors(ca_files, use_system=use_system_store), use_recorded=use_recorded_ca
+    )
+    sessions: list[SessionFacts] = []
+    stores: list[TrustStore] = []
+    for recording in load_recordings(expand_paths(paths)):
+        store, recorded = anchors.store_for(recording.header.ca_certificates)
+        unreadable = recorded.problem(recording.path)
+        if unreadable is not None:
+            print(f"certmatch replay: warning: {shown_prose(unreadable)}", file=sys.stderr)
+        sessions += recording.sessions
+        stores += [store] * len(recording.sessions)
     if not sessions:
         print("certmatch replay: the recordings hold no sessions to replay.", file=sys.stderr)
         return EXIT_USAGE
     stop = stop or threading.Event()
-    with running_replay(sessions, store, listen_host=listen_host) as replay:
+    with running_replay(sessions, anchors.base, listen_host=listen_host, stores=stores) as replay:
         if not replay.listeners:
             print(
                 "certmatch replay: no recorded session has a certificate to replay:",

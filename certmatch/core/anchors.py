@@ -34,7 +34,7 @@ HEADER_ORIGIN = "this recording's header"
 class TrustAnchor:
     """The root (or CA certificate in the store) a trusted chain reached, and its origin."""
 
-    subject: str
+    subject: str  # RFC 4514; "(empty subject; SAN ...)" for an empty one
     sha256: str  # lowercase hex of the DER
     origin: str  # "this recording's header", "--ca-file PATH", "the system store (PATH)", ...
 
@@ -44,7 +44,7 @@ class TrustAnchor:
 
     def describe(self) -> str:
         """``'CN=Root' (SHA-256 3f2a…), from this recording's header``."""
-        subject = f"'{self.subject}'" if self.subject else "(empty subject)"
+        subject = self.subject if self.subject.startswith("(") else f"'{self.subject}'"
         return f"{subject} (SHA-256 {self.sha256[:16]}…), from {self.origin}"
 
     def to_json(self) -> dict[str, Any]:
@@ -195,7 +195,7 @@ def anchor_of(chain: ParsedChain, trust: TrustResult, store: TrustStore) -> Trus
     )
     origin = store.origin_of(cert) if isinstance(store, AnchoredStore) else ""
     origin = origin or _plain_origin(store)
-    return TrustAnchor(_subject(cert), hashlib.sha256(der).hexdigest(), origin)
+    return TrustAnchor(_label(cert), hashlib.sha256(der).hexdigest(), origin)
 
 
 def _plain_origin(store: TrustStore) -> str:
@@ -208,3 +208,17 @@ def _subject(cert: x509.Certificate) -> str:
         return cert.subject.rfc4514_string()
     except Exception:  # noqa: BLE001
         return ""
+
+
+def _label(cert: x509.Certificate) -> str:
+    """The subject, or for an empty one the names it carries: "(empty subject; SAN a, b)"."""
+    subject = _subject(cert)
+    if subject:
+        return subject
+    try:
+        names = cert.extensions.get_extension_for_class(
+            x509.SubjectAlternativeName
+        ).value.get_values_for_type(x509.DNSName)
+    except Exception:  # noqa: BLE001 - no SAN, or one cryptography cannot read
+        names = []
+    return f"(empty subject; SAN {', '.join(names)})" if names else "(empty subject)"

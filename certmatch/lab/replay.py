@@ -9,7 +9,8 @@ length, and with the same self-signedness, but with a new key, signed by
 the rebuilt issuer. Issuers the server did not send are stood in for by:
 
 * a self-signed root of the same name, put in the replay CA file, when the
-  original issuer was trusted (the system store or the ``--ca-file`` given);
+  original issuer was trusted (the system store, the ``--ca-file`` given, or the CA
+  certificates the session's own recording records in its header);
 * a same-named intermediate under the trusted "certmatch Replay Root", when
   a leaf arrived without its issuer (a missing intermediate stays missing);
 * an untrusted self-signed root of the same name otherwise (unknown issuer).
@@ -43,7 +44,7 @@ from cryptography.x509.oid import ExtensionOID, NameOID
 
 from certmatch.core.certificates import decode_der, is_ca
 from certmatch.core.facts import SessionFacts
-from certmatch.core.recording import read_recording
+from certmatch.core.recording import Recording, read_recording
 from certmatch.core.trust import TrustStore
 from certmatch.lab import pki
 from certmatch.lab.mailservers import (
@@ -175,16 +176,32 @@ class ReplayPlan:
         return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in self.trusted)
 
 
-def plan_replay(sessions: Sequence[SessionFacts], store: TrustStore) -> ReplayPlan:
-    """Group sessions into endpoints and rebuild every distinct chain once.
+def plan_replay(
+    sessions: Sequence[SessionFacts],
+    store: TrustStore,
+    *,
+    stores: Sequence[TrustStore] | None = None,
+) -> ReplayPlan:
+    """Group sessions into endpoints and rebuild every distinct chain once per trust store.
 
     ``store`` is the trust the original chains are judged against (as for
-    ``certmatch check``): issuers it holds become trusted replay roots.
+    ``certmatch check``): issuers it holds become trusted replay roots. ``stores``, when
+    given, holds each session's own store instead (its recording's header CAs added), so a
+    root one recording trusts is not trusted for another's sessions.
     """
-    rebuilder = _Rebuilder(store)
+    if stores is not None and len(stores) != len(sessions):
+        raise ValueError("plan_replay: one store per session")
+    pool: list[x509.Certificate] = []
+    rebuilders: dict[int, _Rebuilder] = {}
+    by_session: dict[int, _Rebuilder] = {}
     groups: dict[tuple[str, str], list[SessionFacts]] = {}
     skipped: list[SkippedSession] = []
-    for session in sessions:
+    for index, session in enumerate(sessions):
+        own = stores[index] if stores is not None else store
+        rebuilder = rebuilders.get(id(own))
+        if rebuilder is None:
+            rebuilder = rebuilders[id(own)] = _Rebuilder(own, pool)
+        by_session[id(session)] = rebuilder
         if not session.chain:
             reason = session.server_error or "no certificate was recorded"
             skipped.append(SkippedSession(session.id, f"no certificate to replay ({reason})"))
@@ -200,17 +217,18 @@ def plan_replay(sessions: Sequence[SessionFacts], store: TrustStore) -> ReplayPl
 
     endpoints: list[ReplayEndpoint] = []
     for (address, tls_kind), members in groups.items():
-        endpoint = _endpoint(address, tls_kind, members, rebuilder, skipped)
+        endpoint = _endpoint(address, tls_kind, members, by_session, skipped)
         if endpoint is not None:
             endpoints.append(endpoint)
-    return ReplayPlan(endpoints, rebuilder.trusted, skipped)
+    trusted = [cert for rebuilder in rebuilders.values() for cert in rebuilder.trusted]
+    return ReplayPlan(endpoints, list(dict.fromkeys(trusted)), skipped)
 
 
 def _endpoint(
     address: str,
     tls_kind: str,
     members: list[SessionFacts],
-    rebuilder: _Rebuilder,
+    rebuilders: dict[int, _Rebuilder],
     skipped: list[SkippedSession],
 ) -> ReplayEndpoint | None:
     default: ReplayChain | None = None
@@ -219,6 +237,7 @@ def _endpoint(
     kept: list[ReplaySession] = []
     notes: list[str] = []
     for session in members:
+        rebuilder = rebuilders[id(session)]
         try:
             chain = rebuilder.chain(session.chain)
         except ReplayError as exc:
@@ -268,14 +287,14 @@ def _endpoint(
 class _Rebuilder:
     """Rebuilds certificates, each distinct one once, so shared issuers stay shared."""
 
-    def __init__(self, store: TrustStore) -> None:
+    def __init__(self, store: TrustStore, pool: list[x509.Certificate] | None = None) -> None:
         self.store = store
         self.trusted: list[x509.Certificate] = []
         self._done: dict[bytes, tuple[x509.Certificate, PrivateKey]] = {}
         self._phantoms: dict[tuple[x509.Name, str], tuple[x509.Certificate, PrivateKey]] = {}
-        self._pool: list[
-            x509.Certificate
-        ] = []  # every recorded certificate: issuers not sent in one chain may be sent in another
+        # every recorded certificate (shared by the rebuilders of one plan): issuers not
+        # sent in one chain may be sent in another
+        self._pool: list[x509.Certificate] = [] if pool is None else pool
 
     def learn(self, chain_b64: Sequence[str]) -> None:
         """Remember a recorded chain's certificates as possible issuers for other chains."""
@@ -544,10 +563,12 @@ class RunningReplay:
 
 def load_sessions(paths: Sequence[str | Path]) -> list[SessionFacts]:
     """Every session of the given recordings, in file order (bad lines are skipped)."""
-    sessions: list[SessionFacts] = []
-    for path in paths:
-        sessions.extend(read_recording(path).sessions)
-    return sessions
+    return [session for recording in load_recordings(paths) for session in recording.sessions]
+
+
+def load_recordings(paths: Sequence[str | Path]) -> list[Recording]:
+    """The given recordings, each with its header (and its CA certificates), in order."""
+    return [read_recording(path) for path in paths]
 
 
 @contextlib.contextmanager
@@ -557,10 +578,12 @@ def running_replay(
     *,
     listen_host: str = "127.0.0.1",
     directory: Path | None = None,
+    stores: Sequence[TrustStore] | None = None,
 ) -> Iterator[RunningReplay]:
     """Serve a replay of ``sessions`` until the block ends; the CA file is removed afterwards
-    unless it was written into ``directory``."""
-    plan = plan_replay(sessions, store)
+    unless it was written into ``directory``. ``stores``: each session's own, as for
+    :func:`plan_replay`."""
+    plan = plan_replay(sessions, store, stores=stores)
     with contextlib.ExitStack() as stack:
         if directory is None:
             directory = Path(
