@@ -226,7 +226,7 @@ def test_cname_alias_through_real_dns(zone_servers, dovecot, pki, capsys, tmp_pa
 
 def test_dns_points_elsewhere_and_split_horizon(zone_servers, dovecot, pki, capsys):
     inside, outside = zone_servers
-    status, out, _ = probe(
+    _, out, _ = probe(
         capsys,
         "--resolver",
         inside,
@@ -237,7 +237,7 @@ def test_dns_points_elsewhere_and_split_horizon(zone_servers, dovecot, pki, caps
         str(pki.root_ca),
     )
     assert "DNS: dns-points-elsewhere: The server reached, 127.0.0.1, is not among" in out
-    status, out, _ = probe(
+    _, out, _ = probe(
         capsys,
         "--resolver",
         inside,

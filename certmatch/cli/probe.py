@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import dataclasses
 import hashlib
 import sys
 import tempfile
@@ -28,13 +27,13 @@ from certmatch.cli.common import (
     UsageError,
     add_trust_options,
 )
+from certmatch.cli.probe_record import with_dns
 from certmatch.core import report
 from certmatch.core.certificates import parse_chain
-from certmatch.core.dns_facts import DnsFacts
+from certmatch.core.discovery import DEFAULT_SERVICES
 from certmatch.core.dns_rules import dns_findings, dns_summary, srv_ids_of
-from certmatch.core.facts import SessionFacts
 from certmatch.core.identity import PresentedIdentifiers, is_ip_address
-from certmatch.core.probe_plan import BOTH, STARTTLS_CHOICES, parse_target
+from certmatch.core.probe_plan import BOTH, STARTTLS_CHOICES, Target, parse_target
 from certmatch.core.recording import RecordingWriter
 from certmatch.core.text import printable
 from certmatch.core.trust import TrustStore
@@ -53,7 +52,40 @@ def register(commands: Commands) -> None:
         "and print the same diagnosis as 'check'. Exit 0 when nothing fails, 1 when a "
         "handshake fails, 2 on usage errors or a name with no address.",
     )
-    parser.add_argument("target", metavar="HOST[:PORT]", help="the server, as a client names it")
+    parser.add_argument(
+        "target", nargs="?", metavar="HOST[:PORT]", help="the server, as a client names it"
+    )
+    parser.add_argument(
+        "--mail-domain",
+        metavar="DOMAIN",
+        help="find the domain's servers (SRV, MX, the usual names, --autoconfig) and print which "
+        "name to configure for each service, and what every other candidate gets",
+    )
+    parser.add_argument(
+        "--services",
+        default=",".join(DEFAULT_SERVICES),
+        metavar="LIST",
+        help="with --mail-domain: the services to try (default: %(default)s; also ldaps, ldap, "
+        "nntps, nntp, or all)",
+    )
+    parser.add_argument(
+        "--port",
+        action="append",
+        default=[],
+        metavar="SERVICE=PORT",
+        help="with --mail-domain: try SERVICE on PORT instead of its standard port (repeatable)",
+    )
+    parser.add_argument(
+        "--autoconfig",
+        metavar="URL",
+        help="with --mail-domain: also read a Thunderbird autoconfig file (http://...)",
+    )
+    parser.add_argument(
+        "-f",
+        "--file",
+        metavar="FILE",
+        help="probe every HOST[:PORT] listed in FILE (one a line, # comments), concurrently",
+    )
     parser.add_argument(
         "--starttls",
         choices=STARTTLS_CHOICES,
@@ -106,8 +138,10 @@ def run(args: argparse.Namespace) -> int:
     from certmatch.net.endpoint import probe_endpoint
 
     fail_on = check._fail_on(args.fail_on)
+    given = [args.target is not None, args.mail_domain is not None, args.file is not None]
+    if sum(given) != 1:
+        raise UsageError("give one of HOST[:PORT], --mail-domain DOMAIN or -f FILE")
     try:
-        target = parse_target(args.target)
         resolvers = [parse_resolver(r) for r in args.resolver]
     except ValueError as exc:
         raise UsageError(str(exc)) from None
@@ -117,6 +151,16 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--timeout: give a number of seconds from 0 to 120")
     store = _trust(args)
     lookup = _lookup(args, resolvers)
+    if args.mail_domain is not None:
+        from certmatch.cli.probe_domain import run_domain
+
+        return run_domain(args, lookup)
+    if args.file is not None:
+        return _run_file(args, lookup, store, fail_on)
+    try:
+        target = parse_target(args.target)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     sni = args.sni if args.sni else (None if args.no_sni else BOTH)
     result = asyncio.run(
         probe_endpoint(
@@ -146,6 +190,115 @@ def run(args: argparse.Namespace) -> int:
     return status
 
 
+def _run_file(
+    args: argparse.Namespace, lookup: DnsLookup | None, store: Any, fail_on: set[str] | None
+) -> int:
+    """Probe every target in ``args.file`` at once (64 at a time) and judge them together."""
+    import asyncio
+
+    targets = read_targets(args.file)
+    sni = args.sni if args.sni else (None if args.no_sni else BOTH)
+    results = asyncio.run(
+        probe_many(
+            targets,
+            lookup,
+            starttls=args.starttls,
+            sni=sni,
+            connect=args.connect,
+            timeout=args.timeout,
+            progress=sys.stderr.isatty() and not args.json,
+        )
+    )
+    errors = [r for r in results if r.error]
+    for result in errors:
+        print(f"certmatch: {result.target}: {printable(result.error or '')}", file=sys.stderr)
+    probed = [r for r in results if not r.error]
+    if args.record:
+        with RecordingWriter(args.record, tool_version=certmatch.__version__) as writer:
+            for result in probed:
+                for session in result.sessions:
+                    writer.write(with_dns(session, result.dns))
+    status = judge_all(probed, store, json_output=args.json, explain=args.explain, fail_on=fail_on)
+    return EXIT_USAGE if errors else status
+
+
+def read_targets(path: str) -> list[Target]:
+    """The targets listed in ``path``, one ``HOST[:PORT]`` a line; blank lines and ``#``
+    comments skipped. A bad line is a usage error naming the file and line."""
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise UsageError(f"-f {path}: cannot read it ({exc.strerror or exc})") from None
+    targets = []
+    for number, line in enumerate(text.splitlines(), 1):
+        entry = line.split("#", 1)[0].strip()
+        if not entry:
+            continue
+        try:
+            targets.append(parse_target(entry))
+        except ValueError as exc:
+            raise UsageError(f"{path}:{number}: {exc}") from None
+    if not targets:
+        raise UsageError(f"-f {path}: no targets in it (one HOST[:PORT] a line)")
+    return targets
+
+
+async def probe_many(
+    targets: Sequence[Target],
+    lookup: DnsLookup | None,
+    *,
+    concurrency: int = 64,
+    progress: bool = False,
+    **options: Any,
+) -> list[EndpointResult]:
+    """:func:`probe_endpoint` for every target, ``concurrency`` at a time, in the given order;
+    a Rich progress bar on stderr when ``progress``."""
+    import asyncio
+
+    from certmatch.net.endpoint import probe_endpoint
+
+    gate = asyncio.Semaphore(concurrency)
+    bar = _Progress(len(targets)) if progress else None
+
+    async def one(target: Target) -> EndpointResult:
+        async with gate:
+            result = await probe_endpoint(target, lookup=lookup, **options)
+        if bar is not None:
+            bar.advance(str(target))
+        return result
+
+    try:
+        return list(await asyncio.gather(*(one(t) for t in targets)))
+    finally:
+        if bar is not None:
+            bar.stop()
+
+
+class _Progress:
+    """A Rich progress bar on stderr (only on a terminal)."""
+
+    def __init__(self, total: int) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self.progress = Progress(
+            TextColumn("probing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.description}"),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self.task = self.progress.add_task("", total=total)
+        self.progress.start()
+
+    def advance(self, description: str) -> None:
+        self.progress.update(self.task, advance=1, description=description)
+
+    def stop(self) -> None:
+        self.progress.stop()
+
+
 def _trust(args: argparse.Namespace) -> Any:
     """The trust ``check`` would use for the same options: its own loader where the CLI has
     one (``common.load_trust``, which names each root's origin), else the store."""
@@ -172,11 +325,25 @@ def judge(
     fail_on: set[str] | None,
 ) -> int:
     """Judge the endpoint's sessions exactly as ``check`` judges a recording of them."""
+    return judge_all([result], store, json_output=json_output, explain=explain, fail_on=fail_on)
+
+
+def judge_all(
+    results: Sequence[EndpointResult],
+    store: Any,
+    *,
+    json_output: bool,
+    explain: bool,
+    fail_on: set[str] | None,
+) -> int:
+    """Judge every result's sessions with ``check``, from one recording of them."""
+    name = _file_name(str(results[0].target)) if len(results) == 1 else "targets"
     with tempfile.TemporaryDirectory(prefix="certmatch-probe-") as tmp:
-        path = Path(tmp) / f"probe-{_file_name(str(result.target))}.jsonl"
+        path = Path(tmp) / f"probe-{name}.jsonl"
         with RecordingWriter(path, tool_version=certmatch.__version__) as writer:
-            for session in result.sessions:
-                writer.write(with_dns(session, result.dns))
+            for result in results:
+                for session in result.sessions:
+                    writer.write(with_dns(session, result.dns))
         return check.check(
             [path],
             store,
@@ -238,29 +405,6 @@ def probe_dns_findings(result: EndpointResult) -> dict[str, str]:
         srv_ids=srv_ids_of(leaf),
     )
     return {str(rule): detail for rule, detail in found.items()}
-
-
-class _SessionWithDns(SessionFacts):
-    """A session whose recorded line also carries its DNS facts under ``"dns"`` (a reader
-    that does not know the field ignores it, as the format allows)."""
-
-    dns: DnsFacts | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        data = super().to_json()
-        if self.dns is not None:
-            data["dns"] = self.dns.to_json()
-        return data
-
-
-def with_dns(session: SessionFacts, dns: DnsFacts | None) -> SessionFacts:
-    if dns is None:
-        return session
-    copy = _SessionWithDns(
-        **{f.name: getattr(session, f.name) for f in dataclasses.fields(SessionFacts)}
-    )
-    copy.dns = dns
-    return copy
 
 
 def _names(chain: Sequence[str]) -> str:

@@ -131,16 +131,27 @@ async def _add_ptr(facts: DnsFacts, ip: str, lookup: DnsLookup) -> None:
 
 
 def _session(result: EndpointResult, shake: Handshake) -> SessionFacts:
-    facts = SessionFacts(
+    facts = session_facts(
+        shake, requested_host=result.requested_host, plan=result.plan, host=result.target.host
+    )
+    other = result.with_sni()
+    if shake.sni is None and other is not None and other is not shake:
+        facts.sni_probe = SniProbe(sni=other.sni or "", chain=list(other.chain), error=other.error)
+    return facts
+
+
+def session_facts(shake: Handshake, *, requested_host: str, plan: Plan, host: str) -> SessionFacts:
+    """One handshake as recorded session facts, the name given by the user (``option``)."""
+    return SessionFacts(
         id=uuid.uuid4().hex,
         started=shake.started,
         client_address=shake.local_address,
-        protocol=result.plan.protocol,
-        tls_kind=result.plan.tls_kind,
-        requested_host=result.requested_host,
+        protocol=plan.protocol,
+        tls_kind=plan.tls_kind,
+        requested_host=requested_host,
         requested_host_source="option",
         sni=shake.sni,
-        server_address=f"{result.target.host}:{result.plan.port}",
+        server_address=f"{host}:{plan.port}",
         server_ip=shake.ip,
         upstream_sni=shake.sni,
         tls_version=shake.tls_version,
@@ -149,7 +160,3 @@ def _session(result: EndpointResult, shake: Handshake) -> SessionFacts:
         server_error=shake.error,
         starttls=shake.starttls,
     )
-    other = result.with_sni()
-    if shake.sni is None and other is not None and other is not shake:
-        facts.sni_probe = SniProbe(sni=other.sni or "", chain=other.chain[:1], error=other.error)
-    return facts
