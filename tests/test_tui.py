@@ -987,3 +987,77 @@ def test_the_proxy_watch_reads_the_listen_line_errors_and_warnings_from_the_log(
     banner = str(proxy_banner(live, state))
     assert banner.startswith("✗ The proxy stopped (exit 3): nothing more is recorded.")
     assert "could not write session 1" in banner and f"Its whole log: {log}" in banner
+
+
+# --- the filter language: ! everywhere, errors that suggest, cause prefixes -------------------
+
+
+def test_every_field_takes_an_exclusion() -> None:
+    f = Filter.parse("host:!example.org protocol:!smtp verdict:!match severity:!ok !test")
+    assert f.excluded_hosts == ("example.org", "test") and f.excluded_protocols == {"smtp"}
+    assert f.excluded_verdicts == {"match"} and f.excluded_severities == {"ok"}
+    assert not f.hosts and not f.protocols and not f.empty
+    both = Filter.parse("host:mail,!old !cause:wildcard-apex,expired")
+    assert both.hosts == ("mail",) and both.excluded_hosts == ("old",)
+    assert both.excluded_causes == {"wildcard-apex", "expired"}
+
+
+def test_unknown_values_are_errors_that_suggest_the_right_one() -> None:
+    for text, words in (
+        ("protocol:imaps", "unknown protocol 'imaps' (did you mean imap?)"),
+        ("protocol:smtps", "(did you mean submission"),
+        ("verdict:mach", "(did you mean match"),
+        ("severity:sec", "(did you mean security?)"),
+        ("cause:apex", "(did you mean wildcard-apex?)"),
+        ("cause:expird", "(did you mean expired"),
+        ("hots:x", "(did you mean host"),
+        ("protocol:", "protocol: needs a value, e.g. protocol:imap"),
+        ("host:!", "nothing after !"),
+    ):
+        with pytest.raises(FilterError) as error:
+            Filter.parse(text)
+        assert words in str(error.value), text
+        assert "\n" not in str(error.value)
+
+
+def test_a_cause_filter_takes_the_start_of_ids() -> None:
+    from certmatch.core.causes import CAUSES
+
+    wildcard = {c for c in CAUSES if c.startswith("wildcard-")}
+    assert len(wildcard) > 1 and Filter.parse("cause:wildcard").causes == wildcard
+    assert Filter.parse("cause:!wildcard").excluded_causes == wildcard
+    assert Filter.parse("cause:expired").causes == {"expired"}  # an id is itself, not a prefix
+
+
+@run_async
+async def test_exclusions_prefixes_and_the_hint_about_a_in_the_list(store, sample) -> None:
+    app = app_on(store, show_all=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.sessions.initial_load_done, "the recording to load")
+
+        async def apply(text: str) -> list[Row]:
+            await pilot.press("f")
+            app.screen.query_one("Input").value = text
+            await pilot.press("enter")
+            return [app.sessions.rows[i] for i in app.sessions.session_list.items]
+
+        without = await apply("host:!wrong")
+        assert len(without) == len(sample) - 2 and all("wrong" not in r.host for r in without)
+        assert await apply("!wrong") == without
+        not_imap = await apply("protocol:!imap")
+        assert not_imap and all(r.protocol != "imap" for r in not_imap)
+        assert len(not_imap) == sum(f.protocol != "imap" for f in sample)
+        wildcards = await apply("cause:wildcard")
+        assert {r.judgement.primary for r in wildcards} == {"wildcard-too-deep", "wildcard-apex"}
+        await pilot.press("f")
+        app.screen.query_one("Input").value = "protocol:imaps"
+        await pilot.press("enter")
+        assert isinstance(app.screen, PromptScreen)
+        assert "did you mean imap" in str(app.screen.query_one("#prompt-error").render())
+        await pilot.press("escape")
+        # Failing only, and only passing sessions match: the message says a shows them.
+        assert await apply("verdict:match severity:ok") != []
+        await pilot.press("a")
+        assert app.sessions.session_list.items == []
+        message = app.sessions.session_list.empty_message
+        assert "No failing session matches" in message and "press a" in message

@@ -7,13 +7,16 @@ session is shown in detail.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import difflib
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from certmatch.core.causes import CAUSES
 from certmatch.core.diagnosis import VERDICTS
+from certmatch.core.facts import PROTOCOLS
 from certmatch.core.judge import Judgement
 from certmatch.core.report import VERDICT_SYMBOLS
+from certmatch.tui.severity import Severity, severity_of
 
 
 class Row:
@@ -82,99 +85,171 @@ _FIELDS = {
     "c": "cause",
     "verdict": "verdict",
     "v": "verdict",
+    "severity": "severity",
+    "s": "severity",
 }
 _SYMBOL_VERDICTS = {symbol: verdict for verdict, symbol in VERDICT_SYMBOLS.items()}
+_SEVERITIES: tuple[Severity, ...] = ("security", "failure", "warning", "ok")
+# What people type for a protocol certmatch names otherwise: the port's TLS variant.
+_PROTOCOL_HINTS = {
+    "imaps": "imap",
+    "pop3s": "pop3",
+    "pops": "pop3",
+    "pop": "pop3",
+    "smtps": "submission",
+    "msa": "submission",
+    "ldaps": "ldap",
+    "nntps": "nntp",
+}
 
 FILTER_HELP = (
-    "words match the requested host or SNI; host:NAME protocol:imap cause:ID verdict:mismatch; "
-    "commas mean 'or' (protocol:imap,pop3); a value starting with ! excludes (cause:!expired); "
-    "empty clears the filter"
+    "words match the requested host or SNI; host:NAME protocol:imap cause:ID verdict:mismatch "
+    "severity:security; commas mean 'or' (protocol:imap,pop3); ! before a value or a word "
+    "excludes it (host:!example.org, protocol:!smtp, !test); cause: also takes the start of "
+    "ids (cause:wildcard is every wildcard-* cause); empty clears the filter"
 )
+
+
+def _did_you_mean(value: str, choices: Iterable[str], hint: str | None = None) -> str:
+    """`` (did you mean x?)`` from a known hint, close spellings or ids containing ``value``."""
+    choices = list(choices)
+    near = [hint] if hint else []
+    near += [c for c in difflib.get_close_matches(value, choices, n=3) if c not in near]
+    near += [c for c in choices if value and value in c and c not in near]
+    return f" (did you mean {', '.join(near[:4])}?)" if near else ""
+
+
+def _causes_for(value: str) -> frozenset[str]:
+    """The cause ids ``value`` names: the id itself, or every id it starts."""
+    if value in CAUSES:
+        return frozenset({value})
+    prefixed = frozenset(c for c in CAUSES if c.startswith(value))
+    if prefixed:
+        return prefixed
+    raise FilterError(
+        f"unknown cause id {value!r}{_did_you_mean(value, CAUSES)}; a cause filter takes an "
+        "id or the start of ids; see ? for the list"
+    )
 
 
 @dataclass(frozen=True)
 class Filter:
-    """Which sessions to show. Fields combine with AND, values within a field with OR."""
+    """Which sessions to show. Fields combine with AND, values within a field with OR; a value
+    after ``!`` excludes (any excluded value rules a session out)."""
 
     text: str = ""
     hosts: tuple[str, ...] = ()
     protocols: frozenset[str] = field(default_factory=frozenset)
     causes: frozenset[str] = field(default_factory=frozenset)
     verdicts: frozenset[str] = field(default_factory=frozenset)
+    severities: frozenset[str] = field(default_factory=frozenset)
+    excluded_hosts: tuple[str, ...] = ()
+    excluded_protocols: frozenset[str] = field(default_factory=frozenset)
     excluded_causes: frozenset[str] = field(default_factory=frozenset)
+    excluded_verdicts: frozenset[str] = field(default_factory=frozenset)
+    excluded_severities: frozenset[str] = field(default_factory=frozenset)
 
     @property
     def empty(self) -> bool:
-        return not (
-            self.hosts or self.protocols or self.causes or self.verdicts or self.excluded_causes
+        return not any(
+            (
+                self.hosts,
+                self.protocols,
+                self.causes,
+                self.verdicts,
+                self.severities,
+                self.excluded_hosts,
+                self.excluded_protocols,
+                self.excluded_causes,
+                self.excluded_verdicts,
+                self.excluded_severities,
+            )
         )
 
     @classmethod
     def parse(cls, text: str) -> Filter:
-        """Parse ``host:x protocol:imap cause:id verdict:mismatch words``; FilterError if wrong."""
+        """Parse ``host:x protocol:imap cause:id verdict:mismatch severity:security words``,
+        each value maybe after ``!``; FilterError (saying what would be right) if wrong."""
+        wanted: dict[str, set[str]] = {name: set() for name in set(_FIELDS.values())}
+        unwanted: dict[str, set[str]] = {name: set() for name in set(_FIELDS.values())}
         hosts: list[str] = []
-        values: dict[str, set[str]] = {
-            "protocol": set(),
-            "cause": set(),
-            "verdict": set(),
-            "!cause": set(),
-        }
-        for word in text.split():
-            name, colon, value = word.partition(":")
-            if not colon:
-                hosts.append(word.lower())
-                continue
-            what = _FIELDS.get(name.lower())
-            if what is None:
-                raise FilterError(
-                    f"unknown filter field {name!r}; use host:, protocol:, cause: or verdict:"
-                )
-            for part in filter(None, value.lower().split(",")):
-                if what == "host":
-                    hosts.append(part)
-                elif what == "cause":
-                    negate = part.startswith("!")
-                    cause = part.lstrip("!")
-                    if cause not in CAUSES:
-                        near = [c for c in CAUSES if cause in c]
-                        hint = f" (did you mean {', '.join(near)}?)" if near else ""
-                        raise FilterError(f"unknown cause id {cause!r}{hint}; see ? for the list")
-                    values["!cause" if negate else "cause"].add(cause)
-                elif what == "verdict":
-                    verdict = _SYMBOL_VERDICTS.get(part, part)
-                    if verdict not in VERDICTS:
-                        raise FilterError(f"unknown verdict {part!r}; one of {', '.join(VERDICTS)}")
-                    values["verdict"].add(verdict)
-                else:
-                    values["protocol"].add(part)
+        excluded_hosts: list[str] = []
+        for word, what, part, negate in _terms(text):
+            if not part:
+                raise FilterError(f"nothing after ! in {word!r}; write e.g. !{_EXAMPLES[what]}")
+            into = unwanted if negate else wanted
+            if what == "host":
+                (excluded_hosts if negate else hosts).append(part)
+            elif what == "cause":
+                into["cause"].update(_causes_for(part))
+            elif what == "verdict":
+                verdict = _SYMBOL_VERDICTS.get(part, part)
+                if verdict not in VERDICTS:
+                    raise FilterError(
+                        f"unknown verdict {part!r}{_did_you_mean(part, VERDICTS)}; one of "
+                        f"{', '.join(VERDICTS)}"
+                    )
+                into["verdict"].add(verdict)
+            elif what == "severity":
+                if part not in _SEVERITIES:
+                    raise FilterError(
+                        f"unknown severity {part!r}{_did_you_mean(part, _SEVERITIES)}; one "
+                        f"of {', '.join(_SEVERITIES)} (the badge's)"
+                    )
+                into["severity"].add(part)
+            else:
+                if part not in PROTOCOLS:
+                    hint = _did_you_mean(part, PROTOCOLS, _PROTOCOL_HINTS.get(part))
+                    raise FilterError(
+                        f"unknown protocol {part!r}{hint}; one of {', '.join(PROTOCOLS)} "
+                        "(implicit TLS and STARTTLS share a name)"
+                    )
+                into["protocol"].add(part)
         return cls(
             text=" ".join(text.split()),
             hosts=tuple(hosts),
-            protocols=frozenset(values["protocol"]),
-            causes=frozenset(values["cause"]),
-            verdicts=frozenset(values["verdict"]),
-            excluded_causes=frozenset(values["!cause"]),
+            protocols=frozenset(wanted["protocol"]),
+            causes=frozenset(wanted["cause"]),
+            verdicts=frozenset(wanted["verdict"]),
+            severities=frozenset(wanted["severity"]),
+            excluded_hosts=tuple(excluded_hosts),
+            excluded_protocols=frozenset(unwanted["protocol"]),
+            excluded_causes=frozenset(unwanted["cause"]),
+            excluded_verdicts=frozenset(unwanted["verdict"]),
+            excluded_severities=frozenset(unwanted["severity"]),
         )
 
     def predicate(self, show_all: bool) -> Callable[[Row], bool]:
         """A fast test for rows; judgements and hosts are judged once each and remembered."""
         judged: dict[int, bool] = {}
         hosts_ok: dict[tuple[str, str | None], bool] = {}
-        protocols = self.protocols
-        wanted_hosts = self.hosts
+        protocols, excluded_protocols = self.protocols, self.excluded_protocols
+        wanted_hosts, unwanted_hosts = self.hosts, self.excluded_hosts
 
         def judgement_ok(j: Judgement) -> bool:
             if not show_all and not j.failed:
                 return False
             if self.verdicts and j.verdict not in self.verdicts:
                 return False
+            if j.verdict in self.excluded_verdicts:
+                return False
             if self.causes and not self.causes.intersection(j.causes):
                 return False
-            return not self.excluded_causes.intersection(j.causes)
+            if self.excluded_causes.intersection(j.causes):
+                return False
+            if self.severities or self.excluded_severities:
+                severity = severity_of(j.verdict, j.causes)
+                if self.severities and severity not in self.severities:
+                    return False
+                if severity in self.excluded_severities:
+                    return False
+            return True
 
         def host_ok(host: str, sni: str | None) -> bool:
             text = f"{host}\n{sni or ''}".lower()
-            return any(h in text for h in wanted_hosts)
+            if wanted_hosts and not any(h in text for h in wanted_hosts):
+                return False
+            return not any(h in text for h in unwanted_hosts)
 
         def test(row: Row) -> bool:
             j = row.judgement
@@ -185,7 +260,9 @@ class Filter:
                 return False
             if protocols and row.protocol not in protocols:
                 return False
-            if wanted_hosts:
+            if row.protocol in excluded_protocols:
+                return False
+            if wanted_hosts or unwanted_hosts:
                 key = (row.host, row.sni)
                 hit = hosts_ok.get(key)
                 if hit is None:
@@ -194,6 +271,41 @@ class Filter:
             return True
 
         return test
+
+
+def _terms(text: str) -> Iterator[tuple[str, str, str, bool]]:
+    """(word, field, value, excluded) for every value typed: ``host:a,!b`` gives two;
+    ``!cause:x`` is ``cause:!x``; a bare word (or ``!word``) is a host."""
+    for word in text.split():
+        name, colon, value = word.partition(":")
+        negate_all = colon and name.startswith("!") and name[1:].lower() in _FIELDS
+        if negate_all:
+            name = name[1:]
+        elif not colon or word.startswith("!"):
+            yield word, "host", word.lower().removeprefix("!"), word.startswith("!")
+            continue
+        what = _FIELDS.get(name.lower())
+        if what is None:
+            raise FilterError(
+                f"unknown filter field {name!r}"
+                f"{_did_you_mean(name.lower(), sorted(set(_FIELDS.values())))}; use "
+                "host:, protocol:, cause:, verdict: or severity:"
+            )
+        values = [v for v in value.lower().split(",") if v]
+        if not values:
+            raise FilterError(f"{name}: needs a value, e.g. {name}:{_EXAMPLES[what]}")
+        for part in values:
+            negate = negate_all or part.startswith("!")
+            yield word, what, part.removeprefix("!"), bool(negate)
+
+
+_EXAMPLES = {
+    "host": "example.com",
+    "protocol": "imap",
+    "cause": "expired",
+    "verdict": "mismatch",
+    "severity": "security",
+}
 
 
 def select(rows: Sequence[Row], test: Callable[[Row], bool], start: int = 0) -> list[int]:
