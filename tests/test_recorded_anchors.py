@@ -28,8 +28,8 @@ from certmatch.core.anchors import (
 )
 from certmatch.core.certificates import parse_chain
 from certmatch.core.facts import SessionFacts
-from certmatch.core.judge import Judge
-from certmatch.core.recording import RecordingWriter
+from certmatch.core.judge import Judge, JudgesByRecording
+from certmatch.core.recording import RecordingWriter, read_recording
 from certmatch.core.trust import TrustStore
 from certmatch.lab import pki
 from certmatch.lab.replay import plan_replay
@@ -200,3 +200,16 @@ def _verifies(cert, issuer) -> bool:
     except Exception:  # noqa: BLE001
         return False
     return True
+
+
+def test_view_judges_each_recording_with_its_own_header_cas(crafted, plain, tmp_path) -> None:
+    """What ``certmatch view`` hands the TUI: one judge per file's set of recorded CAs."""
+    judges = JudgesByRecording(RecordingAnchors(EMPTY))
+    (first,) = read_recording(crafted).sessions
+    (second,) = read_recording(plain).sessions
+    assert judges(crafted).judgement(first).verdict == "match"
+    assert judges(plain).judgement(second).verdict == "untrusted"
+    assert judges(plain) is judges(tmp_path / "not-written-yet.jsonl")  # the base store's
+    assert judges(crafted) is judges(crafted)
+    ignoring = JudgesByRecording(RecordingAnchors(EMPTY, use_recorded=False))
+    assert ignoring(crafted).judgement(first).verdict == "untrusted"

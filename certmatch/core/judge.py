@@ -16,6 +16,7 @@ API::
     judge.diagnosed                        # how many decisions were computed (cache misses)
     len(judge)                             # how many judgements are remembered
     Judge.for_store(store) -> Judge        # one shared judge per store (diagnose() uses it)
+    JudgesByRecording(anchors)(path)       # the judge for one recording (its header's CAs)
 
 The key is derived from the declaration of the verdict fields in
 :mod:`certmatch.core.facts` (field metadata), never from a hand-kept list, and
@@ -41,9 +42,10 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, ClassVar
 
-from certmatch.core.anchors import TrustAnchor, anchor_of
+from certmatch.core.anchors import RecordingAnchors, TrustAnchor, anchor_of
 from certmatch.core.certificates import CertificateSummary, ParsedChain, parse_chain
 from certmatch.core.facts import CAPTURE_TIME_FIELD, VERDICT_FIELDS, SessionFacts
 from certmatch.core.findings import (
@@ -58,6 +60,7 @@ from certmatch.core.findings import (
     presented_names,
 )
 from certmatch.core.identity import IdentityResult, PresentedIdentifiers, check_identity
+from certmatch.core.recording import RecordingError, open_recording
 from certmatch.core.trust import TrustResult, TrustStore, assess_trust
 
 _VALUE_FIELDS = tuple(name for name in VERDICT_FIELDS if name != CAPTURE_TIME_FIELD)
@@ -258,6 +261,26 @@ class Judge:
         except Exception:  # noqa: BLE001 - hostile DER; the exact time keys it instead
             return None
         return tuple(windows)
+
+
+class JudgesByRecording:
+    """``judges(path)``: the judge for one recording's sessions, with its header's CAs
+    trusted (unless switched off), one judge per distinct set of them."""
+
+    def __init__(self, anchors: RecordingAnchors) -> None:
+        self.anchors = anchors
+        self._judges: dict[int, Judge] = {}
+
+    def __call__(self, path: str | Path) -> Judge:
+        try:
+            pems = open_recording(path)[1].ca_certificates
+        except RecordingError:  # not written yet, or not a recording: the reader says why
+            pems = []
+        store, _recorded = self.anchors.store_for(pems)
+        judge = self._judges.get(id(store))
+        if judge is None:
+            judge = self._judges[id(store)] = Judge(store)
+        return judge
 
 
 _MISSING: Any = object()
