@@ -229,3 +229,28 @@ def test_a_cname_loop_ends_the_chain():
     )
     assert facts.cname_chain("r") == ["a.example.test", "b.example.test"]
     assert facts.addresses("r") == ()
+
+
+@pytest.mark.pure
+def test_the_verdict_view_drops_timing_and_ttls():
+    one = DnsFacts(
+        host="a.example.test",
+        resolvers=["r"],
+        answers=[DnsAnswer("a.example.test", "A", "r", ("192.0.2.1",), 60)],
+        started="2026-01-01T00:00:00+00:00",
+        elapsed=0.2,
+    )
+    two = DnsFacts(
+        host="a.example.test",
+        resolvers=["r"],
+        answers=[DnsAnswer("a.example.test", "A", "r", ("192.0.2.1",), 17)],
+        started="2026-02-02T00:00:00+00:00",
+        elapsed=0.01,
+    )
+    assert one != two and one.verdict_view() == two.verdict_view()
+    three = DnsFacts(
+        host="a.example.test",
+        resolvers=["r"],
+        answers=[DnsAnswer("a.example.test", "A", "r", ("192.0.2.2",), 60)],
+    )
+    assert three.verdict_view() != one.verdict_view()

@@ -199,6 +199,22 @@ class DnsFacts:
                         records.add(parsed)
         return tuple(sorted(records, key=lambda r: (r.priority, -r.weight, r.service, r.target)))
 
+    def verdict_view(self) -> DnsFacts:
+        """A copy with only what the rules read: no timing, no TTLs, answers sorted. Two
+        sessions whose DNS said the same thing get equal views, so a judge can key its cache
+        on it (the rules of :mod:`certmatch.core.dns_rules` read nothing else)."""
+        answers = sorted(
+            {dataclasses.replace(a, ttl=None) for a in self.answers},
+            key=lambda a: (a.resolver, a.name.lower(), a.type, a.data, a.error or ""),
+        )
+        return DnsFacts(
+            host=self.host,
+            resolvers=list(self.resolvers),
+            server_ip=self.server_ip,
+            mail_domain=self.mail_domain,
+            answers=answers,
+        )
+
     # -- JSON ----------------------------------------------------------------------------
 
     def to_json(self) -> dict[str, Any]:
