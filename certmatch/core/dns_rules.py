@@ -212,7 +212,8 @@ def _split_horizon(
     if server_ip:
         holders = [r for r in views if any(same_address(server_ip, a) for a in views[r][1])]
         if holders:
-            reached = f" The server reached, {server_ip}, is {', '.join(holders)}'s answer."
+            verb = "answers" if len(holders) == 1 else "answer"
+            reached = f" The server reached, {server_ip}, is what {' and '.join(holders)} {verb}."
     return (
         f"Resolvers answer differently for {requested}: {sides}. The certificate covers "
         f"{covered[inside[0]][-1]}, a name only {', '.join(inside)} leads to; a client that asks "
