@@ -393,7 +393,11 @@ def test_the_lenient_path_trusts_a_deep_chain_the_verifier_refuses() -> None:
         ca = make_ca(f"deep intermediate {n}", parent=ca)
     leaf = issue_leaf(ca, dns=["mail.example.net"])
     store = TrustStore((root.cert,), ("deep root",))
-    assert trust._verify(dict(enumerate(leaf.chain())), 0, NOW, store) is None
+    presented = dict(enumerate(leaf.chain()))
+    issuers = trust._presented_issuers(presented)
+    paths, cut_short = trust._candidate_paths(0, presented, issuers, store)
+    assert paths == [list(range(20))] and not cut_short
+    assert trust._verify(presented, paths, NOW, store) is None
     result = assess(leaf.chain(), store)
     assert result.trusted and result.problems == ()
     assert len(result.validated_path) == 21
@@ -423,9 +427,10 @@ def test_copies_alike_in_subject_issuer_and_key_are_judged_once(store: TrustStor
     assert "self-signed root 'CN=Pathological CA'" in result.problems[0].detail
 
 
-def test_certificates_that_sign_for_each_other_stop_the_search(store: TrustStore) -> None:
-    """Two certificates of CA S (one key) issued by X and by Y, and X and Y issued by S: no two
-    alike, yet every other step doubles the verifier's walks (2^16 at depth 32)."""
+def test_certificates_that_sign_for_each_other_end_in_a_loop(store: TrustStore) -> None:
+    """Two certificates of CA S (one key) issued by X and by Y, and X and Y issued by S: every
+    other step doubled the verifier's walks (2^16 at depth 32). None reaches the store, so the
+    verifier is never asked, and the loop is named, not a missing issuer."""
     key_s = ec.generate_private_key(ec.SECP256R1())
     chain: list[x509.Certificate] = []
     for other in ("X", "Y"):
@@ -435,8 +440,48 @@ def test_certificates_that_sign_for_each_other_stop_the_search(store: TrustStore
     started = time.perf_counter()
     result = assess([leaf.cert, *chain], store)
     assert time.perf_counter() - started < 10
+    assert not result.trusted and ids(result) == ["unknown-issuer"]
+    detail = result.problems[0].detail
+    assert "its issuer 'CN=S' was sent, but only as certificates already on the path" in detail
+    assert "not sent" not in detail
+
+
+def cross_signed_mesh(count: int) -> tuple[x509.Certificate, list[x509.Certificate], list]:
+    """``count`` CAs, each certified by every other one: count * (count - 1) certificates with
+    no two alike, a leaf under the first CA, and the CAs' keys."""
+    keys = [ec.generate_private_key(ec.SECP256R1()) for _ in range(count)]
+    names = [f"Mesh CA {n}" for n in range(count)]
+    cas = [
+        ca_cert(names[a], names[b], keys[a], keys[b])
+        for a in range(count)
+        for b in range(count)
+        if a != b
+    ]
+    leaf = issue_leaf(Issued(cas[0], keys[0]), dns=["mail.example.net"])
+    return leaf.cert, cas, keys
+
+
+def test_a_mesh_of_cross_signed_cas_stops_the_search(store: TrustStore) -> None:
+    """6 CAs that all certify each other (30 certificates) hold ~1,600 paths without a repeated
+    CA: more than MAX_PATH_STEPS, so the search stops with chain-too-complex, quickly."""
+    leaf, cas, _ = cross_signed_mesh(6)
+    started = time.perf_counter()
+    result = assess([leaf, *cas], store)
+    assert time.perf_counter() - started < 10
     assert not result.trusted and ids(result) == ["chain-too-complex"]
-    assert f"more than {trust.MAX_ISSUER_CHECKS} signature checks" in result.problems[0].detail
+    assert f"stopped after {trust.MAX_PATH_STEPS} steps" in result.problems[0].detail
+
+
+def test_a_mesh_with_a_trusted_ca_is_trusted() -> None:
+    """The same mesh, when the store holds one of its CAs' self-signed certificate: the first
+    path that reaches it validates, however many others there are (x509-limbo cve-2024-0567)."""
+    leaf, cas, keys = cross_signed_mesh(6)
+    root = ca_cert("Mesh CA 5", "Mesh CA 5", keys[5], keys[5])
+    started = time.perf_counter()
+    result = assess([leaf, *cas], TrustStore((root,), ("mesh root",)))
+    assert time.perf_counter() - started < 10
+    assert result.trusted and ids(result) == ["wrong-order"]  # the mesh is sent in no order
+    assert result.validated_path[-1] == "CN=Mesh CA 5"
 
 
 def test_a_cross_signed_ca_keeps_both_its_certificates(
@@ -510,3 +555,78 @@ def test_an_unknown_critical_extension_off_the_path_plays_no_part() -> None:
     leaf = issue_leaf(used, dns=["m.example"])
     result = assess([leaf.cert, used.cert, unused.cert], TrustStore((root.cert,), ("uce",)))
     assert result.trusted and result.problems == ()
+
+
+def test_a_critical_extension_on_a_leaf_the_verifier_accepts_is_still_judged(
+    pki: dict[str, Issued], store: TrustStore
+) -> None:
+    """x509-limbo rfc5280::ee-critical-aia-invalid: the verifier's leaf policy permits every
+    extension, so a critical authorityInfoAccess passed; OpenSSL refuses it (error 34)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    aia = x509.AuthorityInformationAccess(
+        [
+            x509.AccessDescription(
+                x509.AuthorityInformationAccessOID.CA_ISSUERS,
+                x509.UniformResourceIdentifier("http://ca.example/inter.der"),
+            )
+        ]
+    )
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(cn("mail.example.net"))
+        .issuer_name(pki["inter"].cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(days=1))
+        .not_valid_after(NOW + dt.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("mail.example.net")]), False)
+        .add_extension(aia, critical=True)
+        .sign(pki["inter"].key, hashes.SHA256())
+    )
+    result = assess([leaf, pki["inter"].cert], store)
+    assert not result.trusted and ids(result) == ["unknown-critical-extension"]
+    assert result.validated_path == ()
+    assert "marks authorityInfoAccess (1.3.6.1.5.5.7.1.1) critical" in result.problems[0].detail
+
+
+def test_a_trusted_root_without_basic_constraints_is_no_issuer() -> None:
+    """x509-limbo rfc5280::root-missing-basic-constraints: being in the store does not make a
+    certificate a CA (RFC 5280 §4.2.1.9); the detail says which part is missing."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    root = (
+        x509.CertificateBuilder()
+        .subject_name(cn("No BC Root"))
+        .issuer_name(cn("No BC Root"))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(days=1))
+        .not_valid_after(NOW + dt.timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )
+    leaf = issue_leaf(Issued(root, key), dns=["mail.example.net"])
+    result = assess([leaf.cert], TrustStore((root,), ("no-bc root",)))
+    assert not result.trusted and ids(result) == ["unknown-issuer"]
+    detail = result.problems[0].detail
+    assert "'CN=No BC Root' (from the trust store), which is not a CA certificate" in detail
+    assert "(it has no basicConstraints extension)" in detail
+
+
+def test_too_many_name_constraint_checks_stop_before_the_verifier(
+    pki: dict[str, Issued],
+) -> None:
+    """x509-limbo pathological::nc-dos-*: a CA's subtrees times the names below it beyond
+    MAX_NAME_CONSTRAINT_CHECKS is chain-too-complex, counted, not compared."""
+    root_key = ec.generate_private_key(ec.SECP256R1())
+    subtrees = [x509.DNSName(f"n{n}.example") for n in range(1100)]
+    root = (
+        make_ca_builder("NC Root", cn("NC Root"), root_key)
+        .add_extension(x509.NameConstraints(subtrees, None), critical=True)
+        .sign(root_key, hashes.SHA256())
+    )
+    names = [f"h{n}.n{n}.example" for n in range(1000)]
+    leaf = issue_leaf(Issued(root, root_key), dns=names)
+    started = time.perf_counter()
+    result = assess([leaf.cert], TrustStore((root,), ("nc root",)))
+    assert time.perf_counter() - started < 10
+    assert not result.trusted and ids(result) == ["chain-too-complex"]
+    assert "1100 name constraints and 1000 names" in result.problems[0].detail

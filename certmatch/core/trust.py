@@ -77,9 +77,10 @@ class TrustProblemId(StrEnum):
     """A certificate on the path has a critical extension clients do not process, which they
     must reject (RFC 5280 §4.2, §6.1.4 (o)). Found in ``_critical_extension_problems``."""
     CHAIN_TOO_COMPLEX = "chain-too-complex"
-    """More certificates, or more ways to link them, than a path search may take; RFC 5280 §6.1
-    leaves path building to the implementation, and an unbounded one is a denial of service.
-    Found in ``_too_many_certificates``, ``_too_many_paths``."""
+    """More certificates, more ways to link them, or more name-constraint comparisons than a path
+    search may take; RFC 5280 §6.1 leaves path building to the implementation, and an unbounded
+    one is a denial of service. Found in ``_too_many_certificates``, ``_too_complex``,
+    ``_too_many_name_checks``."""
 
 
 # The most intermediates on one path, as cryptography's verifier counts them (its default is 8,
@@ -89,12 +90,19 @@ MAX_CHAIN_DEPTH = 32
 # the chain is refused before any signature is checked (x509-limbo's pathological chains send
 # 101). Building our own links then costs at most 34 x 33 signature checks.
 MAX_CERTIFICATES = MAX_CHAIN_DEPTH + 2
-# The most issuer checks (a signature each, 70-250 us) the verifier may need. It tries every
-# issuer with the right name at every step, with no memory of dead ends, so certificates that
-# sign for each other make it exponential: 3 sharing one subject and key take seconds, 4 take
-# most of a minute, and it cannot be interrupted. 1,024 checks are 0.1-0.25 s; an honest chain
-# of 32 intermediates needs about 33.
-MAX_ISSUER_CHECKS = 1024
+# The verifier tries every issuer with the right name at every step, with no memory of dead
+# ends, so certificates that sign for each other make it exponential: 3 sharing one subject and
+# key take seconds, 4 take most of a minute, and it cannot be interrupted. So it never sees them
+# all at once: certmatch finds the paths itself, each (subject, key) at most once on a path, and
+# hands the verifier one path at a time, where every step has one candidate. At most
+# MAX_PATH_STEPS steps of that search (a few microseconds each; honest chains take one per
+# certificate) and MAX_CANDIDATE_PATHS paths (a cross-signed root makes two).
+MAX_PATH_STEPS = 1024
+MAX_CANDIDATE_PATHS = 16
+# The most name-constraint comparisons: subtrees in a CA times names in the certificates below
+# it. cryptography's verifier stops at the same number (2^20), and OpenSSL at a like one, since
+# x509-limbo's nc-dos chains (4,096 subtrees against 4,096 names) would take each one minutes.
+MAX_NAME_CONSTRAINT_CHECKS = 1 << 20
 # The extensions a client processes when marked critical: those OpenSSL supports
 # (X509_supported_extension), which most mail clients verify with. Any other critical one
 # fails the certificate (RFC 5280 §4.2), as ``openssl verify`` says with error 34.
@@ -216,7 +224,8 @@ def assess_trust(chain: ParsedChain, at: datetime, store: TrustStore) -> TrustRe
 
     - expired / not-yet-valid: a certificate on the path outside its validity at ``at``.
     - self-signed: the leaf signed itself and is not in the store.
-    - unknown-issuer: the path ends at a CA (or a self-signed root) that is not in the store.
+    - unknown-issuer: the path ends at a CA (or a self-signed root) that is not in the store,
+      or loops back on itself; or an issuer on it, a store root included, is not a CA.
     - missing-intermediate: the path ends at a certificate that is not a CA and
       whose issuer is neither presented nor in the store. This is a heuristic:
       the server most likely left out its intermediate, but the issuer could
@@ -225,11 +234,14 @@ def assess_trust(chain: ParsedChain, at: datetime, store: TrustStore) -> TrustRe
       not presented leaf-to-issuer (RFC 5246 §7.4.2 requires that order; RFC
       8446 §4.4.2 only the leaf first, and many clients reorder).
     - unknown-critical-extension: a certificate on the path, the root included, marks
-      critical an extension outside PROCESSED_EXTENSIONS (the verifier refuses it too).
+      critical an extension outside PROCESSED_EXTENSIONS; judged on the verifier's path
+      too, since its leaf policy permits every extension (a critical AIA, say).
     - malformed-certificate / no-certificate: unparseable entries; an empty chain.
-    - chain-too-complex: more than MAX_CERTIFICATES sent, or links among them that would
-      make the verifier's path search exceed MAX_ISSUER_CHECKS; judged before it starts,
-      since it cannot be interrupted. Copies alike in subject, issuer and key count once.
+    - chain-too-complex: more than MAX_CERTIFICATES sent; links among them that take the
+      search for candidate paths past MAX_PATH_STEPS (or MAX_CANDIDATE_PATHS) without one
+      that validates; or more than MAX_NAME_CONSTRAINT_CHECKS name-constraint comparisons.
+      Judged before the verifier runs, since it cannot be interrupted, and the verifier gets
+      one candidate path at a time. Copies alike in subject, issuer and key count once.
     """
     try:
         return _assess(chain, _as_utc(at), store)
@@ -282,21 +294,31 @@ def _assess(chain: ParsedChain, at: datetime, store: TrustStore) -> TrustResult:
     presented = _distinct(presented, at)
     issuers = _presented_issuers(presented)
     leaf_index = _find_leaf(presented, issuers)
-    too_complex = _too_many_paths(chain, presented, issuers, leaf_index, store)
-    if too_complex:
-        return TrustResult(False, (*problems, too_complex), ())
+    candidates, cut_short = _candidate_paths(leaf_index, presented, issuers, store)
+    anchors = [root for p in candidates for root in store.issuers_of(presented[p[-1]])]
+    too_many = _too_many_name_checks([*presented.values(), *anchors])
+    if too_many:
+        return TrustResult(False, (*problems, too_many), ())
+    verified = _verify(presented, candidates, at, store)
+    if verified is None and cut_short:
+        return TrustResult(False, (*problems, _too_complex(chain, presented)), ())
     path = _build_path(leaf_index, presented, issuers, store)
-    verified = _verify(presented, leaf_index, at, store)
 
-    trust_problems = (_path_end_problems(path, store) or _non_ca_issuer_problems(path)) + (
-        _critical_extension_problems(path)
-    )
-    time_problems = _time_problems(path, at)
     if verified is not None:
-        # The verifier found a path in date to a root; ours may have taken a detour.
-        trusted, shown = True, verified
-        trust_problems, time_problems = [], []
+        # The verifier found a path in date to a root; ours may have taken a detour. Its leaf
+        # policy permits every extension, so critical ones are judged here.
+        trust_problems = _critical_extension_problems(_steps(verified, presented, store))
+        time_problems = []
+        trusted = not trust_problems
+        shown = verified if trusted else []
     else:
+        last = path[-1].index
+        looped = last is not None and any(j != last for j in issuers[last])
+        ends = _path_end_problems(path, store, looped=looped)
+        trust_problems = (ends or _non_ca_issuer_problems(path)) + (
+            _critical_extension_problems(path)
+        )
+        time_problems = _time_problems(path, at)
         trusted = (
             not trust_problems
             and not time_problems
@@ -358,6 +380,16 @@ def _build_path(
         cert = presented[candidates[0]]
         path.append(_Step(cert, candidates[0], store.contains(cert)))
     return path
+
+
+def _steps(
+    certs: list[x509.Certificate], presented: dict[int, x509.Certificate], store: TrustStore
+) -> list[_Step]:
+    """The verifier's path as steps: where each certificate on it came from."""
+    by_der = {cert.public_bytes(_DER): i for i, cert in presented.items()}
+    return [
+        _Step(cert, by_der.get(cert.public_bytes(_DER)), store.contains(cert)) for cert in certs
+    ]
 
 
 # --- bounds on the search (x509-limbo's pathological chains) ---------------------------------
@@ -443,55 +475,100 @@ def _presented_issuers(presented: dict[int, x509.Certificate]) -> dict[int, list
     }
 
 
-def _too_many_paths(
-    chain: ParsedChain,
+def _candidate_paths(
+    leaf_index: int,
     presented: dict[int, x509.Certificate],
     issuers: dict[int, list[int]],
-    leaf_index: int,
     store: TrustStore,
-) -> TrustProblem | None:
-    """More issuer checks than MAX_ISSUER_CHECKS in the verifier's worst case.
+) -> tuple[list[list[int]], bool]:
+    """Paths from the leaf through presented issuers to a certificate the store holds or signed.
 
-    The verifier walks from the leaf to each issuer that signed it, with no
-    memory of where it has been, up to MAX_CHAIN_DEPTH intermediates, and at
-    each step checks every candidate with the right name. Counting the walks
-    through the signatures we found bounds its work before it starts.
+    Depth first, in the order sent; no (subject, key) twice on one path, so
+    certificates that sign for each other cannot loop, and at most
+    MAX_CHAIN_DEPTH intermediates. Returns the paths (presented indices, leaf
+    first) and whether the search stopped at MAX_PATH_STEPS or
+    MAX_CANDIDATE_PATHS before it had seen every path.
     """
-    by_subject: dict[x509.Name, int] = {}
-    for cert in presented.values():
-        by_subject[cert.subject] = by_subject.get(cert.subject, 0) + 1
-    walks = {leaf_index: 1}
-    checks = 0
-    for _depth in range(MAX_CHAIN_DEPTH + 1):
-        onward: dict[int, int] = {}
-        for i, count in walks.items():
-            cert = presented[i]
-            if store.contains(cert):
-                continue  # the verifier stops here
-            checks += count * (by_subject.get(cert.issuer, 0) + len(store.roots_named(cert.issuer)))
-            for j in issuers[i]:
-                onward[j] = onward.get(j, 0) + count
-        if checks > MAX_ISSUER_CHECKS:
-            return TrustProblem(
-                TrustProblemId.CHAIN_TOO_COMPLEX,
-                None,
-                f"The server sent {len(chain.certificates)} certificates that sign for each "
-                f"other in so many ways that a path search through them takes more than "
-                f"{MAX_ISSUER_CHECKS} signature checks; certmatch stops there."
-                + _complexity_detail(presented),
-            )
-        walks = onward
-    return None
+    keys = {i: _subject_and_key(cert) for i, cert in presented.items()}
+    ends: dict[int, bool] = {}
+    paths: list[list[int]] = []
+    stack = [[leaf_index]]
+    steps = 0
+    while stack:
+        steps += 1
+        if steps > MAX_PATH_STEPS:
+            return paths, True
+        path = stack.pop()
+        last = path[-1]
+        if last not in ends:
+            ends[last] = store.contains(presented[last]) or bool(store.issuers_of(presented[last]))
+        if ends[last]:
+            paths.append(path)
+            if len(paths) == MAX_CANDIDATE_PATHS:
+                return paths, bool(stack)
+            if store.contains(presented[last]):
+                continue  # the verifier stops at a trust anchor
+        if len(path) > MAX_CHAIN_DEPTH:
+            continue
+        on_path = {keys[i] for i in path}
+        stack += [[*path, j] for j in reversed(issuers[last]) if keys[j] not in on_path]
+    return paths, False
+
+
+def _too_complex(chain: ParsedChain, presented: dict[int, x509.Certificate]) -> TrustProblem:
+    return TrustProblem(
+        TrustProblemId.CHAIN_TOO_COMPLEX,
+        None,
+        f"The server sent {len(chain.certificates)} certificates that sign for each other in "
+        f"so many ways that certmatch stopped after {MAX_PATH_STEPS} steps of the search for a "
+        f"path to a trusted root (or after {MAX_CANDIDATE_PATHS} paths), without finding one "
+        "that validates." + _complexity_detail(presented),
+    )
+
+
+def _too_many_name_checks(certs: list[x509.Certificate]) -> TrustProblem | None:
+    """More name-constraint comparisons than MAX_NAME_CONSTRAINT_CHECKS, at worst.
+
+    Counted over the certificates sent and the roots that signed them: all
+    subtrees times all alternative names, an upper bound of what any path
+    through them compares.
+    """
+    subtrees = 0
+    names = 0
+    for cert in certs:
+        try:
+            extensions = cert.extensions
+        except Exception:  # noqa: BLE001, S112 - unparseable extensions: reported as malformed
+            continue
+        for extension in extensions:
+            value = extension.value
+            if isinstance(value, x509.NameConstraints):
+                subtrees += len(value.permitted_subtrees or ()) + len(value.excluded_subtrees or ())
+            elif isinstance(value, x509.SubjectAlternativeName):
+                names += len(value)
+    if subtrees * names <= MAX_NAME_CONSTRAINT_CHECKS:
+        return None
+    return TrustProblem(
+        TrustProblemId.CHAIN_TOO_COMPLEX,
+        None,
+        f"The certificates sent carry {subtrees} name constraints and {names} names to check "
+        f"against them: more than the {MAX_NAME_CONSTRAINT_CHECKS} comparisons clients make "
+        "before they give up (cryptography's and OpenSSL's verifiers refuse such chains).",
+    )
 
 
 def _verify(
-    presented: dict[int, x509.Certificate], leaf_index: int, at: datetime, store: TrustStore
+    presented: dict[int, x509.Certificate],
+    paths: list[list[int]],
+    at: datetime,
+    store: TrustStore,
 ) -> list[x509.Certificate] | None:
-    """The verifier's path, or None when it refuses.
+    """The verifier's path through the first candidate it accepts, or None when it refuses all.
 
     A client verifier with a permit-all leaf policy checks everything about
     the path except names and the leaf's own extensions (a server verifier
-    always matches a name and requires a subjectAltName).
+    always matches a name and requires a subjectAltName). Each call gets one
+    candidate's intermediates, so its search has one way forward at each step.
     """
     if store.verifier_store is None:
         return None
@@ -506,17 +583,31 @@ def _verify(
         )
         .build_client_verifier()
     )
-    intermediates = [c for i, c in presented.items() if i != leaf_index]
-    try:
-        return verifier.verify(presented[leaf_index], intermediates).chain
-    except Exception:  # noqa: BLE001 - VerificationError, or ValueError on odd input
-        return None
+    for path in paths:
+        try:
+            return verifier.verify(presented[path[0]], [presented[i] for i in path[1:]]).chain
+        except Exception:  # noqa: BLE001, S112 - VerificationError, or ValueError on odd input
+            continue
+    return None
 
 
-def _path_end_problems(path: list[_Step], store: TrustStore) -> list[TrustProblem]:
+def _path_end_problems(path: list[_Step], store: TrustStore, *, looped: bool) -> list[TrustProblem]:
+    """Why the path stops short of the store. ``looped``: its last certificate's issuers were
+    sent, but all of them are on the path already."""
     last = path[-1]  # never a store root here, so always a presented certificate
     if last.in_store:
         return []
+    if looped:
+        return [
+            TrustProblem(
+                TrustProblemId.UNKNOWN_ISSUER,
+                last.index,
+                f"The chain ends at {_name(last.cert)} ({_where(last)}): its issuer "
+                f"{_issuer_name(last.cert)} was sent, but only as certificates already on the "
+                "path, so the certificates sent sign for each other in a loop and none of them "
+                f"leads to a root in {store.describe()}.",
+            )
+        ]
     if len(path) == 1 and _is_self_signed(last.cert):
         return [
             TrustProblem(
@@ -558,18 +649,44 @@ def _path_end_problems(path: list[_Step], store: TrustStore) -> list[TrustProble
 
 
 def _non_ca_issuer_problems(path: list[_Step]) -> list[TrustProblem]:
-    """Store roots are trusted as they are; any other issuer must say CA:TRUE."""
-    return [
-        TrustProblem(
-            TrustProblemId.UNKNOWN_ISSUER,
-            issuer.index,
-            f"{_name(child.cert)} is signed by {_name(issuer.cert)} ({_where(issuer)}), "
-            "which is not a CA certificate (basicConstraints CA is not true), so no "
-            "client accepts it as an issuer.",
+    """Every issuer on the path, a store root included, must say CA:TRUE (RFC 5280 §4.2.1.9)."""
+    problems = []
+    for child, issuer in itertools.pairwise(path):
+        why = _not_a_ca(issuer.cert)
+        if why is None:
+            continue
+        if why.startswith(_UNREADABLE):
+            consequence = "no client can tell it is a CA, and none accepts it as an issuer."
+        elif issuer.in_store:
+            consequence = (
+                "a client that follows RFC 5280 §4.2.1.9 does not accept it as an issuer, trusted "
+                "or not (OpenSSL still accepts a trusted self-signed root without basicConstraints)."
+            )
+        else:
+            consequence = "no client accepts it as an issuer."
+        problems.append(
+            TrustProblem(
+                TrustProblemId.UNKNOWN_ISSUER,
+                issuer.index,
+                f"{_name(child.cert)} is signed by {_name(issuer.cert)} ({_where(issuer)}), "
+                f"which is not a CA certificate ({why}), so {consequence}",
+            )
         )
-        for child, issuer in itertools.pairwise(path)
-        if not issuer.in_store and not is_ca(issuer.cert)
-    ]
+    return problems
+
+
+_UNREADABLE = "its extensions cannot be read"
+
+
+def _not_a_ca(cert: x509.Certificate) -> str | None:
+    """Why ``cert`` is not a CA certificate, or None when its basicConstraints say CA:TRUE."""
+    try:
+        constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        return "it has no basicConstraints extension"
+    except Exception as exc:  # noqa: BLE001 - hostile DER: cryptography parses lazily
+        return f"{_UNREADABLE}: {_sentence(str(exc)).rstrip('.')}"
+    return None if constraints.ca else "its basicConstraints say CA:FALSE"
 
 
 def _critical_extension_problems(path: list[_Step]) -> list[TrustProblem]:
