@@ -5,6 +5,9 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import json
+import warnings
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -164,3 +167,18 @@ def test_parse_chain_never_raises(chain: list[str]) -> None:
     parsed = parse_chain(chain)
     assert len(parsed.certificates) == len(parsed.summaries) == len(chain)
     assert [s.index for s in parsed.summaries] == list(range(len(chain)))
+
+
+def test_a_zero_serial_is_shown_without_a_warning_on_stderr() -> None:
+    """x509-limbo rfc5280::serial::zero: cryptography warns when the serial is read; the summary
+    shows it ("00") and nothing reaches stderr."""
+    suite = Path(__file__).parent / "data" / "limbo" / "limbo-server.json"
+    case = next(
+        c for c in json.loads(suite.read_text())["testcases"] if c["id"] == "rfc5280::serial::zero"
+    )
+    body = "".join(case["peer_certificate"].strip().splitlines()[1:-1])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        chain = parse_chain([body])
+    assert chain.summaries[0].serial == "00" and chain.summaries[0].error is None
+    assert caught == []

@@ -169,7 +169,7 @@ def _summarise(index: int, cert: x509.Certificate, der: bytes) -> CertificateSum
     self_issued = attempt("issuer", lambda: cert.subject == cert.issuer, False)
     not_before = attempt("notBefore", lambda: cert.not_valid_before_utc, None)
     not_after = attempt("notAfter", lambda: cert.not_valid_after_utc, None)
-    serial = attempt("serial number", lambda: _hex_serial(cert.serial_number), "")
+    serial = attempt("serial number", lambda: _hex_serial(_serial_number(cert)), "")
     no_names: tuple[str, ...] = ()
     common_names = attempt("subject", lambda: _common_names(cert), no_names)
     extensions = attempt("extensions", lambda: cert.extensions, None)
@@ -202,6 +202,14 @@ def _summarise(index: int, cert: x509.Certificate, der: bytes) -> CertificateSum
         common_names=common_names,
         error=error,
     )
+
+
+def _serial_number(cert: x509.Certificate) -> int:
+    """The serial, without the warning cryptography gives when it is zero or negative (x509-limbo
+    rfc5280::serial::zero): the report shows it; stderr need not."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        return cert.serial_number
 
 
 def _hex_serial(serial: int) -> str:
