@@ -633,3 +633,25 @@ def test_a_u_label_common_name_still_matches_its_a_label():
         PresentedIdentifiers((), (), ("bücher.example.com",), has_san=False),
     )
     assert result.verdict == "legacy-match"
+
+
+def test_a_bare_wildcard_san_is_named_by_its_own_rule():
+    """Issue 13: a dNSName of just "*" was reported only as cn-ignored-san-present (the CN it
+    hides). It is refused as a wildcard over the DNS root, and that is why the name failed."""
+    result = check_identity(
+        "mail.example.com", ids(dns=("*",), cns=("mail.example.com",), has_san=True)
+    )
+    assert result.verdict == "mismatch"
+    star = result.checks[0]
+    assert (star.outcome, star.rule) == ("rejected", "wildcard-public-suffix")
+    assert "every name directly under the DNS root" in star.reason
+    assert "it matches no name, mail.example.com included" in star.reason
+    assert result.flags == {"wildcard-public-suffix", "cn-ignored-san-present"}
+    assert any(f.rule == "wildcard-public-suffix" and f.explains_mismatch for f in result.findings)
+
+
+def test_a_bare_wildcard_says_nothing_about_an_ip_reference():
+    """Against an address, a bare "*" is just not an iPAddress: no wildcard finding."""
+    result = check_identity("192.0.2.1", ids(dns=("*",), ips=("192.0.2.1",)))
+    assert result.verdict == "match"
+    assert "wildcard-public-suffix" not in result.flags

@@ -634,14 +634,19 @@ def _wildcard_defect(p: str, labels: list[str], ref: _Reference, what: str) -> _
         )
         lax = ref_labels is not None and _glob_labels(labels, ref_labels)
         tail = f"; without this check it would have matched {ref.shown}" if lax else ""
+        # A bare "*" was meant to cover every name; it is why a DNS reference fails, whatever
+        # the reference (issue 13: it was reported only through the CN it hides).
+        bare = not remainder and ref.kind == "dns"
+        if bare and not lax:
+            tail = f"; it matches no name, {ref.shown} included"
         return _Judgement(
             "rejected",
             IdentityRule.WILDCARD_PUBLIC_SUFFIX,
             f"{what} {p} would cover every name directly under {scope}, so it is refused "
             "(CA/Browser Forum Baseline Requirements §3.2.2.6; RFC 9525 §7.1 leaves this check "
             f"to clients){tail}.",
-            frozenset({IdentityRule.WILDCARD_PUBLIC_SUFFIX}) if lax else frozenset(),
-            explains_mismatch=lax,
+            frozenset({IdentityRule.WILDCARD_PUBLIC_SUFFIX}) if lax or bare else frozenset(),
+            explains_mismatch=lax or bare,
         )
     return None
 
