@@ -300,3 +300,40 @@ def test_explain_shows_the_refusal_and_the_anchor(ca, good) -> None:
     assert d.anchor is not None and d.anchor.subject.startswith("CN=Decision Root")
     assert d.to_json()["client_decision"] == "alert"
     assert d.to_json()["trust_anchor"]["sha256"] == d.anchor.sha256
+
+
+def test_json_entries_with_waits_equal_a_full_diagnosis(ca, good, wrong, tmp_path, capsys) -> None:
+    """--json writes repeated situations from a template; a wait the prose tells, or a
+    missing one, must never be filled in from another session's."""
+    import json
+
+    from certmatch.cli.check import check
+    from certmatch.core.recording import RecordingWriter, read_recording
+
+    _, store = ca
+    path = tmp_path / "waits.jsonl"
+    waits = [0.1, 0.2, None, 0.3, 1.5, None]
+    with RecordingWriter(path, tool_version="t") as writer:
+        for number, waited in enumerate(waits * 2):
+            chain = good if number < len(waits) else wrong
+            decision = "closed-after-handshake" if number % 2 == 0 else "went-on"
+            base = session(chain, presented="mirror", client_decision=decision)
+            writer.write(
+                dataclasses.replace(
+                    base,
+                    id=f"w{number}",
+                    client_waited=waited,
+                    client_address=f"192.0.2.1:{number}",
+                )
+            )
+    check([path], store, json_output=True)
+    written = json.loads(capsys.readouterr().out)["sessions"]
+    judge = Judge(store)
+    expected = []
+    for facts in read_recording(path).sessions:
+        entry = judge.diagnose(facts).to_json()
+        entry["recording"] = str(path)
+        expected.append(entry)
+    assert written == expected
+    told = [e for e in written if e["client_waited"] == 1.5 and e["findings"]]
+    assert told and "1.500 s after the handshake" in json.dumps(told[0])
