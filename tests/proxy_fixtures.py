@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -19,8 +20,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cryptography import x509
 from mitmproxy import options
 from mitmproxy.tools.dump import DumpMaster
+from servers.clients import SClientResult
 
 from certmatch.core.recording import read_recording
 from certmatch.proxy.capture import CertmatchCapture
@@ -95,9 +98,11 @@ def inprocess_proxy(
         loop.set_exception_handler(quiet_cancellations)
         task = asyncio.create_task(master.run())
         proxyserver = master.addons.get("proxyserver")
-        for _ in range(500):
+        # Listening, and the CA that clients are given exists (tlsconfig makes it on start).
+        ca_cert = confdir / "mitmproxy-ca-cert.pem"
+        for _ in range(1000):
             servers = list(proxyserver.servers)
-            if servers and servers[0].listen_addrs:
+            if servers and servers[0].listen_addrs and ca_cert.exists():
                 state["port"] = servers[0].listen_addrs[0][1]
                 break
             await asyncio.sleep(0.01)
@@ -125,12 +130,31 @@ def free_port() -> int:
 
 
 def wait_for_port(port: int, timeout: float = 15.0) -> None:
+    """Wait until something listens on ``port``, without connecting to it: the proxy records
+    every connection, a port check included, so a probe would add a session to the test's
+    recording. The kernel's socket tables say it instead."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+        if is_listening(port):
             return
         time.sleep(0.05)
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+_TCP_LISTEN = "0A"
+
+
+def is_listening(port: int) -> bool:
+    """True when a TCP socket of this machine listens on ``port`` (from /proc/net/tcp{,6})."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as lines:
+            next(lines)  # the column names
+            for line in lines:
+                fields = line.split()
+                local, state = fields[1], fields[3]
+                if state == _TCP_LISTEN and int(local.rsplit(":", 1)[1], 16) == port:
+                    return True
+    return False
 
 
 @contextlib.contextmanager
@@ -201,3 +225,33 @@ def stock_command(
 
 def venv_bin(name: str) -> str:
     return str(Path(sys.executable).parent / name)
+
+
+_PEM = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
+_VERIFY = re.compile(r"Verify return code: (\d+)")
+IMAP_LOGOUT = b"a LOGOUT\r\n"
+
+
+def s_client_speaking(
+    port: int,
+    *,
+    servername: str | None,
+    cafile: Path | None = None,
+    send: bytes = IMAP_LOGOUT,
+    extra: tuple[str, ...] = (),
+) -> SClientResult:
+    """``openssl s_client`` that sends ``send`` once the handshake is done, as a mail client
+    that accepted the certificate would: the proxy records that it went on.
+
+    With nothing to send, s_client closes right after the handshake, which the proxy
+    records as a client that closed without a word (how GnuTLS clients refuse).
+    """
+    argv = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-showcerts", *extra]
+    argv += ["-noservername"] if servername is None else ["-servername", servername]
+    if cafile is not None:
+        argv += ["-CAfile", str(cafile)]
+    done = subprocess.run(argv, check=False, input=send, capture_output=True, timeout=20)
+    text = done.stdout.decode(errors="replace") + done.stderr.decode(errors="replace")
+    chain = [x509.load_pem_x509_certificate(pem) for pem in _PEM.findall(done.stdout)]
+    match = _VERIFY.search(text)
+    return SClientResult(chain, int(match.group(1)) if match else None, text)

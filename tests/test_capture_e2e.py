@@ -13,9 +13,9 @@ import ldap3
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from proxy_fixtures import inprocess_proxy
+from proxy_fixtures import inprocess_proxy, s_client_speaking
 from scenarios import SCENARIOS, scenario
-from servers.clients import LoopbackIMAP4_SSL, LoopbackPOP3_SSL, LoopbackSMTP_SSL, s_client
+from servers.clients import LoopbackIMAP4_SSL, LoopbackPOP3_SSL, LoopbackSMTP_SSL
 
 from certmatch.core.certificates import parse_chain
 from certmatch.core.diagnosis import diagnose
@@ -58,7 +58,7 @@ def test_imaps_scenario_recorded_and_diagnosed(case, tmp_path, dovecot, pki, sto
         tmp_path, f"reverse:tls://127.0.0.1:{dovecot.imaps_port}", **options
     ) as proxy:
         name = case.name_for("imap")
-        s_client(
+        s_client_speaking(
             proxy.port, servername=name if case.client_sends_sni else None, cafile=proxy.ca_file
         )
         sessions = proxy.sessions(1)
@@ -90,7 +90,7 @@ def test_no_sni_probe_shows_the_server_would_have_matched(tmp_path, dovecot, pki
     with inprocess_proxy(
         tmp_path, mode, ca_file=[str(pki.root_ca)], host=case.server_name
     ) as proxy:
-        s_client(proxy.port, servername=None, cafile=proxy.ca_file)
+        s_client_speaking(proxy.port, servername=None, cafile=proxy.ca_file)
         facts = proxy.sessions(1)[0]
     assert facts.requested_host == "alt.example.test"
     assert facts.requested_host_source == "option"
@@ -112,8 +112,10 @@ def test_no_sni_probe_shows_the_server_would_have_matched(tmp_path, dovecot, pki
 def test_imaplib_login_and_fetch_pass_through_and_password_is_not_recorded(
     tmp_path, dovecot, pki, store
 ):
+    """With ``present=substitute`` (stock mitmproxy's certificate) a session the client would
+    refuse keeps flowing, so the engineer can watch it."""
     mode = f"reverse:tls://127.0.0.1:{dovecot.imaps_port}"
-    with inprocess_proxy(tmp_path, mode, ca_file=[str(pki.root_ca)]) as proxy:
+    with inprocess_proxy(tmp_path, mode, ca_file=[str(pki.root_ca)], present="substitute") as proxy:
         client = LoopbackIMAP4_SSL(
             "wrong.example.test", proxy.port, ssl_context=_client_context(proxy)
         )
@@ -126,6 +128,7 @@ def test_imaplib_login_and_fetch_pass_through_and_password_is_not_recorded(
     body = data[0][1]
     assert body.replace(b"\r\n", b"\n") == dovecot.known_message.replace(b"\r\n", b"\n")
     assert diagnose(facts, store).primary.id == "name-not-in-certificate"
+    assert (facts.presented, facts.client_decision) == ("substitute", "went-on")
     assert dovecot.password.encode() not in raw
     assert b"LOGIN" not in raw and b"Subject:" not in raw  # no commands, no message content
 
@@ -149,7 +152,7 @@ def test_poplib_pop3s(tmp_path, dovecot, pki, store):
 def test_smtplib_smtps_auth_and_send(tmp_path, smtp_server, pki, store):
     mode = f"reverse:tls://127.0.0.1:{smtp_server.smtps_port}"
     smtp_server.clear()
-    with inprocess_proxy(tmp_path, mode, ca_file=[str(pki.root_ca)]) as proxy:
+    with inprocess_proxy(tmp_path, mode, ca_file=[str(pki.root_ca)], present="substitute") as proxy:
         client = LoopbackSMTP_SSL("a.b.example.test", proxy.port, context=_client_context(proxy))
         client.login(smtp_server.user, smtp_server.password)
         client.sendmail("a@example.test", ["b@example.test"], b"Subject: t\r\n\r\nbody-42\r\n")
@@ -166,7 +169,7 @@ def test_smtplib_smtps_auth_and_send(tmp_path, smtp_server, pki, store):
 def test_ldap3_ldaps(tmp_path, slapd_factory, pki, store):
     slapd = slapd_factory("wrong-host")
     mode = f"reverse:tls://127.0.0.1:{slapd.ldaps_port}"
-    with inprocess_proxy(tmp_path, mode, ca_file=[str(pki.root_ca)]) as proxy:
+    with inprocess_proxy(tmp_path, mode, ca_file=[str(pki.root_ca)], present="substitute") as proxy:
         tls = ldap3.Tls(
             validate=ssl.CERT_REQUIRED,
             ca_certs_file=str(proxy.ca_file),
@@ -252,7 +255,7 @@ def test_unreachable_server_is_recorded(tmp_path, pki, store):
 
     closed = free_port()
     with inprocess_proxy(tmp_path, f"reverse:tls://127.0.0.1:{closed}") as proxy:
-        s_client(proxy.port, servername="imap.example.test", cafile=proxy.ca_file)
+        s_client_speaking(proxy.port, servername="imap.example.test", cafile=proxy.ca_file)
         facts = proxy.sessions(1)[0]
     assert facts.server_error and "connect" in facts.server_error
     result = diagnose(facts, store)
@@ -313,7 +316,7 @@ def test_flow_is_marked_for_mitmproxy_uis(tmp_path, dovecot, pki):
 
     mode = f"reverse:tls://127.0.0.1:{dovecot.imaps_port}"
     with inprocess_proxy(
-        tmp_path, mode, extra_addons=(Watch(),), ca_file=[str(pki.root_ca)]
+        tmp_path, mode, extra_addons=(Watch(),), ca_file=[str(pki.root_ca)], present="substitute"
     ) as proxy:
         for name in ("wrong.example.test", "imap.example.test"):
             client = LoopbackIMAP4_SSL(name, proxy.port, ssl_context=_client_context(proxy))
@@ -341,7 +344,7 @@ def test_mitmdump_loads_the_addon_script(tmp_path, dovecot, pki, store):
         ca_file=pki.root_ca,
     )
     with mitmdump_process(tmp_path, argv, port=port):
-        s_client(
+        s_client_speaking(
             port,
             servername="cnsan.example.test",
             cafile=tmp_path / "conf" / "mitmproxy-ca-cert.pem",
@@ -380,7 +383,7 @@ def test_an_idna2008_sni_is_recorded_and_sent_as_the_client_sent_it(tmp_path, do
     name = "xn--strae-oqa.example.test"  # straße, in IDNA 2008 form
     mode = f"reverse:tls://127.0.0.1:{dovecot.imaps_port}"
     with inprocess_proxy(tmp_path, mode, ca_file=[str(pki.root_ca)]) as proxy:
-        s_client(proxy.port, servername=name, cafile=proxy.ca_file)
+        s_client_speaking(proxy.port, servername=name, cafile=proxy.ca_file)
         facts = proxy.sessions(1)[0]
     assert facts.sni == name and facts.upstream_sni == name
     assert facts.requested_host == name and facts.requested_host_source == "sni"

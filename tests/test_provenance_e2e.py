@@ -15,8 +15,15 @@ import time
 from pathlib import Path
 
 import pytest
-from proxy_fixtures import free_port, inprocess_proxy, mitmdump_process, private_hosts, venv_bin
-from servers.clients import LoopbackIMAP4_SSL, s_client
+from proxy_fixtures import (
+    free_port,
+    inprocess_proxy,
+    mitmdump_process,
+    private_hosts,
+    s_client_speaking,
+    venv_bin,
+)
+from servers.clients import LoopbackIMAP4_SSL
 
 from certmatch.core.diagnosis import diagnose
 from certmatch.core.recording import read_recording
@@ -65,9 +72,9 @@ def test_no_sni_through_certmatch_proxy_is_never_a_silent_match(tmp_path, doveco
         private_hosts(tmp_path, ["imap.example.test"]) as prefix,
         mitmdump_process(tmp_path, argv, prefix=prefix, port=port),
     ):
-        result = s_client(port, servername=None, cafile=conf / "mitmproxy-ca-cert.pem")
+        result = s_client_speaking(port, servername=None, cafile=conf / "mitmproxy-ca-cert.pem")
         (facts,) = _recorded(record)
-    assert result.chain, result.text
+    assert result.chain, result.output
     assert facts.sni is None and facts.upstream_sni is None
     assert (facts.requested_host, facts.requested_host_source) == (
         "imap.example.test",
@@ -111,7 +118,7 @@ def test_the_same_session_with_host_given_is_not_assumed(tmp_path, dovecot, pki,
     with inprocess_proxy(
         tmp_path, mode, ca_file=[str(pki.root_ca)], host="imap.example.test"
     ) as proxy:
-        s_client(proxy.port, servername=None, cafile=proxy.ca_file)
+        s_client_speaking(proxy.port, servername=None, cafile=proxy.ca_file)
         (facts,) = proxy.sessions(1)
     assert (facts.sni, facts.requested_host_source) == (None, "option")
     d = diagnose(facts, store)
@@ -121,7 +128,7 @@ def test_the_same_session_with_host_given_is_not_assumed(tmp_path, dovecot, pki,
 def test_an_ip_address_sent_as_sni_is_flagged(tmp_path, dovecot, pki, store):
     mode = f"reverse:tls://127.0.0.1:{dovecot.imaps_port}"
     with inprocess_proxy(tmp_path, mode, ca_file=[str(pki.root_ca)]) as proxy:
-        s_client(proxy.port, servername="127.0.0.1", cafile=proxy.ca_file)
+        s_client_speaking(proxy.port, servername="127.0.0.1", cafile=proxy.ca_file)
         (facts,) = proxy.sessions(1)
     assert facts.sni == "127.0.0.1"  # recorded exactly as the client sent it
     assert facts.upstream_sni is None  # an IP literal is never sent on

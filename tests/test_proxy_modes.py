@@ -14,8 +14,14 @@ from pathlib import Path
 import pytest
 from mitmproxy import exceptions
 from mitmproxy.test import taddons
-from proxy_fixtures import free_port, mitmdump_process, private_hosts, stock_command, venv_bin
-from servers.clients import s_client
+from proxy_fixtures import (
+    free_port,
+    mitmdump_process,
+    private_hosts,
+    s_client_speaking,
+    stock_command,
+    venv_bin,
+)
 
 from certmatch.core.diagnosis import diagnose
 from certmatch.core.recording import read_recording
@@ -25,6 +31,7 @@ from certmatch.proxy import CertmatchCapture, StartTlsAddon
 pytestmark = pytest.mark.timeout(90)
 
 NAMES = ["imap.example.test", "wrong.example.test", "a.b.example.test", "example.test"]
+CURL_PEER_FAILED_VERIFICATION = 60  # curl's exit code for a certificate it refuses
 
 
 def _sessions(record: Path, expected: int, timeout: float = 5.0):
@@ -106,7 +113,8 @@ def test_curl_through_mitmdump_in_forward_modes(
         sessions = _sessions(record, 2)
     assert ok.returncode == 0, ok.stderr
     assert b"known message body" in ok.stdout
-    assert wrong.returncode == 0, "pass mode lets the engineer watch a failing session"
+    # Mirror mode: curl sees the server's own names and refuses them, as it would directly.
+    assert wrong.returncode == CURL_PEER_FAILED_VERIFICATION, wrong.stderr
     by_host = {s.requested_host: s for s in sessions}
     assert set(by_host) == {"imap.example.test", "wrong.example.test"}
     good, bad = by_host["imap.example.test"], by_host["wrong.example.test"]
@@ -116,6 +124,9 @@ def test_curl_through_mitmdump_in_forward_modes(
     assert good.server_ip == "127.0.0.1"
     assert diagnose(good, store).verdict == "match"
     assert diagnose(bad, store).primary.id == "name-not-in-certificate"
+    assert (good.presented, good.client_decision) == ("mirror", "went-on")
+    # curl checks the name after the handshake and hangs up without an alert.
+    assert (bad.presented, bad.client_decision) == ("mirror", "closed-after-handshake")
 
 
 def test_socks5_with_an_ip_literal(tmp_path, dovecot, pki, store):
@@ -168,8 +179,10 @@ def test_certmatch_proxy_command(tmp_path, dovecot, pki, store):
         "alt.example.test",
     ]
     with mitmdump_process(tmp_path, argv, port=port):
-        s_client(port, servername=None, cafile=conf / "mitmproxy-ca-cert.pem")
-        s_client(port, servername="wrong.example.test", cafile=conf / "mitmproxy-ca-cert.pem")
+        s_client_speaking(port, servername=None, cafile=conf / "mitmproxy-ca-cert.pem")
+        s_client_speaking(
+            port, servername="wrong.example.test", cafile=conf / "mitmproxy-ca-cert.pem"
+        )
         sessions = _sessions(record, 2)
     log = (tmp_path / "proxy.log").read_text()
     assert "recording to" in log
@@ -216,10 +229,10 @@ def test_block_in_mitmdump_script_mode(tmp_path, dovecot, pki):
         ca_file=pki.root_ca,
     ) + ["--set", "certmatch_on_mismatch=block"]
     with mitmdump_process(tmp_path, argv, port=port):
-        blocked = s_client(
+        blocked = s_client_speaking(
             port, servername="wrong.example.test", cafile=conf / "mitmproxy-ca-cert.pem"
         )
-        passed = s_client(
+        passed = s_client_speaking(
             port, servername="imap.example.test", cafile=conf / "mitmproxy-ca-cert.pem"
         )
         sessions = _sessions(record, 2)
@@ -249,7 +262,9 @@ def test_mitmweb_loads_the_addon_script(tmp_path, dovecot, pki, store):
         extra=("--no-web-open-browser", "--web-port", str(web_port)),
     )
     with mitmdump_process(tmp_path, argv, port=port):
-        s_client(port, servername="wrong.example.test", cafile=conf / "mitmproxy-ca-cert.pem")
+        s_client_speaking(
+            port, servername="wrong.example.test", cafile=conf / "mitmproxy-ca-cert.pem"
+        )
         sessions = _sessions(record, 1)
     assert len(sessions) == 1
     assert diagnose(sessions[0], store).primary.id == "name-not-in-certificate"
@@ -260,6 +275,7 @@ def test_mitmweb_loads_the_addon_script(tmp_path, dovecot, pki, store):
 # One example value per certmatch option, as text after ``--set name=``.
 SET_EXAMPLES = {
     "certmatch_record": "{tmp}/set.jsonl",
+    "certmatch_present": "substitute",
     "certmatch_on_mismatch": "block",
     "certmatch_ca_file": "{ca}",
     "certmatch_host": "imap.example.test",
@@ -277,11 +293,17 @@ def test_every_certmatch_option_can_be_set_with_set(tmp_path, pki):
         every = tctx.options.keys()  # an OptManager cannot be iterated itself
         names = {name for name in every if name.startswith("certmatch_")}
         assert names == set(SET_EXAMPLES), "give each new option an example value here"
-        for name, example in SET_EXAMPLES.items():
-            tctx.options.set(f"{name}={example.format(tmp=tmp_path, ca=pki.root_ca)}")
+        # All at once, as mitmdump applies its command line's --set options.
+        tctx.options.set(
+            *(
+                f"{name}={example.format(tmp=tmp_path, ca=pki.root_ca)}"
+                for name, example in SET_EXAMPLES.items()
+            )
+        )
         try:
             assert (
                 tctx.options.certmatch_record,
+                tctx.options.certmatch_present,
                 tctx.options.certmatch_on_mismatch,
                 tctx.options.certmatch_ca_file,
                 tctx.options.certmatch_host,
@@ -290,6 +312,7 @@ def test_every_certmatch_option_can_be_set_with_set(tmp_path, pki):
                 tctx.options.certmatch_starttls_timeout,
             ) == (
                 f"{tmp_path}/set.jsonl",
+                "substitute",
                 "block",
                 [str(pki.root_ca)],
                 "imap.example.test",

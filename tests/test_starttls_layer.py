@@ -47,6 +47,7 @@ class Recorded:
     facts: StartTlsFacts
     error: str | None = None
     upgraded: bool = False
+    client_silent: bool = False
 
 
 @dataclass
@@ -64,7 +65,9 @@ class FakeRecorder:
     def starttls_plaintext_end(self, hook: commands.StartHook) -> None:
         assert isinstance(hook, StarttlsPlaintextEndHook)
         (data,) = hook.args()
-        self.without_tls.append(Recorded(data.protocol, data.facts, data.error))
+        self.without_tls.append(
+            Recorded(data.protocol, data.facts, data.error, client_silent=data.client_silent)
+        )
 
 
 class Playbook:
@@ -436,13 +439,24 @@ def test_a_plaintext_session_without_upgrade_is_recorded_once_at_close() -> None
     )
 
 
-def test_a_client_that_closes_without_a_word_is_not_recorded() -> None:
-    """Port probes and health checks are not sessions."""
+def test_a_client_that_closes_without_a_word_is_reported_once_as_silent() -> None:
+    """A port probe or a health check: one record, saying the client never spoke (issue 9),
+    never a server fault."""
     playbook, context, recorder = start("imap", 143)
     playbook(events.DataReceived(context.server, b"* OK hi\r\n"))
     out = playbook(events.ConnectionClosed(context.client))
     assert closed(out) == {"client", "server"}
-    assert recorder.without_tls == [] and recorder.upgrades == []
+    [record] = recorder.without_tls
+    assert (record.client_silent, record.error, record.upgraded) == (True, None, False)
+    assert recorder.upgrades == []
+
+
+def test_a_client_that_spoke_is_not_silent() -> None:
+    playbook, context, recorder = start("pop3", 110)
+    replay(playbook, context, [("s", b"+OK hi\r\n"), ("c", b"CAPA\r\n")])
+    playbook(events.ConnectionClosed(context.client))
+    [record] = recorder.without_tls
+    assert record.client_silent is False
 
 
 # -- timers armed in one state, firing in a later one -------------------------------------

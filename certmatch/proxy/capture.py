@@ -15,6 +15,13 @@ verdict, marks the flow for mitmproxy's own UIs, and, with
 ``certmatch_on_mismatch=block``, closes the client connection as a strict client
 would. What to decide is in :mod:`certmatch.core.policy`; this module is wiring.
 
+The client is shown, by default, a mirror of the server's certificate (same names, dates,
+key type and chain shape; see :mod:`certmatch.proxy.mirror`), so it reaches its own verdict;
+``certmatch_present=substitute`` shows stock mitmproxy's certificate instead. What the
+client then did (an alert, a silent close, or going on) is recorded with the session
+(:mod:`certmatch.proxy.client_decision`). Every client connection leaves one record, a
+connection closed before its first byte included.
+
 The upstream handshake is faithful to the client: it sends the client's SNI,
 and no SNI when the client sent none (stock mitmproxy sends the target host
 instead, which hides the no-SNI default-certificate cause). mitmproxy's own
@@ -30,12 +37,14 @@ import asyncio
 import functools
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from mitmproxy import connection, ctx, exceptions, tcp, tls
 from mitmproxy.addonmanager import Loader
-from mitmproxy.proxy import server_hooks
+from mitmproxy.proxy import layer, server_hooks
+from mitmproxy.proxy.context import Context
 from OpenSSL import SSL
 
 import certmatch
@@ -48,6 +57,8 @@ from certmatch.core.report import shown_names
 from certmatch.core.text import printable
 from certmatch.core.trust import TrustStore, TrustStoreError
 from certmatch.net.probe import probe_with_sni
+from certmatch.proxy import mirror, presentation, tcp_relay
+from certmatch.proxy.client_decision import ClientWatch
 from certmatch.proxy.connection_facts import (
     client_id,
     legacy_version,
@@ -55,6 +66,7 @@ from certmatch.proxy.connection_facts import (
     peer_chain,
     refusing_connection,
     set_faithful_sni,
+    upstream_sni_dropped,
 )
 from certmatch.proxy.starttls_hooks import StartTlsData
 
@@ -86,23 +98,30 @@ def _never_raises[F: Callable[..., Any]](hook: F) -> F:
 
 
 @dataclass
-class _Pending:
-    """A session being observed: its facts so far and, once known, the verdict."""
+class _Session:
+    """One client connection: what its client did and, once a TLS handshake or a STARTTLS
+    phase began, its facts and verdict."""
 
-    facts: SessionFacts
+    watch: ClientWatch = field(default_factory=ClientWatch)
+    facts: SessionFacts | None = None
     verdict: Diagnosis | None = None
     written: bool = False
+    context: Context | None = None  # the TLS session's, to find its TCP layer
+    server: connection.Server | None = None  # as dialled, for a record without a handshake
+    connect_error: str | None = None  # the server could not be reached before any handshake
+    decided: bool = False  # the client's decision is set in the facts (no TLS to read it from)
 
 
 class CertmatchCapture:
     """Records TLS handshake facts and judges the server certificate's names."""
 
     def __init__(self) -> None:
-        self.pending: dict[str, _Pending] = {}  # by client connection id
+        self.sessions: dict[str, _Session] = {}  # by client connection id
         # STARTTLS upgrades announced by the layer whose handshake is still to come.
         self.starttls_upgrades: dict[str, StartTlsData] = {}
         self.writer: RecordingWriter | None = None
         self.judge: Judge | None = None  # a new one whenever the trust store changes
+        self.minter = mirror.MirrorMinter()
         self.sessions_written = 0
 
     # -- options -----------------------------------------------------------
@@ -113,6 +132,16 @@ class CertmatchCapture:
             str,
             "",
             "Append one JSON line per TLS handshake to this recording file.",
+        )
+        loader.add_option(
+            "certmatch_present",
+            str,
+            "mirror",
+            "The certificate the client is shown: 'mirror' copies the server's names, dates, key "
+            "type and chain shape (signed by the proxy CA only when certmatch trusts the "
+            "server's chain), so the client decides on the real certificate; 'substitute' is "
+            "stock mitmproxy's, which always names what the client asked for.",
+            choices=presentation.PRESENT_CHOICES,
         )
         loader.add_option(
             "certmatch_on_mismatch",
@@ -150,24 +179,42 @@ class CertmatchCapture:
                 self.judge = Judge(TrustStore.load(ctx.options.certmatch_ca_file))
             except TrustStoreError as exc:
                 raise exceptions.OptionsError(str(exc)) from None
-        if "certmatch_record" in updated:
+        if "certmatch_record" in updated or (
+            "certmatch_ca_file" in updated and self.writer is not None
+        ):
             if self.writer is not None:
                 self.writer.close()
                 self.writer = None
             path = ctx.options.certmatch_record
             if path:
                 try:
-                    self.writer = RecordingWriter(path, tool_version=certmatch.__version__)
+                    self.writer = RecordingWriter(
+                        path,
+                        tool_version=certmatch.__version__,
+                        ca_certificates=ca_certificate_pems(ctx.options.certmatch_ca_file),
+                    )
                 except (RecordingError, OSError) as exc:
                     raise exceptions.OptionsError(f"certmatch_record: {exc}") from None
                 logger.info(f"certmatch: recording TLS sessions to {printable(path)}")
 
     def done(self) -> None:
-        for pending in list(self.pending.values()):
-            self._write(pending)
+        for session in list(self.sessions.values()):
+            if session.facts is not None:
+                self._write(session)
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+    # -- connections -------------------------------------------------------
+
+    @_never_raises
+    def client_connected(self, client: connection.Client) -> None:
+        self.sessions[client.id] = _Session()
+
+    @_never_raises
+    def next_layer(self, nextlayer: layer.NextLayer) -> None:
+        if nextlayer.data_client():
+            self._session(nextlayer.context.client.id).watch.spoke = True
 
     # -- STARTTLS hooks (raised by certmatch.proxy.starttls_layer) ---------
 
@@ -179,13 +226,17 @@ class CertmatchCapture:
     def starttls_plaintext_end(self, data: StartTlsData) -> None:
         client = data.context.client
         self.starttls_upgrades.pop(client.id, None)
-        self.pending.pop(client.id, None)
+        session = self._session(client.id)
         facts = new_facts(client, data.context.server, None, ctx.options.certmatch_host)
         facts.protocol = data.protocol
         facts.tls_kind = "starttls"
         facts.starttls = data.facts
         facts.server_error = data.error
-        self._write(_Pending(facts))
+        if data.client_silent:
+            facts.client_decision = "closed-before-handshake"
+        session.facts, session.verdict, session.written = facts, None, False
+        session.decided = True
+        self._write(session)
 
     # -- TLS hooks ---------------------------------------------------------
 
@@ -206,38 +257,40 @@ class CertmatchCapture:
             facts.tls_kind = "starttls"
             facts.protocol = upgrade.protocol
             facts.starttls = upgrade.facts  # shared with the layer: later findings reach it
-        self.pending[context.client.id] = _Pending(facts)
+        session = self._session(context.client.id)
+        session.facts, session.verdict, session.written = facts, None, False
+        session.context = context
+        session.watch.hello_seen = True
 
         # See the server's certificate before answering the client, so that
         # block/pass can be decided and the client's handshake shaped by it.
         data.establish_server_tls_first = True
         upstream = policy.upstream_sni(sni)
-        if upstream != sni:
-            facts.notes.append(
-                f"the client's SNI {sni!r} cannot be sent on by the proxy; it sent none upstream"
-            )
+        if why := upstream_sni_dropped(sni, upstream):
+            facts.notes.append(why)
         set_faithful_sni(context.server, upstream)
 
     @_never_raises
     def server_connected(self, data: server_hooks.ServerConnectionHookData) -> None:
-        pending = self.pending.get(data.client.id)
-        if pending is None or pending.facts.sni is not None:
+        self._session(data.client.id).server = data.server
+        facts = self._facts(data.client.id)
+        if facts is None or facts.sni is not None:
             return
         if data.server.peername:
-            pending.facts.server_ip = data.server.peername[0]
+            facts.server_ip = data.server.peername[0]
         set_faithful_sni(data.server, None)
 
     @_never_raises
     def tls_start_server(self, data: tls.TlsData) -> None:
-        pending = self.pending.get(data.context.client.id)
-        if pending is None:
+        facts = self._facts(data.context.client.id)
+        if facts is None:
             return
         if data.ssl_conn is None:
             # Loaded as a script (-s), this hook runs before mitmproxy's own
             # tlsconfig; let it build the connection now, as it would have.
             assert isinstance(data.conn, connection.Server)
-            set_faithful_sni(data.conn, pending.facts.sni)
-            tlsconfig = ctx.master.addons.get("tlsconfig")
+            set_faithful_sni(data.conn, facts.sni)
+            tlsconfig = presentation.tlsconfig_addon()
             if tlsconfig is not None:
                 tlsconfig.tls_start_server(data)
         if data.ssl_conn is None:
@@ -245,22 +298,22 @@ class CertmatchCapture:
         # certmatch judges the chain itself; OpenSSL's verdict must not abort
         # the handshake (stock mitmproxy then crashes or hangs the client).
         data.ssl_conn.set_verify(SSL.VERIFY_NONE)
-        pending.facts.upstream_sni = policy.recorded_upstream_sni(data.conn.sni)
+        facts.upstream_sni = policy.recorded_upstream_sni(data.conn.sni)
 
     @_never_raises
     async def tls_established_server(self, data: tls.TlsData) -> None:
-        pending = self.pending.get(data.context.client.id)
-        if pending is None:
+        session = self.sessions.get(data.context.client.id)
+        if session is None or session.facts is None:
             return
-        facts = pending.facts
+        facts = session.facts
         conn = data.conn
         facts.chain = peer_chain(data.ssl_conn)
         facts.tls_version = conn.tls_version
         facts.cipher = conn.cipher
         if conn.peername:
             facts.server_ip = conn.peername[0]
-        self._judge(pending)
-        probe = ctx.options.certmatch_sni_probe and policy.wants_sni_probe(facts, pending.verdict)
+        self._judge(session)
+        probe = ctx.options.certmatch_sni_probe and policy.wants_sni_probe(facts, session.verdict)
         if probe and conn.peername:
             facts.sni_probe = await probe_with_sni(
                 conn.peername[0],
@@ -268,77 +321,117 @@ class CertmatchCapture:
                 facts.requested_host or "",
                 starttls=facts.protocol if facts.tls_kind == "starttls" else None,
             )
-            self._judge(pending)
+            self._judge(session)
 
     @_never_raises
     def tls_failed_server(self, data: tls.TlsData) -> None:
-        pending = self.pending.get(data.context.client.id)
-        if pending is None:
+        session = self.sessions.get(data.context.client.id)
+        if session is None or session.facts is None:
             return
-        pending.facts.server_error = data.conn.error or "TLS handshake with the server failed"
-        pending.facts.chain = peer_chain(data.ssl_conn)
-        self._judge(pending)
+        session.facts.server_error = data.conn.error or "TLS handshake with the server failed"
+        session.facts.chain = peer_chain(data.ssl_conn)
+        self._judge(session)
 
     @_never_raises
     def server_connect_error(self, data: server_hooks.ServerConnectionHookData) -> None:
-        error = f"cannot connect: {data.server.error or 'connection failed'}"
-        pending = self.pending.get(data.client.id)
-        if pending is None:
-            # Reverse mode dials before the client's ClientHello: without a
-            # record here, an unreachable server would leave no trace.
-            facts = new_facts(data.client, data.server, None, ctx.options.certmatch_host)
-            facts.server_error = error
-            facts.action = "block"
-            self._write(_Pending(facts))
+        error = data.server.error or "connection failed"
+        session = self._session(data.client.id)
+        session.server = data.server
+        if error == CONNECTION_CANCELLED:
+            # mitmproxy gave up dialling because the client had gone: not a server fault.
+            if session.facts is not None:
+                session.facts.notes.append(
+                    "the connection to the server was cancelled: the client left first"
+                )
             return
-        pending.facts.server_error = error
-        self._judge(pending)
+        if session.facts is None:
+            # Reverse mode dials before the client's ClientHello: the record is written
+            # when the client connection ends, so that it is written once.
+            session.connect_error = f"cannot connect: {error}"
+            return
+        session.facts.server_error = f"cannot connect: {error}"
+        self._judge(session)
 
     @_never_raises
     def tls_start_client(self, data: tls.TlsData) -> None:
-        pending = self.pending.get(data.context.client.id)
-        if pending is None:
+        session = self.sessions.get(data.context.client.id)
+        if session is None or session.facts is None:
             return
-        if pending.verdict is None:
+        facts = session.facts
+        if session.verdict is None:
             try:
-                self._judge(pending)
+                self._judge(session)
             except Exception as exc:  # noqa: BLE001 - decided below: block fails closed
-                pending.facts.notes.append(f"analysis failed: {type(exc).__name__}: {exc}")
+                facts.notes.append(f"analysis failed: {type(exc).__name__}: {exc}")
         on_mismatch = ctx.options.certmatch_on_mismatch
+        present = ctx.options.certmatch_present
         action = policy.client_action(
-            pending.verdict, chain_seen=bool(pending.facts.chain), on_mismatch=on_mismatch
+            session.verdict, chain_seen=bool(facts.chain), on_mismatch=on_mismatch
         )
-        pending.facts.action = action.name
+        if not action.block and present == "mirror" and facts.server_error:
+            # Nothing to mirror faithfully and no session to relay: refuse as for no certificate.
+            action = policy.Action(block=True, why="the TLS handshake with the server failed")
+        if not action.block and present == "mirror" and not data.is_dtls:
+            self._present_mirror(data, session)
+        facts.action = action.name
         if action.block:
             why = action.why or ""
             if action.by_option:
                 why += f"; certmatch_on_mismatch={on_mismatch}"
             logger.warning(
                 "certmatch: closing the client connection for "
-                f"{printable(str(pending.facts.requested_host))} "
+                f"{printable(str(facts.requested_host))} "
                 f"({printable(why)}). mitmproxy logs this as a failed client handshake ('no shared "
                 "cipher'): that is certmatch refusing the client, not a client problem."
             )
+            facts.presented = None
             data.ssl_conn = refusing_connection()
-            self._write(pending)
+            self._write(session)
+            return
+        if facts.presented is None:
+            facts.presented = "substitute"
+            if data.ssl_conn is None:
+                # As for the server side: run before tlsconfig (-s), build its connection now.
+                tlsconfig = presentation.tlsconfig_addon()
+                if tlsconfig is not None:
+                    tlsconfig.tls_start_client(data)
+        if data.ssl_conn is not None:
+            session.watch.watch_alerts(data.ssl_conn)
+
+    @_never_raises
+    def tls_established_client(self, data: tls.TlsData) -> None:
+        session = self.sessions.get(data.context.client.id)
+        if session is not None:
+            session.watch.handshake_done()
 
     @_never_raises
     def tls_failed_client(self, data: tls.TlsData) -> None:
-        pending = self.pending.get(data.context.client.id)
-        if pending is None or pending.facts.action == "block":
+        session = self.sessions.get(data.context.client.id)
+        if session is None:
+            return
+        error = data.conn.error or "the client aborted the TLS handshake"
+        session.watch.handshake_error = error
+        facts = session.facts
+        if facts is None:
+            return  # no ClientHello: recorded when the connection ends
+        if facts.action == "block":
             return  # a blocked client fails its handshake by our doing, not its own
-        pending.facts.client_error = data.conn.error or "the client aborted the TLS handshake"
-        self._judge(pending)
-        self._write(pending)
+        facts.client_error = error
+        self._judge(session)
+        self._write(session)
 
     # -- after the handshake ----------------------------------------------
 
     @_never_raises
     def tcp_start(self, flow: tcp.TCPFlow) -> None:
-        pending = self.pending.get(flow.client_conn.id)
-        if pending is None or pending.verdict is None:
+        session = self.sessions.get(flow.client_conn.id)
+        if session is None or session.facts is None:
             return
-        verdict = pending.verdict
+        if session.context is not None:
+            tcp_relay.adopt(session.context, flow)
+        verdict = session.verdict
+        if verdict is None:
+            return
         primary = verdict.primary
         if verdict.failed:
             flow.marked = ":warning:"
@@ -346,8 +439,8 @@ class CertmatchCapture:
 
     @_never_raises
     def tcp_message(self, flow: tcp.TCPFlow) -> None:
-        pending = self.pending.get(flow.client_conn.id)
-        if pending is None or pending.written:
+        session = self.sessions.get(flow.client_conn.id)
+        if session is None or session.facts is None or session.written:
             return
         message = flow.messages[-1]
         # Only the protocol's name is kept; the bytes are never recorded.
@@ -355,49 +448,130 @@ class CertmatchCapture:
             guess = protocols.protocol_from_client_data(message.content[:2])
         else:
             guess = protocols.protocol_from_server_greeting(message.content[:512])
-        pending.facts.protocol = protocols.refine_protocol(pending.facts.protocol, guess)
-        self._write(pending)
+        session.facts.protocol = protocols.refine_protocol(session.facts.protocol, guess)
+        if message.from_client:
+            session.watch.sent_data = True  # the client went on: its decision is known
+            self._write(session)
+        else:
+            session.watch.server_data()
+
+    @_never_raises
+    def tcp_end(self, flow: tcp.TCPFlow) -> None:
+        session = self.sessions.get(flow.client_conn.id)
+        if session is None or session.facts is None:
+            return
+        first = flow.metadata.get(tcp_relay.FIRST_CLOSE)
+        if first is not None:
+            side, at = first
+            session.watch.closed(side, at)
+        self._write(session)
 
     @_never_raises
     def server_disconnected(self, data: server_hooks.ServerConnectionHookData) -> None:
-        # The handshake is over and its facts are complete. Some servers answer a
-        # client's hang-up with an alert, after which mitmproxy may never report
-        # the client as gone: do not wait for that to write the record.
-        pending = self.pending.get(data.client.id)
-        if pending is not None and pending.verdict is not None:
-            self._write(pending)
+        # The handshake is over and its facts are complete. Some servers answer a client's
+        # hang-up with an alert, after which mitmproxy may never report the client as gone:
+        # do not wait for that to write the record (the decision is what is known by then).
+        session = self.sessions.get(data.client.id)
+        if session is not None and session.facts is not None and session.verdict is not None:
+            self._write(session)
 
     @_never_raises
     def client_disconnected(self, client: connection.Client) -> None:
         self.starttls_upgrades.pop(client.id, None)
-        pending = self.pending.pop(client.id, None)
-        if pending is not None:
-            self._write(pending)
+        session = self.sessions.pop(client.id, None)
+        if session is None:
+            return
+        watch = session.watch
+        if watch.handshake_end is not None:
+            # No TCP relay saw a close (mitmproxy had not chosen one yet): the client left.
+            watch.closed("client")
+        if session.facts is None:
+            session.facts = self._connection_only_facts(client, session)
+        self._write(session)
 
     # -- internals ---------------------------------------------------------
 
-    def _judge(self, pending: _Pending) -> None:
-        assert self.judge is not None
-        pending.verdict = self.judge.diagnose(pending.facts)
+    def _session(self, client_id: str) -> _Session:
+        session = self.sessions.get(client_id)
+        if session is None:
+            session = self.sessions[client_id] = _Session()
+        return session
 
-    def _write(self, pending: _Pending) -> None:
-        if pending.written:
+    def _facts(self, client_id: str) -> SessionFacts | None:
+        session = self.sessions.get(client_id)
+        return session.facts if session is not None else None
+
+    def _connection_only_facts(self, client: connection.Client, session: _Session) -> SessionFacts:
+        """The record of a connection that never got to a TLS handshake or a STARTTLS phase."""
+        server = session.server or connection.Server(address=None)
+        facts = new_facts(client, server, None, ctx.options.certmatch_host)
+        if session.connect_error is not None:
+            facts.server_error = session.connect_error
+            facts.action = "block"
+            session.decided = True  # the proxy closed the client: it decided nothing
+        return facts
+
+    def _present_mirror(self, data: tls.TlsData, session: _Session) -> None:
+        """Show the client a mirror of the server's chain. When none can be made, the
+        session keeps flowing with mitmproxy's substitute, and the record says so."""
+        facts = session.facts
+        assert facts is not None and self.judge is not None
+        tlsconfig = presentation.tlsconfig_addon()
+        verdict = session.verdict
+        if tlsconfig is None or verdict is None:
+            why = "no verdict (the analysis failed)" if tlsconfig else "no tlsconfig addon"
+            facts.notes.append(f"no mirror ({why}): the client was shown mitmproxy's certificate")
             return
-        pending.written = True
+        chain_key = tuple(facts.chain)
+        parsed = self.judge.chain(chain_key).certificates
         try:
-            if pending.verdict is None:
-                self._judge(pending)
+            if not parsed or parsed[0] is None:
+                raise mirror.MirrorError("the leaf cannot be parsed")
+            chain = self.minter.mirror(
+                chain_key,
+                [cert for cert in parsed if cert is not None],
+                mirror.issuer_kind(verdict.trust),
+                presentation.proxy_ca(tlsconfig),
+                self.judge.store.contains,
+            )
+        except mirror.MirrorError as exc:
+            facts.notes.append(
+                f"the server's certificate cannot be mirrored ({exc}): the client was shown "
+                "mitmproxy's certificate"
+            )
+            return
+        presentation.mirror_connection(data, chain, tlsconfig)
+        facts.presented = "mirror"
+
+    def _judge(self, session: _Session) -> None:
+        assert self.judge is not None and session.facts is not None
+        session.verdict = self.judge.diagnose(session.facts)
+
+    def _write(self, session: _Session) -> None:
+        if session.written or session.facts is None:
+            return
+        session.written = True
+        facts = session.facts
+        if not session.decided:
+            decided = session.watch.decision()
+            facts.client_decision = decided.decision
+            facts.client_alert = decided.alert
+            facts.client_alert_code = decided.alert_code
+            facts.client_waited = decided.waited
+        try:
+            if session.verdict is None or facts.client_decision is not None:
+                self._judge(session)  # the client's decision bears on the verdict too
         except Exception as exc:  # noqa: BLE001
-            pending.facts.notes.append(f"analysis failed: {type(exc).__name__}: {exc}")
-        _log_verdict(pending.facts, pending.verdict)
+            facts.notes.append(f"analysis failed: {type(exc).__name__}: {exc}")
+        _log_verdict(facts, session.verdict)
         if self.writer is None:
             return
         try:
-            self.writer.write(pending.facts)
+            self.writer.write(facts)
             self.sessions_written += 1
         except Exception as exc:  # noqa: BLE001 - a full disk must not break mail
             logger.error(
-                f"certmatch: could not write session {printable(pending.facts.id)} to the "
+                f"certmatch: could not write session {printable(facts.id)} to the "
                 f"recording ({type(exc).__name__}: {printable(str(exc))}). Traffic continues; check the disk and the file."
             )
 
@@ -407,9 +581,20 @@ class CertmatchCapture:
             "the session continues and the error is noted in its record."
         )
         key = client_id(data)
-        pending = self.pending.get(key) if key else None
-        if pending is not None:
-            pending.facts.notes.append(f"internal error in {hook}: {type(exc).__name__}: {exc}")
+        facts = self._facts(key) if key else None
+        if facts is not None:
+            facts.notes.append(f"internal error in {hook}: {type(exc).__name__}: {exc}")
+
+
+# mitmproxy's error when it stops dialling the server because the client connection ended
+# (``proxy/server.py``): the client left, the server was never at fault.
+CONNECTION_CANCELLED = "connection cancelled"
+
+
+def ca_certificate_pems(ca_files: Sequence[str]) -> list[str]:
+    """The text of each CA file (already read once by ``TrustStore.load``), for the
+    recording's header: ``check`` then judges with the anchors the proxy judged with."""
+    return [Path(path).read_text(encoding="ascii", errors="replace") for path in ca_files]
 
 
 def _log_verdict(facts: SessionFacts, verdict: Diagnosis | None) -> None:

@@ -31,6 +31,9 @@ class StartTlsData:
     """Shared with the layer: findings it makes later (injected bytes) reach the record."""
     error: str | None = None
     """Why the connection broke off, for ``starttls_plaintext_end``; None if it just ended."""
+    client_silent: bool = False
+    """For ``starttls_plaintext_end``: the client closed without sending a byte (a port
+    check or a health probe)."""
 
 
 @dataclass

@@ -11,7 +11,7 @@ opens with an LDAPMessage), or for every plaintext connection with
 ``certmatch_starttls=<protocol>``. The layer relays the plaintext phase
 unchanged, driven by a pure machine from :mod:`certmatch.core.starttls`; once the
 server accepts the upgrade it stacks mitmproxy's own ServerTLSLayer ->
-ClientTLSLayer -> TCPLayer, so the capture addon's TLS hooks (faithful SNI,
+ClientTLSLayer -> TCPLayer (one that notes who closed first), so the capture addon's TLS hooks (faithful SNI,
 chain recording, block/pass) apply exactly as for implicit TLS.
 
 The layer reports through two hooks (:mod:`certmatch.proxy.starttls_hooks`):
@@ -29,7 +29,7 @@ from mitmproxy import ctx, exceptions
 from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy import commands, events, layer, mode_specs
 from mitmproxy.proxy.context import Context
-from mitmproxy.proxy.layers import ClientTLSLayer, ServerTLSLayer, TCPLayer, modes
+from mitmproxy.proxy.layers import ClientTLSLayer, ServerTLSLayer, modes
 from mitmproxy.proxy.layers.http import HttpLayer, HttpStream
 from mitmproxy.proxy.utils import expect
 
@@ -48,6 +48,7 @@ from certmatch.proxy.starttls_hooks import (
     StarttlsPlaintextEndHook,
     StarttlsUpgradeHook,
 )
+from certmatch.proxy.tcp_relay import CloseOrderTCPLayer
 
 logger = logging.getLogger("certmatch")
 
@@ -129,9 +130,8 @@ class StartTlsLayer(layer.Layer):
                 yield from self._arm_timer()
             return
         if not by_server and not self._client_spoke:
-            # A port probe or a client that gave up at once: nothing to record.
-            self._handle_event = self.done
-            yield from self._close_both()
+            # A port probe or a client that gave up at once: recorded as such.
+            yield from self._end_plaintext(None, client_silent=True)
             return
         error = None
         if machine.waiting_for_server:
@@ -187,7 +187,9 @@ class StartTlsLayer(layer.Layer):
         )
         yield from self._end_plaintext(error)
 
-    def _end_plaintext(self, error: str | None) -> layer.CommandGenerator[None]:
+    def _end_plaintext(
+        self, error: str | None, *, client_silent: bool = False
+    ) -> layer.CommandGenerator[None]:
         self._handle_event = self.done
         machine = self.machine
         yield commands.Log(
@@ -196,7 +198,7 @@ class StartTlsLayer(layer.Layer):
             logging.DEBUG,
         )
         yield StarttlsPlaintextEndHook(
-            StartTlsData(self.context, machine.protocol, machine.facts, error)
+            StartTlsData(self.context, machine.protocol, machine.facts, error, client_silent)
         )
         yield from self._close_both()
 
@@ -223,7 +225,7 @@ class StartTlsLayer(layer.Layer):
         server_tls = ServerTLSLayer(self.context)
         client_tls = ClientTLSLayer(self.context)
         server_tls.child_layer = client_tls
-        client_tls.child_layer = TCPLayer(self.context)
+        client_tls.child_layer = CloseOrderTCPLayer(self.context)
         self._client_tls = client_tls
         self.child_layer = server_tls
         self._handle_event = self.relay_tls
