@@ -20,10 +20,12 @@ import certmatch.tui
 from certmatch.core.diagnosis import diagnose
 from certmatch.core.facts import SessionFacts
 from certmatch.core.judge import Judge
-from certmatch.core.recording import RecordingWriter, read_recording
+from certmatch.core.recording import RecordingError, RecordingWriter, read_recording
+from certmatch.core.report import VERDICT_SYMBOLS
 from certmatch.core.trust import TrustStore
 from certmatch.tui import keys
 from certmatch.tui.app import CertmatchApp, run_view
+from certmatch.tui.app import recordings_to_view as run_view_inputs
 from certmatch.tui.detail_pane import DetailPane
 from certmatch.tui.loader import Loader
 from certmatch.tui.model import Filter, FilterError, Group, Row
@@ -758,9 +760,13 @@ async def test_security_findings_and_failing_matches_look_failing_in_the_list_an
             if primary == "correct":
                 assert line.startswith("✓ match") and headline.startswith(" ✓ match ")
                 continue
-            assert d[0].verdict == "match"
             assert "✓" not in line and "✓" not in headline, primary
-            expected = "‼ security" if primary in ("starttls-injection", "plaintext-auth") else "✗"
+            if primary in ("starttls-injection", "plaintext-auth"):
+                expected = "‼ security"
+            elif d[0].verdict == "match":
+                expected = "✗ match"
+            else:
+                expected = f"{VERDICT_SYMBOLS[d[0].verdict]} {d[0].verdict}"
             assert line.startswith(expected) and headline.startswith(f" {expected}"), primary
         assert seen == set(recordings)
         found = listing.find("‼ security", 1, include_current=True)  # find sees the badge too
@@ -1061,3 +1067,176 @@ async def test_exclusions_prefixes_and_the_hint_about_a_in_the_list(store, sampl
         assert app.sessions.session_list.items == []
         message = app.sessions.session_list.empty_message
         assert "No failing session matches" in message and "press a" in message
+
+
+# --- follow that survives real files: missing, empty, rotated, truncated; time order -------
+
+
+def _write(path: Path, sessions: list[SessionFacts]) -> None:
+    with RecordingWriter(path, tool_version="test") as writer:
+        for facts in sessions:
+            writer.write(facts)
+
+
+def _notes(app: CertmatchApp) -> list[str]:
+    return app.sessions.notes
+
+
+@run_async
+async def test_follow_reads_the_new_file_after_a_rotation_by_renaming(
+    store, sample, tmp_path
+) -> None:
+    path = tmp_path / "live.jsonl"
+    _write(path, [_session(sample[0], 0), _session(sample[1], 1)])
+    app = app_on(store, path, follow=True, show_all=True, poll_interval=0.02)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: len(app.sessions.rows) == 2, "the first sessions")
+        rotated = tmp_path / "live.jsonl.1"
+        path.rename(rotated)
+        _write(rotated, [_session(sample[2], 2)])  # the writer had it open still
+        _write(path, [_session(sample[3], 3), _session(sample[4], 4)])
+        await wait_for(pilot, lambda: len(app.sessions.rows) == 5, "the new file's sessions")
+        ids = [
+            app.sessions.loader.sources[r.source].read_back(r.offset).id for r in app.sessions.rows
+        ]
+        assert ids == [f"grown-{n}" for n in range(5)]
+        assert any("was replaced (rotated)" in note for note in _notes(app))
+        app.sessions.session_list.cursor = 0
+        await pilot.pause()
+        assert current_facts(app).id == "grown-0", "a rotated file's sessions stay readable"
+        status = str(app.query_one("#status").render())
+        assert status.endswith("live.jsonl") and "files" not in status  # one name
+
+
+@run_async
+async def test_follow_reads_a_truncated_file_again_from_its_start(store, sample, tmp_path) -> None:
+    path = tmp_path / "live.jsonl"
+    _write(path, [_session(sample[n], n) for n in range(3)])
+    app = app_on(store, path, follow=True, show_all=True, poll_interval=0.02)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: len(app.sessions.rows) == 3, "the first sessions")
+        path.write_bytes(b"")  # truncated, as logrotate's copytruncate does
+        _write(path, [_session(sample[5], 5)])
+        await wait_for(pilot, lambda: len(app.sessions.rows) == 4, "the session after truncation")
+        last = app.sessions.rows[-1]
+        assert app.sessions.loader.sources[last.source].read_back(last.offset).id == "grown-5"
+        assert any("was truncated" in note for note in _notes(app))
+        app.sessions.session_list.cursor = 0
+        await pilot.pause()
+        assert app.sessions.detail_pane.detail is None
+        assert "can no longer be read back" in detail_text(app)
+
+
+@run_async
+async def test_follow_waits_for_an_empty_file_and_a_directory_gains_files(
+    store, sample, tmp_path
+) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.touch()
+    files, directories = run_view_inputs([str(tmp_path)], follow=True)
+    assert files == [empty] and directories == [tmp_path]
+    app = CertmatchApp(
+        files, store=store, follow=True, show_all=True, poll_interval=0.02, directories=[tmp_path]
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.sessions.initial_load_done, "the first pass")
+        assert f"waiting for {empty}" in str(app.query_one("#status").render())
+        _write(empty, [_session(sample[0], 0)])
+        await wait_for(pilot, lambda: len(app.sessions.rows) == 1, "the file once written")
+        _write(tmp_path / "later.jsonl", [_session(sample[1], 1)])
+        await wait_for(pilot, lambda: len(app.sessions.rows) == 2, "a new file in the directory")
+        assert "2 files: empty.jsonl, later.jsonl" in str(app.query_one("#status").render())
+
+
+def test_view_inputs_wait_when_following_and_skip_empty_files_in_a_directory(
+    store, sample, tmp_path
+) -> None:
+    missing = tmp_path / "not-yet.jsonl"
+    assert run_view_inputs([str(missing)], follow=True) == ([missing], [])
+    with pytest.raises(RecordingError, match="no such directory"):
+        run_view_inputs([str(tmp_path / "nope" / "x.jsonl")], follow=True)
+    with pytest.raises(RecordingError, match="no such file"):
+        run_view_inputs([str(missing)], follow=False)
+    empty = tmp_path / "empty.jsonl"
+    empty.touch()
+    with pytest.raises(RecordingError, match="empty"):
+        run_view_inputs([str(empty)], follow=False)  # named alone: nothing to show
+    good = tmp_path / "good.jsonl"
+    _write(good, [_session(sample[0], 0)])
+    files, _ = run_view_inputs([str(tmp_path)], follow=False)
+    assert files == [empty, good]
+    loader = Loader(files, Judge(store))
+    batches: list = []
+    loader.poll(batches.append, final=True)
+    rows = [row for batch in batches for row in batch.rows]
+    notes = [note for batch in batches for note in batch.notes]
+    assert len(rows) == 1 and notes == [f"{empty}: the file is empty (no header yet); skipped"]
+    assert not [error for batch in batches for error in batch.errors]
+
+
+@run_async
+async def test_sessions_of_several_files_are_in_time_order(store, sample, tmp_path) -> None:
+    def at(number: int, minute: int) -> SessionFacts:
+        facts = _session(sample[number], number)
+        facts.started = f"2026-01-01T10:{minute:02d}:00+00:00"
+        return facts
+
+    _write(tmp_path / "a.jsonl", [at(0, 1), at(1, 3), at(2, 5)])
+    _write(tmp_path / "b.jsonl", [at(3, 2), at(4, 4)])
+    app = app_on(store, tmp_path / "a.jsonl", tmp_path / "b.jsonl", show_all=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.sessions.initial_load_done, "the recordings to load")
+        times = [app.sessions.rows[i].time for i in app.sessions.session_list.items]
+        assert times == [f"2026-01-01 10:0{m}:00" for m in (1, 2, 3, 4, 5)]
+        app.sessions.session_list.cursor = 1
+        await pilot.pause()
+        assert current_facts(app).id == "grown-3"
+
+
+def test_a_huge_line_is_one_problem_read_in_bounded_pieces(store, sample, tmp_path) -> None:
+    from certmatch.core.recording import LINE_LIMIT
+
+    path = tmp_path / "huge.jsonl"
+    _write(path, [_session(sample[0], 0)])
+    huge = b'{"type":"session","id":"' + b"x" * (3 * LINE_LIMIT)
+    with path.open("ab") as raw:
+        raw.write(huge[: 2 * LINE_LIMIT])  # a writer still writing it
+    source = RecordingSource(path)
+    items = [item for _, item in source.read_new(final=False)]
+    assert [type(i).__name__ for i in items] == ["SessionFacts", "LineProblem"]
+    assert "longer than 1 MB" in str(items[1])
+    with path.open("ab") as raw:
+        raw.write(huge[2 * LINE_LIMIT :] + b'"}\n')
+    _write(path, [_session(sample[1], 1)])
+    later = [item for _, item in source.read_new(final=False)]
+    assert [getattr(i, "id", None) for i in later] == ["grown-1"], "the rest is skipped, once"
+    source.close()
+    # Read at once, as view reads a finished file: the same, and the offsets read back.
+    loader = Loader([path], Judge(store))
+    batches: list = []
+    loader.poll(batches.append, final=True)
+    rows = [row for batch in batches for row in batch.rows]
+    assert [loader.sources[0].read_back(r.offset).id for r in rows] == ["grown-0", "grown-1"]
+    assert len([p for batch in batches for p in batch.problems]) == 1
+
+
+def test_a_loader_takes_a_judge_per_file(store, sample, tmp_path) -> None:
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    _write(a, [_session(sample[0], 0)])
+    _write(b, [_session(sample[0], 1)])
+    untrusting = Judge(TrustStore.load([], use_system=False))
+    judges = {a: Judge(store), b: untrusting}
+    asked: list[Path] = []
+
+    def judge_for(path: Path) -> Judge:
+        asked.append(path)
+        return judges[path]
+
+    loader = Loader([a, b], judge_for=judge_for)
+    rows: list[Row] = []
+    loader.poll(lambda batch: rows.extend(batch.rows), final=True)
+    assert asked == [a, b]  # once per file
+    assert [r.judgement.verdict for r in rows] == [diagnose(sample[0], store).verdict, "untrusted"]
+    assert loader.judge_of(loader.sources[1]) is untrusting
+    with pytest.raises(TypeError):
+        Loader([a])

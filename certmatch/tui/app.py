@@ -98,13 +98,30 @@ class CertmatchApp(App[int]):
 
 
 def recordings_to_view(paths: Sequence[str], *, follow: bool) -> tuple[list[Path], list[Path]]:
-    """The files to read and the directories to watch for new ones (when following).
+    """The files to read and the directories to watch for new ones (when following); each
+    file that is there already is checked now, so that a wrong one is a clear error before the
+    TUI starts. RecordingError says what is wrong.
 
-    Without ``follow``, as ``certmatch check``: every path must exist. With it, a file that
-    does not exist yet is waited for (the viewer may start before the proxy), as is an empty
-    directory; a missing directory is still an error. RecordingError says what is wrong."""
-    if not follow:
-        return expand_paths(paths), []
+    Without ``follow``, as ``certmatch check``: every path must exist, and an empty file found
+    in a directory is skipped (with a note in the TUI). With it, a file that does not exist
+    yet or is still empty is waited for (the viewer may start before the proxy), as is an
+    empty directory; a missing directory is still an error."""
+    if follow:
+        files, directories = _followed(paths)
+    else:
+        files, directories = expand_paths(paths), []
+    named = {Path(p).resolve() for p in paths if not Path(p).is_dir()}
+    for path in files:
+        source = RecordingSource(path)
+        if follow and (not path.exists() or source.is_empty()):
+            continue  # waited for
+        if source.is_empty() and path.resolve() not in named:
+            continue  # an empty file in a directory: skipped with a note
+        source.open_header()
+    return files, directories
+
+
+def _followed(paths: Sequence[str]) -> tuple[list[Path], list[Path]]:
     files: list[Path] = []
     directories: list[Path] = []
     for given in paths:
@@ -112,16 +129,13 @@ def recordings_to_view(paths: Sequence[str], *, follow: bool) -> tuple[list[Path
         if path.is_dir():
             directories.append(path)
             files += sorted(p for p in path.glob("*.jsonl") if p.is_file())
-        elif path.exists():
-            files.append(path)
-        elif path.parent.is_dir():
-            files.append(path)  # not written yet
+        elif path.exists() or path.parent.is_dir():
+            files.append(path)  # maybe not written yet
         else:
             raise RecordingError(
                 path, f"no such directory {path.parent} to wait for the recording in"
             )
-    unique = list({file.resolve(): file for file in files}.values())
-    return unique, directories
+    return list({file.resolve(): file for file in files}.values()), directories
 
 
 def run_view(
@@ -140,14 +154,6 @@ def run_view(
     try:
         store = TrustStore.load(ca_files, use_system=use_system_store)
         files, directories = recordings_to_view(paths, follow=follow)
-        named = {Path(p).resolve() for p in paths if not Path(p).is_dir()}
-        for path in files:
-            source = RecordingSource(path)
-            if follow and (not path.exists() or source.is_empty()):
-                continue  # waited for
-            if source.is_empty() and path.resolve() not in named:
-                continue  # an empty file in a directory: skipped with a note
-            source.open_header()  # a clear error now, not inside the TUI
     except (RecordingError, TrustStoreError) as error:
         print(f"certmatch view: {shown_prose(str(error))}", file=sys.stderr)
         return EXIT_USAGE

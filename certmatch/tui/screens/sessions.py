@@ -160,6 +160,7 @@ class SessionsScreen(Screen[None]):
         self.proxy_state: ProxyState | None = None
         self.problems: list[LineProblem] = []
         self.errors: list[str] = []
+        self.notes: list[str] = []  # files skipped, rotated, truncated
         self.failing = 0
         self.initial_load_done = False
         self.progress = (0, 0)
@@ -280,6 +281,7 @@ class SessionsScreen(Screen[None]):
                 markup=False,
             )
         for note in batch.notes:
+            self.notes.append(note)
             self.notify(shown_prose(note), title="Note", timeout=8, markup=False)
         if batch.rows:
             start = len(self.rows)
