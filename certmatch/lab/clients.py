@@ -373,18 +373,19 @@ def run_fetchmail(target: ClientTarget) -> ClientOutcome:
             cwd=workdir,
             env=env,
         )
+    # --check exits 0 when mail is waiting and 1 when there is none: both got that far.
+    counted = (r"^\d+ messages? .*$", r"^fetchmail: No mail .*$")
     return _outcome(
         FETCHMAIL.name,
         target,
         done,
-        # --check exits 0 when mail is waiting and 1 when there is none: both got that far.
-        accepted=done.exit_status in (0, 1) and "message" in done.output,
+        accepted=done.exit_status in (0, 1) and _lines(counted, done.output) is not None,
         refusal=(
             r"^fetchmail: Server CommonName mismatch: .*$",
             r"^fetchmail: Server certificate verification error: .*$",
             r"^fetchmail: .*certificate verify failed.*$",
         ),
-        acceptance=(r"^\d+ messages? .*$", r"^fetchmail: No mail .*$"),
+        acceptance=counted,
     )
 
 
