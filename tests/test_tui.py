@@ -1240,3 +1240,14 @@ def test_a_loader_takes_a_judge_per_file(store, sample, tmp_path) -> None:
     assert loader.judge_of(loader.sources[1]) is untrusting
     with pytest.raises(TypeError):
         Loader([a])
+    # Followed before it exists: the judge is asked for once the header can be read.
+    later = tmp_path / "later.jsonl"
+    judges[later] = untrusting
+    asked.clear()
+    following = Loader([later], judge_for=judge_for)
+    following.poll(lambda batch: None, final=False)
+    assert asked == [] and following.waiting == [str(later)]
+    _write(later, [_session(sample[0], 2)])
+    following.poll(lambda batch: None, final=False)
+    assert asked == [later]
+    following.sources[0].close()

@@ -146,11 +146,13 @@ def run_view(
     ca_files: list[str],
     use_system_store: bool = True,
     proxy: LiveProxy | None = None,
+    judge_for: Callable[[Path], Judge] | None = None,
 ) -> int:
     """Open the TUI on recordings; returns the exit code. Input errors: one line on stderr, 2.
 
     ``proxy``: the live proxy that writes the recording (``certmatch proxy --tui``), watched
-    and shown in the status."""
+    and shown in the status. ``judge_for(path)``: the judge for one file's sessions (its
+    header's CAs), instead of one judge for all built from ``ca_files``."""
     try:
         store = TrustStore.load(ca_files, use_system=use_system_store)
         files, directories = recordings_to_view(paths, follow=follow)
@@ -167,6 +169,7 @@ def run_view(
         show_all=show_all,
         proxy=proxy,
         directories=directories,
+        judge_for=judge_for,
     )
     result = app.run()
     return int(result or app.return_code or EXIT_OK)

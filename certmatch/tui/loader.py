@@ -73,7 +73,7 @@ class Loader:
         self.sources = [RecordingSource(Path(p)) for p in paths]
         self.judge = judge
         self._judge_for = judge_for
-        self._judges: dict[Path, Judge] = {}
+        self._judges: dict[int, Judge] = {}  # by id() of a source, each kept in sources
         self.directories = [Path(d) for d in directories]
         self._strings: dict[str, str] = {}
         self.waiting: list[str] = []  # files that do not exist (yet), when following
@@ -81,13 +81,14 @@ class Loader:
         self._skipped: set[int] = set()  # empty files, noted once
 
     def judge_of(self, source: RecordingSource) -> Judge:
-        """The judge for the sessions of ``source``."""
+        """The judge for the sessions of ``source``, asked for once its header is read (a
+        file rotated under the same name may record other CAs: each source has its own)."""
         if self.judge is not None:
             return self.judge
-        found = self._judges.get(source.path)
+        found = self._judges.get(id(source))
         if found is None:
             assert self._judge_for is not None
-            found = self._judges[source.path] = self._judge_for(source.path)
+            found = self._judges[id(source)] = self._judge_for(source.path)
         return found
 
     def names(self) -> list[str]:
@@ -178,12 +179,13 @@ class Loader:
                 if not final and not source.exists_with_header():
                     waiting.append(source.name)
                     continue
-            judge = self.judge_of(source)
+            judge: Judge | None = None
             try:
                 for offset, item in source.read_new(final=final):
                     if isinstance(item, LineProblem):
                         batch.problems.append(item)
                         continue
+                    judge = judge or self.judge_of(source)  # after the header was read
                     batch.rows.append(self.row(index - 1, offset, item, judge))
                     total += 1
                     if len(batch.rows) >= limit or time.monotonic() - last_emit > BATCH_SECONDS:
