@@ -7,6 +7,7 @@ that maps the test names to loopback.
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import time
 from pathlib import Path
@@ -325,3 +326,70 @@ def test_every_certmatch_option_can_be_set_with_set(tmp_path, pki):
             capture.done()
         with pytest.raises(exceptions.OptionsError, match="whole number"):
             tctx.options.set("certmatch_starttls_timeout=0")
+
+
+# One ``certmatch proxy`` flag per option, and the value the addons should then hold.
+PROXY_FLAGS: dict[str, tuple[list[str], object]] = {
+    "certmatch_record": (["--record", "{tmp}/flags.jsonl"], "{tmp}/flags.jsonl"),
+    "certmatch_present": (["--present", "substitute"], "substitute"),
+    "certmatch_on_mismatch": (["--on-mismatch", "block"], "block"),
+    "certmatch_ca_file": (["--ca-file", "{ca}"], ["{ca}"]),
+    "certmatch_host": (["--host", "imap.example.test"], "imap.example.test"),
+    "certmatch_sni_probe": (["--no-sni-probe"], False),
+    "certmatch_starttls": (["--starttls", "pop3"], "pop3"),
+    "certmatch_starttls_timeout": (["--starttls-timeout", "7"], 7),
+}
+
+
+def _filled(value: object, tmp: Path, ca: Path) -> object:
+    if isinstance(value, str):
+        return value.format(tmp=tmp, ca=ca)
+    if isinstance(value, list):
+        return [_filled(v, tmp, ca) for v in value]
+    return value
+
+
+def test_every_certmatch_option_can_be_set_by_certmatch_proxy(tmp_path, pki):
+    """Each option has a ``certmatch proxy`` flag, which reaches the addons through the
+    ``--set`` mitmdump is given."""
+    from certmatch.cli.parser import build_parser
+    from certmatch.cli.proxy import mitmdump_args
+
+    flags = [
+        str(_filled(part, tmp_path, pki.root_ca))
+        for argv, _ in PROXY_FLAGS.values()
+        for part in argv
+    ]
+    args = build_parser().parse_args(["proxy", "--mode", "reverse:tls://127.0.0.1:1", *flags])
+    mitm = mitmdump_args(args)
+    sets = [
+        value
+        for flag, value in itertools.pairwise(mitm)
+        if flag == "--set" and value.startswith("certmatch_")
+    ]
+    capture, starttls = CertmatchCapture(), StartTlsAddon()
+    with taddons.context(capture, starttls) as tctx:
+        every = tctx.options.keys()  # an OptManager cannot be iterated itself
+        names = {name for name in every if name.startswith("certmatch_")}
+        assert names == set(PROXY_FLAGS), "give each new option a certmatch proxy flag"
+        tctx.options.set(*sets)
+        try:
+            for name, (_, expected) in PROXY_FLAGS.items():
+                assert getattr(tctx.options, name) == _filled(expected, tmp_path, pki.root_ca), name
+        finally:
+            capture.done()
+
+
+@pytest.mark.parametrize("value", ["0", "1.5", "soon"])
+def test_certmatch_proxy_takes_whole_seconds_only(tmp_path, value):
+    done = subprocess.run(
+        [venv_bin("certmatch"), "proxy", "--mode", "socks5", "--record", str(tmp_path / "r.jsonl")]
+        + ["--starttls-timeout", value],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "--starttls-timeout" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "r.jsonl").exists()

@@ -50,6 +50,14 @@ def register(commands: Commands) -> None:
         "--listen-port", type=int, default=None, help="port to bind (default: mitmproxy's, 8080)"
     )
     parser.add_argument(
+        "--present",
+        choices=("mirror", "substitute"),
+        default="mirror",
+        help="the certificate the client is shown: 'mirror' (default) copies the server's names, "
+        "dates, key type and chain shape, so the client decides on the real certificate; "
+        "'substitute' is mitmproxy's own, which names whatever the client asked for",
+    )
+    parser.add_argument(
         "--on-mismatch",
         choices=("pass", "block"),
         default="pass",
@@ -66,6 +74,22 @@ def register(commands: Commands) -> None:
     )
     parser.add_argument(
         "--no-sni-probe", action="store_true", help="never ask the server again with SNI"
+    )
+    parser.add_argument(
+        "--starttls",
+        choices=STARTTLS_CHOICES,
+        default="auto",
+        help="STARTTLS interception: 'auto' (default) recognises SMTP, IMAP, POP3, NNTP and LDAP; "
+        "a protocol name treats every plaintext connection as that protocol; 'off' leaves "
+        "plaintext connections alone",
+    )
+    parser.add_argument(
+        "--starttls-timeout",
+        type=whole_seconds,
+        default=30,
+        metavar="SECONDS",
+        help="whole seconds to wait for a server's greeting, its reply to STARTTLS and the "
+        "handshakes after it (default: 30)",
     )
     parser.add_argument(
         "--tui",
@@ -85,6 +109,23 @@ def register(commands: Commands) -> None:
         help="after --, further options passed to mitmdump",
     )
     parser.set_defaults(run=run)
+
+
+# certmatch.proxy.starttls_layer.MODE_CHOICES, without importing mitmproxy to build the parser.
+STARTTLS_CHOICES = ("auto", "smtp", "imap", "pop3", "ldap", "nntp", "off")
+
+
+def whole_seconds(text: str) -> int:
+    """A timeout as mitmproxy's ``--set`` takes it: a whole number of seconds, at least 1."""
+    try:
+        seconds = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a whole number of seconds (e.g. 30)"
+        ) from None
+    if seconds < 1:
+        raise argparse.ArgumentTypeError("give at least 1 second")
+    return seconds
 
 
 def run(args: argparse.Namespace) -> int:
@@ -269,7 +310,13 @@ def mitmdump_args(args: argparse.Namespace) -> list[str]:
         "--set",
         f"certmatch_record={Path(args.record)}",
         "--set",
+        f"certmatch_present={args.present}",
+        "--set",
         f"certmatch_on_mismatch={args.on_mismatch}",
+        "--set",
+        f"certmatch_starttls={args.starttls}",
+        "--set",
+        f"certmatch_starttls_timeout={args.starttls_timeout}",
         "--set",
         "flow_detail=0",  # never print message contents
     ]
