@@ -1251,3 +1251,130 @@ def test_a_loader_takes_a_judge_per_file(store, sample, tmp_path) -> None:
     following.poll(lambda batch: None, final=False)
     assert asked == [later]
     following.sources[0].close()
+
+
+# --- contrast (WCAG AA) in the default theme; NO_COLOR and TERM=dumb -------------------------
+
+
+def _luminance(rgb: tuple[int, int, int]) -> float:
+    """WCAG 2.x relative luminance of an sRGB colour."""
+
+    def linear(value: int) -> float:
+        v = value / 255
+        return v / 12.92 if v <= 0.04045 else ((v + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (linear(v) for v in rgb)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def contrast_ratio(a: tuple[int, int, int], b: tuple[int, int, int]) -> float:
+    light, dark = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def low_contrast(app: CertmatchApp, region=None) -> list[tuple[float, int, str]]:
+    """(ratio, line, text) of every piece of text on screen below 4.5:1 (inside ``region``
+    if given: a modal's, whose dimmed backdrop is not meant to be read). Lines and blocks
+    (box drawing, scroll bars) are not text."""
+    found = []
+    for y, strip in enumerate(app.screen._compositor.render_strips()):
+        x = 0
+        for segment in strip:
+            start, x = x, x + segment.cell_length
+            text, style = segment.text, segment.style
+            if region is not None and not (
+                region.y <= y < region.bottom and region.x <= start < region.right
+            ):
+                continue
+            if not text.strip() or all(0x2500 <= ord(c) <= 0x259F or c == " " for c in text):
+                continue
+            assert style is not None and style.color and style.bgcolor, (y, text)
+            assert not style.dim, f"dim text is too faint: {text!r}"
+            fg, bg = style.color.get_truecolor(), style.bgcolor.get_truecolor()
+            if style.reverse:
+                fg, bg = bg, fg
+            ratio = contrast_ratio(tuple(fg), tuple(bg))
+            if ratio < 4.5:
+                found.append((round(ratio, 2), y, text.strip()))
+    return found
+
+
+def test_contrast_ratio_matches_wcag_examples() -> None:
+    assert round(contrast_ratio((0, 0, 0), (255, 255, 255)), 1) == 21.0
+    assert round(contrast_ratio((118, 118, 118), (255, 255, 255)), 2) == 4.54  # #767676
+    assert contrast_ratio((255, 255, 255), (255, 255, 255)) == 1.0
+
+
+@run_async
+async def test_every_screen_reaches_wcag_aa_contrast_in_the_default_theme(store) -> None:
+    recordings = [RECORDINGS / f"{n}.jsonl" for n in ("starttls-injection", "correct")]
+    app = app_on(store, SAMPLE, *recordings, show_all=True)
+    async with app.run_test(size=NEWCOMER) as pilot:
+        await wait_for(pilot, lambda: app.sessions.initial_load_done, "the recordings to load")
+        await pilot.pause()
+        listing = app.sessions.session_list
+        for position in range(len(listing.items)):  # every badge, on and off the cursor
+            listing.cursor = position
+            await pilot.pause()
+            assert low_contrast(app) == [], f"the list, cursor on {position}"
+        await pilot.press("slash", *"example", "enter")
+        await pilot.pause()
+        assert low_contrast(app) == [], "find's highlight"
+        await pilot.press("enter")
+        for position in range(len(listing.items)):  # every detail, page by page
+            listing.cursor = position
+            detail = app.sessions.detail_pane
+            while True:
+                await pilot.pause()
+                assert low_contrast(app) == [], f"detail {position} at {detail.scroll_y}"
+                if detail.scroll_y >= detail.max_scroll_y:
+                    break
+                await pilot.press("space")
+        await pilot.press("q", "question_mark")
+        await pilot.pause()
+        assert low_contrast(app, app.screen.query_one("VerticalScroll").region) == []
+        await pilot.press("escape", "f")
+        app.screen.query_one("Input").value = "protocol:imaps"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert low_contrast(app, app.screen.query_one("Vertical").region) == [], "the prompt"
+        await pilot.press("escape")
+        await pilot.click(app.sessions.detail_pane)  # the list loses focus: its cursor dims
+        await pilot.pause()
+        assert not listing.has_focus and low_contrast(app) == []
+
+
+@pytest.mark.parametrize("environ", [{"NO_COLOR": "1"}, {"TERM": "dumb"}])
+def test_without_colour_the_cursor_and_badges_use_reverse_and_bold(
+    store, environ, monkeypatch
+) -> None:
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+
+    @run_async
+    async def check() -> None:
+        app = app_on(store, RECORDINGS / "starttls-injection.jsonl", SAMPLE, show_all=True)
+        assert app.mono
+        async with app.run_test(size=NEWCOMER) as pilot:
+            await wait_for(pilot, lambda: app.sessions.initial_load_done, "the recordings")
+            await pilot.pause()
+            lines = app.screen._compositor.render_strips()
+            for strip in lines:
+                for segment in strip:
+                    style = segment.style
+                    if style is not None:
+                        assert not style.color or style.color.is_default, segment
+                        assert not style.bgcolor or style.bgcolor.is_default, segment
+            listing = app.sessions.session_list
+            cursor_line = lines[listing.region.y + 1 + listing.cursor]
+            assert all(s.style and s.style.reverse for s in cursor_line if s.text.strip())
+            security = next(
+                i for i in range(len(listing.items)) if list_line(app, i).startswith("‼")
+            )
+            listing.cursor = (security + 1) % len(listing.items)
+            await pilot.pause()
+            row = listing.render_line(security + 1 - round(listing.scroll_y))
+            badge_segment = next(s for s in row if s.text.startswith("‼"))
+            assert badge_segment.style.reverse and badge_segment.style.bold
+
+    check()

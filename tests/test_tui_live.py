@@ -18,7 +18,7 @@ import pytest
 from proxy_fixtures import free_port, venv_bin, wait_for_port
 from servers.clients import s_client
 from servers.process import MissingSystemPackage, require_binary
-from test_tui import run_async, wait_for
+from test_tui import low_contrast, run_async, wait_for
 
 from certmatch.core.trust import TrustStore
 from certmatch.tui.app import CertmatchApp
@@ -177,6 +177,8 @@ async def test_a_proxy_that_cannot_listen_shows_a_red_banner_with_its_log_at_onc
                 assert "address already in use" in _banner(app)
                 assert str(live.log_path) in _banner(app)
                 assert "the proxy is not running" in app.sessions.session_list.empty_message
+                await pilot.pause()
+                assert low_contrast(app) == [], "the red banner reads at 4.5:1"
                 await pilot.press("q")  # nothing is recording: no question
             assert app.return_code == 0
         finally:
@@ -203,8 +205,11 @@ async def test_a_running_proxy_shows_where_it_listens_and_its_ca_and_its_death(
             assert f"clients trust {tmp_path / 'conf' / 'mitmproxy-ca-cert.pem'}" in banner
             assert not app.query_one("#proxy").has_class("-failed")
             # q asks first while the proxy records; n stays, y quits.
+            assert low_contrast(app) == []
             await pilot.press("q")
             assert isinstance(app.screen, ConfirmScreen)
+            await pilot.pause()
+            assert low_contrast(app, app.screen.query_one("Vertical").region) == []
             assert f"on 127.0.0.1:{port}" in " ".join(
                 str(s.render()) for s in app.screen.query("Static")
             )

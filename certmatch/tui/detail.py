@@ -19,25 +19,26 @@ from rich.text import Text
 from certmatch.core.diagnosis import Diagnosis
 from certmatch.core.report import Explanation, shown_names, shown_prose
 from certmatch.core.text import printable
+from certmatch.tui import colours
 from certmatch.tui.session_list import fit
 from certmatch.tui.severity import SEVERITY_STYLES, SEVERITY_SYMBOLS, badge, cause_severity
 
 # The headline's badge, by severity (``certmatch.tui.severity``): a security finding is never
 # green, nor a ✓.
 BADGE_STYLES = {
-    "security": "bold white on red",
-    "failure": "bold red reverse",
-    "warning": "bold yellow reverse",
-    "ok": "bold green reverse",
+    "security": colours.ALERT,
+    "failure": f"bold {colours.RED} reverse",
+    "warning": f"bold {colours.YELLOW} reverse",
+    "ok": f"bold {colours.GREEN} reverse",
 }
 _ASKED_WIDTH = 34  # the left column of the names side by side
 _NAMES_SHOWN = 4  # certificate names listed under the headline before "+N more"
 _OUTCOME_SYMBOLS = {"match": "✓", "no-match": "✗", "rejected": "⚠", "not-considered": "·"}
 _OUTCOME_STYLES = {
-    "match": "green",
-    "no-match": "red",
-    "rejected": "yellow",
-    "not-considered": "dim",
+    "match": colours.GREEN,
+    "no-match": colours.RED,
+    "rejected": colours.YELLOW,
+    "not-considered": colours.MUTED,
 }
 _HEADING = "bold underline"
 
@@ -69,7 +70,9 @@ def _headline(text: Text, d: Diagnosis) -> None:
     text.append("  ")
     primary = d.primary
     if primary is None:
-        text.append("The certificate matches the name the client asked for.\n", "bold green")
+        text.append(
+            "The certificate matches the name the client asked for.\n", f"bold {colours.GREEN}"
+        )
     else:
         primary_severity = cause_severity(primary.id)
         text.append(
@@ -78,7 +81,7 @@ def _headline(text: Text, d: Diagnosis) -> None:
         )
         if len(d.findings) > 1:
             text.append(f" +{len(d.findings) - 1}", "bold")
-        text.append(f" ({primary_severity})\n", "dim")
+        text.append(f" ({primary_severity})\n", colours.MUTED)
         text.append(f"{primary.cause.title}\n", "bold")
     text.append("asked ")
     text.append(printable(f.requested_host or "(unknown)"), "bold")
@@ -153,17 +156,17 @@ def render_detail(d: Diagnosis, recording: str, *, group_count: int | None = Non
         f"each against {printable(f.requested_host or '(unknown)')}",
     )
     if not checks:
-        _indented(text, "none checked (no readable certificate)", "dim")
+        _indented(text, "none checked (no readable certificate)", colours.MUTED)
     for check in checks:
         symbol = _OUTCOME_SYMBOLS.get(check.outcome, "?")
         text.append(f"  {symbol} {check.kind.upper():<3} ", _OUTCOME_STYLES.get(check.outcome, ""))
         text.append(printable(check.presented), "bold")
         text.append(f"  {check.outcome} [{check.rule}]\n", _OUTCOME_STYLES.get(check.outcome, ""))
-        _indented(text, f"  {shown_prose(check.reason)}", "dim")
+        _indented(text, f"  {shown_prose(check.reason)}", colours.MUTED)
 
     _section(text, f"Certificate chain as presented ({len(d.certificates)})")
     if not d.certificates:
-        _indented(text, "no certificate was received", "dim")
+        _indented(text, "no certificate was received", colours.MUTED)
     for s in d.certificates:
         role = "leaf" if s.index == 0 else ("CA" if s.is_ca else "certificate")
         text.append(f"  [{s.index}] {role}: ", "bold")
@@ -177,7 +180,7 @@ def render_detail(d: Diagnosis, recording: str, *, group_count: int | None = Non
         _indented(text, f"    SHA-256: {s.sha256}")
         _indented(text, f"    SHA-1:   {s.sha1}")
         if s.error:
-            _indented(text, f"    problem: {shown_prose(s.error)}", "yellow")
+            _indented(text, f"    problem: {shown_prose(s.error)}", colours.YELLOW)
 
     if why is not None:
         _section(text, "Fix")
@@ -189,16 +192,16 @@ def render_detail(d: Diagnosis, recording: str, *, group_count: int | None = Non
     if len(d.findings) > 1:
         _section(text, "Also found")
         for also in map(Explanation.of, d.findings[1:]):
-            text.append(f"  [{also.id}] ", "cyan")
+            text.append(f"  [{also.id}] ", colours.CYAN)
             text.append(f"{also.title} ({also.severity})\n", "bold")
             _indented(text, f"  {also.why}")
             _indented(text, f"  Fix: {also.fix}")
             if also.see:
-                _indented(text, f"  See: {also.see_text}", "dim")
+                _indented(text, f"  See: {also.see_text}", colours.MUTED)
     if f.notes:
         _section(text, "Notes recorded by the proxy")
         for note in f.notes:
-            _indented(text, shown_prose(note), "dim")
+            _indented(text, shown_prose(note), colours.MUTED)
     _section(text, "Session")
     _indented(
         text,
@@ -206,7 +209,7 @@ def render_detail(d: Diagnosis, recording: str, *, group_count: int | None = Non
         f"({'STARTTLS' if f.tls_kind == 'starttls' else 'implicit TLS'}) · "
         f"client {printable(f.client_address or '(unknown)')} → "
         f"server {printable(f.server_address or '(unknown)')}",
-        "dim",
+        colours.MUTED,
     )
-    _indented(text, f"recording: {printable(recording)}", "dim")
+    _indented(text, f"recording: {printable(recording)}", colours.MUTED)
     return text

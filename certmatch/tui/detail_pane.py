@@ -17,6 +17,7 @@ from certmatch.core.diagnosis import Diagnosis
 from certmatch.core.judge import Judge
 from certmatch.core.recording import RecordingError
 from certmatch.core.report import shown_prose
+from certmatch.tui import colours
 from certmatch.tui.detail import render_detail
 from certmatch.tui.source import RecordingSource
 
@@ -54,7 +55,7 @@ class DetailPane(VerticalScroll, inherit_bindings=False):
         try:
             facts = source.read_back(offset)
         except RecordingError as error:
-            self._body.update(Text(shown_prose(str(error)), style="bold red"))
+            self._body.update(Text(shown_prose(str(error)), style=f"bold {colours.RED}"))
             self._shown = None
             self.detail = None
             return

@@ -69,6 +69,7 @@ GROUP_COLUMNS: tuple[Column, ...] = (
 )
 GROUP_PRIORITY = 5  # count, verdict, host, cause, names
 NAMES_WIDTH = 40
+_BOLD = Style(bold=True)
 BADGE_STYLES = {severity: Style.parse(style) for severity, style in SEVERITY_STYLES.items()}
 MONO_BADGE_STYLES = {
     severity: Style.parse(style) for severity, style in MONO_SEVERITY_STYLES.items()
@@ -218,10 +219,11 @@ class SessionList(ScrollView, can_focus=True, inherit_bindings=False):
         color: $text;
     }
     SessionList > .session-list--cursor {
-        background: $accent 50%;
+        background: $accent 30%;
     }
     SessionList:focus > .session-list--cursor {
         background: $accent;
+        color: #000000;
     }
     SessionList > .session-list--empty {
         color: $text-muted;
@@ -406,6 +408,14 @@ class SessionList(ScrollView, can_focus=True, inherit_bindings=False):
             if isinstance(item, Group)
             else self._row_cells(item, widths)
         )
+        if index == self.cursor:
+            # The cursor's background is the accent: a badge keeps its symbol and weight but
+            # not its colour there (only a security badge, with a background of its own).
+            security = self._badge_styles["security"]
+            cells = [
+                (text, extra if extra is None or extra == security else _BOLD)
+                for text, extra in cells
+            ]
         match = self.get_component_rich_style("session-list--match") if self.find_text else None
         return self._strip(cells, scroll_x, width, style, self.find_text, match)
 

@@ -14,6 +14,7 @@ from typing import Literal
 
 from certmatch.core.causes import CAUSES
 from certmatch.core.report import VERDICT_SYMBOLS
+from certmatch.tui import colours
 
 Severity = Literal["security", "failure", "warning", "ok"]
 
@@ -25,10 +26,10 @@ SEVERITY_SYMBOLS: dict[Severity, str] = {
 }
 # Styles by severity, the same in the list and the detail's headline.
 SEVERITY_STYLES: dict[Severity, str] = {
-    "security": "bold white on red",
-    "failure": "bold red",
-    "warning": "bold yellow",
-    "ok": "green",
+    "security": colours.ALERT,
+    "failure": f"bold {colours.RED}",
+    "warning": f"bold {colours.YELLOW}",
+    "ok": colours.GREEN,
 }
 # Without colour (NO_COLOR, TERM=dumb): the symbol says the severity, and a security finding
 # is also in reverse video.

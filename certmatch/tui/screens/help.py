@@ -13,7 +13,7 @@ from textual.widgets import Static
 
 from certmatch.core.causes import CAUSES
 from certmatch.core.report import VERDICT_SYMBOLS
-from certmatch.tui import keys
+from certmatch.tui import colours, keys
 from certmatch.tui.keys import View
 from certmatch.tui.model import FILTER_HELP
 
@@ -36,7 +36,7 @@ class HelpScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         lines = Text()
         for shown, description in keys.help_lines():
-            lines.append(f"  {shown:<13} ", "bold cyan")
+            lines.append(f"  {shown:<13} ", f"bold {colours.CYAN}")
             lines.append(f"{description}\n")
         verdicts = Text()
         for verdict, symbol in VERDICT_SYMBOLS.items():
@@ -48,7 +48,7 @@ class HelpScreen(ModalScreen[None]):
         )
         causes = Text()
         for cause in CAUSES.values():
-            causes.append(f"  {cause.id:<28}", "cyan")
+            causes.append(f"  {cause.id:<28}", colours.CYAN)
             causes.append(f"{cause.title} ({cause.severity})\n")
         with VerticalScroll():
             yield Static(Text("certmatch: keys (q or Esc closes this help)", style="bold"))

@@ -39,7 +39,7 @@ class PromptScreen(ModalScreen[str | None]):
     }
     PromptScreen .prompt-title { text-style: bold; }
     PromptScreen .prompt-help { color: $text-muted; }
-    PromptScreen .prompt-error { color: $error; text-style: bold; }
+    PromptScreen .prompt-error { color: #ff6e6e; text-style: bold; }  /* colours.RED */
     """
 
     def __init__(

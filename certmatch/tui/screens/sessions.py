@@ -114,8 +114,8 @@ class SessionsScreen(Screen[None]):
         padding: 0 1;
     }
     SessionsScreen #proxy.-failed {
-        background: $error;
-        color: $text;
+        background: #b00020;  /* colours.ALERT_BACKGROUND */
+        color: #ffffff;
     }
     SessionsScreen #detail {
         height: 45%;
