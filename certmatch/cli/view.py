@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import inspect
-import sys
 
 from certmatch.cli.common import Commands, add_recording_paths, add_trust_options, load_trust
 from certmatch.core.judge import JudgesByRecording
-from certmatch.core.recording import RecordingError, expand_paths, open_recording
-from certmatch.core.report import shown_prose
 
 
 def register(commands: Commands) -> None:
@@ -37,39 +33,11 @@ def register(commands: Commands) -> None:
 def run(args: argparse.Namespace) -> int:
     from certmatch.tui.app import run_view
 
-    trust = load_trust(args)
-    options: dict[str, object] = {}
-    # Until the TUI's run_view takes judge_for (it judged every file alike before), the
-    # recordings' own CAs are left out there, and the user is told so.
-    if "judge_for" in inspect.signature(run_view).parameters:
-        options["judge_for"] = JudgesByRecording(trust)
-    elif trust.use_recorded and _records_cas(args.paths):
-        # A TUI that judges every file alike cannot keep one file's CAs to itself.
-        print(
-            "certmatch view: the recordings' own CA certificates are not applied here; "
-            "'certmatch check' applies them",
-            file=sys.stderr,
-        )
     return run_view(
         args.paths,
         follow=args.follow,
         show_all=args.show_all,
         ca_files=args.ca_file,
         use_system_store=not args.no_system_store,
-        **options,  # type: ignore[arg-type]
+        judge_for=JudgesByRecording(load_trust(args)),
     )
-
-
-def _records_cas(paths: list[str]) -> bool:
-    try:
-        files = expand_paths(paths)
-    except RecordingError as error:
-        print(f"certmatch view: {shown_prose(str(error))}", file=sys.stderr)
-        return False
-    for path in files:
-        try:
-            if open_recording(path)[1].ca_certificates:
-                return True
-        except RecordingError:
-            continue
-    return False
