@@ -18,7 +18,11 @@ recordings/MANIFEST.json; tests check ``certmatch check`` agrees.
 captures only the named samples and leaves the others as they are: their
 certificates come from a root of their own ("certmatch Sample Root (added
 samples)"), which replaces any earlier such root in recordings/ca.pem, since the
-key of the original sample root is not kept.
+key of the original sample root is not kept. The samples the earlier added root
+signed are captured again with them (their chains would no longer be trusted).
+
+The sample client reads the greeting and sends LOGOUT, so the proxy records that it went
+on; a sample that shows a refusal or a port check names its own kind of client.
 """
 
 from __future__ import annotations
@@ -107,6 +111,10 @@ class Sample:
     sni: str | None  # what the client sends
     host_option: str = ""  # certmatch --host (the name the client is configured with)
     trust_proxy: bool = True
+    # mail: reads the greeting and sends LOGOUT (it goes on); address: configured with the
+    # server's IP address, checks it against the certificate, refuses a mismatch; port-check:
+    # connects and closes without a byte
+    client: str = "mail"
     target: str = "greeter"  # greeter | closed | plaintext
     target_host: str = "127.0.0.1"  # the reverse-proxy target's host
     extra: dict = field(default_factory=dict)
@@ -240,6 +248,38 @@ def _same_subject_same_key(count: int, *, dns: list[str]) -> pki.Issued:
     ]
     leaf = pki.issue_leaf(pki.Issued(cas[-1], key), dns=dns)
     return pki.Issued(leaf.cert, leaf.key, list(reversed(cas)))
+
+
+def _signed_by_the_added_root() -> set[str]:
+    """The samples whose chains the current added-samples root signed."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    roots = [
+        root
+        for root in x509.load_pem_x509_certificates((OUT / "ca.pem").read_bytes())
+        if root.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == ADDED_ROOT
+    ]
+    signed = set()
+    for path in OUT.glob("*.jsonl"):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for line in lines[1:]:
+            for text in json.loads(line).get("chain", []):
+                try:
+                    cert = x509.load_der_x509_certificate(base64.b64decode(text))
+                except ValueError:
+                    continue
+                if any(_issued_by(cert, root) for root in roots):
+                    signed.add(path.stem)
+    return signed
+
+
+def _issued_by(cert, root) -> bool:
+    try:
+        cert.verify_directly_issued_by(root)
+    except Exception:  # noqa: BLE001 - another issuer, or a key that cannot verify
+        return False
+    return True
 
 
 def _replace_added_root(pem: bytes) -> None:
@@ -464,6 +504,29 @@ SAMPLES = [
         trust_proxy=False,
     ),
     Sample(
+        "client-refused-certificate",
+        "Reverse mode to localhost; the client, configured with 127.0.0.1, sends no SNI, checks "
+        "the address against the certificate it is shown (a copy naming localhost, no IP entry) "
+        "and refuses it with an alert. certmatch judged against the assumed name localhost, so "
+        "it reports the refusal first and requested-host-assumed beside it: the session is "
+        "untrusted, never a silent match.",
+        "untrusted",
+        "client-refused-certificate",
+        None,
+        client="address",
+        target_host="localhost",
+        extra={"default": "localhost"},
+    ),
+    Sample(
+        "client-closed-before-handshake",
+        "A port check: the client connects and closes without sending a byte. A finding, not a "
+        "failure, and never the server's fault.",
+        "error",
+        "client-closed-before-handshake",
+        None,
+        client="port-check",
+    ),
+    Sample(
         "upstream-unreachable",
         "Nothing listens at the server address.",
         "error",
@@ -623,7 +686,15 @@ def _plaintext_server() -> int:
     return sock.getsockname()[1]
 
 
-def _client(port: int, sni: str | None, cafile: Path | None) -> None:
+def _client(port: int, sni: str | None, cafile: Path | None, kind: str = "mail") -> None:
+    """A client that reads the greeting and sends LOGOUT, so it goes on after the handshake
+    (one that closed after the greeting without a command would count as refusing)."""
+    if kind == "port-check":
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        return
+    if kind == "address":
+        _client_checking_the_address(port, cafile)
+        return
     if sni and _is_ip(sni):
         _client_sending_ip_sni(port, sni, cafile)
         return
@@ -640,6 +711,25 @@ def _client(port: int, sni: str | None, cafile: Path | None) -> None:
         ):
             tls.settimeout(5)
             tls.recv(200)
+            tls.sendall(b"a1 LOGOUT\r\n")
+    except (OSError, ssl.SSLError):
+        pass
+
+
+def _client_checking_the_address(port: int, cafile: Path | None) -> None:
+    """A client configured with 127.0.0.1: no SNI (an address cannot be sent), and the
+    address checked against the certificate's iPAddress entries, as a careful client does."""
+    context = ssl.create_default_context(cafile=str(cafile)) if cafile else None
+    if context is None:
+        return
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        ):
+            tls.settimeout(5)
+            tls.recv(200)
+            tls.sendall(b"a1 LOGOUT\r\n")
     except (OSError, ssl.SSLError):
         pass
 
@@ -668,6 +758,7 @@ def _client_sending_ip_sni(port: int, sni: str, cafile: Path | None) -> None:
             conn.set_connect_state()
             _until_done(raw, conn.do_handshake)
             _until_done(raw, lambda: conn.recv(200))
+            conn.sendall(b"a1 LOGOUT\r\n")
     except (OSError, SSL.Error):
         pass
 
@@ -695,6 +786,11 @@ def main(argv: list[str]) -> int:
     if only and only - known:
         print(f"unknown samples: {', '.join(sorted(only - known))}", file=sys.stderr)
         return 2
+    if only:
+        again = _signed_by_the_added_root() - only
+        if again:
+            print(f"also captured again (under the re-minted root): {', '.join(sorted(again))}")
+            only |= again
     OUT.mkdir(exist_ok=True)
     manifest = json.loads((OUT / "MANIFEST.json").read_text()) if only else {}
     for old in OUT.glob("*.jsonl"):
@@ -735,7 +831,12 @@ def main(argv: list[str]) -> int:
                 port = {"closed": closed, "plaintext": plaintext}.get(sample.target, server.port)
                 mode = f"reverse:tls://{sample.target_host}:{port}"
                 with inprocess_proxy(run, mode, **options) as proxy:
-                    _client(proxy.port, sample.sni, proxy.ca_file if sample.trust_proxy else None)
+                    _client(
+                        proxy.port,
+                        sample.sni,
+                        proxy.ca_file if sample.trust_proxy else None,
+                        sample.client,
+                    )
                     sessions = proxy.sessions(1)
             if len(sessions) != 1:
                 print(f"{sample.name}: expected 1 session, got {len(sessions)}", file=sys.stderr)

@@ -32,7 +32,12 @@ ALERTS: tuple[Alert, ...] = (
         "handshake_failure",
         "it was unable to negotiate an acceptable set of security parameters",
     ),
-    Alert(42, "bad_certificate", "a certificate was corrupt or its signatures did not verify"),
+    Alert(
+        42,
+        "bad_certificate",
+        "a certificate was corrupt, its signatures did not verify, or the like (OpenSSL-based "
+        "clients also send it for a name that does not match)",
+    ),
     Alert(43, "unsupported_certificate", "a certificate was of an unsupported type"),
     Alert(44, "certificate_revoked", "a certificate was revoked by its signer"),
     Alert(45, "certificate_expired", "a certificate has expired or is not currently valid"),
