@@ -272,3 +272,23 @@ def test_a_silent_resolver_does_not_hold_the_probe(dovecot, pki, capsys):
         assert status == 0 and "no answer (timeout)" in out
     finally:
         silent.close()
+
+
+def test_a_silent_resolver_and_no_address_is_one_line(capsys):
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    try:
+        started = time.monotonic()
+        status, out, err = probe(
+            capsys,
+            "--resolver",
+            f"127.0.0.1:{silent.getsockname()[1]}",
+            "imap.example.test",
+            "--timeout",
+            "1",
+        )
+        assert time.monotonic() - started < 3
+        assert status == 2 and out == "" and err.count("\n") == 1
+        assert "imap.example.test has no address in DNS" in err and "timeout" in err
+    finally:
+        silent.close()
