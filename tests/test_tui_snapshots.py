@@ -1,5 +1,6 @@
 """SVG snapshots of the TUI (pytest-textual-snapshot): the list, the grouped view, and the
-detail pane for several causes, from the fixed recording in tests/data/tui/.
+detail pane for several causes, from the fixed recording in tests/data/tui/; and at 80x24 and
+160x45 the list, the detail, the help, a dead proxy's red banner and follow's "+N new".
 
 After a deliberate change of the layout, review and accept with:
     .venv/bin/pytest tests/test_tui_snapshots.py --snapshot-update
@@ -7,14 +8,19 @@ After a deliberate change of the layout, review and accept with:
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from certmatch.core.facts import SessionFacts
+from certmatch.core.recording import RecordingWriter, read_recording
 from certmatch.core.trust import TrustStore
 from certmatch.tui.app import CertmatchApp
 from certmatch.tui.model import Filter
+from certmatch.tui.proxy_watch import LiveProxy
 
 pytestmark = pytest.mark.pure
 
@@ -22,6 +28,8 @@ REPO = Path(__file__).resolve().parent.parent
 SAMPLE = Path("tests/data/tui/sample.jsonl")  # relative, so the path shown is the same everywhere
 SIZE = (150, 44)
 NEWCOMER = (80, 24)  # what a newcomer sees without pressing a key
+WIDE = (160, 45)
+BOTH = pytest.mark.parametrize("size", [NEWCOMER, WIDE], ids=["80x24", "160x45"])
 RECORDINGS = Path("recordings")
 
 
@@ -114,3 +122,87 @@ def test_security_findings_and_failing_matches_at_80x24(snap_compare) -> None:
         "starttls-injection", "plaintext-auth", "requested-host-assumed", "correct"
     )
     assert snap_compare(app, terminal_size=NEWCOMER, run_before=_loaded_then())
+
+
+@BOTH
+def test_list_and_detail(snap_compare, size) -> None:
+    assert snap_compare(_app(), terminal_size=size, run_before=_loaded_then())
+
+
+@BOTH
+def test_detail_full_screen(snap_compare, size) -> None:
+    assert snap_compare(
+        _app(), terminal_size=size, run_before=_loaded_then("cause:wildcard-too-deep", "enter")
+    )
+
+
+@BOTH
+def test_help(snap_compare, size) -> None:
+    assert snap_compare(_app(), terminal_size=size, run_before=_loaded_then("", "question_mark"))
+
+
+@BOTH
+def test_a_dead_proxys_red_banner(snap_compare, size) -> None:
+    """What proxy --tui shows when its proxy could not listen: the proxy's own words, what
+    to do, and where its log is (a real process that exited, and a mitmproxy log kept as
+    tests/data/tui/proxy-bind-failed.log)."""
+    child = subprocess.Popen([sys.executable, "-c", "raise SystemExit(1)"])
+    child.wait()
+    live = LiveProxy(
+        child,
+        Path("tests/data/tui/proxy-bind-failed.log"),
+        modes=["reverse:tls://mail.example.test:993"],
+        ca_cert=Path("conf/mitmproxy-ca-cert.pem"),
+    )
+    store = TrustStore.load([], use_system=False)
+    app = CertmatchApp(
+        [Path("tests/data/tui/not-recorded.jsonl")],
+        store=store,
+        follow=True,
+        show_all=True,
+        proxy=live,
+    )
+
+    async def run_before(pilot) -> None:
+        deadline = time.monotonic() + 15
+        while app.sessions.proxy_state is None or app.sessions.proxy_state.running:
+            assert time.monotonic() < deadline, "the banner never showed the dead proxy"
+            await pilot.pause(0.02)
+        while not app.sessions.initial_load_done:
+            await pilot.pause(0.02)
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=size, run_before=run_before)
+
+
+def _grown(template: SessionFacts, number: int) -> SessionFacts:
+    data = template.to_json()
+    data["id"] = f"grown-{number}"
+    return SessionFacts.from_json(data)
+
+
+@BOTH
+def test_follow_counts_new_sessions_below_the_one_being_read(snap_compare, size, tmp_path) -> None:
+    store = TrustStore.load([Path("tests/data/tui/root.pem")], use_system=False)
+    sample = read_recording(SAMPLE).sessions[:5]
+    path = tmp_path / "live.jsonl"
+    with RecordingWriter(path, tool_version="test") as writer:
+        for number, facts in enumerate(sample[:3]):
+            writer.write(_grown(facts, number))
+    app = CertmatchApp([path], store=store, follow=True, poll_interval=0.02, show_all=True)
+
+    async def run_before(pilot) -> None:
+        deadline = time.monotonic() + 15
+        while len(app.sessions.rows) < 3:
+            assert time.monotonic() < deadline, "the first sessions were not read"
+            await pilot.pause(0.02)
+        await pilot.press("g")  # reading the first session
+        with RecordingWriter(path, tool_version="test") as writer:
+            for number, facts in enumerate(sample[3:], start=3):
+                writer.write(_grown(facts, number))
+        while app.sessions.new_sessions < 2:
+            assert time.monotonic() < deadline, "the new sessions were not counted"
+            await pilot.pause(0.02)
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=size, run_before=run_before)

@@ -7,7 +7,7 @@ from typing import ClassVar
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import BindingType
-from textual.containers import VerticalScroll
+from textual.containers import Horizontal, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
@@ -31,34 +31,43 @@ class HelpScreen(ModalScreen[None]):
         background: $panel;
         padding: 0 1;
     }
+    HelpScreen .help-row { height: auto; }
+    HelpScreen .help-keys { width: 23; padding-left: 2; }
+    HelpScreen .help-cause { width: 30; padding-left: 2; }
+    HelpScreen .help-text { width: 1fr; }
+    HelpScreen .help-heading { text-style: bold; margin-top: 1; }
     """
 
     def compose(self) -> ComposeResult:
-        lines = Text()
-        for shown, description in keys.help_lines():
-            lines.append(f"  {shown:<13} ", f"bold {colours.CYAN}")
-            lines.append(f"{description}\n")
-        verdicts = Text()
-        for verdict, symbol in VERDICT_SYMBOLS.items():
-            verdicts.append(f"  {symbol} {verdict}\n")
-        verdicts.append(
-            "  The badge shows the worst severity instead: ‼ security for a security finding "
-            "whatever the verdict, ✗ match when a failing cause holds beside a match, "
-            "⚠ match with warnings only; ✓ only for a match with no failing cause.\n"
-        )
-        causes = Text()
-        for cause in CAUSES.values():
-            causes.append(f"  {cause.id:<28}", colours.CYAN)
-            causes.append(f"{cause.title} ({cause.severity})\n")
+        # Two columns, so that a line that wraps keeps its indent.
         with VerticalScroll():
             yield Static(Text("certmatch: keys (q or Esc closes this help)", style="bold"))
-            yield Static(lines)
-            yield Static(Text("\nFilter (f)", style="bold"))
-            yield Static(FILTER_HELP)
-            yield Static(Text("\nVerdicts (the symbol is shown even without colour)", style="bold"))
-            yield Static(verdicts)
-            yield Static(Text("Cause ids (for cause: in the filter)", style="bold"))
-            yield Static(causes)
+            for shown, description in keys.help_lines():
+                yield _row(shown, description, "help-keys")
+            yield Static("Filter (f)", classes="help-heading")
+            yield Static(FILTER_HELP, classes="help-text")
+            yield Static(
+                "Verdicts (the symbol is shown even without colour)", classes="help-heading"
+            )
+            for verdict, symbol in VERDICT_SYMBOLS.items():
+                yield _row(symbol, verdict, "help-keys")
+            yield Static(
+                "The badge shows the worst severity instead: ‼ security for a security finding "
+                "whatever the verdict, ✗ match when a failing cause holds beside a match, "
+                "⚠ match with warnings only; ✓ only for a match with no failing cause.",
+                classes="help-text",
+            )
+            yield Static("Cause ids (for cause: in the filter)", classes="help-heading")
+            for cause in CAUSES.values():
+                yield _row(cause.id, f"{cause.title} ({cause.severity})", "help-cause")
 
     def action_close(self) -> None:
         self.dismiss(None)
+
+
+def _row(left: str, text: str, left_class: str) -> Horizontal:
+    return Horizontal(
+        Static(Text(left, style=f"bold {colours.CYAN}"), classes=left_class),
+        Static(Text(text), classes="help-text"),
+        classes="help-row",
+    )
