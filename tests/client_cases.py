@@ -37,6 +37,7 @@ class ClientCase:
     server_name: str | None  # the client's configured name; None: the protocol's service name
     cert: CertSpec  # what the server presents for that name
     kind: str  # "ok", or what a checking client objects to: name, expired, self-signed, issuer
+    cause: str | None  # the certificate's own cause in certmatch (None: it matches)
     trusts_lab_ca: bool = True  # False: the client trusts an unrelated CA only
     description: str = ""
 
@@ -53,12 +54,15 @@ def cases() -> tuple[ClientCase, ...]:
     """The seven cases; the expired certificate ended yesterday (its dates derive from now)."""
     expired_from, expired_until = _dated(-30, -1)
     return (
-        ClientCase("good", None, DEFAULT_CERT, "ok", description="the name is on the certificate"),
+        ClientCase(
+            "good", None, DEFAULT_CERT, "ok", None, description="the name is on the certificate"
+        ),
         ClientCase(
             "wrong-host",
             "wrong.example.test",
             CertSpec(cn="other.example.net", dns=("other.example.net",)),
             "name",
+            "name-not-in-certificate",
             description="the certificate is for another host",
         ),
         ClientCase(
@@ -66,6 +70,7 @@ def cases() -> tuple[ClientCase, ...]:
             "127.0.0.1",
             DEFAULT_CERT,
             "name",
+            "ip-not-in-certificate",
             description="the client is configured with an IP address the certificate lacks",
         ),
         ClientCase(
@@ -73,6 +78,7 @@ def cases() -> tuple[ClientCase, ...]:
             "a.b.example.test",
             CertSpec(cn=None, dns=("*.example.test",)),
             "name",
+            "wildcard-too-deep",
             description="*.example.test covers one label, not a.b",
         ),
         ClientCase(
@@ -85,12 +91,14 @@ def cases() -> tuple[ClientCase, ...]:
                 not_after=expired_until,
             ),
             "expired",
+            "expired",
             description="the certificate's validity ended yesterday",
         ),
         ClientCase(
             "self-signed",
             "selfsigned.example.test",
             CertSpec(cn="selfsigned.example.test", dns=("selfsigned.example.test",), signer="self"),
+            "self-signed",
             "self-signed",
             description="the name matches; nobody vouches for the certificate",
         ),
@@ -99,6 +107,7 @@ def cases() -> tuple[ClientCase, ...]:
             None,
             DEFAULT_CERT,
             "issuer",
+            "proxy-ca-not-trusted",
             trusts_lab_ca=False,
             description="the certificate is right but the client does not trust its CA "
             "(through the proxy: the proxy's CA)",

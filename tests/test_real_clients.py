@@ -3,16 +3,29 @@
 Phase A runs each client (gnutls-cli, fetchmail, mbsync, swaks, Python's imaplib, poplib,
 smtplib and nntplib) directly against real servers (dovecot, aiosmtpd, INN's nnrpd) in the
 seven cases of tests/client_cases.py, and pins down each client's decision and its words.
+
+Phase B runs the same matrix through one ``certmatch proxy`` (reverse listeners, mirror mode,
+the default) and judges the recording with ``certmatch check --json``: the client must decide
+as it did on the real server, the recording must say what it decided, and certmatch's verdict
+must agree with it; no session the client refused may pass.
 """
 
 from __future__ import annotations
 
+import base64
+import json
+import os
 import re
 import socket
+import subprocess
 import threading
+import time
+from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from client_cases import (
@@ -37,6 +50,8 @@ from servers import (
 )
 from servers.accounts import PASSWORD, USER
 
+from certmatch.core.facts import SessionFacts
+from certmatch.core.recording import read_recording
 from certmatch.lab.clients import (
     CLIENTS,
     Account,
@@ -60,6 +75,9 @@ class Lab:
     dovecot: DovecotServer
     smtp: SmtpServer
     nnrpd: Callable[[str], NnrpdServer]  # case name -> nnrpd serving that case's certificate
+    # Every client run, kept for CERTMATCH_CLIENT_MATRIX (see _write_matrix).
+    direct: dict[tuple[str, str, str, str], ClientOutcome] = field(default_factory=dict)
+    proxied: dict[tuple[str, str, str, str], ThroughProxy] = field(default_factory=dict)
 
     def port(self, protocol: str, tls: str, case: ClientCase) -> int:
         implicit = tls == "implicit"
@@ -99,11 +117,32 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         for server in started:
             server.stop()
         pytest.fail(str(err), pytrace=False)
+    the_lab = Lab(pki, dovecot, smtp, nnrpd)
     try:
-        yield Lab(pki, dovecot, smtp, nnrpd)
+        yield the_lab
     finally:
         for server in started:
             server.stop()
+        if path := os.environ.get("CERTMATCH_CLIENT_MATRIX"):
+            _write_matrix(the_lab, Path(path))
+
+
+def _write_matrix(lab: Lab, path: Path) -> None:
+    """Every run's client decision and words, and certmatch's verdict, as JSON: the source of
+    the README's client x case table (CERTMATCH_CLIENT_MATRIX=FILE pytest tests/test_real_clients.py)."""
+    rows = []
+    for (client, protocol, tls, case), outcome in lab.direct.items():
+        row: dict[str, Any] = {"client": client, "protocol": protocol, "tls": tls, "case": case}
+        row["direct"] = asdict(outcome) | {"output": None}
+        if seen := lab.proxied.get((client, protocol, tls, case)):
+            row["proxied"] = asdict(seen.outcome) | {"output": None}
+            row["sessions"] = [
+                {k: s.get(k) for k in ("verdict", "failed", "primary_cause", "causes")}
+                | {"client_decision": f.client_decision, "client_alert": f.client_alert}
+                for f, s in zip(seen.facts, seen.judged, strict=True)
+            ]
+        rows.append(row)
+    path.write_text(json.dumps(rows, indent=1, default=str))
 
 
 def _combo_id(combo: tuple[str, str, str]) -> str:
@@ -136,6 +175,7 @@ def test_client_decides_on_the_real_server(
     case = CASES[case_name]
     client = combo[0]
     outcome = _direct(lab, combo, case)
+    lab.direct[(*combo, case_name)] = outcome
     expected = expected_decision(client, case)
     assert outcome.decision is expected, f"{client}: {outcome.message}\n{outcome.output}"
     if expected is Decision.REFUSED:
@@ -192,3 +232,208 @@ def test_a_mode_the_client_does_not_speak_is_refused_before_it_runs(lab: Lab) ->
         run_client("mbsync", target)
     with pytest.raises(ValueError, match="no client 'thunderbird'"):
         run_client("thunderbird", target)
+
+
+# --- phase B: each client through `certmatch proxy` (mirror mode), judged by `check --json` ----
+
+PROXY_START_S = 30.0
+RECORD_WAIT_S = 5.0
+PROXY_WORKERS = 3  # endpoints driven at once (2 cores: the proxy is the bottleneck)
+# The recorded decisions that say the client would not go on with the certificate it saw.
+REFUSING_DECISIONS = ("alert", "closed-after-handshake", "closed-during-handshake")
+
+
+@dataclass
+class ProxyLab:
+    """One `certmatch proxy` with a reverse listener in front of every server endpoint."""
+
+    record: Path
+    ca_file: Path  # the proxy's CA, which the clients trust (but in the untrusted-ca case)
+    listen_port: dict[int, int]  # upstream port -> the proxy's port in front of it
+    log_path: Path
+
+
+@dataclass(frozen=True)
+class ThroughProxy:
+    """One client run through the proxy: the client's decision and what certmatch made of it."""
+
+    outcome: ClientOutcome
+    facts: list[SessionFacts]  # the sessions recorded during this run
+    judged: list[dict[str, Any]]  # the same sessions in `certmatch check --json`
+
+
+def _endpoints(lab: Lab) -> dict[int, str]:
+    """Every server endpoint the matrix uses: upstream port -> ``tls`` or ``tcp`` (STARTTLS)."""
+    endpoints: dict[int, str] = {}
+    for _, protocol, tls in COMBOS:
+        for case in CASES.values():
+            endpoints[lab.port(protocol, tls, case)] = "tls" if tls == "implicit" else "tcp"
+    return endpoints
+
+
+@pytest.fixture(scope="module")
+def proxy_lab(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyLab]:
+    from proxy_fixtures import free_port, venv_bin
+    from servers.process import OwnedProcess, log_tail
+
+    base = tmp_path_factory.mktemp("real-clients-proxy")
+    listen = {upstream: free_port() for upstream in _endpoints(lab)}
+    modes = [
+        f"--mode=reverse:{scheme}://127.0.0.1:{upstream}@{listen[upstream]}"
+        for upstream, scheme in _endpoints(lab).items()
+    ]
+    record, confdir, log_path = base / "proxy.jsonl", base / "conf", base / "proxy.log"
+    argv = [venv_bin("certmatch"), "proxy", *modes, "--record", str(record)]
+    argv += ["--confdir", str(confdir), "--ca-file", str(lab.pki.root_ca)]
+    proc = OwnedProcess(argv, log_path, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        deadline = time.monotonic() + PROXY_START_S
+        while "proxy listening on" not in log_path.read_text(errors="replace"):
+            if proc.exited() or time.monotonic() > deadline:
+                pytest.fail(f"certmatch proxy did not start:\n{log_tail(log_path)}", pytrace=False)
+            time.sleep(0.05)
+        yield ProxyLab(record, confdir / "mitmproxy-ca-cert.pem", listen, log_path)
+    finally:
+        proc.stop()
+
+
+def _recorded_for(record: Path, upstream: int) -> list[SessionFacts]:
+    if not record.exists():
+        return []
+    return [
+        s
+        for s in read_recording(record).sessions
+        if (s.server_address or "").endswith(f":{upstream}")
+    ]
+
+
+def _through_proxy(
+    lab: Lab, proxy: ProxyLab, combo: tuple[str, str, str], case: ClientCase
+) -> tuple[ClientOutcome, list[str]]:
+    """Run the client through the proxy; its outcome and the ids of the sessions it left."""
+    client, protocol, tls = combo
+    upstream = lab.port(protocol, tls, case)
+    before = {s.id for s in _recorded_for(proxy.record, upstream)}
+    target = ClientTarget(
+        case.name_for(protocol),
+        proxy.listen_port[upstream],
+        protocol,
+        tls,
+        proxy.ca_file if case.trusts_lab_ca else lab.pki.unrelated_ca,
+        account=ACCOUNT,
+    )
+    outcome = run_client(client, target)
+    deadline = time.monotonic() + RECORD_WAIT_S
+    while True:
+        new = [s for s in _recorded_for(proxy.record, upstream) if s.id not in before]
+        if (new and all(s.client_decision for s in new)) or time.monotonic() > deadline:
+            return outcome, [s.id for s in new]
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def through_proxy(lab: Lab, proxy_lab: ProxyLab) -> dict[tuple[str, str, str, str], ThroughProxy]:
+    """The whole matrix through the proxy, one client at a time, then one `check --json`."""
+    from proxy_fixtures import venv_bin
+
+    # One worker per server endpoint, each running its clients one after the other, so that
+    # the sessions new at a listener after a run are that run's.
+    by_endpoint: dict[int, list[tuple[tuple[str, str, str], ClientCase]]] = {}
+    for combo in COMBOS:
+        for case in CASES.values():
+            by_endpoint.setdefault(lab.port(combo[1], combo[2], case), []).append((combo, case))
+
+    def run_endpoint(
+        pairs: list[tuple[tuple[str, str, str], ClientCase]],
+    ) -> list[tuple[tuple[str, str, str, str], tuple[ClientOutcome, list[str]]]]:
+        return [
+            ((*combo, case.name), _through_proxy(lab, proxy_lab, combo, case))
+            for combo, case in pairs
+        ]
+
+    with ThreadPoolExecutor(PROXY_WORKERS) as pool:
+        runs = dict(item for done in pool.map(run_endpoint, by_endpoint.values()) for item in done)
+    # Judged later, from the recording alone: the CA the proxy judged with travels in it.
+    done = subprocess.run(
+        [venv_bin("certmatch"), "check", "--json", str(proxy_lab.record)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode in (0, 1), done.stderr
+    judged = {s["id"]: s for s in json.loads(done.stdout)["sessions"]}
+    facts = {s.id: s for s in read_recording(proxy_lab.record).sessions}
+    seen = {
+        key: ThroughProxy(outcome, [facts[i] for i in ids], [judged[i] for i in ids])
+        for key, (outcome, ids) in runs.items()
+    }
+    lab.proxied.update(seen)
+    return seen
+
+
+@pytest.mark.parametrize("case_name", CASE_NAMES)
+@pytest.mark.parametrize("combo", COMBOS, ids=_combo_id)
+def test_certmatch_agrees_with_the_client_through_the_proxy(
+    through_proxy: dict[tuple[str, str, str, str], ThroughProxy],
+    combo: tuple[str, str, str],
+    case_name: str,
+) -> None:
+    """Through the proxy in mirror mode the client decides as on the real server, in the same
+    words; the recording says what it decided; certmatch names the certificate's own cause and
+    fails every session the client refused (and the one swaks should have refused)."""
+    case = CASES[case_name]
+    client = combo[0]
+    seen = through_proxy[(*combo, case_name)]
+    expected = expected_decision(client, case)
+    assert seen.outcome.decision is expected, f"{client}: {seen.outcome.message}"
+    if expected is Decision.REFUSED:
+        words = REFUSAL_WORDS[client][case.kind]
+        assert re.search(words, seen.outcome.message), (words, seen.outcome.message)
+    assert len(seen.facts) == 1, seen.judged  # one connection, one record
+    (facts,), (session,) = seen.facts, seen.judged
+    summary = {k: session.get(k) for k in ("verdict", "failed", "causes")} | {
+        "presented": facts.presented,
+        "client_decision": facts.client_decision,
+        "client_alert": facts.client_alert,
+    }
+    assert facts.presented == "mirror", summary  # the default
+    if expected is Decision.ACCEPTED:
+        assert facts.client_decision == "went-on", summary
+    else:
+        assert facts.client_decision in REFUSING_DECISIONS, summary
+        assert session["failed"] is True, summary  # never a silent match the client refused
+        assert "client-refused-certificate" in session["causes"], summary
+    # certmatch's own verdict: a pass exactly when the case is good. swaks, which never checks
+    # names, goes on with a certificate certmatch fails, and the recording says it went on.
+    assert session["failed"] is (case.cause is not None), summary
+    if case.cause is not None:
+        assert case.cause in session["causes"], summary
+    # Never "add certmatch's CA" when the client's own name check failed (issue 9, item 3).
+    assert ("proxy-ca-not-trusted" in session["causes"]) is (case.name == "untrusted-ca"), summary
+
+
+_LIVE_VERDICT = re.compile(
+    r"certmatch: \S+ .* -> .*: (match|legacy-match|mismatch|untrusted|error)"
+)
+
+
+def test_check_later_gives_the_verdicts_the_proxy_showed_live(
+    through_proxy: dict[tuple[str, str, str, str], ThroughProxy], proxy_lab: ProxyLab
+) -> None:
+    """The proxy judged live with --ca-file; `check` judged the recording alone, later."""
+    live = Counter(_LIVE_VERDICT.findall(proxy_lab.log_path.read_text(errors="replace")))
+    later = Counter(s["verdict"] for seen in through_proxy.values() for s in seen.judged)
+    assert live == later
+
+
+def test_the_recording_and_the_proxy_log_hold_no_credentials(
+    through_proxy: dict[tuple[str, str, str, str], ThroughProxy], proxy_lab: ProxyLab
+) -> None:
+    """fetchmail and mbsync logged in through the proxy; neither file keeps the password."""
+    assert any(seen.outcome.client == "mbsync" for seen in through_proxy.values())
+    secret = PASSWORD.encode()
+    forms = [secret, base64.b64encode(secret), base64.b64encode(f"\0{USER}\0{PASSWORD}".encode())]
+    for path in (proxy_lab.record, proxy_lab.log_path):
+        text = path.read_bytes()
+        assert not [form for form in forms if form in text], path
