@@ -36,7 +36,6 @@ from certmatch.core.identity import PresentedIdentifiers, is_ip_address
 from certmatch.core.probe_plan import BOTH, STARTTLS_CHOICES, Target, parse_target
 from certmatch.core.recording import RecordingWriter
 from certmatch.core.text import printable
-from certmatch.core.trust import TrustStore
 
 if TYPE_CHECKING:
     from certmatch.net.dns import DnsLookup
@@ -149,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--connect {args.connect!r}: give an IP address (the name is HOST)")
     if not 0 < args.timeout <= 120:
         raise UsageError("--timeout: give a number of seconds from 0 to 120")
-    store = _trust(args)
+    store = common.load_trust(args)  # check's own trust, so anchors are named alike
     lookup = _lookup(args, resolvers)
     if args.mail_domain is not None:
         from certmatch.cli.probe_domain import run_domain
@@ -297,15 +296,6 @@ class _Progress:
 
     def stop(self) -> None:
         self.progress.stop()
-
-
-def _trust(args: argparse.Namespace) -> Any:
-    """The trust ``check`` would use for the same options: its own loader where the CLI has
-    one (``common.load_trust``, which names each root's origin), else the store."""
-    load = getattr(common, "load_trust", None)
-    if load is not None:
-        return load(args)
-    return TrustStore.load(args.ca_file, use_system=not args.no_system_store)
 
 
 def _lookup(args: argparse.Namespace, resolvers: list[Any]) -> DnsLookup | None:

@@ -15,7 +15,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 import certmatch
-from certmatch.cli.common import EXIT_FAILED, EXIT_OK, UsageError
+from certmatch.cli.common import EXIT_FAILED, EXIT_OK, UsageError, load_trust
 from certmatch.cli.probe_record import with_dns
 from certmatch.core import report
 from certmatch.core.certificates import parse_chain
@@ -25,7 +25,6 @@ from certmatch.core.identity import PresentedIdentifiers
 from certmatch.core.judge import Judge
 from certmatch.core.recording import RecordingWriter
 from certmatch.core.text import printable
-from certmatch.core.trust import TrustStore
 
 if TYPE_CHECKING:
     from certmatch.net.discovery import Attempt, Discovery
@@ -63,7 +62,7 @@ def run_domain(args: argparse.Namespace, lookup: DnsLookup | None) -> int:
             for attempt in found.attempts:
                 if attempt.session is not None:
                     writer.write(with_dns(attempt.session, attempt.dns))
-    store = TrustStore.load(args.ca_file, use_system=not args.no_system_store)
+    store, _ = load_trust(args).store_for(())  # check's trust: system store and --ca-file
     judge = Judge(store)  # one judge: a situation seen again is decided once
     rows = [_Row.of(a, judge) for a in found.attempts]
     best = recommend([(r.attempt.candidate, r.worked) for r in rows])
