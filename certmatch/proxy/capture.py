@@ -103,10 +103,12 @@ class _Session:
     phase began, its facts and verdict."""
 
     watch: ClientWatch = field(default_factory=ClientWatch)
+    client: connection.Client | None = None
     facts: SessionFacts | None = None
     verdict: Diagnosis | None = None
     written: bool = False
     context: Context | None = None  # the TLS session's, to find its TCP layer
+    flow: tcp.TCPFlow | None = None  # its relay, which notes who closed first
     server: connection.Server | None = None  # as dialled, for a record without a handshake
     connect_error: str | None = None  # the server could not be reached before any handshake
     decided: bool = False  # the client's decision is set in the facts (no TLS to read it from)
@@ -198,9 +200,13 @@ class CertmatchCapture:
                 logger.info(f"certmatch: recording TLS sessions to {printable(path)}")
 
     def done(self) -> None:
+        # Connections still open when the proxy stops are recorded as they stand.
         for session in list(self.sessions.values()):
-            if session.facts is not None:
-                self._write(session)
+            if session.facts is None and session.client is not None:
+                session.facts = self._connection_only_facts(session.client, session)
+                session.facts.notes.append("the proxy stopped before any TLS handshake")
+                session.decided = True
+            self._write(session)
         if self.writer is not None:
             self.writer.close()
             self.writer = None
@@ -209,12 +215,12 @@ class CertmatchCapture:
 
     @_never_raises
     def client_connected(self, client: connection.Client) -> None:
-        self.sessions[client.id] = _Session()
+        self.sessions[client.id] = _Session(client=client)
 
     @_never_raises
     def next_layer(self, nextlayer: layer.NextLayer) -> None:
         if nextlayer.data_client():
-            self._session(nextlayer.context.client.id).watch.spoke = True
+            self._session(nextlayer.context.client).watch.spoke = True
 
     # -- STARTTLS hooks (raised by certmatch.proxy.starttls_layer) ---------
 
@@ -226,7 +232,7 @@ class CertmatchCapture:
     def starttls_plaintext_end(self, data: StartTlsData) -> None:
         client = data.context.client
         self.starttls_upgrades.pop(client.id, None)
-        session = self._session(client.id)
+        session = self._session(client)
         facts = new_facts(client, data.context.server, None, ctx.options.certmatch_host)
         facts.protocol = data.protocol
         facts.tls_kind = "starttls"
@@ -257,7 +263,7 @@ class CertmatchCapture:
             facts.tls_kind = "starttls"
             facts.protocol = upgrade.protocol
             facts.starttls = upgrade.facts  # shared with the layer: later findings reach it
-        session = self._session(context.client.id)
+        session = self._session(context.client)
         session.facts, session.verdict, session.written = facts, None, False
         session.context = context
         session.watch.hello_seen = True
@@ -271,9 +277,18 @@ class CertmatchCapture:
         set_faithful_sni(context.server, upstream)
 
     @_never_raises
+    def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
+        session = self.sessions.get(data.client.id)
+        if session is not None:
+            session.server = data.server  # for the record of a client that leaves before TLS
+
+    @_never_raises
     def server_connected(self, data: server_hooks.ServerConnectionHookData) -> None:
-        self._session(data.client.id).server = data.server
-        facts = self._facts(data.client.id)
+        session = self.sessions.get(data.client.id)
+        if session is None:
+            return  # the client connection has already ended
+        session.server = data.server
+        facts = session.facts
         if facts is None or facts.sni is not None:
             return
         if data.server.peername:
@@ -335,7 +350,11 @@ class CertmatchCapture:
     @_never_raises
     def server_connect_error(self, data: server_hooks.ServerConnectionHookData) -> None:
         error = data.server.error or "connection failed"
-        session = self._session(data.client.id)
+        session = self.sessions.get(data.client.id)
+        if session is None:
+            # The client connection ended first (mitmproxy reports a client's hang-up before
+            # it cancels the dial): its record is written already.
+            return
         session.server = data.server
         if error == CONNECTION_CANCELLED:
             # mitmproxy gave up dialling because the client had gone: not a server fault.
@@ -386,6 +405,7 @@ class CertmatchCapture:
             )
             facts.presented = None
             data.ssl_conn = refusing_connection()
+            presentation.send_the_refusal(data)
             self._write(session)
             return
         if facts.presented is None:
@@ -427,8 +447,8 @@ class CertmatchCapture:
         session = self.sessions.get(flow.client_conn.id)
         if session is None or session.facts is None:
             return
-        if session.context is not None:
-            tcp_relay.adopt(session.context, flow)
+        if session.context is not None and tcp_relay.adopt(session.context, flow):
+            session.flow = flow
         verdict = session.verdict
         if verdict is None:
             return
@@ -458,13 +478,8 @@ class CertmatchCapture:
     @_never_raises
     def tcp_end(self, flow: tcp.TCPFlow) -> None:
         session = self.sessions.get(flow.client_conn.id)
-        if session is None or session.facts is None:
-            return
-        first = flow.metadata.get(tcp_relay.FIRST_CLOSE)
-        if first is not None:
-            side, at = first
-            session.watch.closed(side, at)
-        self._write(session)
+        if session is not None and session.facts is not None:
+            self._write(session)
 
     @_never_raises
     def server_disconnected(self, data: server_hooks.ServerConnectionHookData) -> None:
@@ -482,8 +497,10 @@ class CertmatchCapture:
         if session is None:
             return
         watch = session.watch
+        self._note_first_close(session)
         if watch.handshake_end is not None:
-            # No TCP relay saw a close (mitmproxy had not chosen one yet): the client left.
+            # No TCP relay saw a close (none chosen yet, or mitmproxy swallowed the client's
+            # close after its alert): the client left.
             watch.closed("client")
         if session.facts is None:
             session.facts = self._connection_only_facts(client, session)
@@ -491,10 +508,17 @@ class CertmatchCapture:
 
     # -- internals ---------------------------------------------------------
 
-    def _session(self, client_id: str) -> _Session:
-        session = self.sessions.get(client_id)
+    @staticmethod
+    def _note_first_close(session: _Session) -> None:
+        first = session.flow.metadata.get(tcp_relay.FIRST_CLOSE) if session.flow else None
+        if first is not None:
+            side, at = first
+            session.watch.closed(side, at)
+
+    def _session(self, client: connection.Client) -> _Session:
+        session = self.sessions.get(client.id)
         if session is None:
-            session = self.sessions[client_id] = _Session()
+            session = self.sessions[client.id] = _Session(client=client)
         return session
 
     def _facts(self, client_id: str) -> SessionFacts | None:
@@ -552,6 +576,7 @@ class CertmatchCapture:
             return
         session.written = True
         facts = session.facts
+        self._note_first_close(session)
         if not session.decided:
             decided = session.watch.decision()
             facts.client_decision = decided.decision

@@ -79,6 +79,7 @@ class ClientWatch:
     greeting_at: float | None = None  # the server spoke first, after the handshake
     sent_data: bool = False
     alert: int | None = None  # the first alert other than close_notify read from the client
+    alert_at: float | None = None
     close_notify: bool = False
     first_close: Literal["client", "server"] | None = None
     closed_at: float | None = None
@@ -95,8 +96,8 @@ class ClientWatch:
                 self.close_notify = True
             elif self.alert is None and not self.close_notify:
                 # After its own close_notify the client has decided; an alert it sends while
-                # the connection winds down (s_client sends decode_error at times) is noise.
-                self.alert = code
+                # the connection winds down is no decision about the certificate.
+                self.alert, self.alert_at = code, time.monotonic()
 
     def handshake_done(self) -> None:
         self.handshake_end = time.monotonic()
@@ -114,6 +115,8 @@ class ClientWatch:
     def decision(self) -> Decision:
         """What the client decided, from what was seen so far."""
         alert = self.alert
+        if alert is not None and self._answered_the_servers_close():
+            alert = None
         if alert is None and self.handshake_end is None:
             parsed = alert_from_error(self.handshake_error)
             if parsed is not None:
@@ -134,6 +137,17 @@ class ClientWatch:
             until = self.closed_at if self.closed_at is not None else time.monotonic()
             return Decision("closed-after-handshake", waited=round(max(until - since, 0.0), 3))
         return Decision(None)
+
+    def _answered_the_servers_close(self) -> bool:
+        """The alert came after the server's side had closed: OpenSSL 3 clients answer a
+        close without close_notify (mitmproxy sends none) with decode_error. A reaction to
+        the close, not a decision about the certificate."""
+        return (
+            self.first_close == "server"
+            and self.closed_at is not None
+            and self.alert_at is not None
+            and self.alert_at >= self.closed_at
+        )
 
 
 def _closed_mid_handshake(error: str) -> bool:

@@ -14,7 +14,8 @@ from typing import Literal
 from mitmproxy import certs, connection, ctx, tls
 from mitmproxy.addons import tlsconfig
 from mitmproxy.net import tls as net_tls
-from mitmproxy.proxy.layers import modes
+from mitmproxy.proxy import layer
+from mitmproxy.proxy.layers import ClientTLSLayer, modes
 from OpenSSL import SSL
 
 from certmatch.proxy.mirror import MirrorChain, ProxyCa
@@ -80,3 +81,25 @@ def mirror_connection(data: tls.TlsData, chain: MirrorChain, addon: tlsconfig.Tl
     )
     ssl_conn.set_accept_state()
     data.ssl_conn = ssl_conn
+
+
+class AlertingClientTLSLayer(ClientTLSLayer):
+    """mitmproxy's ``ClientTLSLayer``, sending the alert OpenSSL wrote before hanging up.
+
+    On a failed handshake mitmproxy closes the connection without sending what OpenSSL
+    wrote for the client, so a client that certmatch refuses reports an unexpected EOF
+    instead of the handshake_failure alert a refusing server sends (issue 9).
+    """
+
+    def on_handshake_error(self, err: str) -> layer.CommandGenerator[None]:
+        yield from self.tls_interact()
+        yield from super().on_handshake_error(err)
+
+
+def send_the_refusal(data: tls.TlsData) -> None:
+    """Make the client TLS layer of ``data`` send its alert when the handshake fails (the
+    subclass adds no state, so the running instance stays valid)."""
+    for candidate in reversed(data.context.layers):
+        if type(candidate) is ClientTLSLayer and candidate.conn is data.conn:
+            candidate.__class__ = AlertingClientTLSLayer
+            return

@@ -43,9 +43,11 @@ class CloseOrderTCPLayer(TCPLayer):
 
 
 def adopt(context: Context, flow: tcp.TCPFlow) -> bool:
-    """Make the stock ``TCPLayer`` relaying ``flow`` a :class:`CloseOrderTCPLayer`."""
+    """Make the stock ``TCPLayer`` relaying ``flow`` a :class:`CloseOrderTCPLayer`; whether
+    ``flow`` is now relayed by one (the STARTTLS layer builds its own)."""
     for candidate in reversed(context.layers):
-        if type(candidate) is TCPLayer and candidate.flow is flow:
-            candidate.__class__ = CloseOrderTCPLayer
-            return True
+        if isinstance(candidate, TCPLayer) and candidate.flow is flow:
+            if type(candidate) is TCPLayer:
+                candidate.__class__ = CloseOrderTCPLayer
+            return isinstance(candidate, CloseOrderTCPLayer)
     return False
