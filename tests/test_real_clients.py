@@ -38,6 +38,8 @@ from client_cases import (
     expected_decision,
     mint_case_pki,
 )
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from servers import (
     DovecotServer,
     MissingSystemPackage,
@@ -149,7 +151,9 @@ def _combo_id(combo: tuple[str, str, str]) -> str:
     return "-".join(combo)
 
 
-def _direct(lab: Lab, combo: tuple[str, str, str], case: ClientCase) -> ClientOutcome:
+def _direct(
+    lab: Lab, combo: tuple[str, str, str], case: ClientCase, *, pin: str | None = None
+) -> ClientOutcome:
     client, protocol, tls = combo
     target = ClientTarget(
         case.name_for(protocol),
@@ -158,8 +162,14 @@ def _direct(lab: Lab, combo: tuple[str, str, str], case: ClientCase) -> ClientOu
         tls,
         lab.pki.cafile(case),
         account=ACCOUNT,
+        pin=pin,
     )
     return run_client(client, target)
+
+
+def _fetchmail_pin(cert: x509.Certificate) -> str:
+    """fetchmail's sslfingerprint for ``cert``: its MD5, colon-separated upper-case hex."""
+    return ":".join(f"{b:02X}" for b in cert.fingerprint(hashes.MD5()))
 
 
 # --- phase A: each client directly against the real servers ---------------------------------
@@ -195,6 +205,15 @@ def test_swaks_accepts_a_certificate_for_another_host(lab: Lab) -> None:
     outcome = _direct(lab, ("swaks", "smtp", "implicit"), CASES["wrong-host"])
     assert outcome.decision is Decision.ACCEPTED
     assert 'TLS peer DN="/CN=other.example.net"' in outcome.message
+
+
+def test_fetchmail_accepts_the_certificate_it_pins_and_no_other(lab: Lab) -> None:
+    combo, good = ("fetchmail", "imap", "implicit"), CASES["good"]
+    pinned = _direct(lab, combo, good, pin=_fetchmail_pin(lab.pki.default.leaf))
+    assert pinned.decision is Decision.ACCEPTED, pinned.output
+    other = _direct(lab, combo, good, pin=_fetchmail_pin(lab.pki.by_case["wrong-host"].leaf))
+    assert other.decision is Decision.REFUSED, other.output
+    assert "imap.example.test fingerprints do not match!" in other.message
 
 
 # --- the client runner itself ---------------------------------------------------------------
@@ -240,6 +259,7 @@ PROXY_START_S = 30.0
 RECORD_WAIT_S = 5.0
 PROXY_WORKERS = 3  # endpoints driven at once (2 cores: the proxy is the bottleneck)
 # The recorded decisions that say the client would not go on with the certificate it saw.
+PINNED = ("fetchmail", "imap", "implicit", "pinned")  # the extra run of through_proxy
 REFUSING_DECISIONS = ("alert", "closed-after-handshake", "closed-during-handshake")
 
 
@@ -308,7 +328,12 @@ def _recorded_for(record: Path, upstream: int) -> list[SessionFacts]:
 
 
 def _through_proxy(
-    lab: Lab, proxy: ProxyLab, combo: tuple[str, str, str], case: ClientCase
+    lab: Lab,
+    proxy: ProxyLab,
+    combo: tuple[str, str, str],
+    case: ClientCase,
+    *,
+    pin: str | None = None,
 ) -> tuple[ClientOutcome, list[str]]:
     """Run the client through the proxy; its outcome and the ids of the sessions it left."""
     client, protocol, tls = combo
@@ -321,6 +346,7 @@ def _through_proxy(
         tls,
         proxy.ca_file if case.trusts_lab_ca else lab.pki.unrelated_ca,
         account=ACCOUNT,
+        pin=pin,
     )
     outcome = run_client(client, target)
     deadline = time.monotonic() + RECORD_WAIT_S
@@ -353,6 +379,10 @@ def through_proxy(lab: Lab, proxy_lab: ProxyLab) -> dict[tuple[str, str, str, st
 
     with ThreadPoolExecutor(PROXY_WORKERS) as pool:
         runs = dict(item for done in pool.map(run_endpoint, by_endpoint.values()) for item in done)
+    # One more: fetchmail pinning the server's own certificate, which no mirror can copy.
+    runs[PINNED] = _through_proxy(
+        lab, proxy_lab, PINNED[:3], CASES["good"], pin=_fetchmail_pin(lab.pki.default.leaf)
+    )
     # Judged later, from the recording alone: the CA the proxy judged with travels in it.
     done = subprocess.run(
         [venv_bin("certmatch"), "check", "--json", str(proxy_lab.record)],
@@ -437,3 +467,28 @@ def test_the_recording_and_the_proxy_log_hold_no_credentials(
     for path in (proxy_lab.record, proxy_lab.log_path):
         text = path.read_bytes()
         assert not [form for form in forms if form in text], path
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="judge: fetchmail refuses a pinned certificate (sslfingerprint) with the alert "
+    "internal_error (80): OpenSSL's alert when an application's verify callback fails "
+    "without a verify error. _client_refused counts internal_error as not about the "
+    "certificate, so only client-refused-certificate is raised, explained as 'not about the "
+    "certificate ... whatever it made of the names', and proxy-ca-not-trusted, whose fix names "
+    "sslfingerprint, is not; issue 9 asks to detect pinning clients and say so",
+)
+def test_a_client_pinning_the_servers_certificate_refuses_the_mirror_and_is_told_why(
+    through_proxy: dict[tuple[str, str, str, str], ThroughProxy],
+) -> None:
+    """fetchmail accepts the real server with its pin (above); the mirror has another key, so it
+    refuses, and certmatch says the refusal is about certmatch, naming the pin to remove."""
+    seen = through_proxy[PINNED]
+    assert seen.outcome.decision is Decision.REFUSED, seen.outcome.output
+    assert "fingerprints do not match!" in seen.outcome.message
+    (facts,), (session,) = seen.facts, seen.judged
+    assert facts.client_decision in REFUSING_DECISIONS
+    assert session["failed"] is True
+    assert (facts.client_alert, facts.client_alert_code) == ("internal_error", 80)
+    assert {"proxy-ca-not-trusted", "client-refused-certificate"} <= set(session["causes"])
+    assert "sslfingerprint" in session["fix"]

@@ -87,6 +87,9 @@ class ClientTarget:
     """Where ``server_name`` resolves: the address the client dials."""
     account: Account | None = None
     timeout: float = DEFAULT_TIMEOUT_S
+    pin: str | None = None
+    """A fingerprint of the server certificate the client pins, for clients that can (fetchmail's
+    ``sslfingerprint``: MD5 of the certificate, colon-separated hex)."""
 
     @property
     def name_is_ip(self) -> bool:
@@ -119,6 +122,8 @@ class RealClient:
     checks_host_name: bool
     """False for a client that verifies the chain and dates but never the server's name."""
     needs_account: bool = False
+    pins: bool = False
+    """True for a client that can pin the server's certificate (``ClientTarget.pin``)."""
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -223,7 +228,8 @@ def _run(
             proc.wait()
             status = None
         finally:
-            proc.stdin.close()
+            with contextlib.suppress(BrokenPipeError):  # closing flushes what it never read
+                proc.stdin.close()
     return _Run(status, out_path.read_text(errors="replace"), time.monotonic() - started)
 
 
@@ -288,6 +294,8 @@ def _check_mode(client: RealClient, target: ClientTarget) -> None:
             f"{client.name} does not speak {target.protocol} with {target.tls} TLS here; "
             f"it does: {supported}"
         )
+    if target.pin and not client.pins:
+        raise ValueError(f"{client.name} cannot pin a certificate here")
     if client.needs_account and target.account is None:
         raise ValueError(f"{client.name} must log in: give the target a lab server's test account")
 
@@ -345,7 +353,8 @@ def run_fetchmail(target: ClientTarget) -> ClientOutcome:
     """fetchmail in check mode (``-c``: it counts messages and fetches, deletes, delivers none).
 
     ``sslcertck`` with ``sslcertfile``; ``ssl`` for implicit TLS, ``sslproto tls1.2+`` to
-    require STARTTLS/STLS. fetchmail sends its configured name as SNI, even an IP address.
+    require STARTTLS/STLS; ``sslfingerprint`` when the target pins a certificate. fetchmail
+    sends its configured name as SNI, even an IP address.
     """
     _check_mode(FETCHMAIL, target)
     program = _require("fetchmail", "fetchmail")
@@ -363,7 +372,9 @@ def run_fetchmail(target: ClientTarget) -> ClientOutcome:
             f'  user "{_plain_config_value(target.account.user, "user")}" '
             f'password "{_plain_config_value(target.account.password, "password")}" '
             'is "nobody" here\n'
-            f'  {security} sslcertck sslcertfile "{target.cafile}"\n',
+            f'  {security} sslcertck sslcertfile "{target.cafile}"'
+            + (f' sslfingerprint "{_plain_config_value(target.pin, "pin")}"' if target.pin else "")
+            + "\n",
         )
         env = _env(workdir) | {"FETCHMAILHOME": str(workdir)}
         done = _run(
@@ -383,6 +394,7 @@ def run_fetchmail(target: ClientTarget) -> ClientOutcome:
         refusal=(
             r"^fetchmail: Server CommonName mismatch: .*$",
             r"^fetchmail: Server certificate verification error: .*$",
+            r"^fetchmail: .* fingerprints do not match!$",
             r"^fetchmail: .*certificate verify failed.*$",
         ),
         acceptance=counted,
@@ -616,6 +628,7 @@ FETCHMAIL = RealClient(
     frozenset((p, t) for p in ("imap", "pop3") for t in _BOTH),
     checks_host_name=True,
     needs_account=True,
+    pins=True,
 )
 MBSYNC = RealClient(
     "mbsync",
