@@ -337,3 +337,22 @@ def test_json_entries_with_waits_equal_a_full_diagnosis(ca, good, wrong, tmp_pat
     assert written == expected
     told = [e for e in written if e["client_waited"] == 1.5 and e["findings"]]
     assert told and "1.500 s after the handshake" in json.dumps(told[0])
+
+
+def test_a_pinning_client_refusing_the_mirror_is_told_to_remove_the_pin(ca, good) -> None:
+    """fetchmail with sslfingerprint refuses any copy with internal_error (80): OpenSSL's
+    alert when the application's own check refuses; the pin, not the CA, is named."""
+    _, store = ca
+    facts = session(
+        good,
+        presented="mirror",
+        client_decision="alert",
+        client_alert="internal_error",
+        client_alert_code=80,
+    )
+    d = diagnose(facts, store)
+    assert d.verdict == "untrusted"
+    assert d.cause_ids == (PROXY_CA, REFUSED)
+    assert "fetchmail's sslfingerprint" in d.primary.explanation
+    assert "would have sent unknown_ca" in d.primary.explanation
+    assert "sslfingerprint" in d.primary.fix

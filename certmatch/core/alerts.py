@@ -65,7 +65,13 @@ ALERTS: tuple[Alert, ...] = (
     ),
     Alert(70, "protocol_version", "it does not support the protocol version offered"),
     Alert(71, "insufficient_security", "it requires more secure parameters than were offered"),
-    Alert(80, "internal_error", "an internal error unrelated to the peer made it stop"),
+    Alert(
+        80,
+        "internal_error",
+        "an internal error unrelated to the peer made it stop (OpenSSL-based clients also send "
+        "it when the application's own check of the certificate refuses it, such as a pinned "
+        "fingerprint)",
+    ),
     Alert(86, "inappropriate_fallback", "a connection retry was invalid"),
     Alert(
         90, "user_canceled", "the handshake was cancelled for a reason unrelated to the protocol"
@@ -88,8 +94,9 @@ BY_NAME: dict[str, Alert] = {alert.name: alert for alert in ALERTS}
 BY_CODE: dict[int, Alert] = {alert.code: alert for alert in ALERTS}
 
 # The alerts by which a client refuses the server's certificate: the certificate alerts of
-# RFC 8446 §6.2, handshake_failure (what older stacks send for any refusal), and
-# user_canceled (a person declined at the client's certificate dialogue).
+# RFC 8446 §6.2, handshake_failure (what older stacks send for any refusal), user_canceled (a
+# person declined at the client's certificate dialogue), and internal_error (what OpenSSL
+# sends when an application's own verify callback refuses, e.g. fetchmail's sslfingerprint).
 CERTIFICATE_ALERTS = frozenset(
     {
         "handshake_failure",
@@ -103,6 +110,7 @@ CERTIFICATE_ALERTS = frozenset(
         "decrypt_error",
         "bad_certificate_status_response",
         "user_canceled",
+        "internal_error",
     }
 )
 

@@ -536,9 +536,10 @@ _CATALOGUE: tuple[Cause, ...] = (
         "The client refused certmatch's certificate, not the server's",
         "failure",
         "{refusal}, although certmatch judges the server's own certificate acceptable for the "
-        "name the client asked for. So the client most likely does not trust certmatch's CA, "
-        "which issued the certificate it was shown, and it will show a certificate warning "
-        "caused by certmatch, not by the server. {detail}",
+        "name the client asked for. So the refusal is about certmatch: the client does not "
+        "trust certmatch's CA, which issued the certificate it was shown, or it pins the "
+        "server's own certificate, which no copy can match. Either way it shows a certificate "
+        "warning caused by certmatch, not by the server. {detail}",
         "Add certmatch's CA certificate (mitmproxy-ca-cert.pem in the proxy's configuration "
         "directory, ~/.mitmproxy by default) to the client's trusted certificates, then retry. "
         "If the client pins the server's certificate or keeps a saved exception for it "

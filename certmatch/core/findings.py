@@ -329,6 +329,7 @@ _CLOSED_BEFORE_HANDSHAKE = "closed-before-handshake"
 _CLOSED_AFTER_HANDSHAKE = "closed-after-handshake"
 _CLOSED_DURING_HANDSHAKE = "closed-during-handshake"
 _ALERT = "alert"
+_PINNED_ALERT = "internal_error"  # OpenSSL's alert when an application's own check refuses
 # What the client did instead of going on, when it was shown a certificate.
 _REFUSALS = frozenset({_ALERT, _CLOSED_AFTER_HANDSHAKE, _CLOSED_DURING_HANDSHAKE})
 # What an older recording's client error says when the client refused the certificate.
@@ -370,6 +371,13 @@ def _client_refused(
 
 def _proxy_ca_detail(facts: SessionFacts, refusal: str) -> str:
     lines = []
+    if refusal == _ALERT and facts.client_alert == _PINNED_ALERT:
+        lines.append(
+            "Its alert, internal_error, is what an OpenSSL-based client sends when its own check "
+            "of the certificate refuses it outside the chain check: most likely it pins the "
+            "server's certificate or key (fetchmail's sslfingerprint), which no copy can match. "
+            "A client that did not trust certmatch's CA would have sent unknown_ca."
+        )
     if facts.presented == "mirror":
         lines.append(
             "The certificate it was shown carried the server's own names and dates; only its "
