@@ -399,7 +399,16 @@ async def test_follow_shows_sessions_appended_while_running(store, sample, tmp_p
             assert not app.sessions.problems, (
                 "an unfinished last line is not an error while following"
             )
-            assert app.sessions.session_list.cursor == 5 and current_facts(app).id == "grown-5"
+            assert app.sessions.session_list.cursor == 5
+            # The newest session's detail follows, at most every DETAIL_EVERY seconds.
+            await wait_for(
+                pilot,
+                lambda: (
+                    app.sessions.detail_pane.detail is not None
+                    and current_facts(app).id == "grown-5"
+                ),
+                "its detail",
+            )
             with path.open("ab") as raw:
                 raw.write(b'"}\n')  # finished, but not a valid session: reported once complete
             await wait_for(

@@ -91,6 +91,12 @@ class Loader:
             found = self._judges[id(source)] = self._judge_for(source.path)
         return found
 
+    def judges(self) -> list[Judge]:
+        """Every judge in use (one, or one per file)."""
+        if self.judge is not None:
+            return [self.judge]
+        return list({id(j): j for j in self._judges.values()}.values())
+
     def names(self) -> list[str]:
         """The files read, each once (a rotated file is one name), in the order given."""
         return list(dict.fromkeys(source.name for source in self.sources))

@@ -311,8 +311,17 @@ class SessionList(ScrollView, can_focus=True, inherit_bindings=False):
         self.refresh()
 
     def _update_size(self) -> None:
-        total = sum(self.widths) + len(self.widths) - 1
-        self.virtual_size = Size(total, len(self.items) + 1)
+        size = Size(sum(self.widths) + len(self.widths) - 1, len(self.items) + 1)
+        if size == self.virtual_size:
+            return
+        if size.width != self.virtual_size.width or not self.is_mounted:
+            self.virtual_size = size
+            return
+        # Only more (or fewer) lines: the scroll bars change, not the screen's layout, which
+        # would measure every widget again (the whole detail) at each batch of a followed file.
+        self.set_reactive(ScrollView.virtual_size, size)
+        self._scroll_update(size)
+        self.refresh()
 
     @property
     def _badge_styles(self) -> dict[Severity, Style]:

@@ -97,6 +97,21 @@ class RecordingSource:
             return "truncated"
         return None
 
+    def hold(self) -> None:
+        """Open the file and keep it open, if it is still the one read (``identity``): its
+        sessions stay readable after a rotation by renaming. Nothing happens otherwise."""
+        if self._file is not None:
+            return
+        try:
+            file = self.path.open("rb")
+        except OSError:
+            return
+        status = os.fstat(file.fileno())
+        if self.identity is not None and (status.st_dev, status.st_ino) == self.identity:
+            self._file = file
+        else:
+            file.close()
+
     def retire(self) -> None:
         """Read no more: the name now means another file. The file read stays open, so the
         sessions read from it can still be shown (after a rotation by renaming)."""

@@ -8,8 +8,6 @@ the first rows show while a big recording is still being read.
 from __future__ import annotations
 
 import bisect
-import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from operator import attrgetter
@@ -22,6 +20,7 @@ from textual.app import ComposeResult
 from textual.binding import BindingType
 from textual.containers import Vertical
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import Footer, Static
 from textual.worker import get_current_worker
 
@@ -34,7 +33,7 @@ from certmatch.tui import keys
 from certmatch.tui.detail_pane import DetailPane
 from certmatch.tui.export import export_session, session_json
 from certmatch.tui.keys import View
-from certmatch.tui.loader import Loader
+from certmatch.tui.loader import Batch
 from certmatch.tui.messages import (
     BatchLoaded,
     FindCounted,
@@ -44,6 +43,7 @@ from certmatch.tui.messages import (
 )
 from certmatch.tui.model import FILTER_HELP, Filter, FilterError, Group, Grouping, Row, select
 from certmatch.tui.proxy_watch import LiveProxy, ProxyState
+from certmatch.tui.reader import ReaderProcess
 from certmatch.tui.screens.confirm import ConfirmScreen
 from certmatch.tui.screens.help import HelpScreen
 from certmatch.tui.screens.prompt import PromptScreen
@@ -51,6 +51,7 @@ from certmatch.tui.session_list import SessionList
 
 _ACTIONS = {key.action: key for key in keys.keys_for(View.SESSIONS)}
 _TAIL_SHOWN = 6  # lines of the proxy's log in its red banner
+DETAIL_EVERY = 0.3  # seconds between details of the newest session while the list follows
 
 
 def proxy_banner(proxy: LiveProxy, state: ProxyState) -> Text:
@@ -144,10 +145,14 @@ class SessionsScreen(Screen[None]):
         super().__init__()
         self.paths = paths
         self.judge = Judge(store)  # shared by the reader thread and the detail pane
-        self.loader = (
-            Loader(paths, judge_for=judge_for, directories=directories)
-            if judge_for is not None
-            else Loader(paths, self.judge, directories=directories)
+        # Read and judged in a process of its own; forked now, before the UI starts threads.
+        self.loader = ReaderProcess(
+            paths,
+            None if judge_for is not None else self.judge,
+            judge_for=judge_for,
+            directories=directories,
+            follow=follow,
+            poll_interval=poll_interval,
         )
         self.rows: list[Row] = []
         self.following = follow
@@ -172,8 +177,10 @@ class SessionsScreen(Screen[None]):
         self._visible: list[int] = []
         self._grouping = Grouping()
         self._test = self.filter.predicate(show_all)
-        self._wake = threading.Event()
-        self._loading = False
+        self._receiving = False
+        self._loading = False  # a pass is under way (or follow is on)
+        self._tail_moved_to = -1  # where follow last moved the cursor
+        self._detail_timer: Timer | None = None
         # Kept here, not queried: loader messages can arrive while the screen closes.
         self._status = Static(id="status")
         self._proxy_line = Static(id="proxy")
@@ -231,40 +238,40 @@ class SessionsScreen(Screen[None]):
     # --- loading ---------------------------------------------------------------------------
 
     def _start_loader(self) -> None:
-        # The reader thread runs Python code non-stop; by default it holds the GIL for
-        # 5 ms at a time, and every wait of the UI's event loop costs the UI a whole
-        # slice, which made the first paint take seconds. Shorter slices keep the UI fluid.
-        sys.setswitchinterval(0.0005)
-        if not self._loading:
+        if not self._receiving:
+            self._receiving = True
             self._loading = True
-            self._load()
+            self._receive()
 
     @work(thread=True, exclusive=True, group="loader", exit_on_error=False)
-    def _load(self) -> None:
+    def _receive(self) -> None:
+        """Turn the reader process's messages into the screen's (in a thread: receiving
+        blocks; unpacking a batch is cheap next to reading and judging it)."""
         worker = get_current_worker()
         try:
             while not worker.is_cancelled:
-                following = self.following
-                self.loader.poll(
-                    lambda batch: self.post_message(BatchLoaded(batch)),
-                    final=not following,
-                    cancelled=lambda: worker.is_cancelled,
-                )
-                self.post_message(LoadPassFinished())
-                if not self.following:
+                kind, content = self.loader.receive()
+                if kind == "batch":
+                    assert isinstance(content, Batch)
+                    self.post_message(BatchLoaded(content))
+                elif kind == "pass":
+                    self.post_message(LoadPassFinished())
+                elif kind == "failed":
+                    self.post_message(LoaderFailed(str(content)))
                     break
-                self._wake.wait(self.poll_interval)
-                self._wake.clear()
-        except Exception as error:  # noqa: BLE001 - shown to the user instead of a traceback
-            self.post_message(LoaderFailed(f"{type(error).__name__}: {error}"))
+                else:
+                    break  # the reader stopped
         finally:
-            self._loading = False
+            self._receiving = False
 
     def stop_loader(self) -> None:
-        """Cancel the reader thread and wake it if it waits for the next follow pass."""
-        self.workers.cancel_group(self, "loader")
+        """Stop the reader process and the thread that receives from it."""
         self.workers.cancel_group(self, "find")
-        self._wake.set()
+        self.workers.cancel_group(self, "loader")
+        self.loader.stop()
+
+    def on_unmount(self) -> None:
+        self.loader.stop()
 
     @on(BatchLoaded)
     def _add_batch(self, message: BatchLoaded) -> None:
@@ -289,21 +296,37 @@ class SessionsScreen(Screen[None]):
             self.failing += sum(1 for row in batch.rows if row.judgement.failed)
             new = select(self.rows, self._test, start)
             listing = self.session_list
+            tail = False
             if self.grouped:
                 self._grouping.add(self.rows, new)
                 self._visible.extend(new)
                 self._show_groups()
             else:
                 first_new = len(listing.items)
-                tail = self._tailing()
+                tail = self._tailing() and bool(new)
                 listing.append_items(new)  # extends self._visible, the list's items
                 self._count_new_matches(first_new)
                 if tail:
+                    # The first session shows at once; later ones at most every DETAIL_EVERY.
+                    self._tail_moved_to = len(listing.items) - 1 if first_new else -1
                     listing.cursor = len(listing.items) - 1
                 elif self.following and self.initial_load_done:
                     self.new_sessions += len(new)
-            self._show_detail()
+            if not tail:
+                self._show_detail()
         self._update_status()
+
+    def _show_detail_soon(self) -> None:
+        """The detail of the newest session, at most every ``DETAIL_EVERY`` seconds while
+        the list moves with a fast recording: diagnosing and laying out each one would keep
+        the UI from the keys."""
+        if self._detail_timer is None:
+
+            def show() -> None:
+                self._detail_timer = None
+                self._show_detail()
+
+            self._detail_timer = self.set_timer(DETAIL_EVERY, show)
 
     def _tailing(self) -> bool:
         """While following, the list moves with the newest session only while nobody reads
@@ -317,6 +340,7 @@ class SessionsScreen(Screen[None]):
 
     @on(LoadPassFinished)
     def _pass_finished(self) -> None:
+        self._loading = self.following
         if not self.initial_load_done:
             self.initial_load_done = True
             if len(self.loader.names()) > 1:
@@ -456,7 +480,10 @@ class SessionsScreen(Screen[None]):
             if len(names) == 1
             else f"{len(names)} files: {printable(', '.join(names))}"
         )
-        self._status.update(Text(" · ".join(parts), no_wrap=True, overflow="ellipsis"))
+        # One line, whatever it says: no layout (which would measure the whole detail again).
+        self._status.update(
+            Text(" · ".join(parts), no_wrap=True, overflow="ellipsis"), layout=False
+        )
         if not listing.items:
             listing.refresh()
 
@@ -521,10 +548,14 @@ class SessionsScreen(Screen[None]):
     # --- the detail pane -------------------------------------------------------------------
 
     @on(SessionHighlighted)
-    def _highlighted(self) -> None:
+    def _highlighted(self, message: SessionHighlighted) -> None:
         if self.session_list.at_end():
             self.new_sessions = 0
-        self._show_detail()
+        if message.index == self._tail_moved_to:  # moved by follow, not by a key
+            self._show_detail_soon()
+        else:
+            self._tail_moved_to = -1
+            self._show_detail()
         if self.find_text or self.following:
             self._update_status()
 
@@ -666,8 +697,8 @@ class SessionsScreen(Screen[None]):
             if listing.items:
                 listing.cursor = len(listing.items) - 1
                 self._show_detail()
-            self._start_loader()
-            self._wake.set()
+            self._loading = True
+        self.loader.follow(self.following)
         self._update_status()
         self.notify(
             "Following: new sessions are read and shown as they are recorded."

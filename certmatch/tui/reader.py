@@ -1,0 +1,282 @@
+"""Read and judge the recordings in a process of their own, apart from the UI.
+
+certmatch must judge every session to show the failing ones, and judging is Python work: in a
+thread of the UI's process it holds the interpreter lock against the UI, so keys waited while
+a big recording loaded or a fast one was followed. ``ReaderProcess`` forks (before the UI
+starts any thread of its own) a process that runs a ``Loader`` and sends its batches over a
+pipe, compactly: rows as tuples of plain values, each distinct judgement once. The UI's side
+turns them back into rows and mirrors the sources, so that a session can be read back for the
+detail pane, from the file it was read from.
+
+Messages from the reader: ``("batch", Packed)``, ``("pass",)`` once it reached the end of every
+file, ``("failed", text)``. To it: ``("follow", bool)``, ``("stop",)``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from certmatch.core.judge import Judge, Judgement
+from certmatch.core.recording import LineProblem
+from certmatch.tui.loader import Batch, Loader
+from certmatch.tui.model import Row
+from certmatch.tui.source import RecordingSource
+
+type PackedRow = tuple[int, int, str, str, str, str, str, str | None, int]
+
+
+@dataclass(frozen=True)
+class SourceState:
+    """What the UI needs to know of one source to read its sessions back."""
+
+    index: int
+    path: str
+    identity: tuple[int, int] | None
+    gone: str
+    retired: bool
+
+
+@dataclass
+class Packed:
+    """A ``Batch`` as it crosses the pipe."""
+
+    rows: list[PackedRow] = field(default_factory=list)
+    judgements: list[tuple[int, Judgement]] = field(default_factory=list)  # new ones only
+    problems: list[LineProblem] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    sources: list[SourceState] = field(default_factory=list)  # new or changed ones only
+    waiting: list[str] = field(default_factory=list)
+    bytes_read: int = 0
+    bytes_total: int = 0
+    diagnosed: int = 0
+
+
+class _Packer:
+    """The reader's side: numbers each judgement once, notes which sources changed."""
+
+    def __init__(self, loader: Loader) -> None:
+        self.loader = loader
+        self._numbers: dict[int, int] = {}
+        self._kept: list[Judgement] = []  # holds each numbered judgement, so its id stays its
+        self._sent: dict[int, SourceState] = {}
+
+    def pack(self, batch: Batch) -> Packed:
+        numbers, kept = self._numbers, self._kept
+        packed = Packed(
+            problems=batch.problems,
+            errors=batch.errors,
+            notes=batch.notes,
+            waiting=list(self.loader.waiting),
+            bytes_read=batch.bytes_read,
+            bytes_total=batch.bytes_total,
+            diagnosed=sum(j.diagnosed for j in self.loader.judges()),
+        )
+        rows = packed.rows
+        for row in batch.rows:
+            j = row.judgement
+            number = numbers.get(id(j))
+            if number is None:
+                number = numbers[id(j)] = len(kept)
+                kept.append(j)
+                packed.judgements.append((number, j))
+            rows.append(
+                (
+                    row.source,
+                    row.offset,
+                    row.time,
+                    row.protocol,
+                    row.client,
+                    row.host,
+                    row.host_source,
+                    row.sni,
+                    number,
+                )
+            )
+        for index, source in enumerate(list(self.loader.sources)):
+            state = SourceState(index, source.name, source.identity, source.gone, source.retired)
+            if self._sent.get(index) != state:
+                self._sent[index] = state
+                packed.sources.append(state)
+        return packed
+
+
+def _serve(loader: Loader, conn: Connection, follow: bool, poll_interval: float) -> None:
+    """The reader process: read, send, and while following read again every interval."""
+    packer = _Packer(loader)
+    stopping = False
+
+    def handle(message: tuple[Any, ...]) -> None:
+        nonlocal follow, stopping
+        if message[0] == "follow":
+            follow = bool(message[1])
+        elif message[0] == "stop":
+            stopping = True
+
+    def cancelled() -> bool:
+        while not stopping and conn.poll(0):
+            handle(conn.recv())
+        return stopping
+
+    try:
+        while not stopping:
+            loader.poll(
+                lambda batch: conn.send(("batch", packer.pack(batch))),
+                final=not follow,
+                cancelled=cancelled,
+            )
+            if stopping:
+                break
+            conn.send(("pass",))
+            # Not following: wait for a command. Following: for the next pass, or a command.
+            if conn.poll(poll_interval if follow else None):
+                handle(conn.recv())
+                cancelled()
+    except (EOFError, BrokenPipeError, KeyboardInterrupt):
+        return  # the UI is gone
+    except Exception as error:  # noqa: BLE001 - shown to the user instead of a traceback
+        try:
+            conn.send(("failed", f"{type(error).__name__}: {error}"))
+        except OSError:
+            pass
+        traceback.print_exc()
+
+
+class ReaderProcess:
+    """The UI's side of the reader process: commands out, batches in, sources mirrored."""
+
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        judge: Judge | None = None,
+        *,
+        judge_for: Callable[[Path], Judge] | None = None,
+        directories: Sequence[Path] = (),
+        follow: bool = False,
+        poll_interval: float = 0.25,
+    ) -> None:
+        loader = Loader(paths, judge, judge_for=judge_for, directories=directories)
+        self.judge = judge
+        self._judge_for = judge_for
+        self._judges: dict[int, Judge] = {}
+        self.sources: list[RecordingSource] = [RecordingSource(Path(p)) for p in paths]
+        self.waiting: list[str] = []
+        self.diagnosed = 0
+        self._judgements: dict[int, Judgement] = {}
+        self._hold_files = follow
+        context = multiprocessing.get_context("fork")
+        self._conn, child = context.Pipe()
+        # Forked now, while the UI runs no thread: the reader inherits the loader, the
+        # trust store and the judges as they are, and needs nothing pickled but its output.
+        self.process = context.Process(
+            target=_child,
+            args=(loader, child, self._conn, follow, poll_interval),
+            name="certmatch-reader",
+            daemon=True,
+        )
+        self.process.start()
+        child.close()
+
+    # --- what the UI asks of the files --------------------------------------------------------
+
+    def names(self) -> list[str]:
+        """The files read, each once (a rotated file is one name), in the order given."""
+        return list(dict.fromkeys(source.name for source in self.sources))
+
+    def judge_of(self, source: RecordingSource) -> Judge:
+        """The UI's judge for the sessions of ``source`` (the detail pane diagnoses)."""
+        if self.judge is not None:
+            return self.judge
+        found = self._judges.get(id(source))
+        if found is None:
+            assert self._judge_for is not None
+            found = self._judges[id(source)] = self._judge_for(source.path)
+        return found
+
+    # --- the pipe -----------------------------------------------------------------------------
+
+    def follow(self, on: bool) -> None:
+        self._hold_files = self._hold_files or on
+        self._send(("follow", on))
+
+    def stop(self) -> None:
+        """Ask the reader to stop, and make sure it did."""
+        self._send(("stop",))
+        self.process.join(2)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(2)
+        self._conn.close()
+        for source in self.sources:
+            source.close()
+
+    def _send(self, message: tuple[Any, ...]) -> None:
+        try:
+            self._conn.send(message)
+        except (OSError, ValueError):
+            pass  # the reader is gone already
+
+    def receive(self) -> tuple[str, Batch | str | None]:
+        """The next message, blocking: ("batch", Batch), ("pass", None), ("failed", text) or
+        ("gone", None) when the reader ended."""
+        try:
+            message = self._conn.recv()
+        except (EOFError, OSError):
+            return "gone", None
+        kind = message[0]
+        if kind == "batch":
+            return "batch", self._unpack(message[1])
+        if kind == "failed":
+            return "failed", message[1]
+        return "pass", None
+
+    def _unpack(self, packed: Packed) -> Batch:
+        judgements = self._judgements
+        for number, judgement in packed.judgements:
+            judgements[number] = judgement
+        for state in packed.sources:
+            self._mirror(state)
+        self.waiting = packed.waiting
+        self.diagnosed = packed.diagnosed
+        rows = [
+            Row(source, offset, time, protocol, client, host, host_source, sni, judgements[n])
+            for source, offset, time, protocol, client, host, host_source, sni, n in packed.rows
+        ]
+        return Batch(
+            rows=rows,
+            problems=packed.problems,
+            errors=packed.errors,
+            notes=packed.notes,
+            bytes_read=packed.bytes_read,
+            bytes_total=packed.bytes_total,
+        )
+
+    def _mirror(self, state: SourceState) -> None:
+        while len(self.sources) <= state.index:
+            self.sources.append(RecordingSource(Path(state.path)))
+        source = self.sources[state.index]
+        if source.identity is None and state.identity is not None:
+            source.identity = state.identity
+            if self._hold_files:
+                source.hold()  # keeps the file, should its name come to mean another
+        source.gone, source.retired = state.gone, state.retired
+        if source.gone:
+            source.close()
+
+
+def _child(
+    loader: Loader, conn: Connection, parent_end: Connection, follow: bool, interval: float
+) -> None:
+    parent_end.close()  # so that the UI's end closing is seen here as the end
+    try:
+        os.setpgid(0, 0)  # a ctrl+c in the terminal is the UI's to handle
+    except OSError:
+        pass
+    _serve(loader, conn, follow, interval)
