@@ -103,7 +103,7 @@ async def bench_file(path: Path, ca: Path, skip_filters: bool) -> None:
             f"judgements computed:       {app.sessions.loader.diagnosed:7,}  (the rest reused a cached judgement)"
         )
         current, peak = rss_mb()
-        reader, reader_peak = rss_mb(app.sessions.loader.process.pid)
+        reader, reader_peak = rss_mb(app.sessions.loader.pid)
         print(
             f"resident memory:           {current + reader:7.0f} MB  (UI {current:.0f} MB, peak "
             f"{peak:.0f}; reader process {reader:.0f} MB, peak {reader_peak:.0f})"

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -171,18 +173,9 @@ class ReaderProcess:
         self.diagnosed = 0
         self._judgements: dict[int, Judgement] = {}
         self._hold_files = follow
-        context = multiprocessing.get_context("fork")
-        self._conn, child = context.Pipe()
-        # Forked now, while the UI runs no thread: the reader inherits the loader, the
-        # trust store and the judges as they are, and needs nothing pickled but its output.
-        self.process = context.Process(
-            target=_child,
-            args=(loader, child, self._conn, follow, poll_interval),
-            name="certmatch-reader",
-            daemon=True,
-        )
-        self.process.start()
-        child.close()
+        self._conn, child_end = multiprocessing.Pipe()
+        self.pid = _fork_reader(loader, child_end, self._conn, follow, poll_interval)
+        child_end.close()
 
     # --- what the UI asks of the files --------------------------------------------------------
 
@@ -207,12 +200,16 @@ class ReaderProcess:
         self._send(("follow", on))
 
     def stop(self) -> None:
-        """Ask the reader to stop, and make sure it did."""
+        """Ask the reader to stop, and make sure it did (it is ended after 2 s)."""
         self._send(("stop",))
-        self.process.join(2)
-        if self.process.is_alive():
-            self.process.terminate()
-            self.process.join(2)
+        deadline = time.monotonic() + 2
+        while _running(self.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if _running(self.pid):
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except OSError:
+                pass
         self._conn.close()
         for source in self.sources:
             source.close()
@@ -271,12 +268,48 @@ class ReaderProcess:
             source.close()
 
 
-def _child(
+def _fork_reader(
     loader: Loader, conn: Connection, parent_end: Connection, follow: bool, interval: float
-) -> None:
-    parent_end.close()  # so that the UI's end closing is seen here as the end
+) -> int:
+    """Start the reader, forked twice so that it is no child of the UI's process (whose
+    children are its proxy's: ``proxy --tui`` waits for and signals those); it ends when told
+    to, or when the UI's end of the pipe closes. Returns its process id."""
+    read_pid, write_pid = os.pipe()
+    middle = os.fork()
+    if middle == 0:  # pragma: no cover - runs in the forked processes
+        code = 0
+        try:
+            os.close(read_pid)
+            reader = os.fork()
+            if reader == 0:
+                os.close(write_pid)
+                parent_end.close()  # so that the UI's end closing is seen here as the end
+                os.setpgid(0, 0)  # the terminal's signals are the UI's to handle
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGHUP, signal.SIG_DFL)
+                try:
+                    _serve(loader, conn, follow, interval)
+                except BaseException:  # noqa: BLE001 - never back into the UI's code
+                    code = 1
+                finally:
+                    os._exit(code)
+            os.write(write_pid, str(reader).encode())
+        except BaseException:  # noqa: BLE001
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(write_pid)
+    os.waitpid(middle, 0)
+    with os.fdopen(read_pid, "rb") as pid_file:
+        return int(pid_file.read() or b"0")
+
+
+def _running(pid: int) -> bool:
+    """The process exists and has not exited (a zombie has)."""
+    if pid <= 0:
+        return False
     try:
-        os.setpgid(0, 0)  # a ctrl+c in the terminal is the UI's to handle
-    except OSError:
-        pass
-    _serve(loader, conn, follow, interval)
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False

@@ -19,6 +19,7 @@ from typing import ClassVar
 from rich.segment import Segment
 from rich.style import Style
 from textual import events
+from textual._context import NoActiveAppError
 from textual.geometry import Size
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
@@ -325,7 +326,11 @@ class SessionList(ScrollView, can_focus=True, inherit_bindings=False):
 
     @property
     def _badge_styles(self) -> dict[Severity, Style]:
-        return MONO_BADGE_STYLES if getattr(self.app, "mono", False) else BADGE_STYLES
+        try:
+            mono = getattr(self.app, "mono", False)
+        except NoActiveAppError:  # rendered outside an app (tests/test_escaping.py)
+            mono = False
+        return MONO_BADGE_STYLES if mono else BADGE_STYLES
 
     @property
     def current_item(self) -> int | Group | None:
