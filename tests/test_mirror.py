@@ -300,7 +300,8 @@ def test_the_sni_probe_still_runs_beside_a_mirror(tmp_path, dovecot, pki, store)
         context = verifying_context(proxy.ca_file)
         context.check_hostname = False  # no SNI: imaplib would send the name otherwise
         imap = LoopbackIMAP4_SSL(None, proxy.port, ssl_context=context)  # type: ignore[arg-type]
-        leaf = x509.load_der_x509_certificate(imap.sock.getpeercert(binary_form=True))  # type: ignore[attr-defined, arg-type]
+        der = imap.sock.getpeercert(binary_form=True)  # type: ignore[attr-defined]
+        leaf = x509.load_der_x509_certificate(der)
         imap.logout()
         facts = only(proxy)
     assert "alt.example.test" not in _san(leaf)  # the default certificate, as the server sent

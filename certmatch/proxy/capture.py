@@ -51,7 +51,7 @@ import certmatch
 from certmatch.core import policy, protocols
 from certmatch.core.diagnosis import Diagnosis
 from certmatch.core.facts import SessionFacts
-from certmatch.core.judge import Judge
+from certmatch.core.judge import Judge, Judgement
 from certmatch.core.recording import RecordingError, RecordingWriter
 from certmatch.core.report import shown_names
 from certmatch.core.text import printable
@@ -437,8 +437,7 @@ class CertmatchCapture:
         if facts.action == "block":
             return  # a blocked client fails its handshake by our doing, not its own
         facts.client_error = error
-        self._judge(session)
-        self._write(session)
+        self._write(session)  # judged there, with the client's decision
 
     # -- after the handshake ----------------------------------------------
 
@@ -583,12 +582,16 @@ class CertmatchCapture:
             facts.client_alert = decided.alert
             facts.client_alert_code = decided.alert_code
             facts.client_waited = decided.waited
+        verdict: Diagnosis | Judgement | None = session.verdict
         try:
-            if session.verdict is None or facts.client_decision is not None:
-                self._judge(session)  # the client's decision bears on the verdict too
+            if verdict is None or facts.client_decision is not None:
+                # The client's decision bears on the verdict too. The log line needs no
+                # prose: the judgement is cached per situation, the explanation is not.
+                assert self.judge is not None
+                verdict = self.judge.judgement(facts)
         except Exception as exc:  # noqa: BLE001
             facts.notes.append(f"analysis failed: {type(exc).__name__}: {exc}")
-        _log_verdict(facts, session.verdict)
+        _log_verdict(facts, verdict)
         if self.writer is None:
             return
         try:
@@ -622,13 +625,13 @@ def ca_certificate_pems(ca_files: Sequence[str]) -> list[str]:
     return [Path(path).read_text(encoding="ascii", errors="replace") for path in ca_files]
 
 
-def _log_verdict(facts: SessionFacts, verdict: Diagnosis | None) -> None:
+def _log_verdict(facts: SessionFacts, verdict: Diagnosis | Judgement | None) -> None:
     """One log line per recorded session: what was asked, what was presented, the verdict."""
     line = verdict_log_line(facts, verdict)
     (logger.warning if verdict is None or verdict.failed else logger.info)(line)
 
 
-def verdict_log_line(facts: SessionFacts, verdict: Diagnosis | None) -> str:
+def verdict_log_line(facts: SessionFacts, verdict: Diagnosis | Judgement | None) -> str:
     """The log line for a recorded session, every name from the network escaped so that a
     hostile SNI or certificate name cannot drive the terminal showing the log."""
     host = printable(str(facts.requested_host))
@@ -640,8 +643,11 @@ def verdict_log_line(facts: SessionFacts, verdict: Diagnosis | None) -> str:
         f"[{printable(facts.requested_host_source)}, SNI {printable(facts.sni or 'none')}] "
         f"-> {names}: {verdict.verdict}"
     )
-    if verdict.primary:
-        line += f" ({verdict.primary.id})"
+    primary = verdict.primary.id if isinstance(verdict, Diagnosis) and verdict.primary else None
+    if isinstance(verdict, Judgement):
+        primary = verdict.primary or None
+    if primary:
+        line += f" ({primary})"
     return line
 
 

@@ -17,8 +17,11 @@ apart; :meth:`ClientWatch.decision` turns them into the recorded decision:
 - ``closed-before-handshake``: it closed before sending a byte (a port check, a health probe);
 - None: nothing tells (the server hung up first, or the proxy refused the client).
 
-Alerts are named as in :mod:`certmatch.core.alerts`, and read from OpenSSL itself (an info callback on the client connection), so an alert
-sent after the handshake counts too; the text of mitmproxy's handshake error is the fallback.
+Alerts are named as in :mod:`certmatch.core.alerts`, and read from OpenSSL itself (an info
+callback on the client connection), so an alert sent after the handshake counts too; the
+text of mitmproxy's handshake error is the fallback. An alert that follows the client's own
+close_notify, or the server's close, is no decision (OpenSSL 3 clients answer a close without
+close_notify, which is how mitmproxy closes, with decode_error).
 """
 
 from __future__ import annotations

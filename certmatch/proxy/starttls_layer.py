@@ -11,8 +11,9 @@ opens with an LDAPMessage), or for every plaintext connection with
 ``certmatch_starttls=<protocol>``. The layer relays the plaintext phase
 unchanged, driven by a pure machine from :mod:`certmatch.core.starttls`; once the
 server accepts the upgrade it stacks mitmproxy's own ServerTLSLayer ->
-ClientTLSLayer -> TCPLayer (one that notes who closed first), so the capture addon's TLS hooks (faithful SNI,
-chain recording, block/pass) apply exactly as for implicit TLS.
+ClientTLSLayer -> TCPLayer (one that notes who closed first), so the capture
+addon's TLS hooks (faithful SNI, chain recording, mirror, block/pass) apply
+exactly as for implicit TLS.
 
 The layer reports through two hooks (:mod:`certmatch.proxy.starttls_hooks`):
 ``starttls_upgrade`` when the server accepts, and ``starttls_plaintext_end`` for
