@@ -1,10 +1,9 @@
-"""Turn recordings into list rows, in batches, off the UI thread.
+"""Turn recordings into list rows, in batches, away from the UI.
 
-The app runs ``Loader.poll`` in a thread worker: it reads what is new in
-every recording, judges each session (the core's ``Judge`` judges each
-distinct situation once) and hands over a ``Batch`` every ~0.1 s, never one
-message per session. The first batch is sent early so the first screen
-appears at once.
+``Loader.poll`` reads what is new in every recording, judges each session (the core's
+``Judge`` judges each distinct situation once) and hands over a ``Batch`` every ~0.2 s, never
+one message per session. The first batch goes out after 0.05 s, so the first screen appears
+at once. The TUI runs it in a process of its own (``reader``).
 
 While following, it behaves as ``tail -F``: it waits for a file that does not exist yet or
 is still empty, reads a file again from its start when it was truncated or its name came to
@@ -26,6 +25,7 @@ from certmatch.tui.model import Row
 from certmatch.tui.source import RecordingSource
 
 FIRST_BATCH_ROWS = 200
+FIRST_BATCH_SECONDS = 0.05  # the first rows go out at once: the first screen waits for them
 BATCH_SECONDS = 0.2
 BATCH_ROWS = 50_000
 
@@ -151,7 +151,7 @@ class Loader:
         ``final``: the files are complete (not followed), so a cut last line is a problem.
         """
         batch = Batch()
-        limit = first_batch_rows
+        limit, seconds = first_batch_rows, FIRST_BATCH_SECONDS
         last_emit = time.monotonic()
         total = 0
         # Built aside and swapped in whole: the UI thread reads it while this runs.
@@ -194,11 +194,11 @@ class Loader:
                     judge = judge or self.judge_of(source)  # after the header was read
                     batch.rows.append(self.row(index - 1, offset, item, judge))
                     total += 1
-                    if len(batch.rows) >= limit or time.monotonic() - last_emit > BATCH_SECONDS:
+                    if len(batch.rows) >= limit or time.monotonic() - last_emit > seconds:
                         if cancelled():
                             return total
                         flush()
-                        limit = BATCH_ROWS
+                        limit, seconds = BATCH_ROWS, BATCH_SECONDS
             except RecordingError as error:
                 self._failed.add(index - 1)
                 source.close()
