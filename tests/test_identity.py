@@ -655,3 +655,13 @@ def test_a_bare_wildcard_says_nothing_about_an_ip_reference():
     result = check_identity("192.0.2.1", ids(dns=("*",), ips=("192.0.2.1",)))
     assert result.verdict == "match"
     assert "wildcard-public-suffix" not in result.flags
+
+
+def test_an_underscore_in_the_matching_name_is_a_warning():
+    """Issue 13: accepted (OpenSSL and GnuTLS match it), with underscore-in-name."""
+    result = check_identity("foo_bar.example.com", ids(dns=("foo_bar.example.com",)))
+    assert result.verdict == "match"
+    assert result.flags == {"underscore-in-name"}
+    assert "outside the preferred name syntax of RFC 5280 §4.2.1.6" in matched(result).reason
+    wildcard = check_identity("foo_bar.example.com", ids(dns=("*.example.com",)))
+    assert wildcard.verdict == "match" and wildcard.flags == {"underscore-in-name"}

@@ -197,7 +197,7 @@ def test_issuer_that_is_not_a_ca(pki: dict[str, Issued], store: TrustStore) -> N
     leaf = issue_leaf(signer, dns=["victim.example"])
     result = assess([leaf.cert, signer.cert, pki["inter"].cert], store)
     assert not result.trusted
-    assert [(p.id, p.cert_index) for p in result.problems] == [("unknown-issuer", 1)]
+    assert [(p.id, p.cert_index) for p in result.problems] == [("not-a-ca", 1)]
     assert "not a CA" in result.problems[0].detail
 
 
@@ -605,7 +605,7 @@ def test_a_trusted_root_without_basic_constraints_is_no_issuer() -> None:
     )
     leaf = issue_leaf(Issued(root, key), dns=["mail.example.net"])
     result = assess([leaf.cert], TrustStore((root,), ("no-bc root",)))
-    assert not result.trusted and ids(result) == ["unknown-issuer"]
+    assert not result.trusted and ids(result) == ["not-a-ca"]
     detail = result.problems[0].detail
     assert "'CN=No BC Root' (from the trust store), which is not a CA certificate" in detail
     assert "(it has no basicConstraints extension)" in detail
@@ -630,3 +630,87 @@ def test_too_many_name_constraint_checks_stop_before_the_verifier(
     assert time.perf_counter() - started < 10
     assert not result.trusted and ids(result) == ["chain-too-complex"]
     assert "1100 name constraints and 1000 names" in result.problems[0].detail
+
+
+WEAK = Path(__file__).parent / "data" / "weak"
+
+
+@pytest.mark.parametrize(
+    ("hash_name", "algorithm"), [("sha1", "sha1WithRSAEncryption"), ("md5", "md5WithRSAEncryption")]
+)
+def test_a_leaf_signed_with_a_weak_hash_is_named_so(hash_name: str, algorithm: str) -> None:
+    """Issue 13: SHA-1 and MD5 leaves got missing-intermediate, saying the CA given with
+    --ca-file was not in the store. It is; the signature is what clients refuse (RFC 9155)."""
+    root = x509.load_pem_x509_certificate((WEAK / "ca.pem").read_bytes())
+    leaf = x509.load_pem_x509_certificate((WEAK / f"leaf-{hash_name}.pem").read_bytes())
+    at = leaf.not_valid_before_utc + dt.timedelta(days=1)
+    result = assess([leaf], TrustStore((root,), ("ca.pem",)), at)
+    assert not result.trusted and ids(result) == ["weak-signature-algorithm"]
+    detail = result.problems[0].detail
+    assert f"with {algorithm}" in detail
+    assert "'CN=certmatch Weak Test Root' (in the trust store (1 root: ca.pem))" in detail
+
+
+def test_a_ca_below_a_path_length_zero_ca_exceeds_it(pki: dict[str, Issued]) -> None:
+    """x509-limbo pathlen::intermediate-violates-pathlen-0: root -> CA (pathLen 0) -> CA -> leaf."""
+    root = pki["root"]
+    key = ec.generate_private_key(ec.SECP256R1())
+    capped = (
+        x509.CertificateBuilder()
+        .subject_name(cn("Capped CA"))
+        .issuer_name(root.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(days=1))
+        .not_valid_after(NOW + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(root.key, hashes.SHA256())
+    )
+    below = make_ca("Below Capped", parent=Issued(capped, key, [root.cert]))
+    leaf = issue_leaf(below, dns=["mail.example.net"])
+    result = assess([leaf.cert, below.cert, capped], TrustStore((root.cert,), ("root",)))
+    assert not result.trusted and ids(result) == ["path-length-exceeded"]
+    problem = result.problems[0]
+    assert problem.cert_index == 1
+    assert "'CN=Capped CA' (the server's certificate 2) allows no CA certificate below it" in (
+        problem.detail
+    )
+
+
+def test_a_wildcard_that_can_reach_an_excluded_name_violates_the_constraint() -> None:
+    """x509-limbo cve-2025-61727: excluded bar.example.com, leaf *.example.com."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    root = (
+        make_ca_builder("NC Root", cn("NC Root"), key)
+        .add_extension(x509.NameConstraints(None, [x509.DNSName("bar.example.com")]), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    leaf = issue_leaf(Issued(root, key), dns=["*.example.com"])
+    result = assess([leaf.cert], TrustStore((root,), ("nc root",)))
+    assert not result.trusted and ids(result) == ["name-constraints-violated"]
+    assert (
+        "carries dNSName '*.example.com', but 'CN=NC Root' (from the trust store) above it "
+        "excludes dNSName 'bar.example.com'" in result.problems[0].detail
+    )
+
+
+def test_a_leaf_for_client_authentication_only_is_the_wrong_usage(
+    pki: dict[str, Issued], store: TrustStore
+) -> None:
+    """x509-limbo rfc5280::eku::ee-wrong-eku: extKeyUsage clientAuth only."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(cn("mail.example.net"))
+        .issuer_name(pki["inter"].cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(days=1))
+        .not_valid_after(NOW + dt.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("mail.example.net")]), False)
+        .add_extension(x509.ExtendedKeyUsage([x509.ExtendedKeyUsageOID.CLIENT_AUTH]), False)
+        .sign(pki["inter"].key, hashes.SHA256())
+    )
+    result = assess([leaf, pki["inter"].cert], store)
+    assert not result.trusted and ids(result) == ["wrong-extended-key-usage"]
+    assert "does not include serverAuth" in result.problems[0].detail

@@ -397,6 +397,21 @@ _CATALOGUE: tuple[Cause, ...] = (
         ),
     ),
     Cause(
+        "underscore-in-name",
+        "The name holds an underscore",
+        "warning",
+        "The name {requested} matched the certificate, but it holds an underscore. {detail} "
+        "A dNSName must follow the preferred name syntax (letters, digits, hyphens); OpenSSL "
+        "and GnuTLS match it anyway, clients that follow RFC 5280 strictly do not.",
+        "Prefer a host name without an underscore, and a certificate issued for it; public CAs "
+        "no longer issue certificates for names with underscores.",
+        (
+            Citation("RFC 5280", "§4.2.1.6", "dNSName in the preferred name syntax"),
+            Citation("RFC 1034", "§3.5", "preferred name syntax"),
+        ),
+        raised_by=(IdentityRule.UNDERSCORE_IN_NAME,),
+    ),
+    Cause(
         "trailing-dot",
         "The client's server name ends with a dot",
         "warning",
@@ -487,6 +502,78 @@ _CATALOGUE: tuple[Cause, ...] = (
             Citation("RFC 5280", "§6.1.4", "(o) process any other critical extension"),
         ),
         raised_by=(TrustProblemId.UNKNOWN_CRITICAL_EXTENSION,),
+    ),
+    Cause(
+        "not-a-ca",
+        "A certificate that is not a CA signed another",
+        "failure",
+        "The chain from {server} passes through an issuer that is not a CA certificate. {detail} "
+        "Path validation accepts an issuer only when its basicConstraints say cA TRUE and its "
+        "keyUsage, if any, includes keyCertSign, so clients refuse the chain.",
+        "Have the CA reissue the issuing certificate as a CA (basicConstraints critical with "
+        "CA:TRUE, keyUsage keyCertSign, a subject that names it), or send the chain the CA "
+        "publishes; a server certificate cannot issue others.",
+        (
+            Citation("RFC 5280", "§4.2.1.9", "basic constraints: cA, pathLenConstraint"),
+            Citation("RFC 5280", "§6.1.4", "(k) a CA certificate, (n) keyCertSign if keyUsage"),
+            Citation("RFC 5280", "§4.1.2.6", "a CA's subject is a non-empty name"),
+        ),
+        raised_by=(TrustProblemId.NOT_A_CA,),
+    ),
+    Cause(
+        "path-length-exceeded",
+        "More CAs below a CA than it allows",
+        "failure",
+        "The chain from {server} is longer than a CA on it allows. {detail} A CA's "
+        "pathLenConstraint caps how many CA certificates may follow it (self-issued ones do not "
+        "count), and clients refuse a longer path.",
+        "Send a chain within the constraint (the intermediates the CA issued for this purpose); "
+        "if the hierarchy itself is deeper than its root allows, the CA has to reissue.",
+        (
+            Citation("RFC 5280", "§4.2.1.9", "pathLenConstraint"),
+            Citation("RFC 5280", "§6.1.4", "(l), (m) max_path_length"),
+        ),
+        raised_by=(TrustProblemId.PATH_LENGTH_EXCEEDED,),
+    ),
+    Cause(
+        "name-constraints-violated",
+        "A name lies outside what a CA may certify",
+        "failure",
+        "A CA on the chain from {server} is constrained to certain names, and a certificate below "
+        "it carries a name outside them. {detail} Clients refuse such a chain.",
+        "Get the certificate from a CA whose name constraints cover every name on it (or have "
+        "the constraining CA widen them); a wildcard must not be able to reach an excluded name.",
+        (
+            Citation("RFC 5280", "§4.2.1.10", "name constraints"),
+            Citation("RFC 5280", "§6.1.3", "(b) permitted subtrees, (c) excluded subtrees"),
+            Citation("CVE-2025-61727", "", "an excluded name reached through a wildcard"),
+        ),
+        raised_by=(TrustProblemId.NAME_CONSTRAINTS_VIOLATED,),
+    ),
+    Cause(
+        "wrong-extended-key-usage",
+        "The certificate is not for TLS servers",
+        "failure",
+        "The certificate {server} presents may be used only for the purposes its extended key "
+        "usage lists, and a mail client needs serverAuth. {detail}",
+        "Reissue the certificate with serverAuth (id-kp-serverAuth) in its extended key usage; "
+        "a client-authentication or e-mail certificate cannot serve a server.",
+        (Citation("RFC 5280", "§4.2.1.12", "extended key usage"),),
+        raised_by=(TrustProblemId.WRONG_EXTENDED_KEY_USAGE,),
+    ),
+    Cause(
+        "weak-signature-algorithm",
+        "A certificate is signed with MD5 or SHA-1",
+        "failure",
+        "A certificate on the chain from {server} is signed with a hash that collisions break. "
+        "{detail} TLS 1.2 no longer allows MD5 or SHA-1 signatures, TLS 1.3 only as a last "
+        "resort, and OpenSSL 3 refuses them at its default security level.",
+        "Reissue the certificate (and any intermediate so signed) with SHA-256 or better.",
+        (
+            Citation("RFC 9155", "", "MD5 and SHA-1 signature hashes deprecated in TLS 1.2"),
+            Citation("RFC 8446", "§4.2.3", "SHA-1 signature schemes are legacy only"),
+        ),
+        raised_by=(TrustProblemId.WEAK_SIGNATURE_ALGORITHM,),
     ),
     Cause(
         "chain-too-complex",

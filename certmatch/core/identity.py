@@ -39,6 +39,10 @@ _MAX_NAME = 253
 _MAX_LABEL = 63
 # Letters, digits, hyphen; "_" is tolerated because internal host names use it.
 _LABEL = re.compile(r"[a-z0-9_-]+\Z")
+_UNDERSCORE_NOTE = (
+    " The name holds an underscore, outside the preferred name syntax of RFC 5280 §4.2.1.6 "
+    "(RFC 1034 §3.5): OpenSSL and GnuTLS accept it, a strict client refuses it."
+)
 _NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 
@@ -118,6 +122,10 @@ class IdentityRule(StrEnum):
     TRAILING_DOT = "trailing-dot"
     """A reference written with a trailing dot; matching ignores it (RFC 6125 §6.4.1).
     Decided in ``_parse_reference``."""
+    UNDERSCORE_IN_NAME = "underscore-in-name"
+    """The name that matched holds an underscore, outside the preferred name syntax a dNSName
+    must follow (RFC 5280 §4.2.1.6, RFC 1034 §3.5); OpenSSL and GnuTLS match it anyway, a strict
+    client does not. Decided in ``_exact_match``, ``_wildcard_against``."""
     IDN_FORM = "idn-form"
     """Internationalized names are compared in A-label form (RFC 6125 §6.4.2, RFC 9525 §6.3).
     Decided in ``_parse_reference``, ``_exact_match``, ``_non_ascii_dns_name``."""
@@ -414,6 +422,9 @@ def _exact_match(what: str, p: str, presented: str, ascii_name: str, ref: _Refer
             f"{what} {p} equals {ref.shown} compared case-insensitively label by label "
             "(RFC 6125 §6.4.1, RFC 9525 §6.3)."
         )
+    if "_" in ascii_name:
+        flags.add(IdentityRule.UNDERSCORE_IN_NAME)
+        sentence += _UNDERSCORE_NOTE
     return _Judgement("match", IdentityRule.EXACT, sentence, frozenset(flags))
 
 
@@ -693,11 +704,14 @@ def _wildcard_against(p: str, labels: list[str], ref: _Reference, what: str) -> 
             frozenset({IdentityRule.WILDCARD_IDN}),
             explains_mismatch=True,
         )
+    underscore = "_" in ref.normalized
     return _Judgement(
         "match",
         IdentityRule.WILDCARD,
         f"{what} {p} covers {ref.shown}: the wildcard stands for the single left-most label "
-        f"{head} (RFC 6125 §6.4.3, RFC 9525 §6.3, RFC 7817 §3).",
+        f"{head} (RFC 6125 §6.4.3, RFC 9525 §6.3, RFC 7817 §3)."
+        + (_UNDERSCORE_NOTE if underscore else ""),
+        frozenset({IdentityRule.UNDERSCORE_IN_NAME}) if underscore else frozenset(),
     )
 
 

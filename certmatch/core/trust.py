@@ -13,8 +13,10 @@ names the function that finds it.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import itertools
 import os
+import urllib.parse
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -61,8 +63,8 @@ class TrustProblemId(StrEnum):
     """The leaf signed itself and is not in the store (RFC 5280 §6.1).
     Found in ``_path_end_problems``."""
     UNKNOWN_ISSUER = "unknown-issuer"
-    """The path ends at a CA the store does not hold, or passes through an issuer that is
-    not a CA (RFC 5280 §6.1). Found in ``_path_end_problems``, ``_non_ca_issuer_problems``."""
+    """The path ends at a CA the store does not hold, or loops back on itself (RFC 5280 §6.1).
+    Found in ``_path_end_problems``."""
     MISSING_INTERMEDIATE = "missing-intermediate"
     """The path ends at a non-CA whose issuer nobody sent (RFC 5280 §6.1, RFC 8446 §4.4.2).
     Found in ``_path_end_problems``."""
@@ -76,6 +78,24 @@ class TrustProblemId(StrEnum):
     UNKNOWN_CRITICAL_EXTENSION = "unknown-critical-extension"
     """A certificate on the path has a critical extension clients do not process, which they
     must reject (RFC 5280 §4.2, §6.1.4 (o)). Found in ``_critical_extension_problems``."""
+    NOT_A_CA = "not-a-ca"
+    """An issuer on the path, a store root included, is not a CA certificate: no basicConstraints
+    with cA TRUE, a keyUsage without keyCertSign, or an empty subject (RFC 5280 §4.1.2.6,
+    §4.2.1.9, §6.1.4 (k), (n)). Found in ``_non_ca_issuer_problems``."""
+    PATH_LENGTH_EXCEEDED = "path-length-exceeded"
+    """More non-self-issued CA certificates below a CA than its pathLenConstraint allows
+    (RFC 5280 §4.2.1.9, §6.1.4 (l), (m)). Found in ``_path_length_problems``."""
+    NAME_CONSTRAINTS_VIOLATED = "name-constraints-violated"
+    """A name in a certificate below a CA lies outside its permitted subtrees, inside its excluded
+    ones, or in a form its constraints cannot be applied to (RFC 5280 §4.2.1.10, §6.1.3 (b),
+    (c)). Found in ``_name_constraint_problems``."""
+    WRONG_EXTENDED_KEY_USAGE = "wrong-extended-key-usage"
+    """The leaf's extKeyUsage lists neither serverAuth nor anyExtendedKeyUsage (RFC 5280
+    §4.2.1.12). Found in ``_key_usage_problems``."""
+    WEAK_SIGNATURE_ALGORITHM = "weak-signature-algorithm"
+    """A certificate on the path is signed with MD5 or SHA-1 (RFC 9155; RFC 8446 §4.2.3).
+    Found in ``_weak_problem``, for links on the path and for a path that ends at such a
+    signature."""
     CHAIN_TOO_COMPLEX = "chain-too-complex"
     """More certificates, more ways to link them, or more name-constraint comparisons than a path
     search may take; RFC 5280 §6.1 leaves path building to the implementation, and an unbounded
@@ -307,17 +327,25 @@ def _assess(chain: ParsedChain, at: datetime, store: TrustStore) -> TrustResult:
     if verified is not None:
         # The verifier found a path in date to a root; ours may have taken a detour. Its leaf
         # policy permits every extension, so critical ones are judged here.
-        trust_problems = _critical_extension_problems(_steps(verified, presented, store))
+        # The verifier checked the CAs with rules stricter than RFC 5280's (so not-a-ca and weak
+        # signatures cannot occur), but permits every leaf extension and lets a wildcard reach
+        # past a permitted subtree: those are judged here.
+        steps = _steps(verified, presented, store)
+        trust_problems = (
+            _path_length_problems(steps)
+            + _name_constraint_problems(steps)
+            + _key_usage_problems(steps)
+            + _critical_extension_problems(steps)
+        )
         time_problems = []
         trusted = not trust_problems
         shown = verified if trusted else []
     else:
         last = path[-1].index
         looped = last is not None and any(j != last for j in issuers[last])
-        ends = _path_end_problems(path, store, looped=looped)
-        trust_problems = (ends or _non_ca_issuer_problems(path)) + (
-            _critical_extension_problems(path)
-        )
+        issuer_sent = any(c.subject == path[-1].cert.issuer for c in presented.values())
+        ends = _path_end_problems(path, store, looped=looped, issuer_sent=issuer_sent)
+        trust_problems = (ends or _rfc5280_problems(path)) + _critical_extension_problems(path)
         time_problems = _time_problems(path, at)
         trusted = (
             not trust_problems
@@ -591,12 +619,20 @@ def _verify(
     return None
 
 
-def _path_end_problems(path: list[_Step], store: TrustStore, *, looped: bool) -> list[TrustProblem]:
+def _path_end_problems(
+    path: list[_Step], store: TrustStore, *, looped: bool, issuer_sent: bool
+) -> list[TrustProblem]:
     """Why the path stops short of the store. ``looped``: its last certificate's issuers were
-    sent, but all of them are on the path already."""
+    sent, but all of them are on the path already. ``issuer_sent``: a certificate with its
+    issuer's name was sent."""
     last = path[-1]  # never a store root here, so always a presented certificate
     if last.in_store:
         return []
+    weak = _weak_signature(last.cert)
+    named = store.roots_named(last.cert.issuer)
+    if weak and (named or issuer_sent) and not _self_issued(last.cert):
+        issuer = f"{_issuer_name(last.cert)} ({'in ' + store.describe() if named else 'sent'})"
+        return [_weak_problem(last, weak, issuer)]
     if looped:
         return [
             TrustProblem(
@@ -648,8 +684,23 @@ def _path_end_problems(path: list[_Step], store: TrustStore, *, looped: bool) ->
     ]
 
 
+def _rfc5280_problems(path: list[_Step]) -> list[TrustProblem]:
+    """What RFC 5280 §6.1 path validation refuses on a path that reaches the store, beyond
+    signatures and dates: cryptography's verifier checks most of it with web PKI rules, and
+    refuses more; these checks keep the verdict to what a mail client refuses."""
+    return (
+        _non_ca_issuer_problems(path)
+        + _path_length_problems(path)
+        + _name_constraint_problems(path)
+        + _key_usage_problems(path)
+        + _weak_signature_problems(path)
+    )
+
+
 def _non_ca_issuer_problems(path: list[_Step]) -> list[TrustProblem]:
-    """Every issuer on the path, a store root included, must say CA:TRUE (RFC 5280 §4.2.1.9)."""
+    """Every issuer on the path, a store root included, must be a CA certificate: basicConstraints
+    cA TRUE (RFC 5280 §6.1.4 (k)), keyCertSign if it has a keyUsage (§6.1.4 (n)) and a
+    subject that names it (§4.1.2.6)."""
     problems = []
     for child, issuer in itertools.pairwise(path):
         why = _not_a_ca(issuer.cert)
@@ -659,14 +710,14 @@ def _non_ca_issuer_problems(path: list[_Step]) -> list[TrustProblem]:
             consequence = "no client can tell it is a CA, and none accepts it as an issuer."
         elif issuer.in_store:
             consequence = (
-                "a client that follows RFC 5280 §4.2.1.9 does not accept it as an issuer, trusted "
+                "a client that follows RFC 5280 §6.1.4 does not accept it as an issuer, trusted "
                 "or not (OpenSSL still accepts a trusted self-signed root without basicConstraints)."
             )
         else:
             consequence = "no client accepts it as an issuer."
         problems.append(
             TrustProblem(
-                TrustProblemId.UNKNOWN_ISSUER,
+                TrustProblemId.NOT_A_CA,
                 issuer.index,
                 f"{_name(child.cert)} is signed by {_name(issuer.cert)} ({_where(issuer)}), "
                 f"which is not a CA certificate ({why}), so {consequence}",
@@ -679,14 +730,325 @@ _UNREADABLE = "its extensions cannot be read"
 
 
 def _not_a_ca(cert: x509.Certificate) -> str | None:
-    """Why ``cert`` is not a CA certificate, or None when its basicConstraints say CA:TRUE."""
+    """Why ``cert`` cannot issue certificates, or None when it can."""
     try:
-        constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+        extensions = cert.extensions
+        constraints = extensions.get_extension_for_class(x509.BasicConstraints).value
     except x509.ExtensionNotFound:
         return "it has no basicConstraints extension"
     except Exception as exc:  # noqa: BLE001 - hostile DER: cryptography parses lazily
         return f"{_UNREADABLE}: {_sentence(str(exc)).rstrip('.')}"
-    return None if constraints.ca else "its basicConstraints say CA:FALSE"
+    if not constraints.ca:
+        return "its basicConstraints say CA:FALSE"
+    try:
+        usage = extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        usage = None
+    if usage is not None and not usage.key_cert_sign:
+        return "its keyUsage does not include keyCertSign"
+    if not cert.subject.rdns:
+        return "its subject is empty, and a CA's subject must name it"
+    return None
+
+
+# -- RFC 5280 §6.1.4 (l), (m): path length --------------------------------------------------------
+
+
+def _path_length_problems(path: list[_Step]) -> list[TrustProblem]:
+    """Top down: each non-self-issued CA below another uses up one of its pathLenConstraint."""
+    if len(path) < 3:
+        return []
+    limit: int | None = None
+    limiter = path[-1]
+    for position in range(len(path) - 1, 0, -1):  # the anchor (or top) down to the leaf's issuer
+        step = path[position]
+        if position < len(path) - 1 and not _self_issued(step.cert):
+            if limit is not None and limit <= 0:
+                return [
+                    TrustProblem(
+                        TrustProblemId.PATH_LENGTH_EXCEEDED,
+                        step.index,
+                        f"{_name(limiter.cert)} ({_where(limiter)}) allows "
+                        f"{_cas(_path_len(limiter.cert) or 0)} below it (pathLenConstraint "
+                        f"{_path_len(limiter.cert)}), but {_name(step.cert)} ({_where(step)}) is "
+                        "one more CA certificate on the path.",
+                    )
+                ]
+            if limit is not None:
+                limit -= 1
+        own = _path_len(step.cert)
+        if own is not None and (limit is None or own < limit):
+            limit, limiter = own, step
+    return []
+
+
+def _path_len(cert: x509.Certificate) -> int | None:
+    try:
+        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length
+    except Exception:  # noqa: BLE001 - absent or unreadable: no constraint of its own
+        return None
+
+
+def _self_issued(cert: x509.Certificate) -> bool:
+    """Subject and issuer are the same non-empty name (RFC 5280 §6.1)."""
+    try:
+        return bool(cert.subject.rdns) and cert.subject == cert.issuer
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _cas(count: int) -> str:
+    return "no CA certificate" if count == 0 else f"{count} CA certificate{'s' * (count > 1)}"
+
+
+# -- RFC 5280 §6.1.3 (b), (c): name constraints ---------------------------------------------------
+
+
+def _name_constraint_problems(path: list[_Step]) -> list[TrustProblem]:
+    """Top down: the names of each certificate below a CA (a self-issued CA's only when it is the
+    leaf) against the subtrees of every CA above it; the first name outside them is reported."""
+    active: list[tuple[_Step, x509.NameConstraints]] = []
+    for position in range(len(path) - 1, -1, -1):
+        step = path[position]
+        leaf = position == 0
+        if active and (leaf or not _self_issued(step.cert)):
+            for name in _names(step.cert):
+                for ca, constraints in active:
+                    why = _name_outside(name, constraints)
+                    if why:
+                        return [
+                            TrustProblem(
+                                TrustProblemId.NAME_CONSTRAINTS_VIOLATED,
+                                step.index,
+                                f"{_name(step.cert)} ({_where(step)}) carries {_show(name)}, but "
+                                f"{_name(ca.cert)} ({_where(ca)}) above it {why}.",
+                            )
+                        ]
+        own = None if leaf else _name_constraints(step.cert)
+        if own is not None:
+            active.append((step, own))
+    return []
+
+
+def _name_constraints(cert: x509.Certificate) -> x509.NameConstraints | None:
+    try:
+        return cert.extensions.get_extension_for_class(x509.NameConstraints).value
+    except Exception:  # noqa: BLE001 - absent; unreadable ones make the CA not-a-ca
+        return None
+
+
+def _names(cert: x509.Certificate) -> list[x509.GeneralName]:
+    """The names constraints apply to: a non-empty subject, the subjectAltName entries and,
+    without a subjectAltName, the subject's emailAddress (RFC 5280 §4.2.1.10)."""
+    names: list[x509.GeneralName] = []
+    if cert.subject.rdns:
+        names.append(x509.DirectoryName(cert.subject))
+    try:
+        names += list(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+    except x509.ExtensionNotFound:
+        names += [
+            x509.RFC822Name(str(a.value))
+            for a in cert.subject.get_attributes_for_oid(x509.NameOID.EMAIL_ADDRESS)
+        ]
+    except Exception:  # noqa: BLE001, S110 - unreadable extensions: reported as malformed
+        pass
+    return names
+
+
+def _name_outside(name: x509.GeneralName, constraints: x509.NameConstraints) -> str:
+    """Why ``name`` breaks ``constraints`` (a clause for a sentence), or "" when it does not."""
+    kind = type(name)
+    permitted = [t for t in constraints.permitted_subtrees or () if type(t) is kind]
+    excluded = [t for t in constraints.excluded_subtrees or () if type(t) is kind]
+    if not permitted and not excluded:
+        return ""
+    within = _WITHIN.get(kind)
+    if within is None:
+        return (
+            f"constrains {_KIND_NAMES.get(kind, kind.__name__)} names, which certmatch cannot "
+            "compare, and a client that cannot must refuse the certificate (RFC 5280 §4.2.1.10)"
+        )
+    for subtree in excluded:
+        verdict = within(name, subtree, excluded=True)
+        if verdict is None:
+            return f"excludes {_show(subtree)}, and this name cannot be compared with it"
+        if verdict:
+            return f"excludes {_show(subtree)} (RFC 5280 §4.2.1.10, §6.1.3 (c))"
+    if permitted:
+        verdicts = [within(name, subtree, excluded=False) for subtree in permitted]
+        if not any(verdicts):
+            shown = ", ".join(_show(s) for s in permitted)
+            return f"permits only {shown} (RFC 5280 §4.2.1.10, §6.1.3 (b))"
+    return ""
+
+
+def _within_dns(
+    name: x509.GeneralName, subtree: x509.GeneralName, *, excluded: bool
+) -> bool | None:
+    """dNSName: the subtree and every name with labels added on its left (RFC 5280 §4.2.1.10).
+    A wildcard counts as every name it covers: excluded if it can reach the subtree, permitted
+    only if all it covers lies within (x509-limbo cve-2025-61727). None: either is malformed."""
+    base = str(subtree.value).lower()
+    if base.startswith(".") or "*" in base or ".." in base:
+        return None  # RFC 5280 §4.2.1.10 gives the leading period to URIs and mailboxes only
+    value = str(name.value).lower().rstrip(".")
+    labels = value.split(".")
+    if not value or any(not label for label in labels) or "*" in value[1:]:
+        return None if excluded else False
+    if labels[0] == "*":
+        rest = ".".join(labels[1:])
+        if _dns_under(rest, base):
+            return True
+        return excluded and len(base.split(".")) == len(labels) and _dns_under(base, rest)
+    return _dns_under(value, base)
+
+
+def _dns_under(name: str, base: str) -> bool:
+    return not base or name == base or name.endswith("." + base)
+
+
+def _within_ip(name: x509.GeneralName, subtree: x509.GeneralName, *, excluded: bool) -> bool | None:
+    network = subtree.value
+    address = name.value
+    if not isinstance(network, ipaddress.IPv4Network | ipaddress.IPv6Network):
+        return None
+    if not isinstance(address, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        return None if excluded else False  # a network where an address belongs (malformed)
+    return address.version == network.version and address in network
+
+
+def _within_email(
+    name: x509.GeneralName, subtree: x509.GeneralName, *, excluded: bool
+) -> bool | None:
+    """A mailbox, all mailboxes on a host, or (".domain") on any host below it."""
+    mailbox = str(name.value).lower()
+    base = str(subtree.value).lower()
+    if "@" not in mailbox:
+        return None if excluded else False
+    host = mailbox.rsplit("@", 1)[1]
+    if "@" in base:
+        return mailbox == base
+    if base.startswith("."):
+        return host.endswith(base)
+    return host == base
+
+
+def _within_uri(
+    name: x509.GeneralName, subtree: x509.GeneralName, *, excluded: bool
+) -> bool | None:
+    """The URI's host against a host, or (".domain") any host below it."""
+    try:
+        host = urllib.parse.urlsplit(str(name.value)).hostname or ""
+    except ValueError:
+        host = ""
+    base = str(subtree.value).lower()
+    if not host:
+        return None if excluded else False
+    if base.startswith("."):
+        return host.endswith(base)
+    return host == base
+
+
+def _within_dn(name: x509.GeneralName, subtree: x509.GeneralName, *, excluded: bool) -> bool:
+    """The subtree's RDNs begin the name's (RFC 5280 §7.1, matching by RDN)."""
+    rdns = list(subtree.value.rdns)
+    return list(name.value.rdns)[: len(rdns)] == rdns
+
+
+_WITHIN = {
+    x509.DNSName: _within_dns,
+    x509.IPAddress: _within_ip,
+    x509.RFC822Name: _within_email,
+    x509.UniformResourceIdentifier: _within_uri,
+    x509.DirectoryName: _within_dn,
+}
+_KIND_NAMES = {x509.OtherName: "otherName", x509.RegisteredID: "registeredID"}
+
+
+def _show(name: x509.GeneralName) -> str:
+    """E.g. "dNSName 'example.com'", "iPAddress 192.0.2.0/24", "directoryName 'CN=foo'"."""
+    value = name.value
+    if isinstance(value, x509.Name):
+        return f"directoryName '{value.rfc4514_string()}'"
+    if isinstance(name, x509.OtherName):
+        return f"otherName {name.type_id.dotted_string}"
+    kind = {
+        x509.DNSName: "dNSName",
+        x509.IPAddress: "iPAddress",
+        x509.RFC822Name: "rfc822Name",
+        x509.UniformResourceIdentifier: "URI",
+        x509.RegisteredID: "registeredID",
+    }.get(type(name), type(name).__name__)
+    return f"{kind} '{value}'"
+
+
+# -- RFC 5280 §4.2.1.12: what the leaf is for -----------------------------------------------------
+
+
+def _key_usage_problems(path: list[_Step]) -> list[TrustProblem]:
+    """A leaf with an extKeyUsage must list serverAuth (or anyExtendedKeyUsage) for a server."""
+    leaf = path[0]
+    try:
+        usages = leaf.cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except Exception:  # noqa: BLE001 - absent (any purpose) or unreadable (malformed elsewhere)
+        return []
+    allowed = {
+        x509.ExtendedKeyUsageOID.SERVER_AUTH,
+        x509.ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE,
+    }
+    if allowed & set(usages):
+        return []
+    listed = ", ".join(_oid_name(oid) for oid in usages) or "nothing"
+    return [
+        TrustProblem(
+            TrustProblemId.WRONG_EXTENDED_KEY_USAGE,
+            leaf.index,
+            f"The leaf certificate {_name(leaf.cert)} may be used only for what its extKeyUsage "
+            f"lists ({listed}), and that does not include serverAuth (1.3.6.1.5.5.7.3.1).",
+        )
+    ]
+
+
+# -- RFC 9155, RFC 8446 §4.2.3: MD5 and SHA-1 signatures ------------------------------------------
+
+WEAK_SIGNATURES = {
+    x509.ObjectIdentifier(dotted): name
+    for dotted, name in (
+        ("1.2.840.113549.1.1.2", "md2WithRSAEncryption"),
+        ("1.2.840.113549.1.1.3", "md4WithRSAEncryption"),
+        ("1.2.840.113549.1.1.4", "md5WithRSAEncryption"),
+        ("1.2.840.113549.1.1.5", "sha1WithRSAEncryption"),
+        ("1.3.14.3.2.29", "sha1WithRSAEncryption (OIW)"),
+        ("1.2.840.10045.4.1", "ecdsa-with-SHA1"),
+        ("1.2.840.10040.4.3", "dsa-with-sha1"),
+        ("1.3.14.3.2.27", "dsaWithSHA1 (OIW)"),
+    )
+}
+
+
+def _weak_signature(cert: x509.Certificate) -> str | None:
+    try:
+        return WEAK_SIGNATURES.get(cert.signature_algorithm_oid)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _weak_signature_problems(path: list[_Step]) -> list[TrustProblem]:
+    """Signatures a client checks: every certificate's but the trust anchor's own."""
+    return [
+        _weak_problem(step, weak, f"{_name(issuer.cert)} ({_where(issuer)})")
+        for step, issuer in itertools.pairwise(path)
+        if (weak := _weak_signature(step.cert))
+    ]
+
+
+def _weak_problem(step: _Step, weak: str, issuer: str) -> TrustProblem:
+    return TrustProblem(
+        TrustProblemId.WEAK_SIGNATURE_ALGORITHM,
+        step.index,
+        f"{_name(step.cert)} ({_where(step)}) is signed by {issuer} with {weak}; clients refuse "
+        "MD5 and SHA-1 signatures (RFC 9155), and certmatch cannot check them either.",
+    )
 
 
 def _critical_extension_problems(path: list[_Step]) -> list[TrustProblem]:
