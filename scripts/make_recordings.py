@@ -34,6 +34,7 @@ import select
 import shutil
 import socket
 import ssl
+import subprocess
 import sys
 import tempfile
 import threading
@@ -44,6 +45,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
+from cryptography import x509
 from OpenSSL import SSL
 from proxy_fixtures import free_port, inprocess_proxy
 
@@ -72,7 +74,15 @@ class GreeterServer:
     @staticmethod
     def _context(chain: Path, key: Path) -> ssl.SSLContext:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(chain, key)
+        try:
+            context.load_cert_chain(chain, key)
+        except ssl.SSLError as exc:
+            if exc.reason != "CA_MD_TOO_WEAK":
+                raise
+            # OpenSSL 3 will not serve a SHA-1 signed certificate at its default security
+            # level; only the context serving one (weak-signature-algorithm) goes lower.
+            context.set_ciphers("DEFAULT:@SECLEVEL=0")
+            context.load_cert_chain(chain, key)
         return context
 
     def _pick(self, conn: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
@@ -194,6 +204,28 @@ def build_pki(work: Path, *, added: bool = False) -> tuple[dict, dict[str, tuple
     add("critical.example.test", _unknown_critical_extension(inter, "critical.example.test"))
     tangled = _same_subject_same_key(100, dns=["tangled.example.test"])
     add("tangled.example.test", tangled, chain=[tangled.cert, *tangled.issuers])
+    not_a_ca = leaf(cn="certmatch Sample Server", dns=["server.example.test"])
+    add("notaca.example.test", pki.issue_leaf(not_a_ca, dns=["notaca.example.test"]))
+    no_more_cas = pki.make_ca(
+        "certmatch Sample Intermediate (pathlen 0)", parent=root, path_length=0
+    )
+    one_too_many = pki.make_ca("certmatch Sample Sub-Intermediate", parent=no_more_cas)
+    add("pathlen.example.test", pki.issue_leaf(one_too_many, dns=["pathlen.example.test"]))
+    constrained = pki.make_ca(
+        "certmatch Sample Intermediate (example.org only)",
+        parent=root,
+        permitted_dns=["example.org"],
+    )
+    add("constrained.example.test", pki.issue_leaf(constrained, dns=["constrained.example.test"]))
+    add(
+        "clientonly.example.test",
+        leaf(
+            dns=["clientonly.example.test"],
+            extended_key_usage=[x509.ExtendedKeyUsageOID.CLIENT_AUTH],
+        ),
+    )
+    add("sha1.example.test", _signed_with_sha1(inter, "sha1.example.test", work))
+    add("mail_1.example.test", leaf(dns=["mail_1.example.test"]))
     defaults = {
         "default": _write_pair(default, work, "default"),
         "idn": _write_pair(leaf(dns=["xn--bcher-kva.example.test"]), work, "idn"),
@@ -226,6 +258,44 @@ def _unknown_critical_extension(ca: pki.Issued, name: str) -> pki.Issued:
         .add_extension(unknown, critical=True)
         .sign(ca.key, hashes.SHA256())
     )
+    return pki.Issued(cert, key, [ca.cert, *ca.issuers])
+
+
+def _signed_with_sha1(ca: pki.Issued, name: str, work: Path) -> pki.Issued:
+    """A leaf for ``name`` that ``ca`` signs with SHA-1 (ecdsa-with-SHA1). cryptography no
+    longer signs with SHA-1, so OpenSSL's command line does, as for tests/data/weak/."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([]))
+        .sign(key, hashes.SHA256())
+    )
+    scratch = work / "sha1"
+    scratch.mkdir()
+    paths = ca.write(scratch, "ca")
+    (scratch / "leaf.csr").write_bytes(csr.public_bytes(serialization.Encoding.PEM))
+    (scratch / "leaf.ext").write_text(
+        "basicConstraints = critical, CA:FALSE\n"
+        "extendedKeyUsage = serverAuth\n"
+        f"subjectAltName = DNS:{name}\n"
+        "subjectKeyIdentifier = hash\n"
+        "authorityKeyIdentifier = keyid\n"
+    )
+    subprocess.run(
+        [
+            "openssl", "x509", "-req", "-sha1", "-days", "365",
+            "-in", str(scratch / "leaf.csr"),
+            "-CA", str(paths["cert"]), "-CAkey", str(paths["key"]), "-CAcreateserial",
+            "-extfile", str(scratch / "leaf.ext"),
+            "-out", str(scratch / "leaf.pem"),
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    cert = x509.load_pem_x509_certificate((scratch / "leaf.pem").read_bytes())
     return pki.Issued(cert, key, [ca.cert, *ca.issuers])
 
 
@@ -404,6 +474,14 @@ SAMPLES = [
         extra={"default": "maildomain"},
     ),
     Sample(
+        "underscore-in-name",
+        "The client asks for mail_1.example.test and the certificate names it: a match, with a "
+        "warning, since an underscore is outside a dNSName's preferred syntax.",
+        "match",
+        "underscore-in-name",
+        "mail_1.example.test",
+    ),
+    Sample(
         "trailing-dot",
         "The client is configured with 'mail.example.test.' (trailing dot): RFC matching passes, OpenSSL-based clients fail.",
         "match",
@@ -470,6 +548,44 @@ SAMPLES = [
         "untrusted",
         "unknown-critical-extension",
         "critical.example.test",
+    ),
+    Sample(
+        "not-a-ca",
+        "The name matches; the leaf is signed by another server certificate (CA:FALSE), which "
+        "cannot issue certificates.",
+        "untrusted",
+        "not-a-ca",
+        "notaca.example.test",
+    ),
+    Sample(
+        "path-length-exceeded",
+        "The name matches; an intermediate with pathLenConstraint 0 issued another CA, which "
+        "issued the leaf: one CA more than it allows.",
+        "untrusted",
+        "path-length-exceeded",
+        "pathlen.example.test",
+    ),
+    Sample(
+        "name-constraints-violated",
+        "The name matches; the intermediate may certify only names under example.org (a "
+        "permitted dNSName subtree), and the leaf names constrained.example.test.",
+        "untrusted",
+        "name-constraints-violated",
+        "constrained.example.test",
+    ),
+    Sample(
+        "wrong-extended-key-usage",
+        "The name matches; the leaf's extended key usage lists clientAuth only, not serverAuth.",
+        "untrusted",
+        "wrong-extended-key-usage",
+        "clientonly.example.test",
+    ),
+    Sample(
+        "weak-signature-algorithm",
+        "The name matches; the intermediate signed the leaf with SHA-1 (ecdsa-with-SHA1).",
+        "untrusted",
+        "weak-signature-algorithm",
+        "sha1.example.test",
     ),
     Sample(
         "chain-too-complex",

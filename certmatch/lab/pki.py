@@ -101,8 +101,14 @@ def make_ca(
     parent: Issued | None = None,
     not_before: dt.datetime | None = None,
     not_after: dt.datetime | None = None,
+    path_length: int | None = None,
+    permitted_dns: list[str] | tuple[str, ...] = (),
 ) -> Issued:
-    """A CA certificate: self-signed when ``parent`` is None, else an intermediate."""
+    """A CA certificate: self-signed when ``parent`` is None, else an intermediate.
+
+    ``path_length`` sets its pathLenConstraint (none by default); ``permitted_dns`` gives it
+    critical name constraints that permit only those DNS subtrees (none by default).
+    """
     key = ec.generate_private_key(ec.SECP256R1())
     now = _now()
     subject = _name(name, "certmatch test PKI")
@@ -115,6 +121,12 @@ def make_ca(
         parent.key.public_key() if parent else None,
         not_before or now - dt.timedelta(days=1),
         not_after or now + dt.timedelta(days=3650),
+        path_length=path_length,
+        name_constraints=(
+            x509.NameConstraints([x509.DNSName(d) for d in permitted_dns], None)
+            if permitted_dns
+            else None
+        ),
     )
     cert = builder.sign(signing_key, hashes.SHA256())
     issuers = [parent.cert, *parent.issuers] if parent else []
@@ -128,10 +140,14 @@ def ca_certificate_builder(
     issuer_public_key: CertificatePublicKeyTypes | None,
     not_before: dt.datetime,
     not_after: dt.datetime,
+    *,
+    path_length: int | None = None,
+    name_constraints: x509.NameConstraints | None = None,
 ) -> x509.CertificateBuilder:
     """A CA certificate's builder (basic constraints, key usage, key identifiers), ready to sign.
 
-    ``issuer_public_key`` is None for a self-signed root.
+    ``issuer_public_key`` is None for a self-signed root. ``path_length`` is the
+    pathLenConstraint; ``name_constraints``, when given, is added as a critical extension.
     """
     builder = (
         x509.CertificateBuilder()
@@ -141,7 +157,7 @@ def ca_certificate_builder(
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before)
         .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
         .add_extension(
             x509.KeyUsage(
                 digital_signature=True,
@@ -163,6 +179,8 @@ def ca_certificate_builder(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_public_key),  # type: ignore[arg-type]
             critical=False,
         )
+    if name_constraints is not None:
+        builder = builder.add_extension(name_constraints, critical=True)
     return builder
 
 
@@ -174,11 +192,15 @@ def issue_leaf(
     ips: list[str] | tuple[str, ...] = (),
     not_before: dt.datetime | None = None,
     not_after: dt.datetime | None = None,
+    extended_key_usage: list[x509.ObjectIdentifier] | tuple[x509.ObjectIdentifier, ...] = (
+        ExtendedKeyUsageOID.SERVER_AUTH,
+    ),
 ) -> Issued:
     """A server certificate signed by ``ca``, or self-signed when ``ca`` is None.
 
     ``dns`` and ``ips`` become the subjectAltName; with neither, the
     certificate has no SAN extension at all (a CN-only certificate).
+    ``extended_key_usage`` lists its purposes (serverAuth by default).
     """
     key = ec.generate_private_key(ec.SECP256R1())
     now = _now()
@@ -192,7 +214,7 @@ def issue_leaf(
         .not_valid_before(not_before or now - dt.timedelta(days=1))
         .not_valid_after(not_after or now + dt.timedelta(days=365))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(list(extended_key_usage)), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
     )
     if ca:
