@@ -469,15 +469,6 @@ def test_the_recording_and_the_proxy_log_hold_no_credentials(
         assert not [form for form in forms if form in text], path
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="judge: fetchmail refuses a pinned certificate (sslfingerprint) with the alert "
-    "internal_error (80): OpenSSL's alert when an application's verify callback fails "
-    "without a verify error. _client_refused counts internal_error as not about the "
-    "certificate, so only client-refused-certificate is raised, explained as 'not about the "
-    "certificate ... whatever it made of the names', and proxy-ca-not-trusted, whose fix names "
-    "sslfingerprint, is not; issue 9 asks to detect pinning clients and say so",
-)
 def test_a_client_pinning_the_servers_certificate_refuses_the_mirror_and_is_told_why(
     through_proxy: dict[tuple[str, str, str, str], ThroughProxy],
 ) -> None:

@@ -125,7 +125,7 @@ def register(commands: Commands) -> None:
         metavar="SECONDS",
         help="bound on each handshake (default 5) and each DNS question (at most 2)",
     )
-    add_trust_options(parser)
+    add_trust_options(parser, recorded=False)  # a probe reads no recording
     parser.set_defaults(run=run)
 
 
