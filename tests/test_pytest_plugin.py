@@ -188,3 +188,16 @@ def test_the_documented_example_passes_as_written(pytester):
     (pytester.path / "recordings").symlink_to(RECORDINGS)
     result = pytester.runpytest(*_plugin_args(), "tests")
     result.assert_outcomes(passed=3)
+
+
+def test_a_recordings_own_ca_judges_its_sessions_unless_switched_off(certmatch_sessions):  # noqa: F811
+    """As check does: the CAs in the header trust that file's sessions, and only by choice."""
+    path = RECORDINGS / "underscore-in-name.jsonl"
+    (trusted,) = certmatch_sessions(path, use_system_store=False)
+    assert (
+        trusted.verdict == "match"
+        and trusted.primary
+        and trusted.primary.id == "underscore-in-name"
+    )
+    (bare,) = certmatch_sessions(path, use_system_store=False, use_recorded_ca=False)
+    assert bare.verdict == "untrusted" and "unknown-issuer" in bare.cause_ids

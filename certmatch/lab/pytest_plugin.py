@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from certmatch.core import report
+from certmatch.core.anchors import RecordingAnchors
 from certmatch.core.diagnosis import Diagnosis
 from certmatch.core.judge import Judge
 from certmatch.core.recording import expand_paths, read_recording
@@ -60,20 +61,32 @@ def _store(
 
 @pytest.fixture
 def certmatch_sessions(pytestconfig: pytest.Config) -> Callable[..., list[Diagnosis]]:
-    """A loader: ``certmatch_sessions(path, ca_files=(), use_system_store=True)`` returns one
-    :class:`~certmatch.core.diagnosis.Diagnosis` per recorded session, in file order.
+    """A loader: ``certmatch_sessions(path, ca_files=(), use_system_store=True,
+    use_recorded_ca=True)`` returns one :class:`~certmatch.core.diagnosis.Diagnosis` per
+    recorded session, in file order.
 
     ``path`` is a recording, a directory of ``*.jsonl`` recordings, or a list of either.
-    A bad line fails the test with the file and line number.
+    As in ``certmatch check``, each file's sessions are judged with the CAs its header
+    carries as well (unless ``use_recorded_ca=False``). A bad line fails the test with the
+    file and line number.
     """
 
     def load(
-        paths: PathsArg, *, ca_files: Iterable[str | Path] = (), use_system_store: bool = True
+        paths: PathsArg,
+        *,
+        ca_files: Iterable[str | Path] = (),
+        use_system_store: bool = True,
+        use_recorded_ca: bool = True,
     ) -> list[Diagnosis]:
-        judge = Judge(_store(pytestconfig, ca_files, use_system_store))
+        anchors = RecordingAnchors(
+            _store(pytestconfig, ca_files, use_system_store), use_recorded=use_recorded_ca
+        )
+        judges: dict[int, Judge] = {}
         diagnosed: list[Diagnosis] = []
         for path in _paths(paths):
             recording = read_recording(path)
+            store, _recorded = anchors.store_for(recording.header.ca_certificates)
+            judge = judges.get(id(store)) or judges.setdefault(id(store), Judge(store))
             bad = [p for p in recording.problems if not p.expected]
             if bad:
                 pytest.fail(
