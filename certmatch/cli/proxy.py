@@ -340,8 +340,6 @@ def _run_with_tui(args: argparse.Namespace) -> int:
     """
     import subprocess
 
-    from certmatch.tui.app import run_view
-
     record = Path(args.record)
     log_path = record.with_name(record.name + ".proxy.log")
     if warning := shared_file_warning(log_path):
@@ -351,6 +349,9 @@ def _run_with_tui(args: argparse.Namespace) -> int:
         child = subprocess.Popen(child_argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         previous = _on_stop_signals(lambda: child.terminate())
         try:
+            # Imported once the proxy is starting: the two take seconds each on a busy machine.
+            from certmatch.tui.app import run_view
+
             # The proxy creates the recording (with its header) once it is up.
             deadline = time.monotonic() + 30
             while not record.exists() and child.poll() is None and time.monotonic() < deadline:

@@ -467,12 +467,17 @@ class CertmatchCapture:
             guess = protocols.protocol_from_client_data(message.content[:2])
         else:
             guess = protocols.protocol_from_server_greeting(message.content[:512])
-        session.facts.protocol = protocols.refine_protocol(session.facts.protocol, guess)
+        facts = session.facts
+        facts.protocol = protocols.refine_protocol(facts.protocol, guess)
+        watch = session.watch
         if message.from_client:
-            session.watch.sent_data = True  # the client went on: its decision is known
-            self._write(session)
+            watch.sent_data = True  # the client went on: its decision is known
         else:
-            session.watch.server_data()
+            watch.server_data()
+        # Written once the client went on and the protocol is known, or the server spoke
+        # too (a client that speaks before the greeting is named by it).
+        if watch.sent_data and (facts.protocol != "unknown" or not message.from_client):
+            self._write(session)
 
     @_never_raises
     def tcp_end(self, flow: tcp.TCPFlow) -> None:
