@@ -11,7 +11,9 @@ live server: ``malformed-certificate`` is the ``correct`` capture with its
 leaf certificate truncated, as no TLS server will send a broken certificate.
 
 The expected verdict and primary cause of each file are written to
-recordings/MANIFEST.json; tests check ``certmatch check`` agrees.
+recordings/MANIFEST.json; tests check ``certmatch check`` agrees. The DNS samples
+(cname-alias, split-horizon, ...) come from scripts/make_dns_recordings.py, under a root of
+their own: after a full run here, which writes recordings/ca.pem afresh, run that one too.
 
     uv run python scripts/make_recordings.py --only requested-host-assumed sni-ip-literal
 

@@ -16,9 +16,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from certmatch.core import causes, findings, identity, starttls_findings, trust
+from certmatch.core import causes, dns_rules, findings, identity, starttls_findings, trust
 from certmatch.core.causes import RULE_TYPES, Rule, cause_of
 from certmatch.core.diagnosis import diagnose
+from certmatch.core.dns_rules import DnsRule
 from certmatch.core.facts import SessionFacts, SniProbe, StartTlsFacts
 from certmatch.core.identity import IdentityRule
 from certmatch.core.session_rules import SessionRule
@@ -36,6 +37,7 @@ DECIDED_IN: dict[type, ModuleType] = {
     TrustProblemId: trust,
     StartTlsFinding: starttls_findings,
     SessionRule: findings,
+    DnsRule: dns_rules,
 }
 
 
@@ -104,13 +106,20 @@ def test_every_rule_names_the_function_that_decides_it(kind: type) -> None:
     for member in kind:  # type: ignore[attr-defined]
         doc = docs.get(member.name, "")
         if kind is not SessionRule:  # the session's own causes rest on no single section
-            assert "RFC" in doc or "CVE" in doc, f"{kind.__name__}.{member.name} cites nothing"
+            cited = "RFC" in doc or "CVE" in doc or "Microsoft KB" in doc
+            assert cited, f"{kind.__name__}.{member.name} cites nothing"
         where = re.search(r"(?:Decided|Found) in (.*)$", doc, re.DOTALL)
         assert where, f"{kind.__name__}.{member.name} does not say where it is decided"
         names = re.findall(r"``(\w+)``", where.group(1))
         assert names, doc
         for name in names:
             function = getattr(module, name)
+            if kind is DnsRule:  # dns_findings pairs each rule with the function deciding it
+                paired = rf"DnsRule\.{member.name},\s*{name}\("
+                assert re.search(paired, inspect.getsource(dns_rules.dns_findings)), (
+                    f"dns_findings does not decide DnsRule.{member.name} with {name}"
+                )
+                continue
             assert f"{kind.__name__}.{member.name}" in inspect.getsource(function), (
                 f"{module.__name__}.{name} does not raise {kind.__name__}.{member.name}"
             )

@@ -12,6 +12,7 @@ from certmatch.core import findings
 from certmatch.core.anchors import TrustAnchor, anchor_of
 from certmatch.core.certificates import ParsedChain, parse_chain
 from certmatch.core.diagnosis import diagnose
+from certmatch.core.dns_facts import DnsAnswer, DnsFacts
 from certmatch.core.facts import VERDICT_FIELDS, SessionFacts, SniProbe, StartTlsFacts
 from certmatch.core.identity import IdentityResult, PresentedIdentifiers, check_identity
 from certmatch.core.judge import Judge
@@ -109,7 +110,25 @@ VERDICT_VARIANTS = {
     "client_alert": "unknown_ca",
     "sni_probe": SniProbe(sni="other.example.test"),
     "starttls": StartTlsFacts(client_requested=False),
+    "dns": DnsFacts(host="other.example.test", resolvers=["127.0.0.1:53"]),
 }
+
+
+def _with_dns(facts: SessionFacts, ttl: int, elapsed: float) -> SessionFacts:
+    answer = DnsAnswer("other.example.test", "A", "127.0.0.1:53", ("192.0.2.1",), ttl=ttl)
+    dns = DnsFacts("other.example.test", ["127.0.0.1:53"], answers=[answer], elapsed=elapsed)
+    return dataclasses.replace(facts, dns=dns)
+
+
+def test_dns_timing_and_ttls_share_a_key_and_the_protocol_does_not(store) -> None:
+    """The DNS rules read what the resolvers said, and (for SRV) the protocol: nothing else."""
+    judge = Judge(store)
+    facts = read_recording(RECORDINGS / "correct.jsonl").sessions[0]
+    key = judge.key(_with_dns(facts, 300, 0.01))
+    assert judge.key(_with_dns(facts, 60, 0.5)) == key
+    assert judge.key(dataclasses.replace(_with_dns(facts, 60, 0.5), protocol="pop3")) != key
+    assert judge.key(dataclasses.replace(facts, protocol="pop3")) == judge.key(facts)
+    assert judge.judgement(_with_dns(facts, 60, 0.5)) is judge.judgement(_with_dns(facts, 1, 2))
 
 
 def test_the_variants_cover_every_verdict_field() -> None:

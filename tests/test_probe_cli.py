@@ -218,10 +218,28 @@ def test_cname_alias_through_real_dns(zone_servers, dovecot, pki, capsys, tmp_pa
     assert "MX example.test → mail.example.test" in out
     raw = [json.loads(line) for line in record.read_text().splitlines()[1:]]
     assert raw[0]["dns"]["host"] == "mailhost.example.test"  # the DNS facts travel with the session
-    assert (
-        main(["check", "--ca-file", str(pki.root_ca), str(record)]) == 1
-    )  # and check still reads it
     capsys.readouterr()
+    # check re-judges the recorded DNS facts: the alias is the cause, the three names shown
+    assert main(["check", "--explain", "--ca-file", str(pki.root_ca), str(record)]) == 1
+    out = capsys.readouterr().out
+    assert "cname-alias" in out and "name-not-in-certificate" not in out
+    assert "client:      mailhost.example.test (option)" in out
+    assert "DNS:         mailhost.example.test → CNAME imap.example.test → 127.0.0.1" in out
+    status, out, err = probe(
+        capsys,
+        "--json",
+        "--resolver",
+        inside,
+        f"mailhost.example.test:{dovecot.imaps_port}",
+        "--ca-file",
+        str(pki.root_ca),
+    )
+    sessions = json.loads(out)["sessions"]
+    assert status == 1 and sessions, err
+    for session in sessions:  # probe --json carries the DNS part, and its causes
+        assert session["dns"]["host"] == "mailhost.example.test"
+        assert session["dns"]["resolvers"] == [inside]
+        assert session["primary_cause"] == "cname-alias"
 
 
 def test_dns_points_elsewhere_and_split_horizon(zone_servers, dovecot, pki, capsys):

@@ -15,6 +15,7 @@ import pytest
 from jsonschema.validators import Draft202012Validator, validator_for  # type: ignore[import-untyped]
 
 from certmatch.core import facts, line_schema, recording
+from certmatch.core.dns_facts import DnsAnswer, DnsFacts
 from certmatch.core.facts import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -87,6 +88,19 @@ def every_field_set() -> SessionFacts:
             plaintext_auth="AUTH",
             injection="server sent 12 bytes after 220",
             phase="handshake",
+        ),
+        dns=DnsFacts(
+            host="mail.example.org",
+            resolvers=["127.0.0.1:53", "[::1]:5353"],
+            server_ip="192.0.2.25",
+            mail_domain="example.org",
+            answers=[
+                DnsAnswer("mail.example.org", "CNAME", "127.0.0.1:53", ("smtp.example.org",), 300),
+                DnsAnswer("smtp.example.org", "A", "127.0.0.1:53", ("192.0.2.25",), 60),
+                DnsAnswer("mail.example.org", "A", "[::1]:5353", error="timeout"),
+            ],
+            started="2026-01-02T03:04:05.000+00:00",
+            elapsed=0.012,
         ),
         notes=["probe retried once"],
     )
@@ -651,7 +665,11 @@ def test_the_fast_path_takes_ordinary_lines_and_never_one_jsonschema_refuses() -
     reference = Draft202012Validator(load_schema())
     samples = schema_samples()
     taken = [s for s in samples if line_schema._plain_session(s)]
-    assert every_field_set().to_json() in taken and session().to_json() in taken
+    without_dns = dataclasses.replace(every_field_set(), dns=None).to_json()
+    assert without_dns in taken and session().to_json() in taken
+    # a line with DNS facts is left to the compiled check, which accepts it
+    assert every_field_set().to_json() not in taken
+    assert validate_line(every_field_set().to_json()) is None
     assert all(reference.is_valid(s) for s in taken)
     assert len(taken) < len(samples) // 2  # the broken ones go to the full check
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections import Counter
 
 import pytest
@@ -94,3 +95,20 @@ def test_verdict_label_is_readable_without_colour():
         "untrusted",
         "error",
     }
+
+
+def test_explain_shows_the_three_names_side_by_side_when_dns_was_looked_up():
+    d = _diagnosis("cname-alias.jsonl")
+    lines = report.explain(d, indent="").splitlines()
+    assert lines[0] == "client:      mailhost.example.test (option)"
+    assert lines[1].startswith("DNS:         mailhost.example.test → CNAME imap.example.test → ")
+    assert re.search(r"→ 127\.0\.0\.1 \(127\.0\.0\.1:\d+, TTL 60 s\)$", lines[1])  # the resolver
+    certificate = next(line for line in lines if line.startswith("certificate: "))
+    assert certificate == "certificate: imap.example.test, far.example.test"
+    assert lines.index(certificate) < lines.index(next(x for x in lines if x.startswith("[")))
+
+
+def test_explain_without_dns_facts_starts_with_the_findings():
+    d = _diagnosis("name-not-in-certificate.jsonl")
+    assert report.three_names(d) == []
+    assert report.explain(d, indent="").startswith("[name-not-in-certificate]")

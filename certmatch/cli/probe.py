@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import hashlib
 import sys
 import tempfile
@@ -27,7 +28,6 @@ from certmatch.cli.common import (
     UsageError,
     add_trust_options,
 )
-from certmatch.cli.probe_record import with_dns
 from certmatch.core import report
 from certmatch.core.certificates import parse_chain
 from certmatch.core.discovery import DEFAULT_SERVICES
@@ -177,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
     if args.record:
         with RecordingWriter(args.record, tool_version=certmatch.__version__) as writer:
             for session in result.sessions:
-                writer.write(with_dns(session, result.dns))
+                writer.write(dataclasses.replace(session, dns=result.dns))
     if not args.json and all(s.server_error for s in result.sessions):
         errors = list(dict.fromkeys(s.server_error for s in result.sessions if s.server_error))
         print(f"certmatch: {target}: {printable(errors[0])}", file=sys.stderr)
@@ -216,7 +216,7 @@ def _run_file(
         with RecordingWriter(args.record, tool_version=certmatch.__version__) as writer:
             for result in probed:
                 for session in result.sessions:
-                    writer.write(with_dns(session, result.dns))
+                    writer.write(dataclasses.replace(session, dns=result.dns))
     status = judge_all(probed, store, json_output=args.json, explain=args.explain, fail_on=fail_on)
     return EXIT_USAGE if errors else status
 
@@ -333,7 +333,7 @@ def judge_all(
         with RecordingWriter(path, tool_version=certmatch.__version__) as writer:
             for result in results:
                 for session in result.sessions:
-                    writer.write(with_dns(session, result.dns))
+                    writer.write(dataclasses.replace(session, dns=result.dns))
         return check.check(
             [path],
             store,

@@ -11,12 +11,12 @@ that answered on some name has a name that works, 1 otherwise, 2 on usage errors
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from typing import TYPE_CHECKING, Any
 
 import certmatch
 from certmatch.cli.common import EXIT_FAILED, EXIT_OK, UsageError, load_trust
-from certmatch.cli.probe_record import with_dns
 from certmatch.core import report
 from certmatch.core.certificates import parse_chain
 from certmatch.core.discovery import SERVICES, Candidate, parse_services, recommend
@@ -61,7 +61,7 @@ def run_domain(args: argparse.Namespace, lookup: DnsLookup | None) -> int:
         with RecordingWriter(args.record, tool_version=certmatch.__version__) as writer:
             for attempt in found.attempts:
                 if attempt.session is not None:
-                    writer.write(with_dns(attempt.session, attempt.dns))
+                    writer.write(dataclasses.replace(attempt.session, dns=attempt.dns))
     store, _ = load_trust(args).store_for(())  # check's trust: system store and --ca-file
     judge = Judge(store)  # one judge: a situation seen again is decided once
     rows = [_Row.of(a, judge) for a in found.attempts]

@@ -30,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from certmatch.core.dns_rules import DnsRule
 from certmatch.core.identity import IdentityRule
 from certmatch.core.session_rules import SessionRule
 from certmatch.core.starttls_findings import StartTlsFinding
@@ -38,8 +39,14 @@ from certmatch.core.trust import TrustProblemId
 Severity = Literal["security", "failure", "warning"]
 
 # Anything that can raise a cause.
-Rule = IdentityRule | TrustProblemId | StartTlsFinding | SessionRule
-RULE_TYPES: tuple[type[Rule], ...] = (IdentityRule, TrustProblemId, StartTlsFinding, SessionRule)
+Rule = IdentityRule | TrustProblemId | StartTlsFinding | SessionRule | DnsRule
+RULE_TYPES: tuple[type[Rule], ...] = (
+    IdentityRule,
+    TrustProblemId,
+    StartTlsFinding,
+    SessionRule,
+    DnsRule,
+)
 
 
 @dataclass(frozen=True)
@@ -109,6 +116,30 @@ RFC5246_ALERTS = Citation("RFC 5246", "§7.2", "the TLS 1.2 alerts")
 RFC8446_CLOSURE = Citation(
     "RFC 8446", "§6.1", "closure alerts: close_notify ends the connection, it refuses nothing"
 )
+# The DNS causes (issue 11). RFC 6125 and RFC 2595 (as RFC 6125 Appendix B.1 quotes it) were
+# read in their text; RFC 7817 §3 only as quoted by a client's compliance catalogue.
+RFC6125_SOURCE = Citation(
+    "RFC 6125",
+    "§6.2.1",
+    "reference identifiers come from the source domain, not one derived from DNS",
+)
+RFC6125_LOCAL_POLICY = Citation(
+    "RFC 6125", "§6.2.1", "which identifier types a client checks is local policy"
+)
+RFC2595_CNAME = Citation(
+    "RFC 2595", "§2.4", "CNAME canonicalization is not done (quoted in RFC 6125 Appendix B.1)"
+)
+RFC7817_REFERENCES = Citation(
+    "RFC 7817",
+    "§3",
+    "the email domain and the host used to open the connection, without CNAME canonicalization",
+)
+RFC6125_SRV = Citation(
+    "RFC 6125", "§6.2.2", "an SRV-located mail server: SRV-ID _imaps.<domain> and DNS-IDs"
+)
+RFC6125_SRV_MATCH = Citation("RFC 6125", "§6.5.1", "matching an SRV-ID")
+RFC4985 = Citation("RFC 4985", "§2", "the SRVName otherName (SRV-ID)")
+RFC6186_LABELS = Citation("RFC 6186", "§3", "_imap, _imaps, _pop3, _pop3s, _submission")
 MITMPROXY_CA = Citation("mitmproxy documentation", "", "About Certificates: installing the CA")
 
 _CATALOGUE: tuple[Cause, ...] = (
@@ -434,6 +465,63 @@ _CATALOGUE: tuple[Cause, ...] = (
         "configure it with the server's host name{candidates_hint}, which it then sends as SNI.",
         (RFC6066_SNI_IP,),
         raised_by=(SessionRule.SNI_IP_LITERAL,),
+    ),
+    Cause(
+        "srv-id-only",
+        "The certificate names the mail domain only as an SRV-ID",
+        "warning",
+        "{detail}",
+        "Add {requested} as a DNS name to the certificate's subjectAltName, so clients configured "
+        "by hand accept it too, or configure clients through the SRV records.",
+        (RFC4985, RFC6125_SRV_MATCH, RFC6125_LOCAL_POLICY, RFC7817_REFERENCES),
+        raised_by=(DnsRule.SRV_ID_ONLY,),
+    ),
+    Cause(
+        "dns-points-elsewhere",
+        "The server reached is at an address DNS does not give for the name",
+        "warning",
+        "{detail} Possible reasons: a hosts-file entry on the client's machine (invisible to "
+        "DNS), a stale record in a cache, or a transparent redirect (NAT, a proxy). The "
+        "certificate was judged against {requested}, but it came from whatever server that "
+        "address is.",
+        "Find what sent the client to that address (the hosts file, a resolver cache, the "
+        "network) and make it agree with DNS, or update DNS if the address is the right one.",
+        (KB_Q198564,),  # "the host name registered in DNS": the second of the three names
+        raised_by=(DnsRule.DNS_POINTS_ELSEWHERE,),
+    ),
+    Cause(
+        "split-horizon",
+        "Resolvers disagree, and the certificate fits only one side's answer",
+        "failure",
+        "{detail} A client checks {requested} whatever its resolver makes of it, so a "
+        "certificate chosen for one view of DNS fails for clients that see the other.",
+        "Give both views of DNS the same name for the server, or give the certificate every name "
+        "clients are configured with ({requested}) on both sides.",
+        (RFC6125_SOURCE, KB_Q198564),
+        raised_by=(DnsRule.SPLIT_HORIZON,),
+    ),
+    Cause(
+        "cname-alias",
+        "The client uses a DNS alias; the certificate names only the canonical name",
+        "failure",
+        "The client asked for {requested}. {detail} Identity is the name the client was "
+        "configured with: clients do not follow a CNAME to find the name to check.",
+        "Configure the client with the canonical name the certificate names, or add {requested} "
+        "to the certificate's subjectAltName.",
+        (RFC2595_CNAME, RFC7817_REFERENCES, RFC6125_SOURCE, KB_Q198564),
+        raised_by=(DnsRule.CNAME_ALIAS,),
+    ),
+    Cause(
+        "srv-target-not-in-certificate",
+        "The mail domain's SRV record points to a server whose certificate names neither it nor "
+        "the domain",
+        "failure",
+        "{detail} RFC 7817 has a client that found its server by SRV records check the mail "
+        "domain (as a DNS-ID or SRV-ID) and the host it connected to.",
+        "Put the SRV target's host name in the certificate's subjectAltName (or the mail domain, "
+        "or an SRV-ID for the service), or point the SRV record at a host the certificate names.",
+        (RFC7817_REFERENCES, RFC6125_SRV, RFC6125_SRV_MATCH, RFC6186_LABELS),
+        raised_by=(DnsRule.SRV_TARGET_NOT_IN_CERTIFICATE,),
     ),
     Cause(
         "name-not-in-certificate",

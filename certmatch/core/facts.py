@@ -18,6 +18,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from certmatch.core.dns_facts import DnsFacts
+
 FORMAT_NAME = "certmatch-recording"
 FORMAT_VERSION = 1
 
@@ -136,6 +138,9 @@ class SessionFacts:
     action: str | None = None  # "pass" or "block": what the proxy did with the session
     sni_probe: SniProbe | None = field(default=None, metadata=VERDICT)
     starttls: StartTlsFacts | None = field(default=None, metadata=VERDICT)
+    # what DNS said about the names (the judge reads only its verdict_view()); None = not
+    # looked up
+    dns: DnsFacts | None = field(default=None, metadata=VERDICT)
     notes: list[str] = field(default_factory=list)  # internal problems recorded, not raised
 
     def to_json(self) -> dict[str, Any]:
@@ -144,6 +149,8 @@ class SessionFacts:
         for name in OPTIONAL_FIELDS:
             if data[name] is None:
                 del data[name]
+        if self.dns is not None:
+            data["dns"] = self.dns.to_json()
         data["type"] = "session"
         return data
 
@@ -155,6 +162,8 @@ class SessionFacts:
             kwargs["sni_probe"] = SniProbe(**kwargs["sni_probe"])
         if kwargs.get("starttls") is not None:
             kwargs["starttls"] = StartTlsFacts(**kwargs["starttls"])
+        if kwargs.get("dns") is not None:
+            kwargs["dns"] = DnsFacts.from_json(kwargs["dns"])
         return cls(**kwargs)
 
     @classmethod
@@ -175,6 +184,9 @@ class SessionFacts:
         starttls = data["starttls"]
         if starttls is not None:
             data["starttls"] = StartTlsFacts(**starttls)
+        dns = data["dns"]
+        if dns is not None:
+            data["dns"] = DnsFacts.from_json(dns)
         facts = cls.__new__(cls)
         facts.__dict__ = data
         return facts
@@ -189,6 +201,7 @@ OPTIONAL_FIELDS: tuple[str, ...] = (
     "client_alert",
     "client_alert_code",
     "client_waited",
+    "dns",
 )
 _SESSION_FIELDS = frozenset(f.name for f in dataclasses.fields(SessionFacts))
 _LINE_KEYS = _SESSION_FIELDS | {"type"}
@@ -209,7 +222,13 @@ def verdict_part(facts: SessionFacts) -> SessionFacts:
     Deciding from this copy guarantees that nothing else can change a verdict,
     so a cache keyed on the verdict fields cannot drift from the decision.
     """
-    return SessionFacts(id="", **{name: getattr(facts, name) for name in VERDICT_FIELDS})
+    part = SessionFacts(id="", **{name: getattr(facts, name) for name in VERDICT_FIELDS})
+    if part.dns is not None:
+        # The DNS rules read what the resolvers said (not when, nor the TTLs), and the
+        # protocol, for which SRV services apply; the judge's key holds both only then.
+        part.dns = part.dns.verdict_view()
+        part.protocol = facts.protocol
+    return part
 
 
 @dataclass

@@ -39,6 +39,7 @@ from certmatch.core import causes as catalogue
 from certmatch.core.anchors import TrustAnchor
 from certmatch.core.causes import Cause, Rule, cause_of
 from certmatch.core.certificates import CertificateSummary, ParsedChain
+from certmatch.core.dns_rules import DnsRule, dns_findings, srv_ids_of
 from certmatch.core.facts import SessionFacts, verdict_part
 from certmatch.core.identity import (
     IdentityResult,
@@ -179,6 +180,8 @@ class Diagnosis:
             "trust_anchor": self.anchor.to_json() if self.anchor else None,
             "action": f.action,
             "notes": list(f.notes),
+            # what DNS said about the names (the probe, a proxy that asked); None when not asked
+            "dns": f.dns.to_json() if f.dns is not None else None,
         }
 
 
@@ -279,6 +282,8 @@ def _decide(facts: SessionFacts, parts: Parts) -> Decision:
     relevant = _relevant_trust_problems(trust)
     for problem in relevant:
         _add(found, problem.id, problem.detail)
+    if facts.dns is not None and identity.reference_kind == "dns":
+        _dns_findings(facts, parsed, presented, parts, found)
     if identity.verdict != "match" and identity.reference_kind == "dns":
         _no_sni_default_certificate(facts, identity, parts, found)
         _mail_domain_not_server(identity, presented, found)
@@ -542,10 +547,45 @@ def _mail_domain_not_server(
         _add(found, SessionRule.MAIL_DOMAIN_NOT_SERVER, "", ", ".join(candidates))
 
 
-_EXPLAINED_BY_THE_SESSION = (
+_EXPLAINED_BY_THE_SESSION: tuple[Rule, ...] = (
     SessionRule.NO_SNI_DEFAULT_CERTIFICATE,
     SessionRule.MAIL_DOMAIN_NOT_SERVER,
+    DnsRule.CNAME_ALIAS,
+    DnsRule.SPLIT_HORIZON,
+    DnsRule.SRV_TARGET_NOT_IN_CERTIFICATE,
+    DnsRule.SRV_ID_ONLY,  # the domain is there, as an SRV-ID a hand-configured client ignores
 )
+
+
+def _dns_findings(
+    facts: SessionFacts,
+    parsed: ParsedChain,
+    presented: PresentedIdentifiers,
+    parts: Parts,
+    found: dict[str, tuple[str, str]],
+) -> None:
+    """What the session's DNS facts show about its names (:mod:`certmatch.core.dns_rules`).
+
+    The address reached is the one the DNS facts asked the PTR of: ``server_ip`` itself is
+    no verdict field."""
+    dns = facts.dns
+    if dns is None:
+        return
+    leaf = parsed.leaf
+
+    def covers(name: str) -> bool:
+        return parts.identity(name, presented).verdict != "mismatch"
+
+    for rule, detail in dns_findings(
+        facts.requested_host,
+        dns.server_ip,
+        dns,
+        presented,
+        protocol=facts.protocol,
+        srv_ids=srv_ids_of(leaf) if leaf is not None else (),
+        covers=covers,
+    ).items():
+        _add(found, rule, detail)
 
 
 def _name_not_in_certificate(identity: IdentityResult, found: dict[str, tuple[str, str]]) -> None:

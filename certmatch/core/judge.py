@@ -47,6 +47,7 @@ from typing import Any, ClassVar
 
 from certmatch.core.anchors import RecordingAnchors, TrustAnchor, anchor_of
 from certmatch.core.certificates import CertificateSummary, ParsedChain, parse_chain
+from certmatch.core.dns_facts import DnsFacts
 from certmatch.core.facts import CAPTURE_TIME_FIELD, VERDICT_FIELDS, SessionFacts
 from certmatch.core.findings import (
     Decision,
@@ -154,6 +155,8 @@ class Judge:
         values = tuple(
             [v if type(v) is str or v is None else hashable(v) for v in _verdict_values(facts)]
         )
+        if facts.dns is not None:  # which SRV services apply (facts.verdict_part keeps it too)
+            values = (*values, facts.protocol)
         at = capture_time(facts)
         chain = values[_CHAIN_INDEX]  # the chain as a tuple: hashable() of a list of strings
         positions = self._positions(chain if type(chain) is tuple else tuple(facts.chain), at)
@@ -316,10 +319,13 @@ _FIELDS_OF: dict[type, tuple[str, ...]] = {}
 
 
 def hashable(value: Any) -> Hashable:
-    """``value`` as something hashable: lists become tuples, dataclasses tuples of fields."""
+    """``value`` as something hashable: lists become tuples, dataclasses tuples of fields,
+    DNS facts their :meth:`~certmatch.core.dns_facts.DnsFacts.verdict_view`."""
     kind = type(value)
     if kind is str or value is None:
         return value
+    if kind is DnsFacts:  # what the DNS rules read: no timing, no TTLs (each session differs)
+        value = value.verdict_view()
     if kind is list:
         items = tuple(value)
         try:

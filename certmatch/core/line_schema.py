@@ -81,6 +81,8 @@ def _plain_session(v: Any) -> bool:
             return False
     except (KeyError, TypeError):
         return False
+    if v.get("dns") is not None:  # DNS facts: rare enough for the compiled check
+        return False
     probe = v.get("sni_probe")
     if probe is not None and not _plain_probe(probe, rules):
         return False
@@ -170,7 +172,7 @@ class _PlainRules:
             "nullableInteger": frozenset({int, type(None)}),  # bool is not int here
             "nullableNumber": frozenset({int, float, type(None)}),
         }
-        fixed_optional = {"sni_probe", "starttls"}
+        fixed_optional = {"sni_probe", "starttls", "dns"}
         self.optional_enums = tuple(
             (n, allowed - {None}) for n, allowed in enums if n not in required
         )
@@ -218,6 +220,7 @@ class _PlainRules:
             "chain": {"$ref": "#/$defs/chain"},
             "sni_probe": {"anyOf": [{"$ref": "#/$defs/sniProbe"}, {"type": "null"}]},
             "starttls": {"anyOf": [{"$ref": "#/$defs/startTls"}, {"type": "null"}]},
+            "dns": {"anyOf": [{"$ref": "#/$defs/dnsFacts"}, {"type": "null"}]},
         }
         plain = {n for n, _ in enums} | {*nullable_strings, *string_lists}
         plain |= {n for n, _ in self.optional_scalars}

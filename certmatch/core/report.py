@@ -13,6 +13,8 @@ ANSI colour on the verdict. The API:
   the TUI's detail pane with its own styles.
 * :func:`explanation_lines`: one finding as the "why / fix / see" block, indented;
   :func:`explain` joins the blocks of every finding of a session (``check --explain``).
+* :func:`three_names`: the client's name, DNS's and the certificate's, side by side, when the
+  session has DNS facts (the first lines of :func:`explain`).
 * :func:`describe`: a header line naming what the client asked for and what the certificate
   names, then every finding's block (the pytest plugin's failure message).
 * :func:`anchor_line`: the root a trusted chain reached and where that root came from (the
@@ -29,6 +31,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from certmatch.core.diagnosis import Diagnosis, Finding
+from certmatch.core.dns_rules import dns_summary
 from certmatch.core.text import printable
 
 VERDICT_SYMBOLS = {
@@ -139,10 +142,29 @@ def explanation_lines(finding: Finding, *, indent: str = "") -> list[str]:
     return lines
 
 
+def three_names(d: Diagnosis) -> list[str]:
+    """The three names side by side (Microsoft KB Q198564), each with where it came from: the
+    client's (and its source), what DNS said (CNAME chain and addresses per resolver, PTR,
+    SRV, MX) and the certificate's. [] when the session has no DNS facts."""
+    f = d.facts
+    if f.dns is None:
+        return []
+    client = f"{printable(f.requested_host or '?')} ({printable(f.requested_host_source)})"
+    dns = [printable(line) for line in dns_summary(f.dns, f.requested_host)] or ["(no answer)"]
+    return [
+        f"client:      {client}",
+        f"DNS:         {dns[0]}",
+        *(f"             {line}" for line in dns[1:]),
+        f"certificate: {shown_names(d.presented_names) or '(no certificate)'}",
+    ]
+
+
 def explain(d: Diagnosis, *, indent: str = "    ") -> str:
     """Every finding of the session as a "why / fix / see" block (``check --explain``), then
-    the anchor its chain was trusted through, when it was."""
-    lines = [line for f in d.findings for line in explanation_lines(f, indent=indent)]
+    the anchor its chain was trusted through, when it was. With DNS facts, the three names
+    (:func:`three_names`) come first."""
+    lines = [f"{indent}{line}" for line in three_names(d)]
+    lines += [line for f in d.findings for line in explanation_lines(f, indent=indent)]
     if d.anchor is not None:
         lines.append(f"{indent}{anchor_line(d)}")
     return "\n".join(lines)
