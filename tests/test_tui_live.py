@@ -25,7 +25,7 @@ from certmatch.tui.app import CertmatchApp
 from certmatch.tui.proxy_watch import LiveProxy, mitmproxy_ca_cert
 from certmatch.tui.screens import ConfirmScreen
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = pytest.mark.timeout(120)
 
 
 def _screen(tmux: str, session: str) -> str:
@@ -75,7 +75,7 @@ def test_proxy_tui_shows_live_sessions_and_quits_cleanly(tmp_path, dovecot, pki)
         [tmux, "new-session", "-d", "-s", session, "-x", "160", "-y", "40", command], check=True
     )
     try:
-        wait_for_port(port)
+        wait_for_port(port, timeout=45)  # mitmproxy's start takes 6-20 s on a busy 2-core machine
         _wait_for_screen(tmux, session, "following")
         s_client(port, servername="wrong.example.test", cafile=conf / "mitmproxy-ca-cert.pem")
         screen = _wait_for_screen(tmux, session, "wrong.example.test")
@@ -170,7 +170,10 @@ async def test_a_proxy_that_cannot_listen_shows_a_red_banner_with_its_log_at_onc
             )
             async with app.run_test(size=(80, 24)) as pilot:
                 await wait_for(
-                    pilot, lambda: "The proxy stopped (exit 1)" in _banner(app), "the red banner"
+                    pilot,
+                    lambda: "The proxy stopped (exit 1)" in _banner(app),
+                    "the red banner",
+                    timeout=60,  # the proxy fails once mitmproxy is imported: seconds when busy
                 )
                 banner = app.query_one("#proxy")
                 assert banner.has_class("-failed")
@@ -219,7 +222,7 @@ async def test_a_running_proxy_shows_where_it_listens_and_its_ca_and_its_death(
             assert app.is_running
             child.terminate()  # the proxy dies under the TUI
             await wait_for(
-                pilot, lambda: "The proxy stopped" in _banner(app), "the banner of a death"
+                pilot, lambda: "The proxy stopped" in _banner(app), "the banner of a death", 30
             )
             assert app.query_one("#proxy").has_class("-failed")
             await pilot.press("q")  # nothing records any more: no question

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import select
 import signal
+import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -59,6 +61,7 @@ class Packed:
     bytes_read: int = 0
     bytes_total: int = 0
     diagnosed: int = 0
+    changed: bool = True  # false for a pass that found nothing new
 
 
 class _Packer:
@@ -69,6 +72,7 @@ class _Packer:
         self._numbers: dict[int, int] = {}
         self._kept: list[Judgement] = []  # holds each numbered judgement, so its id stays its
         self._sent: dict[int, SourceState] = {}
+        self._waiting_sent: list[str] = []
 
     def pack(self, batch: Batch) -> Packed:
         numbers, kept = self._numbers, self._kept
@@ -107,6 +111,11 @@ class _Packer:
             if self._sent.get(index) != state:
                 self._sent[index] = state
                 packed.sources.append(state)
+        packed.changed = (
+            bool(rows or packed.problems or packed.errors or packed.notes or packed.sources)
+            or packed.waiting != self._waiting_sent
+        )
+        self._waiting_sent = packed.waiting
         return packed
 
 
@@ -127,16 +136,26 @@ def _serve(loader: Loader, conn: Connection, follow: bool, poll_interval: float)
             handle(conn.recv())
         return stopping
 
+    told = {"pass": False}  # anything sent in this pass
+    first = True
+    was_following = follow
+
+    def emit(batch: Batch) -> None:
+        packed = packer.pack(batch)
+        # While following, most passes find nothing new: only what changed crosses the pipe.
+        if first or packed.changed:
+            conn.send(("batch", packed))
+            told["pass"] = True
+
     try:
         while not stopping:
-            loader.poll(
-                lambda batch: conn.send(("batch", packer.pack(batch))),
-                final=not follow,
-                cancelled=cancelled,
-            )
+            told["pass"] = False
+            loader.poll(emit, final=not follow, cancelled=cancelled)
             if stopping:
                 break
-            conn.send(("pass",))
+            if first or told["pass"] or follow != was_following:
+                conn.send(("pass",))
+            first, was_following = False, follow
             # Not following: wait for a command. Following: for the next pass, or a command.
             if conn.poll(poll_interval if follow else None):
                 handle(conn.recv())
@@ -202,9 +221,7 @@ class ReaderProcess:
     def stop(self) -> None:
         """Ask the reader to stop, and make sure it did (it is ended after 2 s)."""
         self._send(("stop",))
-        deadline = time.monotonic() + 2
-        while _running(self.pid) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        _wait_for_exit(self.pid, 2.0)
         if _running(self.pid):
             try:
                 os.kill(self.pid, signal.SIGKILL)
@@ -302,6 +319,24 @@ def _fork_reader(
     os.waitpid(middle, 0)
     with os.fdopen(read_pid, "rb") as pid_file:
         return int(pid_file.read() or b"0")
+
+
+def _wait_for_exit(pid: int, timeout: float) -> None:
+    """Wait until process ``pid`` (not a child of ours) exits, ``timeout`` seconds at most."""
+    if not _running(pid):
+        return
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:  # gone already, or a kernel without pidfd: wait in small steps
+        deadline = time.monotonic() + timeout
+        pause = threading.Event()
+        while _running(pid) and time.monotonic() < deadline:
+            pause.wait(0.01)
+        return
+    try:
+        select.select([pidfd], [], [], timeout)  # readable once the process has exited
+    finally:
+        os.close(pidfd)
 
 
 def _running(pid: int) -> bool:

@@ -373,7 +373,9 @@ class SessionsScreen(Screen[None]):
         """Sessions of several files, read file by file, put in time order (once loaded)."""
         listing = self.session_list
         item = listing.current_item
-        current = self.rows[item] if isinstance(item, int) else None
+        # The cursor stays on the session it was moved to while loading; one nobody moved
+        # stays on top, on the earliest session.
+        current = self.rows[item] if isinstance(item, int) and listing.cursor > 0 else None
         self.rows.sort(key=attrgetter("time"))  # in place: the list shares it; stable
         self.rebuild()
         if current is not None and not self.grouped:
