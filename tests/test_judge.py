@@ -103,6 +103,7 @@ VERDICT_VARIANTS = {
     "requested_host_source": "reverse-target",
     "sni": "other.example.test",
     "chain": [],
+    "chain_source": "side-handshake",
     "server_error": "The remote server does not speak TLS.",
     "client_error": "tlsv1 alert unknown ca",
     "presented": "mirror",

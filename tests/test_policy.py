@@ -92,6 +92,22 @@ def test_upstream_sni_is_the_clients_own_or_none() -> None:
 
 
 @pytest.mark.parametrize(
+    ("client_sni", "reason"),
+    [
+        ("imap.example.test", None),
+        (None, None),
+        ("127.0.0.1", "ip-literal"),
+        ("::1", "ip-literal"),
+        ("a..b.example.test", "not-encodable"),
+    ],
+)
+def test_the_reason_no_sni_went_upstream_is_typed(
+    client_sni: str | None, reason: str | None
+) -> None:
+    assert policy.upstream_sni_reason(client_sni, policy.upstream_sni(client_sni)) == reason
+
+
+@pytest.mark.parametrize(
     ("sent", "recorded"),
     [("imap.example.test", "imap.example.test"), ("127.0.0.1", None), ("::1", None), ("", None)],
 )

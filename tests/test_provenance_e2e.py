@@ -132,7 +132,7 @@ def test_an_ip_address_sent_as_sni_is_flagged(tmp_path, dovecot, pki, store):
         (facts,) = proxy.sessions(1)
     assert facts.sni == "127.0.0.1"  # recorded exactly as the client sent it
     assert facts.upstream_sni is None  # an IP literal is never sent on, and the record says why
-    assert any("RFC 6066 §3" in note and "127.0.0.1" in note for note in facts.notes), facts.notes
+    assert facts.upstream_sni_reason == "ip-literal"
     d = diagnose(facts, store)
     # The client named the address itself, so nothing is assumed; the certificate has no
     # iPAddress entry, and the SNI itself breaks RFC 6066 §3.

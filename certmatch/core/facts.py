@@ -40,8 +40,23 @@ HOST_SOURCES: tuple[str, ...] = (
 
 # What certificate the client was shown (``SessionFacts.presented``): certmatch's copy of the
 # server leaf's names and dates, or stock mitmproxy's substitute.
-Presented = Literal["mirror", "substitute"]
-PRESENTED: tuple[str, ...] = ("mirror", "substitute")
+# "real" is observe mode: the proxy relays the handshake, so the client saw the server's own chain.
+Presented = Literal["mirror", "substitute", "real"]
+PRESENTED: tuple[str, ...] = ("mirror", "substitute", "real")
+
+# Where the recorded chain came from (``SessionFacts.chain_source``):
+# proxy           the proxy's own upstream handshake (reverse, socks5, regular modes);
+# wire            read from the relayed server Certificate message (observe mode, TLS <= 1.2);
+# side-handshake  a separate handshake to the same server with the client's SNI and versions
+#                 (observe mode, TLS 1.3, where the certificate is encrypted);
+# resumed         the relayed handshake resumed a session and carried no certificate; the
+#                 chain is the cached or side-handshake one.
+ChainSource = Literal["proxy", "wire", "side-handshake", "resumed"]
+CHAIN_SOURCES: tuple[str, ...] = ("proxy", "wire", "side-handshake", "resumed")
+
+# Why the proxy sent no SNI upstream although the client sent one (``upstream_sni_reason``).
+UpstreamSniReason = Literal["ip-literal", "not-encodable"]
+UPSTREAM_SNI_REASONS: tuple[str, ...] = ("ip-literal", "not-encodable")
 
 # What the client did after it was shown a certificate (``SessionFacts.client_decision``):
 # went-on            it sent application data after the handshake;
@@ -114,12 +129,18 @@ class SessionFacts:
     sni: str | None = field(default=None, metadata=VERDICT)
     client_tls_versions: list[str] = field(default_factory=list)
     client_alpn: list[str] = field(default_factory=list)
+    # the ClientHello's signature_algorithms, by RFC 8446 §4.2.3 name; None = not read
+    client_signature_algorithms: list[str] | None = None
     server_address: str | None = None  # "host:port" as the proxy dialled it
     server_ip: str | None = None  # the address it resolved to
     upstream_sni: str | None = None  # what the proxy itself sent upstream
+    # why that is none although the client sent SNI (UPSTREAM_SNI_REASONS); None otherwise
+    upstream_sni_reason: str | None = None
     tls_version: str | None = None
     cipher: str | None = None
     chain: list[str] = field(default_factory=list, metadata=VERDICT)  # base64 DER, leaf first
+    # where the chain came from (CHAIN_SOURCES); None = the proxy's own handshake (older lines)
+    chain_source: str | None = field(default=None, metadata=VERDICT)
     # upstream connect or handshake error
     server_error: str | None = field(default=None, metadata=VERDICT)
     # client-side handshake error (e.g. it refused our CA)
@@ -202,6 +223,9 @@ OPTIONAL_FIELDS: tuple[str, ...] = (
     "client_alert_code",
     "client_waited",
     "dns",
+    "upstream_sni_reason",
+    "client_signature_algorithms",
+    "chain_source",
 )
 _SESSION_FIELDS = frozenset(f.name for f in dataclasses.fields(SessionFacts))
 _LINE_KEYS = _SESSION_FIELDS | {"type"}

@@ -100,6 +100,12 @@ def _plain_optional(v: dict[str, Any], rules: _PlainRules) -> bool:
     for name, kinds in rules.optional_scalars:
         if type(get(name)) not in kinds:
             return False
+    for name in rules.optional_lists:
+        value = get(name)
+        if value is not None:
+            if type(value) is not list:
+                return False
+            "".join(value)  # TypeError unless every item is a string
     return True
 
 
@@ -181,12 +187,17 @@ class _PlainRules:
             for n, r in refs.items()
             if n not in required and n not in fixed_optional and r in scalar_kinds
         )
+        optional_list = {"anyOf": [{"$ref": "#/$defs/stringList"}, {"type": "null"}]}
+        self.optional_lists = tuple(
+            n for n, p in props.items() if n not in required and _without_notes(p) == optional_list
+        )
         optional = {n for n in props if n not in required} - fixed_optional
+        optional -= set(self.optional_lists)
         if optional - {n for n, _ in self.optional_enums} - {n for n, _ in self.optional_scalars}:
             raise ValueError("the fast path does not check every optional field")
         if any(None not in allowed for n, allowed in enums if n not in required):
             raise ValueError("an optional enum must allow null: absent reads as None")
-        self.optional = bool(optional)
+        self.optional = bool(optional or self.optional_lists)
         fetched = {"type", "id", "started", "chain", *nullable_strings, *string_lists}
         if required - fetched - {n for n, _ in self.enums}:
             raise ValueError("the fast path does not fetch every required field")
@@ -224,6 +235,7 @@ class _PlainRules:
         }
         plain = {n for n, _ in enums} | {*nullable_strings, *string_lists}
         plain |= {n for n, _ in self.optional_scalars}
+        fixed |= dict.fromkeys(self.optional_lists, optional_list)
         for name, node in props.items():
             node = _without_notes(node)
             if name in fixed:

@@ -58,6 +58,18 @@ def upstream_sni(client_sni: str | None) -> str | None:
     return None
 
 
+def upstream_sni_reason(client_sni: str | None, upstream: str | None) -> str | None:
+    """Why the SNI sent upstream is not the client's (``SessionFacts.upstream_sni_reason``).
+
+    ``"ip-literal"``: the client sent an address, and RFC 6066 §3 does not permit literal
+    IPv4 or IPv6 addresses in HostName, so none is sent on. ``"not-encodable"``: the TLS
+    stack refuses the name. None when the client's SNI went upstream, or it sent none.
+    """
+    if client_sni is None or (upstream == client_sni and not is_ip_address(client_sni)):
+        return None
+    return "ip-literal" if is_ip_address(client_sni) else "not-encodable"
+
+
 def recorded_upstream_sni(sent: str | None) -> str | None:
     """What the recording keeps as sent upstream: an IP literal is never sent as SNI.
 

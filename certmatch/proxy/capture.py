@@ -66,7 +66,6 @@ from certmatch.proxy.connection_facts import (
     peer_chain,
     refusing_connection,
     set_faithful_sni,
-    upstream_sni_dropped,
 )
 from certmatch.proxy.starttls_hooks import StartTlsData
 
@@ -272,8 +271,7 @@ class CertmatchCapture:
         # block/pass can be decided and the client's handshake shaped by it.
         data.establish_server_tls_first = True
         upstream = policy.upstream_sni(sni)
-        if why := upstream_sni_dropped(sni, upstream):
-            facts.notes.append(why)
+        facts.upstream_sni_reason = policy.upstream_sni_reason(sni, upstream)
         set_faithful_sni(context.server, upstream)
 
     @_never_raises

@@ -69,22 +69,6 @@ def set_faithful_sni(server: connection.Server, sni: str | None) -> None:
         server.sni = ""
 
 
-def upstream_sni_dropped(client_sni: str | None, upstream: str | None) -> str | None:
-    """Why the SNI sent upstream is not the client's, as a note for the record; None when
-    it is the client's own (or the client sent none, and so did the proxy)."""
-    if client_sni is None or (upstream == client_sni and not is_ip_address(client_sni)):
-        return None
-    if is_ip_address(client_sni):
-        return (
-            f"upstream SNI: none sent; the client sent the address {client_sni} as SNI, and "
-            "RFC 6066 §3 does not permit literal IPv4 or IPv6 addresses in HostName"
-        )
-    return (
-        f"upstream SNI: none sent; the client's SNI {client_sni!r} cannot be encoded for "
-        "sending (mitmproxy's IDNA codec refuses it)"
-    )
-
-
 def refusing_connection() -> SSL.Connection:
     """A server-side TLS connection with no certificate: it answers any ClientHello with a
     handshake_failure alert, so the client stops before any mail is exchanged.
