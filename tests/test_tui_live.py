@@ -84,7 +84,11 @@ def test_proxy_tui_shows_live_sessions_and_quits_cleanly(tmp_path, dovecot, pki)
         s_client(port, servername="imap.example.test", cafile=conf / "mitmproxy-ca-cert.pem")
         screen = _wait_for_screen(tmux, session, "imap.example.test")
         assert "showing all: 2" in screen  # --tui shows every session, not only failing ones
+        assert f"proxy listening on 127.0.0.1:{port}" in screen  # it watches its own proxy
         subprocess.run([tmux, "send-keys", "-t", session, "q"], check=True)
+        # The TUI runs the proxy, so quitting stops the recording: it asks first.
+        _wait_for_screen(tmux, session, "y: yes")
+        subprocess.run([tmux, "send-keys", "-t", session, "y"], check=True)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             alive = subprocess.run(

@@ -346,11 +346,21 @@ def _run_with_tui(args: argparse.Namespace) -> int:
         print(warning, file=sys.stderr)
     child_argv = [sys.executable, "-m", "certmatch", *[a for a in args.argv if a != "--tui"]]
     with open_private(log_path) as log:
+        log_start = log.seek(0, os.SEEK_END)  # this run's lines start here; older runs precede
         child = subprocess.Popen(child_argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         previous = _on_stop_signals(lambda: child.terminate())
         try:
             # Imported once the proxy is starting: the two take seconds each on a busy machine.
             from certmatch.tui.app import run_view
+            from certmatch.tui.proxy_watch import LiveProxy, mitmproxy_ca_cert
+
+            live = LiveProxy(
+                child,
+                log_path,
+                modes=args.mode,
+                ca_cert=mitmproxy_ca_cert(args.confdir),
+                log_offset=log_start,
+            )
 
             # The proxy creates the recording (with its header) once it is up.
             deadline = time.monotonic() + 30
@@ -362,7 +372,10 @@ def _run_with_tui(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
                 return EXIT_USAGE
-            code = run_view([str(record)], follow=True, show_all=True, ca_files=args.ca_file)
+            live.wait_until_listening(30)  # the status then shows where it listens, or why not
+            code = run_view(
+                [str(record)], follow=True, show_all=True, ca_files=args.ca_file, proxy=live
+            )
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
