@@ -92,6 +92,20 @@ def register(commands: Commands) -> None:
         "handshakes after it (default: 30)",
     )
     parser.add_argument(
+        "--observe",
+        action="store_true",
+        help="watch without intercepting: relay every TLS byte unchanged (nothing to install "
+        "in the client), read the server's chain from the wire (TLS 1.2) or from a side "
+        "handshake (TLS 1.3), and the client's decision from the records it sends",
+    )
+    parser.add_argument(
+        "--side-handshake-timeout",
+        type=whole_seconds,
+        default=5,
+        metavar="SECONDS",
+        help="with --observe: whole seconds a side handshake may take (default: 5)",
+    )
+    parser.add_argument(
         "--tui",
         action="store_true",
         help="show the sessions live in the terminal UI (the proxy's own log goes to FILE.proxy.log)",
@@ -149,6 +163,11 @@ def run(args: argparse.Namespace) -> int:
         )
     for ca in args.ca_file:
         TrustStore.load([ca], use_system=False)  # a clear error now, not from inside mitmproxy
+    if args.observe and args.on_mismatch == "block":
+        raise UsageError(
+            "--observe relays the client's own TLS and cannot block a session; "
+            "drop --on-mismatch block, or drop --observe to intercept"
+        )
     if warning := shared_file_warning(record):
         print(warning, file=sys.stderr)
     if args.tui:
@@ -302,17 +321,29 @@ def mitmdump_args(args: argparse.Namespace) -> list[str]:
         mitm_args += ["--listen-port", str(args.listen_port)]
     if args.confdir:
         mitm_args += ["--set", f"confdir={args.confdir}"]
+    if getattr(args, "observe", False):
+        mitm_args += [
+            "-s",
+            str(scripts.joinpath("observe.py")),
+            "--set",
+            f"certmatch_side_handshake_timeout={args.side_handshake_timeout}",
+        ]
+    else:
+        mitm_args += [
+            "-s",
+            str(scripts.joinpath("capture.py")),
+            "--set",
+            f"certmatch_present={args.present}",
+            "--set",
+            f"certmatch_on_mismatch={args.on_mismatch}",
+        ]
+        if args.no_sni_probe:
+            mitm_args += ["--set", "certmatch_sni_probe=false"]
     mitm_args += [
-        "-s",
-        str(scripts.joinpath("capture.py")),
         "-s",
         str(scripts.joinpath("starttls.py")),
         "--set",
         f"certmatch_record={Path(args.record)}",
-        "--set",
-        f"certmatch_present={args.present}",
-        "--set",
-        f"certmatch_on_mismatch={args.on_mismatch}",
         "--set",
         f"certmatch_starttls={args.starttls}",
         "--set",
@@ -322,8 +353,6 @@ def mitmdump_args(args: argparse.Namespace) -> list[str]:
     ]
     if args.host:
         mitm_args += ["--set", f"certmatch_host={args.host}"]
-    if args.no_sni_probe:
-        mitm_args += ["--set", "certmatch_sni_probe=false"]
     for ca in args.ca_file:
         mitm_args += ["--set", f"certmatch_ca_file={ca}"]
     extra = list(args.mitmproxy_args)

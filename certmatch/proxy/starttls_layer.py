@@ -25,8 +25,9 @@ ends the connection with a recorded error; the proxy carries on.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
-from mitmproxy import ctx, exceptions
+from mitmproxy import ctx, exceptions, tcp
 from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy import commands, events, layer, mode_specs
 from mitmproxy.proxy.context import Context
@@ -34,6 +35,7 @@ from mitmproxy.proxy.layers import ClientTLSLayer, ServerTLSLayer, modes
 from mitmproxy.proxy.layers.http import HttpLayer, HttpStream
 from mitmproxy.proxy.utils import expect
 
+from certmatch.core.facts import StartTlsFacts
 from certmatch.core.starttls import (
     GREETING,
     HANDSHAKE,
@@ -53,6 +55,10 @@ from certmatch.proxy.tcp_relay import CloseOrderTCPLayer
 
 logger = logging.getLogger("certmatch")
 
+# Builds the layer that takes over once the server accepted the upgrade, instead of
+# mitmproxy's TLS layers (observe mode): (context, protocol, the plaintext phase's facts).
+type TlsChild = Callable[[Context, str, StartTlsFacts], layer.Layer]
+
 MODE_CHOICES = ("auto", *[p for p in STARTTLS_PROTOCOLS if p != "submission"], "off")
 DEFAULT_TIMEOUT_S = 30
 
@@ -69,10 +75,16 @@ class StartTlsLayer(layer.Layer):
     child_layer: layer.Layer | None
 
     def __init__(
-        self, context: Context, machine: StartTlsMachine, timeout: int = DEFAULT_TIMEOUT_S
+        self,
+        context: Context,
+        machine: StartTlsMachine,
+        timeout: int = DEFAULT_TIMEOUT_S,
+        *,
+        tls_child: TlsChild | None = None,
     ) -> None:
         super().__init__(context)
         self.machine = machine
+        self.tls_child = tls_child
         self.timeout = timeout
         self.child_layer = None
         self._client_tls: ClientTLSLayer | None = None
@@ -81,6 +93,7 @@ class StartTlsLayer(layer.Layer):
         self._timer_phase: str | None = None
         self._server_tls_started = False
         self._client_spoke = False
+        self._client_hello_relayed = False
 
     def __repr__(self) -> str:
         return f"StartTlsLayer({self.machine.protocol}, {self.machine.phase})"
@@ -150,6 +163,7 @@ class StartTlsLayer(layer.Layer):
             isinstance(event, events.DataReceived)
             and event.connection == self.context.server
             and not self._server_tls_started
+            and self.tls_child is None
         ):
             # The server spoke after its positive reply but before our ClientHello:
             # never TLS, so never relayed into the session.
@@ -220,13 +234,20 @@ class StartTlsLayer(layer.Layer):
         )
         # Blocking: the addons know of the upgrade before the ClientHello is read.
         yield StarttlsUpgradeHook(StartTlsData(self.context, machine.protocol, machine.facts))
+        if self.tls_child is not None:
+            # Observe mode: the TLS is relayed, not terminated; no handshake deadline either
+            # (the client and server keep their own).
+            self.child_layer = self.tls_child(self.context, machine.protocol, machine.facts)
+            self._handle_event = self.relay_tls
+            yield from self._to_child(events.Start())
+            return
         # Layer.__init__ appends each to context.layers: ClientTLSLayer finds the
         # ServerTLSLayer right above it and so waits for the client's ClientHello
         # before the upstream handshake, as for implicit TLS.
         server_tls = ServerTLSLayer(self.context)
         client_tls = ClientTLSLayer(self.context)
         server_tls.child_layer = client_tls
-        client_tls.child_layer = CloseOrderTCPLayer(self.context)
+        client_tls.child_layer = BoundedTCPLayer(self.context)
         self._client_tls = client_tls
         self.child_layer = server_tls
         self._handle_event = self.relay_tls
@@ -235,6 +256,18 @@ class StartTlsLayer(layer.Layer):
 
     def _to_child(self, event: events.Event) -> layer.CommandGenerator[None]:
         assert self.child_layer is not None
+        if (
+            self.tls_child is not None
+            and isinstance(event, events.DataReceived)
+            and event.connection == self.context.server
+            and not self._server_tls_started
+            and not self._client_hello_relayed
+        ):
+            # Observe mode relays every byte; plaintext the server sent after accepting, before
+            # the client's ClientHello, is still the injection the STARTTLS finding names.
+            self.machine.late_server_bytes(len(event.data))
+        if isinstance(event, events.DataReceived) and event.connection == self.context.client:
+            self._client_hello_relayed = True
         for command in self.child_layer.handle_event(event):
             if isinstance(command, commands.SendData) and command.connection == self.context.server:
                 self._server_tls_started = True
@@ -258,6 +291,21 @@ class StartTlsLayer(layer.Layer):
             yield from self._close_both()
         else:
             yield from self._end_plaintext(error)
+
+
+class BoundedTCPLayer(CloseOrderTCPLayer):
+    """The relay after a STARTTLS handshake: keeps only the latest message in the flow.
+
+    mitmproxy's ``TCPLayer`` appends every chunk to ``flow.messages`` for the session's whole
+    life; the ``tcp_message`` hook (the capture addon's) reads only the latest one, so the
+    others are dropped once it has run and memory stays flat however long the session lasts.
+    """
+
+    def relay_messages(self, event: events.Event) -> layer.CommandGenerator[None]:
+        yield from super().relay_messages(event)
+        flow: tcp.TCPFlow | None = self.flow
+        if flow is not None and len(flow.messages) > 1:
+            del flow.messages[:-1]
 
 
 class StartTlsAddon:
@@ -299,6 +347,8 @@ class StartTlsAddon:
 
     def _choose(self, nextlayer: layer.NextLayer) -> None:
         mode = ctx.options.certmatch_starttls
+        if "certmatch_side_handshake_ttl" in ctx.options:
+            return  # observe mode: its addon chooses the STARTTLS layer with its own relay
         context = nextlayer.context
         # Another addon (mitmproxy's own next_layer) may already have chosen; its
         # layers were appended to context.layers and are removed if we take over.
