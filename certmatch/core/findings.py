@@ -366,7 +366,8 @@ def _client_refused(
         return False
     assumed = cause_of(SessionRule.REQUESTED_HOST_ASSUMED).id in found
     about_certificate = refusal != _ALERT or alerts.refuses_certificate(facts.client_alert)
-    passes = verdict == "match" and not assumed and about_certificate
+    # In observe mode the client saw the server's own chain: nothing of certmatch's to refuse.
+    passes = verdict == "match" and not assumed and about_certificate and not _real(facts)
     if passes:
         _add(found, SessionRule.PROXY_CA_NOT_TRUSTED, _proxy_ca_detail(facts, refusal))
     detail = _refusal_detail(facts, refusal, verdict, passes=passes, assumed=assumed)
@@ -435,8 +436,19 @@ def _refusal_detail(
             "requested-host-assumed); the client checks the server name in its own settings, "
             "which may be another name or an address, or it does not trust certmatch's CA."
         )
+    elif verdict == "match" and _real(facts):
+        lines.append(
+            "It refused the server's own chain, which certmatch judges acceptable with the CAs "
+            "it trusts: the client does not trust that CA (its store differs from certmatch's, "
+            "see --ca-file), pins another key, or checks a name other than the one it sent."
+        )
     elif verdict == "match":
         lines.append("certmatch judges the server's own certificate acceptable.")
+    elif _real(facts):
+        lines.append(
+            "It refused the server's own certificate, as certmatch's verdict says a client "
+            "checking it would: see the certificate's own causes."
+        )
     elif facts.presented == "mirror":
         lines.append(
             "It refused the server's real names and dates, as certmatch's verdict says a "
@@ -454,6 +466,11 @@ def _refusal_detail(
             "about certmatch's CA as well as about the certificate's own causes."
         )
     return " ".join(lines)
+
+
+def _real(facts: SessionFacts) -> bool:
+    """Observe mode: the client was shown the server's own chain, relayed unchanged."""
+    return facts.presented == "real"
 
 
 def _sni_ip_literal(facts: SessionFacts, found: dict[str, tuple[str, str]]) -> None:
@@ -755,6 +772,10 @@ _SHOWN = {
         "certmatch showed it mitmproxy's substitute certificate, which adds the client's SNI "
         "and the address it dialled to the server's names."
     ),
+    "real": (
+        "certmatch only relayed the handshake (observe mode): the client judged the server's "
+        "own certificate."
+    ),
 }
 # Protocols in which the server speaks first: after implicit TLS, a client that goes on
 # answers the greeting with a command.
@@ -769,6 +790,11 @@ def _refusal_text(facts: SessionFacts) -> str:
         code = facts.client_alert_code
         if name is None and code is not None:
             name = alerts.name_of(code)
+        if name is None and code is None and _real(facts):
+            return (
+                "The client sent an encrypted TLS alert instead of its Finished (TLS 1.3 "
+                "encrypts the alert, so which one is not known)"
+            )
         if name is None:
             return "The client sent a TLS alert" + (f" ({code})" if code is not None else "")
         return f"The client sent the TLS alert {printable(name)}" + (
@@ -815,10 +841,21 @@ def _refusal_fix(facts: SessionFacts, beside: tuple[str, ...]) -> str:
             "really presents, and will accept it once that is fixed."
         )
     if cause_of(SessionRule.REQUESTED_HOST_ASSUMED).id in beside:
+        if _real(facts):
+            return (
+                "Tell certmatch the server name from the client's settings (--host NAME) to "
+                "learn whether the client refused the name."
+            )
         return (
             "Tell certmatch the server name from the client's settings (--host NAME) to learn "
             "whether the client refused the name; if the name passes, make the client trust "
             "certmatch's CA."
+        )
+    if _real(facts):
+        return (
+            "Compare the client's trusted CAs with the ones certmatch judged with (the system "
+            "store and --ca-file): give the client the CA that issued the server's chain, or "
+            "remove a pin it keeps; then look in the client's own log."
         )
     return "Look in the client's own log for why it gave up."
 
@@ -886,11 +923,27 @@ def _evidence(
         lines.append(f"client side: {facts.client_error}")
     if facts.presented is not None:
         lines.append(f"certificate shown to the client: {facts.presented}")
+    if facts.chain_source in _CHAIN_SOURCE_TEXT:
+        lines.append(f"chain from: {_CHAIN_SOURCE_TEXT[facts.chain_source]}")
     if facts.client_decision is not None:
         lines.append(f"client's decision: {_decision_text(facts)}")
     if anchor is not None:
         lines.append(f"trusted through: {anchor.describe()}")
     return tuple(lines)
+
+
+_CHAIN_SOURCE_TEXT = {
+    "proxy": "certmatch's own handshake with the server, as the proxy",
+    "wire": "the server's Certificate message, read from the relayed handshake",
+    "side-handshake": (
+        "a side handshake certmatch made to the same server with the client's SNI, versions "
+        "and ALPN (TLS 1.3 encrypts the relayed one; a server that chooses its certificate by "
+        "the client's signature algorithms may have sent the client another)"
+    ),
+    "resumed": (
+        "a side handshake (the relayed handshake resumed a session and carried no certificate)"
+    ),
+}
 
 
 def _decision_text(facts: SessionFacts) -> str:
@@ -900,6 +953,8 @@ def _decision_text(facts: SessionFacts) -> str:
             alerts.name_of(facts.client_alert_code) if facts.client_alert_code is not None else None
         )
         code = f" ({facts.client_alert_code})" if facts.client_alert_code is not None else ""
+        if name is None and not code and _real(facts):
+            return "an encrypted alert instead of its Finished"
         return f"alert {name or 'of an unknown kind'}{code}"
     if decision == _CLOSED_AFTER_HANDSHAKE and facts.client_waited is not None:
         return f"{decision} after{_seconds(facts.client_waited)}"

@@ -30,6 +30,11 @@ lengths alone:
 - after its Finished, a record longer than 19 bytes is application data: the client went
   on. A record of 19 bytes or less may be a close_notify, so it is not counted.
 
+A TLS 1.3 client may also alert in clear: OpenSSL (and so Python and curl built on it)
+refuses the server's certificate before it has installed its handshake write keys, and its
+alert is a 2-byte cleartext record naming the reason (bad_certificate for a wrong name, as
+tested). Such a record is read as in TLS 1.2.
+
 Records with padding (RFC 8446 §5.4) could blur this; the clients certmatch was tested with
 (OpenSSL, Python, curl) pad none of these records.
 

@@ -426,6 +426,8 @@ class WireSession:
     client_ccs: bool = False
     error: str | None = None  # what made the bytes unreadable as TLS
     finished: bool = False
+    _started: bool = False
+    _first: bytearray = field(default_factory=bytearray)
     _client: RecordStream = field(default_factory=RecordStream)
     _server: RecordStream = field(default_factory=RecordStream)
 
@@ -437,8 +439,15 @@ class WireSession:
         """The client sent ``data`` (relayed to the server unchanged)."""
         if self.finished or not data:
             return
-        if self.phase == PHASE_START and not self._client_started(data):
-            return
+        if not self._started:
+            # Decide from the first 5 bytes, however they were split (at most 4 wait here).
+            self._first += data
+            if len(self._first) < 5:
+                return
+            data, self._first = bytes(self._first), bytearray()
+            if not self._client_started(data):
+                return
+            self._started = True
         records, messages, alerts = self._client.feed(data)
         if self._client.error is not None:
             self._stop(f"the client sent {self._client.error}")
