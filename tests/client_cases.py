@@ -3,7 +3,7 @@
 Seven cases, each one certificate mistake (or none), minted under the test root with
 certmatch.lab.pki and dated from now, so nothing depends on today's date. A server that
 selects its certificate by SNI (dovecot, aiosmtpd) serves each case's certificate for the
-case's server name; nnrpd, which cannot, gets one instance per certificate.
+case's server name; nnrpd and slapd, which cannot, get one instance per certificate.
 
 The clients (certmatch.lab.clients) run in the (protocol, TLS) pairs of ``COMBOS``: every
 client once with implicit TLS and once with STARTTLS.
@@ -25,6 +25,7 @@ SERVICE_NAMES = {
     "pop3": "pop.example.test",
     "smtp": "smtp.example.test",
     "nntp": "news.example.test",
+    "ldap": "ldap.example.test",
 }
 DEFAULT_CERT = CertSpec(cn="mail.example.test", dns=("mail.example.test", *SERVICE_NAMES.values()))
 
@@ -131,6 +132,13 @@ COMBOS: tuple[tuple[str, str, str], ...] = (
     ("python-stdlib", "pop3", "starttls"),
     ("python-stdlib", "smtp", "starttls"),
     ("python-stdlib", "nntp", "implicit"),
+    # GnuTLS clients that check after the handshake and close without an alert (issue 9, 2).
+    ("neomutt", "imap", "implicit"),
+    ("neomutt", "imap", "starttls"),
+    ("msmtp", "smtp", "implicit"),
+    ("msmtp", "smtp", "starttls"),
+    ("ldapsearch", "ldap", "implicit"),
+    ("ldapsearch", "ldap", "starttls"),
 )
 
 
@@ -142,6 +150,14 @@ def expected_decision(client: str, case: ClientCase) -> Decision:
     if case.kind == "name" and not CLIENTS[client].checks_host_name:
         return Decision.ACCEPTED
     return Decision.REFUSED
+
+
+def expected_verdict(case: ClientCase) -> str:
+    """certmatch's verdict on the session, whatever the client decided: a wrong name is a
+    mismatch, a wrong date or issuer untrusted."""
+    if case.kind == "ok":
+        return "match"
+    return "mismatch" if case.kind == "name" else "untrusted"
 
 
 # The words each client refuses with, by what it objects to (a regular expression each).
@@ -170,6 +186,29 @@ REFUSAL_WORDS: dict[str, dict[str, str]] = {
         "expired": r"TLS startup failed .*certificate verify failed",
         "self-signed": r"TLS startup failed .*certificate verify failed",
         "issuer": r"TLS startup failed .*certificate verify failed",
+    },
+    "msmtp": {
+        "name": r"TLS certificate verification failed: .*The name in the certificate does not "
+        r"match the expected",
+        "expired": r"TLS certificate verification failed: .*uses expired certificate",
+        "self-signed": r"TLS certificate verification failed: .*The certificate issuer is unknown",
+        "issuer": r"TLS certificate verification failed: .*The certificate issuer is unknown",
+    },
+    "ldapsearch": {
+        # OpenLDAP's own name check (subjectAltName, then the CN) and GnuTLS's status bits:
+        # 0x402 is INVALID | EXPIRED, 0x42 INVALID | SIGNER_NOT_FOUND.
+        "name": r"TLS: hostname \(.*\) does not match common name in certificate|"
+        r"TLS: unable to get common name from peer certificate",
+        "expired": r"TLS: peer cert untrusted or revoked \(0x402\)",
+        "self-signed": r"TLS: peer cert untrusted or revoked \(0x42\)",
+        "issuer": r"TLS: peer cert untrusted or revoked \(0x42\)",
+    },
+    "neomutt": {
+        # The certificate dialog it shows instead of going on; untrusted has no WARNING line.
+        "name": r"WARNING: Server hostname does not match certificate",
+        "expired": r"WARNING: Server certificate has expired",
+        "self-signed": r"^SSL Certificate check \(certificate 1 of 1 in chain\)$",
+        "issuer": r"^SSL Certificate check \(certificate 1 of \d in chain\)$",
     },
     "python-stdlib": {
         "name": r"certificate verify failed: (Hostname|IP address) mismatch",

@@ -1,8 +1,10 @@
 """Real clients decide on real certificates: the ground truth certmatch's verdict must equal.
 
 Phase A runs each client (gnutls-cli, fetchmail, mbsync, swaks, Python's imaplib, poplib,
-smtplib and nntplib) directly against real servers (dovecot, aiosmtpd, INN's nnrpd) in the
-seven cases of tests/client_cases.py, and pins down each client's decision and its words.
+smtplib and nntplib, and the GnuTLS clients neomutt, msmtp and ldapsearch, which check after the
+handshake and close without an alert) directly against real servers (dovecot, aiosmtpd, INN's
+nnrpd, slapd) in the seven cases of tests/client_cases.py, and pins down each client's decision
+and its words.
 
 Phase B runs the same matrix through one ``certmatch proxy`` (reverse listeners, mirror mode,
 the default) and judges the recording with ``certmatch check --json``: the client must decide
@@ -36,6 +38,7 @@ from client_cases import (
     ClientCase,
     cases,
     expected_decision,
+    expected_verdict,
     mint_case_pki,
 )
 from cryptography import x509
@@ -45,9 +48,11 @@ from servers import (
     MissingSystemPackage,
     NnrpdServer,
     ServerStartError,
+    SlapdServer,
     SmtpServer,
     start_dovecot,
     start_nnrpd,
+    start_slapd,
     start_smtp,
 )
 from servers.accounts import PASSWORD, USER
@@ -77,6 +82,7 @@ class Lab:
     dovecot: DovecotServer
     smtp: SmtpServer
     nnrpd: Callable[[str], NnrpdServer]  # case name -> nnrpd serving that case's certificate
+    slapd: Callable[[str], SlapdServer]  # case name -> slapd serving that case's certificate
     # Every client run, kept for CERTMATCH_CLIENT_MATRIX (see _write_matrix).
     direct: dict[tuple[str, str, str, str], ClientOutcome] = field(default_factory=dict)
     proxied: dict[tuple[str, str, str, str], ThroughProxy] = field(default_factory=dict)
@@ -89,6 +95,9 @@ class Lab:
             return self.dovecot.pop3s_port if implicit else self.dovecot.pop3_port
         if protocol == "smtp":
             return self.smtp.smtps_port if implicit else self.smtp.submission_port
+        if protocol == "ldap":
+            directory = self.slapd(case.name)
+            return directory.ldaps_port if implicit else directory.ldap_port
         news = self.nnrpd(case.name)
         return news.nntps_port if implicit else news.nntp_port
 
@@ -97,18 +106,34 @@ class Lab:
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     base = tmp_path_factory.mktemp("real-clients")
     pki = mint_case_pki(base / "pki")
-    started: list[DovecotServer | SmtpServer | NnrpdServer] = []
-    nnrpd_by_cert: dict[Path, NnrpdServer] = {}
+    started: list[DovecotServer | SmtpServer | NnrpdServer | SlapdServer] = []
+    by_cert: dict[tuple[str, Path], NnrpdServer | SlapdServer] = {}
     lock = threading.Lock()
 
-    def nnrpd(case_name: str) -> NnrpdServer:
+    def one_per_certificate(kind: str, case_name: str) -> NnrpdServer | SlapdServer:
+        """The server of ``kind`` presenting the case's certificate, started on first use."""
         cert = pki.by_case[case_name]
         with lock:
-            if cert.cert not in nnrpd_by_cert:
-                server = start_nnrpd(cert, base / f"nnrpd-{case_name}", pki.root_ca)
+            if (kind, cert.cert) not in by_cert:
+                workdir = base / f"{kind}-{case_name}"
+                server = (
+                    start_nnrpd(cert, workdir, pki.root_ca)
+                    if kind == "nnrpd"
+                    else start_slapd(cert, workdir)
+                )
                 started.append(server)
-                nnrpd_by_cert[cert.cert] = server
-            return nnrpd_by_cert[cert.cert]
+                by_cert[(kind, cert.cert)] = server
+            return by_cert[(kind, cert.cert)]
+
+    def nnrpd(case_name: str) -> NnrpdServer:
+        server = one_per_certificate("nnrpd", case_name)
+        assert isinstance(server, NnrpdServer)
+        return server
+
+    def slapd(case_name: str) -> SlapdServer:
+        server = one_per_certificate("slapd", case_name)
+        assert isinstance(server, SlapdServer)
+        return server
 
     try:
         dovecot = start_dovecot(pki.default, pki.sni, base / "dovecot")
@@ -119,7 +144,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         for server in started:
             server.stop()
         pytest.fail(str(err), pytrace=False)
-    the_lab = Lab(pki, dovecot, smtp, nnrpd)
+    the_lab = Lab(pki, dovecot, smtp, nnrpd, slapd)
     try:
         yield the_lab
     finally:
@@ -200,11 +225,15 @@ def test_fetchmail_names_both_sides_of_the_mismatch(lab: Lab) -> None:
     assert "Server CommonName mismatch: mail.example.test != 127.0.0.1" in outcome.message
 
 
-def test_swaks_accepts_a_certificate_for_another_host(lab: Lab) -> None:
-    """swaks --tls-verify checks the chain and the dates, never the name: it talks on."""
-    outcome = _direct(lab, ("swaks", "smtp", "implicit"), CASES["wrong-host"])
-    assert outcome.decision is Decision.ACCEPTED
-    assert 'TLS peer DN="/CN=other.example.net"' in outcome.message
+@pytest.mark.parametrize("case_name", ["wrong-host", "ip-address", "wildcard-too-deep"])
+def test_swaks_accepts_a_certificate_for_another_name(lab: Lab, case_name: str) -> None:
+    """swaks 20201014's --tls-verify asks OpenSSL for SSL_VERIFY_PEER only: the chain and the
+    dates, never the name (--tls-verify-host came in 20240103). It talks on with any name."""
+    case = CASES[case_name]
+    outcome = _direct(lab, ("swaks", "smtp", "implicit"), case)
+    assert outcome.decision is Decision.ACCEPTED, outcome.output
+    subject = f"/CN={case.cert.cn}" if case.cert.cn else ""  # the wildcard certificate has none
+    assert f'TLS peer DN="{subject}"' in outcome.message, outcome.message
 
 
 def test_fetchmail_accepts_the_certificate_it_pins_and_no_other(lab: Lab) -> None:
@@ -430,12 +459,22 @@ def test_certmatch_agrees_with_the_client_through_the_proxy(
     assert facts.presented == "mirror", summary  # the default
     if expected is Decision.ACCEPTED:
         assert facts.client_decision == "went-on", summary
+        assert "client-refused-certificate" not in session["causes"], summary
     else:
-        assert facts.client_decision in REFUSING_DECISIONS, summary
+        # A client that checks after the handshake refuses silently (issue 9, item 2): the
+        # recording says it closed, and that close is a refusal, never a silent match.
+        if CLIENTS[client].checks_after_handshake:
+            assert (facts.client_decision, facts.client_alert) == (
+                "closed-after-handshake",
+                None,
+            ), summary
+        else:
+            assert facts.client_decision == "alert", summary
         assert session["failed"] is True, summary  # never a silent match the client refused
         assert "client-refused-certificate" in session["causes"], summary
     # certmatch's own verdict: a pass exactly when the case is good. swaks, which never checks
     # names, goes on with a certificate certmatch fails, and the recording says it went on.
+    assert session["verdict"] == expected_verdict(case), summary
     assert session["failed"] is (case.cause is not None), summary
     if case.cause is not None:
         assert case.cause in session["causes"], summary
@@ -467,6 +506,34 @@ def test_the_recording_and_the_proxy_log_hold_no_credentials(
     for path in (proxy_lab.record, proxy_lab.log_path):
         text = path.read_bytes()
         assert not [form for form in forms if form in text], path
+
+
+def test_the_only_disagreement_is_swaks_going_on_with_a_wrong_name(
+    through_proxy: dict[tuple[str, str, str, str], ThroughProxy],
+) -> None:
+    """Where a client's decision and certmatch's verdict differ, it is swaks, which never
+    checks names, going on with a name certmatch fails: the recording says it went on, and
+    certmatch fails the session for the name alone, neither a refusal nor the proxy's CA."""
+    disagreements = {
+        key: seen
+        for key, seen in through_proxy.items()
+        if key != PINNED
+        and (seen.outcome.decision is Decision.ACCEPTED) is any(s["failed"] for s in seen.judged)
+    }
+    swaks_names = {
+        (*combo, case.name)
+        for combo in COMBOS
+        if combo[0] == "swaks"
+        for case in CASES.values()
+        if case.kind == "name"
+    }
+    assert set(disagreements) == swaks_names
+    for (*_, case_name), seen in disagreements.items():
+        (facts,), (session,) = seen.facts, seen.judged
+        assert facts.client_decision == "went-on"
+        assert session["verdict"] == "mismatch"
+        assert CASES[case_name].cause in session["causes"]
+        assert not {"client-refused-certificate", "proxy-ca-not-trusted"} & set(session["causes"])
 
 
 def test_a_client_pinning_the_servers_certificate_refuses_the_mirror_and_is_told_why(

@@ -1,5 +1,8 @@
 """Run real mail clients non-interactively and read their own decision about a certificate.
 
+The clients: gnutls-cli, fetchmail, mbsync, swaks, msmtp, ldapsearch, neomutt (in a terminal of
+its own, see :func:`run_neomutt`) and Python's imaplib, poplib, smtplib and nntplib.
+
 Each ``run_*`` function starts one client against a :class:`ClientTarget`: the server name
 the client is configured with (a host name or an IP address), the port, the protocol, implicit
 TLS or STARTTLS, and the one CA file the client trusts. It returns a :class:`ClientOutcome`:
@@ -78,7 +81,7 @@ class ClientTarget:
     """The server name in the client's settings: a host name, or an IP address."""
     port: int
     protocol: str
-    """``imap``, ``pop3``, ``smtp`` or ``nntp``."""
+    """``imap``, ``pop3``, ``smtp``, ``nntp`` or ``ldap``."""
     tls: str
     """``implicit`` (TLS from the first byte) or ``starttls``."""
     cafile: Path
@@ -124,6 +127,9 @@ class RealClient:
     needs_account: bool = False
     pins: bool = False
     """True for a client that can pin the server's certificate (``ClientTarget.pin``)."""
+    checks_after_handshake: bool = False
+    """True for a client that completes the handshake, checks the certificate afterwards and,
+    refusing it, closes without an alert; the others refuse with an alert in the handshake."""
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -499,6 +505,208 @@ def run_swaks(target: ClientTarget) -> ClientOutcome:
     )
 
 
+# --- msmtp -----------------------------------------------------------------------------------
+
+
+def run_msmtp(target: ClientTarget) -> ClientOutcome:
+    """msmtp (GnuTLS) asking the server what it offers (``--serverinfo``): nothing is sent.
+
+    ``--tls=on`` with ``--tls-starttls=off`` (SMTPS) or ``on`` (STARTTLS), trusting only
+    ``--tls-trust-file``. It checks the chain, the dates and the name after the handshake and,
+    when they fail, closes without an alert. An empty configuration file of its own keeps
+    /etc/msmtprc and ~/.msmtprc out.
+    """
+    _check_mode(MSMTP, target)
+    program = _require("msmtp", "msmtp")
+    with tempfile.TemporaryDirectory(prefix="certmatch-msmtp-") as scratch:
+        workdir = Path(scratch)
+        rc = workdir / "msmtprc"
+        _write_private(rc, "")  # msmtp refuses a configuration file others can read
+        argv = [program, "--file", str(rc), "--serverinfo"]
+        argv += [f"--host={target.server_name}", f"--port={target.port}"]
+        argv += ["--tls=on", f"--tls-starttls={'off' if target.tls == 'implicit' else 'on'}"]
+        argv += [f"--tls-trust-file={target.cafile}", f"--domain={HELO_NAME}"]
+        argv += [f"--timeout={max(1, int(target.timeout))}"]
+        done = _run(
+            [*_resolving(target, workdir), *argv],
+            stdin=b"",
+            timeout=target.timeout,
+            cwd=workdir,
+            env=_env(workdir),
+        )
+    return _outcome(
+        MSMTP.name,
+        target,
+        done,
+        accepted=done.exit_status == 0 and "TLS certificate information:" in done.output,
+        refusal=(r"^msmtp: TLS certificate verification failed: .*$",),
+        acceptance=(r"^SMTP server at .*$",),
+    )
+
+
+# --- ldapsearch ------------------------------------------------------------------------------
+
+
+def run_ldapsearch(target: ClientTarget) -> ClientOutcome:
+    """ldapsearch (OpenLDAP's client, built with GnuTLS on Debian) reading the root DSE.
+
+    ``ldaps://`` for implicit TLS, ``ldap://`` with ``-ZZ`` (StartTLS required) otherwise,
+    anonymous (``-x``). ``LDAPTLS_CACERT`` and ``LDAPTLS_REQCERT=demand`` override
+    /etc/ldap/ldap.conf. It checks the name itself after the handshake and closes without an
+    alert; only its debug output (``-d 1``) says why (its error is "Can't contact LDAP server").
+    """
+    _check_mode(LDAPSEARCH, target)
+    program = _require("ldapsearch", "ldap-utils")
+    name = _plain_config_value(target.server_name, "server name")
+    host = f"[{name}]" if ":" in name else name
+    scheme, starttls = ("ldaps", []) if target.tls == "implicit" else ("ldap", ["-ZZ"])
+    with tempfile.TemporaryDirectory(prefix="certmatch-ldapsearch-") as scratch:
+        workdir = Path(scratch)
+        argv = [program, "-d", "1", "-x", *starttls, "-H", f"{scheme}://{host}:{target.port}"]
+        argv += ["-o", f"nettimeout={max(1, int(target.timeout))}"]
+        argv += ["-b", "", "-s", "base", "-LLL", "namingContexts"]
+        env = _env(workdir) | {
+            "LDAPTLS_CACERT": str(target.cafile),
+            "LDAPTLS_REQCERT": "demand",
+        }
+        done = _run(
+            [*_resolving(target, workdir), *argv],
+            stdin=b"",
+            timeout=target.timeout,
+            cwd=workdir,
+            env=env,
+        )
+    return _outcome(
+        LDAPSEARCH.name,
+        target,
+        done,
+        accepted=done.exit_status == 0
+        and re.search(r"(?m)^namingContexts: ", done.output) is not None,
+        refusal=(
+            r"^TLS: hostname \(.*\) does not match common name in certificate.*$",
+            r"^TLS: unable to get common name from peer certificate.*$",
+            r"^TLS: peer cert untrusted or revoked.*$",
+        ),
+        acceptance=(r"^namingContexts: .*$",),
+    )
+
+
+# --- neomutt ---------------------------------------------------------------------------------
+
+_TERMINAL = ("120", "40")  # columns, lines of neomutt's terminal
+_POLL_S = 0.05
+_DIALOG = "(r)eject, accept (o)nce"
+_INDEX = re.compile(r"NeoMutt: (?!\(no mailbox\))\S+ \[Msgs:\d+")
+_NO_MAILBOX = "NeoMutt: (no mailbox)"
+
+
+def run_neomutt(target: ClientTarget) -> ClientOutcome:
+    """neomutt (GnuTLS) opening the INBOX over IMAPS, or IMAP with STARTTLS required.
+
+    neomutt has no batch mode for reading mail: ``-B`` and batch sending start no UI, and a
+    certificate it does not accept goes to an interactive dialog whose keys cannot be pushed
+    (``push`` and macros are ignored there). So it runs in a real terminal: a tmux server of
+    its own, whose screen is read with ``capture-pane``. The dialog appearing is neomutt's
+    objection, and its WARNING lines are its words; it is answered ``r`` (reject), as a careful
+    user would. ``q`` quits once the INBOX is open, or failed to open. neomutt checks after
+    the handshake, so a rejected certificate ends in a close without an alert.
+    """
+    _check_mode(NEOMUTT, target)
+    program = _require("neomutt", "neomutt")
+    tmux = _require("tmux", "tmux")
+    assert target.account is not None
+    name = _plain_config_value(target.server_name, "server name")
+    host = f"[{name}]" if ":" in name else name
+    scheme = "imaps" if target.tls == "implicit" else "imap"
+    with tempfile.TemporaryDirectory(prefix="certmatch-neomutt-") as scratch:
+        workdir = Path(scratch)
+        muttrc = workdir / "muttrc"
+        _write_private(
+            muttrc,
+            f'set folder = "{scheme}://{host}:{target.port}/"\n'
+            'set spoolfile = "+INBOX"\n'
+            f'set imap_user = "{_plain_config_value(target.account.user, "user")}"\n'
+            f'set imap_pass = "{_plain_config_value(target.account.password, "password")}"\n'
+            f'set ssl_ca_certificates_file = "{_plain_config_value(str(target.cafile), "CA")}"\n'
+            f'set certificate_file = "{workdir}/certificates"\n'  # no saved exceptions
+            "set ssl_force_tls = yes\nset ssl_starttls = yes\n"
+            "set ssl_verify_host = yes\nset ssl_verify_dates = yes\n"
+            f"set connect_timeout = {max(1, int(target.timeout))}\n"
+            'set quit = yes\nset mark_old = no\nset header_cache = ""\nset message_cachedir = ""\n'
+            'set record = ""\nset postponed = ""\nset mbox = ""\n',
+        )
+        status = workdir / "status"
+        script = 'status="$1"; shift; "$@"; echo $? > "$status"'
+        command = ["sh", "-c", script, "sh", str(status)]
+        # -n: no system muttrc; -R: the INBOX opens read-only, so nothing in it changes.
+        command += [*_resolving(target, workdir), program, "-n", "-R", "-F", str(muttrc)]
+        done = _in_terminal(tmux, command, status, workdir, target.timeout)
+    return _outcome(
+        NEOMUTT.name,
+        target,
+        done,
+        accepted=_INDEX.search(done.output) is not None,
+        refusal=(r"^WARNING: Server .*$", r"^SSL Certificate check \(.*\)$"),
+        acceptance=(_INDEX.pattern + r"[^\]]*\]",),
+    )
+
+
+def _in_terminal(
+    tmux: str, command: list[str], status: Path, workdir: Path, timeout: float
+) -> _Run:
+    """Run neomutt's ``command`` in a tmux terminal and drive it; the screens it showed.
+
+    A certificate dialog is answered ``r``; the index (a mailbox open, or none) is answered
+    ``q``. ``command`` writes its exit status to ``status``.
+    """
+    socket_path = str(workdir / "tmux.sock")
+    base = [tmux, "-S", socket_path, "-f", "/dev/null"]
+    env = _env(workdir) | {"TERM": "xterm"}
+    started = time.monotonic()
+
+    def tmux_run(*args: str) -> str:
+        done = subprocess.run(
+            [*base, *args], capture_output=True, text=True, env=env, cwd=workdir, check=False
+        )
+        return done.stdout
+
+    width, height = _TERMINAL
+    subprocess.run(
+        [*base, "new-session", "-d", "-x", width, "-y", height, *command],
+        env=env,
+        cwd=workdir,
+        check=True,
+        capture_output=True,
+    )
+    screens: list[str] = []
+    answered = ""
+    exit_status: int | None = None
+    try:
+        while time.monotonic() - started < timeout:
+            if status.exists() and (text := status.read_text().strip()):
+                exit_status = int(text)
+                break
+            screen = tmux_run("capture-pane", "-p")
+            key = ""
+            if _DIALOG in screen and answered != "r":
+                key = "r"  # reject the certificate
+            elif (_INDEX.search(screen) or _NO_MAILBOX in screen) and _DIALOG not in screen:
+                key = "q"
+            if key and key != answered:
+                screens.append(screen)
+                tmux_run("send-keys", key)
+                answered = key
+            time.sleep(_POLL_S)
+        else:
+            screens.append(tmux_run("capture-pane", "-p"))
+    finally:
+        tmux_run("kill-server")
+    # The screens' lines, without the dashes that fill neomutt's status bar.
+    lines = (re.sub(r"-{3,}", " ", line).strip() for s in screens for line in s.splitlines())
+    output = "\n".join(line for line in lines if line)
+    return _Run(exit_status, output, time.monotonic() - started)
+
+
 # --- the Python standard library ------------------------------------------------------------
 
 
@@ -636,6 +844,7 @@ MBSYNC = RealClient(
     frozenset(("imap", t) for t in _BOTH),
     checks_host_name=True,
     needs_account=True,
+    checks_after_handshake=True,
 )
 SWAKS = RealClient(
     "swaks", run_swaks, frozenset(("smtp", t) for t in _BOTH), checks_host_name=False
@@ -647,7 +856,32 @@ STDLIB = RealClient(
     checks_host_name=True,
 )
 
-CLIENTS: dict[str, RealClient] = {c.name: c for c in (GNUTLS_CLI, FETCHMAIL, MBSYNC, SWAKS, STDLIB)}
+MSMTP = RealClient(
+    "msmtp",
+    run_msmtp,
+    frozenset(("smtp", t) for t in _BOTH),
+    checks_host_name=True,
+    checks_after_handshake=True,
+)
+LDAPSEARCH = RealClient(
+    "ldapsearch",
+    run_ldapsearch,
+    frozenset(("ldap", t) for t in _BOTH),
+    checks_host_name=True,
+    checks_after_handshake=True,
+)
+NEOMUTT = RealClient(
+    "neomutt",
+    run_neomutt,
+    frozenset(("imap", t) for t in _BOTH),
+    checks_host_name=True,
+    needs_account=True,
+    checks_after_handshake=True,
+)
+
+CLIENTS: dict[str, RealClient] = {
+    c.name: c for c in (GNUTLS_CLI, FETCHMAIL, MBSYNC, SWAKS, STDLIB, MSMTP, LDAPSEARCH, NEOMUTT)
+}
 
 
 def run_client(name: str, target: ClientTarget) -> ClientOutcome:
