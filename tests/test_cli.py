@@ -311,3 +311,31 @@ def test_json_entries_of_repeated_situations_equal_a_full_diagnosis(tmp_path, ca
         expected.append(entry)
     assert len(written) == 4 * len(samples)
     assert written == expected
+
+
+def test_explain_shows_the_three_names_of_a_passing_session_with_dns(tmp_path):
+    lines = (RECORDINGS / "correct.jsonl").read_text().splitlines()
+    session = json.loads(lines[1])
+    session["dns"] = {
+        "host": session["requested_host"],
+        "resolvers": ["127.0.0.53:53"],
+        "server_ip": session["server_ip"],
+        "mail_domain": None,
+        "answers": [
+            {
+                "name": session["requested_host"],
+                "type": "A",
+                "resolver": "127.0.0.53:53",
+                "data": [session["server_ip"]],
+                "ttl": 300,
+                "error": None,
+            }
+        ],
+    }
+    recording = tmp_path / "dns.jsonl"
+    recording.write_text(f"{lines[0]}\n{json.dumps(session)}\n")
+    done = certmatch("check", "--explain", "--ca-file", str(CA), str(recording))
+    assert done.returncode == 0 and "✓ match" in done.stdout, done.stderr
+    assert f"client:      {session['requested_host']} (sni)" in done.stdout
+    assert f"DNS:         {session['requested_host']} → {session['server_ip']}" in done.stdout
+    assert "certificate: " in done.stdout and "why:" not in done.stdout

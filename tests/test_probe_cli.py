@@ -213,7 +213,12 @@ def test_cname_alias_through_real_dns(zone_servers, dovecot, pki, capsys, tmp_pa
     )
     assert status == 1, err
     assert "mailhost.example.test → CNAME imap.example.test → 127.0.0.1" in out
-    assert "DNS: cname-alias: mailhost.example.test is an alias" in out
+    # the alias is each line's primary cause, so no DNS line repeats it
+    assert [line.split()[-1] for line in out.splitlines() if " sni=" in line] == [
+        "cname-alias",
+        "cname-alias",
+    ]
+    assert "DNS: cname-alias" not in out
     assert "SRV _imaps._tcp.example.test → imap.example.test:993" in out
     assert "MX example.test → mail.example.test" in out
     raw = [json.loads(line) for line in record.read_text().splitlines()[1:]]
@@ -254,7 +259,10 @@ def test_dns_points_elsewhere_and_split_horizon(zone_servers, dovecot, pki, caps
         "--ca-file",
         str(pki.root_ca),
     )
+    # a warning behind each line's primary cause: one DNS line says it, once
     assert "DNS: dns-points-elsewhere: The server reached, 127.0.0.1, is not among" in out
+    assert out.count("DNS: dns-points-elsewhere") == 1
+    assert "dns-points-elsewhere" not in " ".join(l for l in out.splitlines() if " sni=" in l)
     _, out, _ = probe(
         capsys,
         "--resolver",

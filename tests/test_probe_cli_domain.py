@@ -97,6 +97,7 @@ def test_mail_domain_names_the_right_server_for_each_service(
     ]
     srv_row = next(line for line in pop_rows if "a.b.example.test" in line)
     assert "wildcard-too-deep" in srv_row and "srv-target-not-in-certificate" in srv_row
+    assert not any("; DNS:" in line for line in lines)  # DNS causes are causes, in their order
     alias_row = next(line for line in pop_rows if "pop3.example.test" in line)
     assert "✗ mismatch" in alias_row and "cname-alias" in alias_row
     domain_row = next(
@@ -119,6 +120,8 @@ def test_mail_domain_json(domain_dns, dovecot, smtp_server, pki, capsys):
     pop = next(s for s in document["services"] if s["service"] == "pop3s")
     srv = next(c for c in pop["candidates"] if c["name"] == "a.b.example.test")
     assert srv["source"] == "srv" and not srv["works"] and "wildcard-too-deep" in srv["causes"]
+    assert "srv-target-not-in-certificate" in srv["causes"]
+    assert "a.b.example.test" in srv["dns"]["srv-target-not-in-certificate"]
 
 
 class _Autoconfig(http.server.BaseHTTPRequestHandler):

@@ -151,7 +151,9 @@ def check(
                 primaries[causes[0]] += 1
             failed = _is_failure(failed, causes, fail_on)
             failures += failed
-            if explain and sessions is None and (failed or causes or anchor):
+            # A passing session has nothing to explain, unless it has an anchor or DNS facts
+            # (report.explain shows the three names then).
+            if explain and sessions is None and (failed or causes or anchor or item.dns):
                 out.line(report.explain(judge.diagnose(item)))
 
     total = sum(verdicts.values())

@@ -31,11 +31,13 @@ from certmatch.cli.common import (
 from certmatch.core import report
 from certmatch.core.certificates import parse_chain
 from certmatch.core.discovery import DEFAULT_SERVICES
-from certmatch.core.dns_rules import dns_findings, dns_summary, srv_ids_of
+from certmatch.core.dns_rules import DnsRule, dns_summary
 from certmatch.core.identity import PresentedIdentifiers, is_ip_address
+from certmatch.core.judge import Judge
 from certmatch.core.probe_plan import BOTH, STARTTLS_CHOICES, Target, parse_target
 from certmatch.core.recording import RecordingWriter
 from certmatch.core.text import printable
+from certmatch.core.trust import TrustStore
 
 if TYPE_CHECKING:
     from certmatch.net.dns import DnsLookup
@@ -184,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     status = judge(result, store, json_output=args.json, explain=args.explain, fail_on=fail_on)
     if not args.json:
-        for line in evidence_lines(result):
+        for line in evidence_lines(result, None if args.explain else store.store_for(())[0]):
             print(line)
     return status
 
@@ -344,17 +346,40 @@ def judge_all(
         )
 
 
-def evidence_lines(result: EndpointResult) -> list[str]:
-    """What ``check`` does not show (yet): the two certificates compared, and DNS."""
+def evidence_lines(result: EndpointResult, store: TrustStore | None = None) -> list[str]:
+    """What ``check``'s lines do not show: the two certificates compared, what DNS said,
+    and, judged against ``store``, each DNS cause no session line names as its primary
+    cause, once, with its detail (None: none, as ``--explain`` has explained them all)."""
     lines = []
     comparison = compare_certificates(result)
     if comparison:
         lines.append(f"SNI: {comparison}")
     for line in dns_summary(result.dns, result.requested_host):
         lines.append(f"DNS: {printable(line)}")
-    for rule, detail in probe_dns_findings(result).items():
-        lines.append(f"DNS: {rule}: {printable(detail)}")
+    if store is not None:
+        for cause, detail in unshown_dns_causes(result, store).items():
+            lines.append(f"DNS: {cause}: {printable(detail)}")
     return lines
+
+
+def unshown_dns_causes(result: EndpointResult, store: TrustStore) -> dict[str, str]:
+    """The DNS causes of the result's sessions (judged with its DNS facts, as ``check``
+    judges them) that are no session's primary cause: cause id -> its detail."""
+    if result.dns is None:
+        return {}
+    judge = Judge(store)
+    primaries: set[str] = set()
+    details: dict[str, str] = {}
+    for session in result.sessions:
+        decision = judge.decision(dataclasses.replace(session, dns=result.dns))
+        primaries.update(decision.cause_ids[:1])
+        for cause, (detail, _pattern) in decision.found.items():
+            if cause in _DNS_CAUSES:
+                details.setdefault(cause, detail)
+    return {cause: detail for cause, detail in details.items() if cause not in primaries}
+
+
+_DNS_CAUSES = frozenset(str(rule) for rule in DnsRule)
 
 
 def compare_certificates(result: EndpointResult) -> str | None:
@@ -372,29 +397,6 @@ def compare_certificates(result: EndpointResult) -> str | None:
         f"{_names(named.chain)} (SHA-256 {_fingerprint(named.chain[0])}); without SNI, one for "
         f"{_names(bare.chain)} (SHA-256 {_fingerprint(bare.chain[0])})"
     )
-
-
-def probe_dns_findings(result: EndpointResult) -> dict[str, str]:
-    """The DNS rules that hold for the first handshake that got a certificate."""
-    session = next((s for s in result.sessions if s.chain), None)
-    if session is None or result.dns is None:
-        return {}
-    leaf = parse_chain(session.chain).leaf
-    if leaf is None:
-        return {}
-    try:
-        presented = PresentedIdentifiers.from_certificate(leaf)
-    except ValueError:
-        return {}
-    found = dns_findings(
-        result.requested_host,
-        result.ip,
-        result.dns,
-        presented,
-        protocol=result.plan.protocol,
-        srv_ids=srv_ids_of(leaf),
-    )
-    return {str(rule): detail for rule, detail in found.items()}
 
 
 def _names(chain: Sequence[str]) -> str:

@@ -3,8 +3,9 @@
 For each service (IMAP, POP3, submission, SMTP; LDAP and NNTP when asked) it tries every
 candidate name (SRV targets, the autoconfig file's servers, MX hosts, the usual names, the
 domain itself) the way a client configured with that name would, judges each handshake as
-``check`` does, adds what DNS shows about the name (a CNAME alias, an SRV target the
-certificate does not name), and names the server to configure. Exit 0 when every service
+``check`` judges it with the DNS facts about the name (so a CNAME alias or an SRV target
+the certificate does not name is one of its causes, in the causes' order), and names the
+server to configure. Exit 0 when every service
 that answered on some name has a name that works, 1 otherwise, 2 on usage errors.
 """
 
@@ -18,10 +19,8 @@ from typing import TYPE_CHECKING, Any
 import certmatch
 from certmatch.cli.common import EXIT_FAILED, EXIT_OK, UsageError, load_trust
 from certmatch.core import report
-from certmatch.core.certificates import parse_chain
 from certmatch.core.discovery import SERVICES, Candidate, parse_services, recommend
-from certmatch.core.dns_rules import DnsRule, dns_findings, dns_summary, srv_ids_of
-from certmatch.core.identity import PresentedIdentifiers
+from certmatch.core.dns_rules import DnsRule, dns_summary
 from certmatch.core.judge import Judge
 from certmatch.core.recording import RecordingWriter
 from certmatch.core.text import printable
@@ -29,9 +28,6 @@ from certmatch.core.text import printable
 if TYPE_CHECKING:
     from certmatch.net.discovery import Attempt, Discovery
     from certmatch.net.dns import DnsLookup
-
-# The DNS rules worth a note beside a candidate's verdict.
-_NOTED = (DnsRule.CNAME_ALIAS, DnsRule.SRV_TARGET_NOT_IN_CERTIFICATE, DnsRule.SRV_ID_ONLY)
 
 
 def run_domain(args: argparse.Namespace, lookup: DnsLookup | None) -> int:
@@ -76,7 +72,7 @@ def run_domain(args: argparse.Namespace, lookup: DnsLookup | None) -> int:
 
 
 class _Row:
-    """A candidate's outcome: verdict, causes, whether it works, and DNS notes."""
+    """A candidate's outcome: verdict, causes (DNS's among them), whether it works."""
 
     def __init__(
         self,
@@ -90,7 +86,7 @@ class _Row:
         self.verdict = verdict
         self.causes = causes
         self.failed = failed
-        self.notes = notes
+        self.notes = notes  # the DNS causes' details, for --json
 
     @property
     def reached(self) -> bool:
@@ -102,33 +98,21 @@ class _Row:
 
     @classmethod
     def of(cls, attempt: Attempt, judge: Judge) -> _Row:
+        """The candidate judged as ``check`` judges its recorded session: with the DNS facts
+        about its name, so DNS causes take their place among the others."""
         session = attempt.session
         if session is None:
             return cls(attempt, "error", (), True, {})
-        judgement = judge.judgement(session)
-        return cls(attempt, judgement.verdict, judgement.causes, judgement.failed, _notes(attempt))
+        facts = dataclasses.replace(session, dns=attempt.dns)
+        judgement = judge.judgement(facts)
+        notes = {}
+        if attempt.dns is not None and any(c in _DNS_CAUSES for c in judgement.causes):
+            found = judge.decision(facts).found
+            notes = {c: detail for c, (detail, _) in found.items() if c in _DNS_CAUSES}
+        return cls(attempt, judgement.verdict, judgement.causes, judgement.failed, notes)
 
 
-def _notes(attempt: Attempt) -> dict[str, str]:
-    session = attempt.session
-    if session is None or not session.chain or attempt.dns is None:
-        return {}
-    leaf = parse_chain(session.chain).leaf
-    if leaf is None:
-        return {}
-    try:
-        presented = PresentedIdentifiers.from_certificate(leaf)
-    except ValueError:
-        return {}
-    found = dns_findings(
-        attempt.candidate.name,
-        attempt.ip,
-        attempt.dns,
-        presented,
-        protocol=SERVICES[attempt.candidate.service].protocol,
-        srv_ids=srv_ids_of(leaf),
-    )
-    return {str(rule): detail for rule, detail in found.items() if rule in _NOTED}
+_DNS_CAUSES = frozenset(str(rule) for rule in DnsRule)
 
 
 def table(found: Discovery, rows: list[_Row], best: dict[str, Candidate | None]) -> list[str]:
@@ -172,8 +156,6 @@ def _row_text(row: _Row, width: int) -> str:
         outcome = row.attempt.session.server_error
     else:
         outcome = ", ".join(row.causes) if row.causes else "works"
-    if row.notes:
-        outcome += f"; DNS: {', '.join(row.notes)}"
     return printable(f"{label:<16} {where}  {candidate.evidence:<44} {outcome}")
 
 

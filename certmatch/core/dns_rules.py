@@ -269,14 +269,17 @@ def servers_for(
 ) -> list[SuggestedServer]:
     """The servers DNS names for the mail domain's ``protocol`` service: the SRV targets of
     its services (RFC 6186 order), then for SMTP the MX hosts; with ``covers``, only those the
-    certificate is valid for. For ``mail-domain-not-server``'s "configure … (SRV …)"."""
+    certificate is valid for. For a protocol certmatch could not tell (``"unknown"``, a port
+    of no standard service) every mail service's, each named by its record. For
+    ``mail-domain-not-server``'s "configure … (SRV …)" (:func:`suggested_servers`)."""
     if facts is None or facts.mail_domain is None:
         return []
     found: list[SuggestedServer] = []
-    for record in _service_records(facts, protocol):
+    records = facts.srv() if protocol == "unknown" else _service_records(facts, protocol)
+    for record in records:
         if record.target and (covers is None or covers(record.target)):
             found.append(SuggestedServer(record.target, f"SRV {record.owner}", record.port))
-    if protocol in ("smtp", "submission"):
+    if protocol in ("smtp", "submission", "unknown"):
         for mx in facts.mx():
             if covers is None or covers(mx.exchange):
                 found.append(SuggestedServer(mx.exchange, f"MX {facts.mail_domain}"))
@@ -285,6 +288,13 @@ def servers_for(
         if all(server.name.lower() != u.name.lower() for u in unique):
             unique.append(server)
     return unique
+
+
+def suggested_servers(facts: DnsFacts | None, protocol: str, covers: Covers) -> str:
+    """The servers to configure instead of the mail domain, with the record that names each
+    (``"imap.example.com (SRV _imaps._tcp.example.com)"``), comma-separated: the ones of
+    :func:`servers_for` the certificate is valid for; "" when DNS names none."""
+    return ", ".join(str(s) for s in servers_for(facts, protocol, covers))
 
 
 def srv_ids_of(certificate: x509.Certificate) -> tuple[str, ...]:
