@@ -43,7 +43,7 @@ from typing import Any
 
 from mitmproxy import connection, ctx, exceptions, tcp, tls
 from mitmproxy.addonmanager import Loader
-from mitmproxy.proxy import layer, server_hooks
+from mitmproxy.proxy import layer, mode_specs, server_hooks
 from mitmproxy.proxy.context import Context
 from OpenSSL import SSL
 
@@ -51,13 +51,14 @@ import certmatch
 from certmatch.core import policy, protocols
 from certmatch.core.diagnosis import Diagnosis
 from certmatch.core.facts import SessionFacts
+from certmatch.core.identity import is_ip_address
 from certmatch.core.judge import Judge, Judgement
 from certmatch.core.recording import RecordingError, RecordingWriter
 from certmatch.core.report import shown_names
 from certmatch.core.text import printable
 from certmatch.core.trust import TrustStore, TrustStoreError
 from certmatch.net.probe import probe_with_sni
-from certmatch.proxy import mirror, presentation, tcp_relay
+from certmatch.proxy import handshake_timeout, mirror, presentation, tcp_relay
 from certmatch.proxy.client_decision import ClientWatch
 from certmatch.proxy.connection_facts import (
     client_id,
@@ -67,6 +68,7 @@ from certmatch.proxy.connection_facts import (
     refusing_connection,
     set_faithful_sni,
 )
+from certmatch.proxy.session_dns import DnsJob, SessionDns, parse_resolvers, wants_dns
 from certmatch.proxy.starttls_hooks import StartTlsData
 
 logger = logging.getLogger("certmatch")
@@ -111,6 +113,9 @@ class _Session:
     server: connection.Server | None = None  # as dialled, for a record without a handshake
     connect_error: str | None = None  # the server could not be reached before any handshake
     decided: bool = False  # the client's decision is set in the facts (no TLS to read it from)
+    dns: DnsJob | None = None  # the look-up whose facts join the record
+    recorded: bool = False  # its line is in the recording (or logged, with no recording)
+    timer: asyncio.TimerHandle | None = None  # certmatch_handshake_timeout's, until TLS is up
 
 
 class CertmatchCapture:
@@ -124,6 +129,9 @@ class CertmatchCapture:
         self.judge: Judge | None = None  # a new one whenever the trust store changes
         self.minter = mirror.MirrorMinter()
         self.sessions_written = 0
+        self.dns: SessionDns | None = None  # None: DNS is not asked (certmatch_dns=false)
+        # Records waiting for their DNS facts (at most SessionDns.wait seconds each).
+        self.dns_waits: dict[asyncio.Task[None], _Session] = {}
 
     # -- options -----------------------------------------------------------
 
@@ -174,7 +182,47 @@ class CertmatchCapture:
             "with SNI to show whether it would have sent a matching certificate.",
         )
 
+        loader.add_option(
+            "certmatch_dns",
+            bool,
+            True,
+            "Ask DNS about each session's requested host (CNAME chain, addresses, the server "
+            "address's PTR, the mail domain's MX and SRV records) in the background and record "
+            "the answers with the session. Without certmatch_resolver, a reverse proxy to an IP "
+            "address asks nothing (the address came from its configuration, not from DNS).",
+        )
+        loader.add_option(
+            "certmatch_resolver",
+            Sequence[str],
+            [],
+            "A DNS resolver to ask, as IP[:PORT] ([::1]:53 for IPv6); repeat it for several "
+            "(two resolvers answering differently show split horizon). Default: the "
+            "system's resolvers.",
+        )
+
+        loader.add_option(
+            handshake_timeout.OPTION,
+            int,
+            handshake_timeout.DEFAULT_S,
+            "Whole seconds a client connection may take from its start (reverse TLS modes) or "
+            "its ClientHello (other modes) to the end of its TLS handshake, the server's "
+            "included; then certmatch records the phase reached and closes both sides. Never "
+            "longer than certmatch_starttls_timeout. mitmproxy's own limit is tcp_timeout (600).",
+        )
+
     def configure(self, updated: set[str]) -> None:
+        if handshake_timeout.OPTION in updated and ctx.options.certmatch_handshake_timeout < 1:
+            raise exceptions.OptionsError(
+                f"{handshake_timeout.OPTION}: give a whole number of seconds, at least 1"
+            )
+        if {"certmatch_dns", "certmatch_resolver"} & updated:
+            self.dns = None
+            if ctx.options.certmatch_dns:
+                try:
+                    resolvers = parse_resolvers(ctx.options.certmatch_resolver)
+                except ValueError as exc:
+                    raise exceptions.OptionsError(f"certmatch_resolver: {exc}") from None
+                self.dns = SessionDns(resolvers)
         if "certmatch_ca_file" in updated or self.judge is None:
             try:
                 self.judge = Judge(TrustStore.load(ctx.options.certmatch_ca_file))
@@ -206,6 +254,11 @@ class CertmatchCapture:
                 session.facts.notes.append("the proxy stopped before any TLS handshake")
                 session.decided = True
             self._write(session)
+        # Records still waiting for DNS are written now, with what DNS has said so far.
+        for task, session in list(self.dns_waits.items()):
+            task.cancel()
+            self._record(session)
+        self.dns_waits.clear()
         if self.writer is not None:
             self.writer.close()
             self.writer = None
@@ -214,7 +267,9 @@ class CertmatchCapture:
 
     @_never_raises
     def client_connected(self, client: connection.Client) -> None:
-        self.sessions[client.id] = _Session(client=client)
+        session = self.sessions[client.id] = _Session(client=client)
+        if handshake_timeout.tls_first(client):
+            self._arm_handshake_timer(session, client)
 
     @_never_raises
     def next_layer(self, nextlayer: layer.NextLayer) -> None:
@@ -241,6 +296,7 @@ class CertmatchCapture:
             facts.client_decision = "closed-before-handshake"
         session.facts, session.verdict, session.written = facts, None, False
         session.decided = True
+        self._start_dns(session, client, data.context.server)
         self._write(session)
 
     # -- TLS hooks ---------------------------------------------------------
@@ -266,6 +322,9 @@ class CertmatchCapture:
         session.facts, session.verdict, session.written = facts, None, False
         session.context = context
         session.watch.hello_seen = True
+        self._start_dns(session, context.client, context.server)
+        if upgrade is None:  # the STARTTLS layer bounds its own handshakes
+            self._arm_handshake_timer(session, context.client)
 
         # See the server's certificate before answering the client, so that
         # block/pass can be decided and the client's handshake shaped by it.
@@ -286,6 +345,8 @@ class CertmatchCapture:
         if session is None:
             return  # the client connection has already ended
         session.server = data.server
+        if session.dns is not None and data.server.peername:
+            session.dns.learn_server_ip(data.server.peername[0])
         facts = session.facts
         if facts is None or facts.sni is not None:
             return
@@ -325,6 +386,8 @@ class CertmatchCapture:
         facts.cipher = conn.cipher
         if conn.peername:
             facts.server_ip = conn.peername[0]
+            if session.dns is not None:
+                session.dns.learn_server_ip(conn.peername[0])
         self._judge(session)
         probe = ctx.options.certmatch_sni_probe and policy.wants_sni_probe(facts, session.verdict)
         if probe and conn.peername:
@@ -421,6 +484,7 @@ class CertmatchCapture:
         session = self.sessions.get(data.context.client.id)
         if session is not None:
             session.watch.handshake_done()
+            self._disarm_handshake_timer(session)
 
     @_never_raises
     def tls_failed_client(self, data: tls.TlsData) -> None:
@@ -498,6 +562,7 @@ class CertmatchCapture:
         session = self.sessions.pop(client.id, None)
         if session is None:
             return
+        self._disarm_handshake_timer(session)
         watch = session.watch
         self._note_first_close(session)
         if watch.handshake_end is not None:
@@ -573,7 +638,89 @@ class CertmatchCapture:
         assert self.judge is not None and session.facts is not None
         session.verdict = self.judge.diagnose(session.facts)
 
+    def _arm_handshake_timer(self, session: _Session, client: connection.Client) -> None:
+        if session.timer is None and session.watch.handshake_end is None:
+            session.timer = asyncio.get_running_loop().call_later(
+                handshake_timeout.seconds(), self._handshake_timed_out, session, client
+            )
+
+    @staticmethod
+    def _disarm_handshake_timer(session: _Session) -> None:
+        if session.timer is not None:
+            session.timer.cancel()
+            session.timer = None
+
+    def _handshake_timed_out(self, session: _Session, client: connection.Client) -> None:
+        """Note the phase the handshake reached, then close the connection; its record is
+        written when mitmproxy reports the client gone."""
+        session.timer = None
+        if self.sessions.get(client.id) is not session or session.watch.handshake_end is not None:
+            return
+        try:
+            self._note_timeout(session, client, handshake_timeout.seconds())
+        except Exception as exc:  # noqa: BLE001 - the connection is closed all the same
+            self._internal_error("handshake timeout", client, exc)
+        if not handshake_timeout.close_connection(client, "certmatch_handshake_timeout"):
+            logger.warning(
+                f"certmatch: could not close {printable(str(client.peername))} after its "
+                "handshake timeout; mitmproxy's tcp_timeout will"
+            )
+
+    def _note_timeout(self, session: _Session, client: connection.Client, bound: int) -> None:
+        option = f"({handshake_timeout.OPTION}={bound})"
+        facts = session.facts
+        if facts is None:
+            facts = session.facts = self._connection_only_facts(client, session)
+            session.decided = True  # the client closed nothing: the proxy did
+            facts.notes.append(
+                f"no TLS handshake from the client within {bound} s: it connected and sent "
+                f"{'no ClientHello' if session.watch.spoke else 'nothing'}; certmatch closed "
+                f"the connection {option}"
+            )
+            return
+        server = session.server
+        if facts.server_error is None and not facts.chain:
+            if server is None or server.timestamp_tcp_setup is None:
+                facts.server_error = (
+                    f"timeout: the TCP connection to the server was not set up within {bound} s "
+                    f"{option}"
+                )
+            else:
+                facts.server_error = (
+                    f"timeout: the server accepted the connection but did not complete the TLS "
+                    f"handshake within {bound} s {option}"
+                )
+            self._judge(session)
+        else:
+            facts.client_error = (
+                f"timeout: the client did not finish its TLS handshake within {bound} s {option}"
+            )
+        facts.notes.append(f"certmatch closed the connection after {bound} s {option}")
+
+    def _start_dns(
+        self, session: _Session, client: connection.Client, server: connection.Server
+    ) -> None:
+        """Start asking DNS about the session's requested host, in the background."""
+        facts = session.facts
+        if self.dns is None or facts is None or session.dns is not None:
+            return
+        mode = client.proxy_mode
+        reverse_to_address = isinstance(mode, mode_specs.ReverseMode) and is_ip_address(
+            mode.address[0]
+        )
+        if not wants_dns(
+            facts.requested_host,
+            resolvers_given=self.dns.resolvers_given,
+            reverse_to_address=reverse_to_address,
+        ):
+            return
+        assert facts.requested_host is not None
+        server_ip = server.peername[0] if server.peername else None
+        session.dns = self.dns.start(facts.requested_host, server_ip)
+
     def _write(self, session: _Session) -> None:
+        """Record the session once: its client's decision as it stands now; its DNS facts
+        when the look-up has ended (the line waits for it, the session never does)."""
         if session.written or session.facts is None:
             return
         session.written = True
@@ -585,6 +732,34 @@ class CertmatchCapture:
             facts.client_alert = decided.alert
             facts.client_alert_code = decided.alert_code
             facts.client_waited = decided.waited
+        job = session.dns
+        if job is not None and not job.done():
+            task = asyncio.get_running_loop().create_task(self._record_after_dns(session, job))
+            self.dns_waits[task] = session
+            task.add_done_callback(lambda t: self.dns_waits.pop(t, None))
+            return
+        self._record(session)
+
+    async def _record_after_dns(self, session: _Session, job: DnsJob) -> None:
+        await job.wait()
+        try:
+            self._record(session)
+        except Exception as exc:  # noqa: BLE001 - a task's exception would only be logged late
+            logger.error(
+                f"certmatch: internal error while recording a session ({type(exc).__name__}: "
+                f"{printable(str(exc))})"
+            )
+
+    def _record(self, session: _Session) -> None:
+        """Attach the DNS facts, judge, log and write the line (once)."""
+        if session.recorded or session.facts is None:
+            return
+        session.recorded = True
+        facts = session.facts
+        if session.dns is not None:
+            facts.dns, note = session.dns.result()
+            if note:
+                facts.notes.append(note)
         verdict: Diagnosis | Judgement | None = session.verdict
         try:
             if verdict is None or facts.client_decision is not None:
