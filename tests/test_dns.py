@@ -254,3 +254,31 @@ def test_the_verdict_view_drops_timing_and_ttls():
         answers=[DnsAnswer("a.example.test", "A", "r", ("192.0.2.2",), 60)],
     )
     assert three.verdict_view() != one.verdict_view()
+    # the judge's cheap key says the same as the view, without building it
+    assert one.verdict_key() == two.verdict_key() != three.verdict_key()
+    reordered = DnsFacts(
+        host="a.example.test",
+        resolvers=["r"],
+        answers=[
+            DnsAnswer("a.example.test", "AAAA", "r", error="no-data"),
+            DnsAnswer("a.example.test", "A", "r", ("192.0.2.1",), 5),
+        ],
+    )
+    backwards = DnsFacts(
+        host="a.example.test", resolvers=["r"], answers=list(reversed(reordered.answers))
+    )
+    assert reordered.verdict_view() == backwards.verdict_view()
+    assert reordered.verdict_key() == backwards.verdict_key() != one.verdict_key()
+    other_resolver = DnsFacts(host="a.example.test", resolvers=["s"], answers=one.answers)
+    assert other_resolver.verdict_key() != one.verdict_key()
+
+
+@pytest.mark.pure
+def test_answers_read_from_a_line_equal_answers_built_in_code():
+    built = DnsAnswer("a.example.test", "A", "r", ("192.0.2.1",), 60)
+    read = DnsAnswer.from_json(built.to_json())
+    assert read == built and hash(read) == hash(built) and type(read.data) is tuple
+    extra = DnsAnswer.from_json({**built.to_json(), "class": "IN"})  # a newer writer's field
+    assert extra == built and not hasattr(extra, "class")
+    facts = DnsFacts.from_json({"host": "a.example.test", "answers": [built.to_json()], "x": 1})
+    assert facts.answers == [built] and facts.resolvers == []

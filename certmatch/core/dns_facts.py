@@ -63,8 +63,11 @@ class DnsAnswer:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> DnsAnswer:
-        known = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in data.items() if k in known}
+        if data.keys() == _ANSWER_KEYS:  # every field, as a writer writes them: taken over
+            answer = object.__new__(cls)
+            answer.__dict__.update(data, data=tuple(data["data"] or ()))
+            return answer
+        kwargs = {k: v for k, v in data.items() if k in _ANSWER_KEYS}
         kwargs["data"] = tuple(kwargs.get("data") or ())
         return cls(**kwargs)
 
@@ -224,11 +227,26 @@ class DnsFacts:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> DnsFacts:
-        known = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in data.items() if k in known}
-        kwargs["answers"] = [DnsAnswer.from_json(a) for a in kwargs.get("answers") or ()]
+        kwargs = {k: v for k, v in data.items() if k in _FACTS_KEYS}
+        kwargs["answers"] = list(map(DnsAnswer.from_json, kwargs.get("answers") or ()))
         kwargs["resolvers"] = list(kwargs.get("resolvers") or ())
         return cls(**kwargs)
+
+    def verdict_key(self) -> tuple[Any, ...]:
+        """What :meth:`verdict_view` keeps, cheaply, as something hashable: equal keys mean
+        equal views (the answers as a set, without their TTLs), so a cache can be keyed on
+        it without building the view. TypeError if a field holds something unhashable."""
+        return (
+            self.host,
+            tuple(self.resolvers),
+            self.server_ip,
+            self.mail_domain,
+            frozenset([(a.name, a.type, a.resolver, a.data, a.error) for a in self.answers]),
+        )
+
+
+_ANSWER_KEYS = frozenset(f.name for f in dataclasses.fields(DnsAnswer))
+_FACTS_KEYS = frozenset(f.name for f in dataclasses.fields(DnsFacts))
 
 
 def reverse_name(ip: str) -> str:

@@ -320,12 +320,16 @@ _FIELDS_OF: dict[type, tuple[str, ...]] = {}
 
 def hashable(value: Any) -> Hashable:
     """``value`` as something hashable: lists become tuples, dataclasses tuples of fields,
-    DNS facts their :meth:`~certmatch.core.dns_facts.DnsFacts.verdict_view`."""
+    DNS facts their :meth:`~certmatch.core.dns_facts.DnsFacts.verdict_key` (what their
+    :meth:`~certmatch.core.dns_facts.DnsFacts.verdict_view` keeps)."""
     kind = type(value)
     if kind is str or value is None:
         return value
     if kind is DnsFacts:  # what the DNS rules read: no timing, no TTLs (each session differs)
-        value = value.verdict_view()
+        try:
+            return ("DnsFacts", value.verdict_key())
+        except TypeError:  # an odd field (a list where a tuple goes): the view, field by field
+            value = value.verdict_view()
     if kind is list:
         items = tuple(value)
         try:

@@ -81,7 +81,8 @@ def _plain_session(v: Any) -> bool:
             return False
     except (KeyError, TypeError):
         return False
-    if v.get("dns") is not None:  # DNS facts: rare enough for the compiled check
+    dns = v.get("dns")
+    if dns is not None and not _plain_dns(dns, rules):
         return False
     probe = v.get("sni_probe")
     if probe is not None and not _plain_probe(probe, rules):
@@ -138,6 +139,45 @@ def _plain_probe(probe: Any, rules: _PlainRules) -> bool:
         and (error is None or type(error) is str)
         and _plain_chain(probe["chain"], rules)
     )
+
+
+def _plain_dns(dns: Any, rules: _PlainRules) -> bool:
+    """The schema's dnsFacts, with every dnsAnswer in it (``_PlainRules`` checks that the
+    schema says exactly this)."""
+    if type(dns) is not dict:
+        return False
+    try:
+        host, resolvers, answers = rules.dns_required(dns)
+        if type(host) is not str or type(resolvers) is not list or type(answers) is not list:
+            return False
+        "".join(resolvers)  # TypeError unless every item is a string
+        get = dns.get
+        for name in rules.dns_strings:
+            if type(get(name)) not in _STRING_OR_NULL:
+                return False
+        if type(get(rules.dns_number)) not in _NUMBER_OR_NULL:
+            return False
+        fields = rules.answer_fields
+        for answer in answers:
+            if type(answer) is not dict:
+                return False
+            name, rtype, resolver, data, ttl, error = fields(answer)
+            if (
+                type(name) is not str
+                or type(rtype) is not str
+                or type(resolver) is not str
+                or type(data) is not list
+                or (ttl is not None and type(ttl) is not int)
+                or (error is not None and type(error) is not str)
+            ):
+                return False
+            "".join(data)
+    except (KeyError, TypeError):
+        return False
+    return True
+
+
+_NUMBER_OR_NULL = frozenset({int, float, type(None)})  # bool is no number here
 
 
 def _plain_starttls(starttls: Any, rules: _PlainRules) -> bool:
@@ -259,6 +299,12 @@ class _PlainRules:
             for prop in node["properties"].values() if name == "startTls" else ():
                 if set(_without_notes(prop)) != {"$ref"}:
                     raise ValueError(f"the fast path does not know a rule in {name}")
+        if _bare(defs["dnsFacts"]) != _DNS_FACTS or _bare(defs["dnsAnswer"]) != _DNS_ANSWER:
+            raise ValueError("the fast path does not know the rules of dnsFacts")
+        self.dns_required = operator.itemgetter("host", "resolvers", "answers")
+        self.dns_strings = ("server_ip", "mail_domain", "started")
+        self.dns_number = "elapsed"
+        self.answer_fields = operator.itemgetter(*_DNS_ANSWER["required"])
         probe = {n: _without_notes(p) for n, p in defs["sniProbe"]["properties"].items()}
         if probe != {
             "sni": {"type": "string"},
@@ -270,6 +316,48 @@ class _PlainRules:
 
 def _without_notes(node: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in node.items() if k not in _CheckCompiler.ANNOTATIONS}
+
+
+def _bare(node: Any) -> Any:
+    """``node`` without annotations at any depth (a property may be named like one)."""
+    if type(node) is not dict:
+        return node
+    return {
+        k: ({n: _bare(p) for n, p in v.items()} if k == "properties" else _bare(v))
+        for k, v in node.items()
+        if k not in _CheckCompiler.ANNOTATIONS
+    }
+
+
+# What _plain_dns checks, rule for rule: the schema's dnsFacts and dnsAnswer must say exactly
+# this (annotations aside), or the fast path is not built.
+_STRING = {"type": "string"}
+_NULLABLE_STRING = {"$ref": "#/$defs/nullableString"}
+_DNS_FACTS = {
+    "type": "object",
+    "required": ["host", "resolvers", "answers"],
+    "properties": {
+        "host": _STRING,
+        "resolvers": {"$ref": "#/$defs/stringList"},
+        "server_ip": _NULLABLE_STRING,
+        "mail_domain": _NULLABLE_STRING,
+        "started": _NULLABLE_STRING,
+        "elapsed": {"$ref": "#/$defs/nullableNumber"},
+        "answers": {"type": "array", "items": {"$ref": "#/$defs/dnsAnswer"}},
+    },
+}
+_DNS_ANSWER = {
+    "type": "object",
+    "required": ["name", "type", "resolver", "data", "ttl", "error"],
+    "properties": {
+        "name": _STRING,
+        "type": _STRING,
+        "resolver": _STRING,
+        "data": {"$ref": "#/$defs/stringList"},
+        "ttl": {"$ref": "#/$defs/nullableInteger"},
+        "error": _NULLABLE_STRING,
+    },
+}
 
 
 @cache
