@@ -122,6 +122,8 @@ CASE_NAMES = tuple(c.name for c in cases())
 COMBOS: tuple[tuple[str, str, str], ...] = (
     ("gnutls-cli", "imap", "implicit"),
     ("gnutls-cli", "smtp", "starttls"),
+    ("openssl-s_client", "imap", "implicit"),
+    ("openssl-s_client", "smtp", "starttls"),
     ("fetchmail", "pop3", "implicit"),
     ("fetchmail", "imap", "starttls"),
     ("mbsync", "imap", "implicit"),
@@ -167,6 +169,12 @@ REFUSAL_WORDS: dict[str, dict[str, str]] = {
         "expired": r"The certificate chain uses expired certificate",
         "self-signed": r"The certificate issuer is unknown",
         "issuer": r"The certificate issuer is unknown",
+    },
+    "openssl-s_client": {
+        "name": r"verify error:num=62:hostname mismatch|verify error:num=64:IP address mismatch",
+        "expired": r"verify error:num=10:certificate has expired",
+        "self-signed": r"verify error:num=18:self-signed certificate",
+        "issuer": r"verify error:num=20:unable to get local issuer certificate",
     },
     "fetchmail": {
         "name": r"Server certificate verification error: hostname mismatch",

@@ -66,6 +66,7 @@ from certmatch.lab.clients import (
     ClientTarget,
     Decision,
     run_client,
+    run_s_client,
 )
 
 pytestmark = pytest.mark.timeout(120)
@@ -245,6 +246,22 @@ def test_fetchmail_accepts_the_certificate_it_pins_and_no_other(lab: Lab) -> Non
     assert "imap.example.test fingerprints do not match!" in other.message
 
 
+def test_s_client_with_nothing_to_say_accepts_the_real_server(lab: Lab) -> None:
+    """openssl s_client with an empty standard input, as people often run it: it verifies the
+    certificate (accepted), then closes without a word."""
+    case = CASES["good"]
+    target = ClientTarget(
+        case.name_for("imap"),
+        lab.port("imap", "implicit", case),
+        "imap",
+        "implicit",
+        lab.pki.cafile(case),
+    )
+    outcome = run_s_client(target, say_nothing=True)
+    assert outcome.decision is Decision.ACCEPTED, outcome.output
+    assert outcome.message == "Verify return code: 0 (ok)"
+
+
 # --- the client runner itself ---------------------------------------------------------------
 
 
@@ -288,7 +305,8 @@ PROXY_START_S = 30.0
 RECORD_WAIT_S = 5.0
 PROXY_WORKERS = 3  # endpoints driven at once (2 cores: the proxy is the bottleneck)
 # The recorded decisions that say the client would not go on with the certificate it saw.
-PINNED = ("fetchmail", "imap", "implicit", "pinned")  # the extra run of through_proxy
+PINNED = ("fetchmail", "imap", "implicit", "pinned")  # the extra runs of through_proxy
+SAYS_NOTHING = ("openssl-s_client", "imap", "implicit", "says-nothing")
 REFUSING_DECISIONS = ("alert", "closed-after-handshake", "closed-during-handshake")
 
 
@@ -363,6 +381,7 @@ def _through_proxy(
     case: ClientCase,
     *,
     pin: str | None = None,
+    run: Callable[[ClientTarget], ClientOutcome] | None = None,
 ) -> tuple[ClientOutcome, list[str]]:
     """Run the client through the proxy; its outcome and the ids of the sessions it left."""
     client, protocol, tls = combo
@@ -377,7 +396,7 @@ def _through_proxy(
         account=ACCOUNT,
         pin=pin,
     )
-    outcome = run_client(client, target)
+    outcome = run(target) if run else run_client(client, target)
     deadline = time.monotonic() + RECORD_WAIT_S
     while True:
         new = [s for s in _recorded_for(proxy.record, upstream) if s.id not in before]
@@ -411,6 +430,14 @@ def through_proxy(lab: Lab, proxy_lab: ProxyLab) -> dict[tuple[str, str, str, st
     # One more: fetchmail pinning the server's own certificate, which no mirror can copy.
     runs[PINNED] = _through_proxy(
         lab, proxy_lab, PINNED[:3], CASES["good"], pin=_fetchmail_pin(lab.pki.default.leaf)
+    )
+    # And s_client with nothing to say: it accepts, then closes without a word.
+    runs[SAYS_NOTHING] = _through_proxy(
+        lab,
+        proxy_lab,
+        SAYS_NOTHING[:3],
+        CASES["good"],
+        run=lambda target: run_s_client(target, say_nothing=True),
     )
     # Judged later, from the recording alone: the CA the proxy judged with travels in it.
     done = subprocess.run(
@@ -517,7 +544,7 @@ def test_the_only_disagreement_is_swaks_going_on_with_a_wrong_name(
     disagreements = {
         key: seen
         for key, seen in through_proxy.items()
-        if key != PINNED
+        if key not in (PINNED, SAYS_NOTHING)
         and (seen.outcome.decision is Decision.ACCEPTED) is any(s["failed"] for s in seen.judged)
     }
     swaks_names = {
@@ -550,3 +577,18 @@ def test_a_client_pinning_the_servers_certificate_refuses_the_mirror_and_is_told
     assert (facts.client_alert, facts.client_alert_code) == ("internal_error", 80)
     assert {"proxy-ca-not-trusted", "client-refused-certificate"} <= set(session["causes"])
     assert "sslfingerprint" in session["fix"]
+
+
+def test_s_client_with_nothing_to_say_is_counted_as_a_refusal_though_it_accepted(
+    through_proxy: dict[tuple[str, str, str, str], ThroughProxy],
+) -> None:
+    """A known limit, documented in the README: s_client accepted the mirror (its own verify
+    passed) and closed without a word, which on the wire is what a client that checks after
+    the handshake does when it refuses. certmatch counts it as a refusal."""
+    seen = through_proxy[SAYS_NOTHING]
+    assert seen.outcome.decision is Decision.ACCEPTED, seen.outcome.output
+    (facts,), (session,) = seen.facts, seen.judged
+    assert (facts.client_decision, facts.client_alert) == ("closed-after-handshake", None)
+    assert session["failed"] is True
+    assert session["verdict"] == "untrusted"
+    assert {"client-refused-certificate", "proxy-ca-not-trusted"} <= set(session["causes"])

@@ -1,6 +1,6 @@
 """Run real mail clients non-interactively and read their own decision about a certificate.
 
-The clients: gnutls-cli, fetchmail, mbsync, swaks, msmtp, ldapsearch, neomutt (in a terminal of
+The clients: gnutls-cli, openssl s_client, fetchmail, mbsync, swaks, msmtp, ldapsearch, neomutt (in a terminal of
 its own, see :func:`run_neomutt`) and Python's imaplib, poplib, smtplib and nntplib.
 
 Each ``run_*`` function starts one client against a :class:`ClientTarget`: the server name
@@ -203,9 +203,10 @@ class _Run:
 
 
 def _run(
-    argv: Sequence[str], *, stdin: bytes, timeout: float, cwd: Path, env: dict[str, str]
+    argv: Sequence[str], *, stdin: bytes | None, timeout: float, cwd: Path, env: dict[str, str]
 ) -> _Run:
-    """Run a client to its end; ``stdin`` is written and left open so it never sees an early EOF.
+    """Run a client to its end; ``stdin`` is written and left open so it never sees an early EOF
+    (None: /dev/null, an EOF at once).
 
     A client that has not finished after ``timeout`` seconds is killed with its process group.
     """
@@ -214,19 +215,19 @@ def _run(
     with out_path.open("wb") as out:
         proc = subprocess.Popen(
             list(argv),
-            stdin=subprocess.PIPE,
+            stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=cwd,
             env=env,
             start_new_session=True,
         )
-        assert proc.stdin is not None
-        try:
-            proc.stdin.write(stdin)
-            proc.stdin.flush()
-        except BrokenPipeError:
-            pass  # it already quit: its output says why
+        if proc.stdin is not None and stdin is not None:
+            try:
+                proc.stdin.write(stdin)
+                proc.stdin.flush()
+            except BrokenPipeError:
+                pass  # it already quit: its output says why
         try:
             status: int | None = proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -234,8 +235,9 @@ def _run(
             proc.wait()
             status = None
         finally:
-            with contextlib.suppress(BrokenPipeError):  # closing flushes what it never read
-                proc.stdin.close()
+            if proc.stdin is not None:
+                with contextlib.suppress(BrokenPipeError):  # closing flushes what it never read
+                    proc.stdin.close()
     return _Run(status, out_path.read_text(errors="replace"), time.monotonic() - started)
 
 
@@ -349,6 +351,48 @@ def run_gnutls_cli(target: ClientTarget) -> ClientOutcome:
             r"^\*\*\* Fatal error: Error in the certificate\..*$",
         ),
         acceptance=(r"^- Status: The certificate is trusted\..*$",),
+    )
+
+
+# --- openssl s_client ------------------------------------------------------------------------
+
+
+def run_s_client(target: ClientTarget, *, say_nothing: bool = False) -> ClientOutcome:
+    """openssl s_client with ``-verify_return_error`` and ``-verify_hostname`` (``-verify_ip``
+    for an address): chain, dates and name checked in the handshake, refused with an alert;
+    ``-starttls`` for STARTTLS. SNI for a host name, none for an address.
+
+    It says one line after the handshake, as gnutls-cli does. ``say_nothing`` gives it an empty
+    standard input instead, as people often run it: it accepts, then closes without a word.
+    """
+    _check_mode(S_CLIENT, target)
+    program = _require("openssl", "openssl")
+    with tempfile.TemporaryDirectory(prefix="certmatch-s_client-") as scratch:
+        workdir = Path(scratch)
+        name = target.server_name
+        host = f"[{name}]" if ":" in name else name
+        # -nocommands: else a line starting with Q (SMTP's QUIT), R, k or K is s_client's own
+        # command (quit, renegotiate, key update) and never reaches the server.
+        argv = [program, "s_client", "-connect", f"{host}:{target.port}", "-crlf", "-nocommands"]
+        argv += ["-CAfile", str(target.cafile), "-verify_return_error"]
+        argv += ["-verify_ip" if target.name_is_ip else "-verify_hostname", name]
+        if target.tls == "starttls":
+            argv += ["-starttls", target.protocol]
+        done = _run(
+            [*_resolving(target, workdir), *argv],
+            stdin=None if say_nothing else _GOODBYE[target.protocol],
+            timeout=target.timeout,
+            cwd=workdir,
+            env=_env(workdir),
+        )
+    return _outcome(
+        S_CLIENT.name,
+        target,
+        done,
+        # With -verify_return_error a completed handshake is its acceptance.
+        accepted="Verify return code: 0 (ok)" in done.output,
+        refusal=(r"^verify error:num=\d+:.*$",),
+        acceptance=(r"^\s*Verify return code: 0 \(ok\)$",),
     )
 
 
@@ -856,6 +900,12 @@ STDLIB = RealClient(
     checks_host_name=True,
 )
 
+S_CLIENT = RealClient(
+    "openssl-s_client",
+    run_s_client,
+    frozenset((p, t) for p in ("imap", "pop3", "smtp", "nntp") for t in _BOTH),
+    checks_host_name=True,
+)
 MSMTP = RealClient(
     "msmtp",
     run_msmtp,
@@ -880,7 +930,8 @@ NEOMUTT = RealClient(
 )
 
 CLIENTS: dict[str, RealClient] = {
-    c.name: c for c in (GNUTLS_CLI, FETCHMAIL, MBSYNC, SWAKS, STDLIB, MSMTP, LDAPSEARCH, NEOMUTT)
+    c.name: c
+    for c in (GNUTLS_CLI, S_CLIENT, FETCHMAIL, MBSYNC, SWAKS, STDLIB, MSMTP, LDAPSEARCH, NEOMUTT)
 }
 
 
