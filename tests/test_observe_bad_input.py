@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from proxy_fixtures import RunningProxy, inprocess_proxy
@@ -166,7 +167,7 @@ def _echo_reply(conn: socket.socket, _: int) -> None:
 
 
 class FakeServerState:
-    got: list[bytes] = []
+    got: ClassVar[list[bytes]] = []
 
 
 @pytest.mark.parametrize(
