@@ -265,3 +265,48 @@ def test_python_imaplib_session_through_observe_reads_mail(tmp_path: Path, dovec
         [session] = proxy.sessions(1, timeout=10)
     assert isinstance(data[0], tuple) and data[0][1] == dovecot.known_message
     assert session.client_decision == "went-on"
+
+
+# -- the command a user types ----------------------------------------------------------------
+
+
+def test_certmatch_proxy_observe_command(tmp_path: Path, dovecot, pki) -> None:
+    """``certmatch proxy --observe`` as a process; ``certmatch check`` agrees with the client."""
+    from proxy_fixtures import free_port, mitmdump_process, venv_bin
+
+    port = free_port()
+    record = tmp_path / "observe.jsonl"
+    argv = [venv_bin("certmatch"), "proxy", "--observe", "--listen-port", str(port)]
+    argv += ["--mode", f"reverse:tls://127.0.0.1:{dovecot.imaps_port}", "--record", str(record)]
+    argv += ["--ca-file", str(pki.root_ca), "--confdir", str(tmp_path / "conf")]
+    with mitmdump_process(tmp_path, argv, port=port):
+        assert s_client(port, GOOD, pki.root_ca, "tls1_3", b"a LOGOUT\r\n")[0]
+        assert not s_client(port, WRONG, pki.root_ca, "tls1_2", b"a LOGOUT\r\n")[0]
+        proxy = RunningProxy(port, record, tmp_path / "conf")
+        sessions = proxy.sessions(2, timeout=15)
+    assert [s.sni for s in sessions] == [GOOD, WRONG]
+    check = subprocess.run(
+        [venv_bin("certmatch"), "check", str(record)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "mismatch" in check.stdout and "match" in check.stdout, check.stdout
+    log = (tmp_path / "proxy.log").read_text()
+    assert "Traceback" not in log
+
+
+def test_observe_refuses_block(tmp_path: Path) -> None:
+    from proxy_fixtures import venv_bin
+
+    done = subprocess.run(
+        [venv_bin("certmatch"), "proxy", "--observe", "--on-mismatch", "block"]
+        + ["--mode", "reverse:tls://127.0.0.1:993", "--record", str(tmp_path / "r.jsonl")],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "cannot block" in done.stderr and "Traceback" not in done.stderr
