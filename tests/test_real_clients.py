@@ -502,6 +502,11 @@ def test_certmatch_agrees_with_the_client_through_the_proxy(
     # certmatch's own verdict: a pass exactly when the case is good. swaks, which never checks
     # names, goes on with a certificate certmatch fails, and the recording says it went on.
     assert session["verdict"] == expected_verdict(case), summary
+    if case.name == "ip-address":
+        # What the client named: the address as SNI (flagged), or nothing (the name assumed).
+        ip_sni = CLIENTS[client].sends_ip_as_sni
+        assert ("sni-ip-literal" in session["causes"]) is ip_sni, summary
+        assert ("requested-host-assumed" in session["causes"]) is not ip_sni, summary
     assert session["failed"] is (case.cause is not None), summary
     if case.cause is not None:
         assert case.cause in session["causes"], summary

@@ -130,6 +130,10 @@ class RealClient:
     checks_after_handshake: bool = False
     """True for a client that completes the handshake, checks the certificate afterwards and,
     refusing it, closes without an alert; the others refuse with an alert in the handshake."""
+    sends_ip_as_sni: bool = False
+    """True for a client that sends an address it is configured with as SNI, which RFC 6066 §3
+    forbids ("Literal IPv4 and IPv6 addresses are not permitted in "HostName"."); the others
+    send no SNI for an address."""
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -881,6 +885,7 @@ FETCHMAIL = RealClient(
     checks_host_name=True,
     needs_account=True,
     pins=True,
+    sends_ip_as_sni=True,
 )
 MBSYNC = RealClient(
     "mbsync",
@@ -889,6 +894,7 @@ MBSYNC = RealClient(
     checks_host_name=True,
     needs_account=True,
     checks_after_handshake=True,
+    sends_ip_as_sni=True,
 )
 SWAKS = RealClient(
     "swaks", run_swaks, frozenset(("smtp", t) for t in _BOTH), checks_host_name=False
@@ -912,6 +918,7 @@ MSMTP = RealClient(
     frozenset(("smtp", t) for t in _BOTH),
     checks_host_name=True,
     checks_after_handshake=True,
+    sends_ip_as_sni=True,
 )
 LDAPSEARCH = RealClient(
     "ldapsearch",
@@ -927,6 +934,7 @@ NEOMUTT = RealClient(
     checks_host_name=True,
     needs_account=True,
     checks_after_handshake=True,
+    sends_ip_as_sni=True,
 )
 
 CLIENTS: dict[str, RealClient] = {
