@@ -651,10 +651,12 @@ _NO_MAILBOX = "NeoMutt: (no mailbox)"
 def run_neomutt(target: ClientTarget) -> ClientOutcome:
     """neomutt (GnuTLS) opening the INBOX over IMAPS, or IMAP with STARTTLS required.
 
-    neomutt has no batch mode for reading mail: ``-B`` and batch sending start no UI, and a
-    certificate it does not accept goes to an interactive dialog whose keys cannot be pushed
-    (``push`` and macros are ignored there). So it runs in a real terminal: a tmux server of
-    its own, whose screen is read with ``capture-pane``. The dialog appearing is neomutt's
+    neomutt has no batch mode for reading mail: ``-B`` reads its configuration and exits,
+    batch sending (a message on standard input) opens no mailbox and refuses an IMAP Fcc, and
+    ``-Z`` or ``-e 'push <quit>'`` still need a terminal. A certificate it does not accept goes
+    to an interactive dialog that ignores pushed keys and macros (neomutt 20220429,
+    conn/dlg_verifycert.c), so no configuration can answer it. So neomutt runs in a real
+    terminal: a tmux server of its own, whose screen is read with ``capture-pane``. The dialog appearing is neomutt's
     objection, and its WARNING lines are its words; it is answered ``r`` (reject), as a careful
     user would. ``q`` quits once the INBOX is open, or failed to open. neomutt checks after
     the handshake, so a rejected certificate ends in a close without an alert.
@@ -719,13 +721,22 @@ def _in_terminal(
         return done.stdout
 
     width, height = _TERMINAL
-    subprocess.run(
+    opened = subprocess.run(
         [*base, "new-session", "-d", "-x", width, "-y", height, *command],
         env=env,
         cwd=workdir,
-        check=True,
+        check=False,
         capture_output=True,
+        text=True,
     )
+    if opened.returncode != 0:
+        why = " ".join(opened.stderr.split()) or f"exit status {opened.returncode}"
+        tmux_run("kill-server")
+        return _Run(
+            opened.returncode,
+            f"tmux could not open a terminal for neomutt: {why}",
+            time.monotonic() - started,
+        )
     screens: list[str] = []
     answered = ""
     exit_status: int | None = None
