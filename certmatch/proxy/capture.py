@@ -58,7 +58,7 @@ from certmatch.core.report import shown_names
 from certmatch.core.text import printable
 from certmatch.core.trust import TrustStore, TrustStoreError
 from certmatch.net.probe import probe_with_sni
-from certmatch.proxy import handshake_timeout, mirror, presentation, tcp_relay
+from certmatch.proxy import handshake_timeout, listen_backlog, mirror, presentation, tcp_relay
 from certmatch.proxy.client_decision import ClientWatch
 from certmatch.proxy.connection_facts import (
     client_id,
@@ -204,13 +204,47 @@ class CertmatchCapture:
             handshake_timeout.OPTION,
             int,
             handshake_timeout.DEFAULT_S,
-            "Whole seconds a client connection may take from its start (reverse TLS modes) or "
-            "its ClientHello (other modes) to the end of its TLS handshake, the server's "
-            "included; then certmatch records the phase reached and closes both sides. Never "
-            "longer than certmatch_starttls_timeout. mitmproxy's own limit is tcp_timeout (600).",
+            "Whole seconds a connection's TLS handshake may stand still (nothing from the "
+            "client or the server), counted from the connection (reverse TLS modes) or the "
+            "ClientHello (other modes); then certmatch records the phase reached and closes "
+            "both sides. A handshake that keeps moving gets at most four times as long. Never "
+            "longer than certmatch_starttls_timeout; mitmproxy's own limit is tcp_timeout (600).",
         )
 
+        loader.add_option(
+            listen_backlog.OPTION,
+            int,
+            listen_backlog.DEFAULT,
+            "The listen backlog of the proxy's TCP sockets: how many connections the kernel "
+            "holds for the proxy to accept. mitmproxy's is asyncio's 100, which a burst of "
+            "clients overflows (they are dropped before the proxy sees them). Capped by the "
+            "kernel at net.core.somaxconn.",
+        )
+
+    def running(self) -> None:
+        proxyserver = ctx.master.addons.get("proxyserver")
+        if proxyserver is not None:
+            self._set_backlog()
+            proxyserver.servers.changed.connect(self._set_backlog)
+
+    def _set_backlog(self) -> None:
+        """Give mitmproxy's listening sockets certmatch_listen_backlog (also on a rebind)."""
+        proxyserver = ctx.master.addons.get("proxyserver")
+        if proxyserver is None:
+            return
+        try:
+            listen_backlog.raise_backlog(proxyserver, ctx.options.certmatch_listen_backlog)
+        except OSError as exc:
+            logger.warning(
+                f"certmatch: could not set the listen backlog ({printable(str(exc))}); "
+                "mitmproxy's own (100) stays, and a burst of connections may overflow it"
+            )
+
     def configure(self, updated: set[str]) -> None:
+        if listen_backlog.OPTION in updated:
+            if ctx.options.certmatch_listen_backlog < 1:
+                raise exceptions.OptionsError(f"{listen_backlog.OPTION}: give a number, at least 1")
+            self._set_backlog()  # the sockets already bound, if any
         if handshake_timeout.OPTION in updated and ctx.options.certmatch_handshake_timeout < 1:
             raise exceptions.OptionsError(
                 f"{handshake_timeout.OPTION}: give a whole number of seconds, at least 1"
@@ -640,8 +674,11 @@ class CertmatchCapture:
 
     def _arm_handshake_timer(self, session: _Session, client: connection.Client) -> None:
         if session.timer is None and session.watch.handshake_end is None:
-            session.timer = asyncio.get_running_loop().call_later(
-                handshake_timeout.seconds(), self._handshake_timed_out, session, client
+            bound = handshake_timeout.seconds()
+            loop = asyncio.get_running_loop()
+            give_up = loop.time() + bound * handshake_timeout.HARD_LIMIT
+            session.timer = loop.call_later(
+                bound, self._handshake_timed_out, session, client, give_up
             )
 
     @staticmethod
@@ -650,14 +687,27 @@ class CertmatchCapture:
             session.timer.cancel()
             session.timer = None
 
-    def _handshake_timed_out(self, session: _Session, client: connection.Client) -> None:
+    def _handshake_timed_out(
+        self, session: _Session, client: connection.Client, give_up: float
+    ) -> None:
         """Note the phase the handshake reached, then close the connection; its record is
-        written when mitmproxy reports the client gone."""
+        written when mitmproxy reports the client gone. A handshake that moved within the
+        bound gets the rest of it again, up to ``give_up`` (the loop's clock)."""
         session.timer = None
         if self.sessions.get(client.id) is not session or session.watch.handshake_end is not None:
             return
+        bound = handshake_timeout.seconds()
+        loop = asyncio.get_running_loop()
+        stalled = handshake_timeout.stalled(client, bound, hard_limit_passed=loop.time() >= give_up)
+        if stalled is None:
+            return  # the connection is gone
+        if not stalled:
+            session.timer = loop.call_later(
+                min(1.0, bound), self._handshake_timed_out, session, client, give_up
+            )
+            return
         try:
-            self._note_timeout(session, client, handshake_timeout.seconds())
+            self._note_timeout(session, client, bound)
         except Exception as exc:  # noqa: BLE001 - the connection is closed all the same
             self._internal_error("handshake timeout", client, exc)
         if not handshake_timeout.close_connection(client, "certmatch_handshake_timeout"):
