@@ -7,6 +7,7 @@ import functools
 import importlib
 import json
 import pkgutil
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from certmatch.core.trust import TrustStore
 from certmatch.tui import keys
 from certmatch.tui.app import CertmatchApp, run_view
 from certmatch.tui.app import recordings_to_view as run_view_inputs
+from certmatch.tui.detail import citation_link, grouped_fingerprint
 from certmatch.tui.detail_pane import DetailPane
 from certmatch.tui.loader import Loader
 from certmatch.tui.model import Filter, FilterError, Group, Row
@@ -154,7 +156,7 @@ async def test_detail_explains_with_the_sessions_names_and_cites(store, sample) 
             "the filter to apply",
         )
         facts = current_facts(app)
-        text = str(app.query_one("#detail-body").render())
+        text = app.sessions.detail_pane.plain
         d = diagnose(facts, store)
         assert d.primary is not None and d.primary.id == "wildcard-too-deep"
         assert d.primary.explanation.split(".")[0] in text.replace("\n", " ")
@@ -162,7 +164,7 @@ async def test_detail_explains_with_the_sessions_names_and_cites(store, sample) 
         for check in d.identity.checks:
             assert check.presented in text and check.rule in text
         for summary in d.certificates:
-            assert summary.sha256 in text and summary.subject in text
+            assert grouped_fingerprint(summary.sha256) in text and summary.subject in text
         for citation in d.primary.cause.citations:
             assert str(citation) in text
 
@@ -236,7 +238,7 @@ async def test_grouped_view_counts_sessions_per_host_certificate_and_cause(store
             2,
             "name-not-in-certificate",
         )
-        assert "Group of 2 sessions" in str(app.query_one("#detail-body").render())
+        assert "Group of 2 sessions" in app.sessions.detail_pane.plain
         await pilot.press("v")
         assert len(app.sessions.session_list.items) == failing
 
@@ -573,7 +575,7 @@ def list_line(app: CertmatchApp, position: int) -> str:
 
 
 def detail_text(app: CertmatchApp) -> str:
-    return str(app.query_one("#detail-body").render())
+    return app.sessions.detail_pane.plain
 
 
 @run_async
@@ -615,9 +617,104 @@ async def test_the_detail_puts_ids_and_the_recording_path_last(store) -> None:
         text = detail_text(app)
         lines = text.splitlines()
         assert lines[0].startswith(" ✗ mismatch ")
-        assert lines[2].startswith(f"asked {facts.requested_host} (")
+        assert lines[2].startswith(f" asked {facts.requested_host} (")
         assert text.index("Why") < text.index(f"  {facts.id} · ") < text.index("recording: ")
         assert lines[-1] == f"  recording: {SAMPLE}"
+
+
+@run_async
+async def test_the_detail_at_80_columns_keeps_indents_and_whole_bytes_and_links_citations(
+    store,
+) -> None:
+    app = app_on(store)
+    async with app.run_test(size=NEWCOMER) as pilot:
+        await wait_for(pilot, lambda: app.sessions.initial_load_done, "the recording to load")
+        await pilot.press("enter")
+        await pilot.pause()
+        pane = app.sessions.detail_pane
+        lines = pane.text.splitlines()
+        assert max(len(line) for line in lines) <= pane.scrollable_content_region.width
+        why = lines.index("Why")
+        prose = lines[why + 1 : lines.index("", why + 1)]
+        assert len(prose) > 1, "the explanation wraps at 80 columns"
+        assert all(line.startswith("  ") for line in prose), "a wrapped line keeps its indent"
+        sha256 = [i for i, line in enumerate(lines) if "SHA-256: " in line]
+        assert sha256
+        for at in sha256:
+            start = lines[at].index("SHA-256: ") + len("SHA-256: ")
+            value = [lines[at][start:], lines[at + 1][start:]]
+            assert lines[at + 1][:start].strip() == "", "the fingerprint wraps under itself"
+            for part in " ".join(value).split():
+                assert re.fullmatch(r"([0-9A-F]{2}:){7}[0-9A-F]{2}", part), part
+        # Each citation with an address is a link, in the pane's own rendering.
+        d = pane.detail[0]
+        links = {
+            segment.style.link
+            for y in range(pane.virtual_size.height)
+            for segment in pane._wrapped[y]
+            if segment.style is not None and segment.style.link
+        }
+        wanted = {citation_link(c) for c in d.primary.cause.citations} - {None}
+        assert wanted and wanted <= links
+
+
+def test_citation_links_point_at_the_section_cited() -> None:
+    from certmatch.core.causes import Citation
+
+    assert (
+        citation_link(Citation("RFC 6125", "§6.4.3"))
+        == "https://www.rfc-editor.org/rfc/rfc6125#section-6.4.3"
+    )
+    assert (
+        citation_link(Citation("RFC 9525", "Appendix A"))
+        == "https://www.rfc-editor.org/rfc/rfc9525#appendix-A"
+    )
+    assert citation_link(Citation("CVE-2011-0411")) == (
+        "https://www.cve.org/CVERecord?id=CVE-2011-0411"
+    )
+    assert citation_link(Citation("Microsoft KB Q198564")) is None
+
+
+@run_async
+async def test_the_detail_shows_the_three_names_when_the_session_has_dns_facts() -> None:
+    from certmatch.core.report import three_names
+
+    store = TrustStore.load([RECORDINGS / "ca.pem"], use_system=False)
+    app = app_on(store, RECORDINGS / "cname-alias.jsonl", show_all=True)
+    async with app.run_test(size=NEWCOMER) as pilot:
+        await wait_for(pilot, lambda: app.sessions.initial_load_done, "the recording to load")
+        await pilot.pause()
+        d = app.sessions.detail_pane.detail[0]
+        names = three_names(d)
+        assert names and names[0].startswith("client:")
+        plain = app.sessions.detail_pane.plain
+        for line in names:
+            assert line[13:] in plain, line
+        screen = "\n".join(screen_lines(app))
+        # without a key: what was asked, the verdict, the cause, the certificate's names, DNS
+        assert "✗ mismatch" in screen and "cname-alias" in screen
+        assert "asked mailhost.example.test (configured with --host)" in screen
+        assert "imap.example.test" in screen and "DNS:" in screen
+
+
+@run_async
+async def test_the_detail_says_where_the_certificate_was_read_and_what_the_client_saw(
+    store, sample, tmp_path
+) -> None:
+    data = sample[0].to_json()
+    data.update(chain_source="side-handshake", presented="real", sni="192.0.2.7")
+    data.update(upstream_sni=None, upstream_sni_reason="ip-literal")
+    path = tmp_path / "observed.jsonl"
+    _write(path, [SessionFacts.from_json(data)])
+    app = app_on(store, path, show_all=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.sessions.initial_load_done, "the recording to load")
+        await pilot.pause()
+        plain = " ".join(app.sessions.detail_pane.plain.split())
+        assert "where from: from a side handshake: TLS 1.3 encrypts the certificate" in plain
+        assert "the client saw: the server's own chain (observe mode" in plain
+        assert "no SNI upstream: the client sent an IP address as SNI" in plain
+        assert "(the SOCKS5 target)" in plain, "where the host came from, in words"
 
 
 def test_list_columns_fit_the_width_in_priority_order() -> None:
@@ -1227,6 +1324,46 @@ def test_a_huge_line_is_one_problem_read_in_bounded_pieces(store, sample, tmp_pa
     rows = [row for batch in batches for row in batch.rows]
     assert [loader.sources[0].read_back(r.offset).id for r in rows] == ["grown-0", "grown-1"]
     assert len([p for batch in batches for p in batch.problems]) == 1
+
+
+@pytest.mark.parametrize("final", [True, False], ids=["view", "follow"])
+def test_parts_read_by_other_processes_give_the_rows_and_problems_of_one_reader(
+    store, sample, tmp_path, monkeypatch, final
+) -> None:
+    """A big file's first pass read by three processes: the same rows, in file order, the
+    same skipped lines with the same line numbers, and it ends where one reader would."""
+    from certmatch.core.recording import LINE_LIMIT
+
+    path = tmp_path / "big.jsonl"
+    _write(path, [_session(sample[n % len(sample)], n) for n in range(90)])
+    with path.open("ab") as raw:
+        raw.write(b"not json\n")
+        raw.write(b'{"type":"session","id":"' + b"x" * (LINE_LIMIT + 10) + b'"}\n')
+    _write(path, [_session(sample[n % len(sample)], n) for n in range(90, 150)])
+    with path.open("ab") as raw:
+        raw.write(b"{}\n")
+    _write(path, [_session(sample[n % len(sample)], n) for n in range(150, 200)])
+    with path.open("ab") as raw:
+        raw.write(b'{"type":"session","id":"cut')  # a last line its writer has not finished
+    monkeypatch.setattr("certmatch.tui.loader.SPLIT_BYTES", 1)
+
+    def read(workers: int) -> tuple[list, list, int, int]:
+        loader = Loader([path], Judge(store), workers=workers)
+        batches: list = []
+        loader.poll(batches.append, final=final)
+        rows = [
+            (r.offset, r.time, r.host, r.sni, r.judgement.verdict, r.judgement.primary)
+            for batch in batches
+            for r in batch.rows
+        ]
+        problems = [str(p) for batch in batches for p in batch.problems]
+        source = loader.sources[0]
+        return rows, problems, source.offset, source.line_number
+
+    one = read(1)
+    assert len(one[0]) == 200 and len(one[1]) == (4 if final else 3)
+    for workers in (2, 3):
+        assert read(workers) == one, f"{workers} processes"
 
 
 def test_a_loader_takes_a_judge_per_file(store, sample, tmp_path) -> None:

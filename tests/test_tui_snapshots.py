@@ -137,6 +137,15 @@ def test_detail_full_screen(snap_compare, size) -> None:
 
 
 @BOTH
+def test_three_names_of_a_session_with_dns_facts(snap_compare, size) -> None:
+    """Without a key pressed: the verdict, the cause, what was asked and what the certificate
+    names, then the client's name, what DNS answered and the certificate's names."""
+    assert snap_compare(
+        _recordings_app("cname-alias"), terminal_size=size, run_before=_loaded_then()
+    )
+
+
+@BOTH
 def test_help(snap_compare, size) -> None:
     assert snap_compare(_app(), terminal_size=size, run_before=_loaded_then("", "question_mark"))
 

@@ -2,32 +2,46 @@
 
 The list keeps only a light judgement per session; the pane diagnoses its one
 session again, so the explanation uses that session's own names.
+
+A ``ScrollView`` that renders only the lines on screen (as the session list does): showing
+another session wraps its lines once and changes the scroll bar, never the screen's layout,
+which would measure every widget again at each key press. A citation with an address is a
+link: the terminal's own (ctrl+)click opens it, and so does a click in the pane.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from rich.segment import Segment
+from rich.style import Style
 from rich.text import Text
-from textual.app import ComposeResult
-from textual.containers import VerticalScroll
-from textual.widgets import Static
+from textual import events
+from textual.geometry import Region, Size
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
 
 from certmatch.core.diagnosis import Diagnosis
 from certmatch.core.judge import Judge
 from certmatch.core.recording import RecordingError
 from certmatch.core.report import shown_prose
 from certmatch.tui import colours
-from certmatch.tui.detail import render_detail
+from certmatch.tui.detail import Line, as_text, detail_lines, wrap_lines
 from certmatch.tui.source import RecordingSource
 
 NOTHING_SELECTED = "Select a session to see why it fails, the evidence and the fix."
 
 
-class DetailPane(VerticalScroll, inherit_bindings=False):
+class DetailPane(ScrollView, can_focus=True, inherit_bindings=False):
     """Shows the diagnosis of the selected session (or of the latest session of a group).
 
     It binds no key of its own: the key table (``keys``) scrolls it, in both views."""
+
+    DEFAULT_CSS = """
+    DetailPane {
+        background: $surface;
+    }
+    """
 
     def __init__(
         self, judge_of: Callable[[RecordingSource], Judge], *, id: str | None = None
@@ -36,16 +50,17 @@ class DetailPane(VerticalScroll, inherit_bindings=False):
         self.judge_of = judge_of
         self.detail: tuple[Diagnosis, str] | None = None  # what is shown, and its recording
         self._shown: tuple[RecordingSource, int, int | None] | None = None
-        # Kept here, not queried: the loader can ask for a detail while the screen closes.
-        self._body = Static(id="detail-body")
+        self._lines: list[Line] = []
+        self._wrapped: list[list[Segment]] = []
+        self._wrapped_for = -1  # the width the lines were wrapped at
+        self._base: Style | None = None  # the widget's style, during one repaint
 
-    def compose(self) -> ComposeResult:
-        yield self._body
+    # --- content ---------------------------------------------------------------------------
 
     def show_nothing(self) -> None:
         self._shown = None
         self.detail = None
-        self._body.update(Text(NOTHING_SELECTED, style="italic"))
+        self._set_lines([Line(Text(), Text(NOTHING_SELECTED, style="italic"))])
 
     def show(self, source: RecordingSource, offset: int, group_count: int | None = None) -> None:
         """The session whose line starts at ``offset`` in ``source``; nothing to do if shown."""
@@ -55,12 +70,86 @@ class DetailPane(VerticalScroll, inherit_bindings=False):
         try:
             facts = source.read_back(offset)
         except RecordingError as error:
-            self._body.update(Text(shown_prose(str(error)), style=f"bold {colours.RED}"))
             self._shown = None
             self.detail = None
+            message = Text(shown_prose(str(error)), style=f"bold {colours.RED}")
+            self._set_lines([Line(Text(), message)])
             return
         d = self.judge_of(source).diagnose(facts)
         self._shown = shown
         self.detail = (d, source.name)
-        self._body.update(render_detail(d, source.name, group_count=group_count))
-        self.scroll_home(animate=False)
+        self._set_lines(detail_lines(d, source.name, group_count=group_count))
+
+    @property
+    def plain(self) -> str:
+        """What the pane shows, unwrapped, in plain text (for tests)."""
+        return as_text(self._lines).plain
+
+    @property
+    def text(self) -> str:
+        """What the pane shows, as wrapped, in plain text (for tests and find)."""
+        self._wrap()
+        return "\n".join("".join(s.text for s in line).rstrip() for line in self._wrapped)
+
+    def _set_lines(self, lines: list[Line]) -> None:
+        self._lines = lines
+        self._wrapped_for = -1
+        if self.is_mounted:
+            self.scroll_to(y=0, animate=False, immediate=True)
+            self._update_size()
+            self.refresh()
+
+    def _wrap(self) -> None:
+        width = max(1, self.scrollable_content_region.width)
+        if width != self._wrapped_for:
+            self._wrapped = wrap_lines(self._lines, width, self.app.console)
+            self._wrapped_for = width
+
+    def _update_size(self) -> None:
+        if not self.is_mounted:
+            return
+        self._wrap()
+        size = Size(self._wrapped_for, len(self._wrapped))
+        if size == self.virtual_size:
+            return
+        if size.width != self.virtual_size.width:
+            self.virtual_size = size
+            return
+        # Only the scroll bar changes, not the screen's layout (see the module's docstring).
+        self.set_reactive(ScrollView.virtual_size, size)
+        self._scroll_update(size)
+
+    def on_resize(self, _event: events.Resize) -> None:
+        self._update_size()
+        self.refresh()
+
+    def on_mount(self) -> None:
+        self._update_size()
+
+    # --- rendering -------------------------------------------------------------------------
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        self._base = self.rich_style  # once per repaint, not per line
+        try:
+            return super().render_lines(crop)
+        finally:
+            self._base = None
+
+    def render_line(self, y: int) -> Strip:
+        self._wrap()
+        if len(self._wrapped) != self.virtual_size.height:
+            self.call_later(self._update_size)  # the width changed since the last layout
+        scroll_x, scroll_y = self.scroll_offset
+        width = self.scrollable_content_region.width
+        base = self._base or self.rich_style
+        index = scroll_y + y
+        if index >= len(self._wrapped):
+            return Strip.blank(width, base)
+        segments = Segment.apply_style(self._wrapped[index], base)
+        return Strip(segments).crop_extend(scroll_x, scroll_x + width, base)
+
+    def on_click(self, event: events.Click) -> None:
+        """A click on a citation opens it (where the terminal does not do it by itself)."""
+        style = event.style
+        if isinstance(style, Style) and style.link:
+            self.app.open_url(style.link)

@@ -23,20 +23,13 @@ from certmatch.core.judge import Judge
 from certmatch.core.recording import LineProblem, RecordingError
 from certmatch.tui.model import Row
 from certmatch.tui.source import RecordingSource
+from certmatch.tui.split_read import SPLIT_BYTES, PartReader, PartRows, part_bounds
 
 FIRST_BATCH_ROWS = 200
 FIRST_BATCH_SECONDS = 0.05  # the first rows go out at once: the first screen waits for them
 BATCH_SECONDS = 0.2
 BATCH_ROWS = 50_000
 
-_SOURCE_LABELS = {
-    "sni": "sni",
-    "socks5": "socks5",
-    "http-connect": "connect",
-    "reverse-target": "reverse",
-    "option": "--host",
-    "unknown": "?",
-}
 _by_time = attrgetter("time")
 
 
@@ -67,6 +60,7 @@ class Loader:
         *,
         judge_for: Callable[[Path], Judge] | None = None,
         directories: Sequence[Path] = (),
+        workers: int = 1,
     ) -> None:
         if (judge is None) == (judge_for is None):
             raise TypeError("Loader needs a judge or a judge_for function, not both")
@@ -79,6 +73,9 @@ class Loader:
         self.waiting: list[str] = []  # files that do not exist (yet), when following
         self._failed: set[int] = set()  # files that turned out not to be readable recordings
         self._skipped: set[int] = set()  # empty files, noted once
+        # Processes that may read a big file's first pass (this one and part readers): only
+        # from a process that runs no other thread (the reader process), as they are forked.
+        self.workers = workers
 
     def judge_of(self, source: RecordingSource) -> Judge:
         """The judge for the sessions of ``source``, asked for once its header is read (a
@@ -115,7 +112,7 @@ class Loader:
             shared(facts.protocol),
             facts.client_address or "",
             shared(facts.requested_host or ""),
-            _SOURCE_LABELS.get(facts.requested_host_source, facts.requested_host_source),
+            shared(facts.requested_host_source),
             shared(facts.sni) if facts.sni is not None else None,
             judge.judgement(facts),
         )
@@ -186,19 +183,47 @@ class Loader:
                     waiting.append(source.name)
                     continue
             judge: Judge | None = None
+            parts: list[PartRows] = []
             try:
-                for offset, item in source.read_new(final=final):
-                    if isinstance(item, LineProblem):
-                        batch.problems.append(item)
-                        continue
-                    judge = judge or self.judge_of(source)  # after the header was read
-                    batch.rows.append(self.row(index - 1, offset, item, judge))
-                    total += 1
-                    if len(batch.rows) >= limit or time.monotonic() - last_emit > seconds:
-                        if cancelled():
-                            return total
-                        flush()
-                        limit, seconds = BATCH_ROWS, BATCH_SECONDS
+                while True:
+                    for offset, item in source.read_new(final=final):
+                        if isinstance(item, LineProblem):
+                            batch.problems.append(item)
+                            continue
+                        judge = judge or self.judge_of(source)  # after the header was read
+                        batch.rows.append(self.row(index - 1, offset, item, judge))
+                        total += 1
+                        if self.workers > 1 and not parts and source.stop_at is None:
+                            # After the first session: the judge's caches are warm to fork.
+                            parts = self._split(source, index - 1, judge, final)
+                        if len(batch.rows) >= limit or time.monotonic() - last_emit > seconds:
+                            if cancelled():
+                                return total
+                            flush()
+                            limit, seconds = BATCH_ROWS, BATCH_SECONDS
+                    if not parts:
+                        break
+                    # This process's part is read: the other parts' rows follow, in order.
+                    for part in parts:
+                        done = False
+                        for rows, problems, chunk in part.read(source.line_number):
+                            batch.rows += rows
+                            batch.problems += problems
+                            total += len(rows)
+                            if chunk.done:
+                                done = True
+                                source.offset, source.skipping = chunk.end, chunk.skipping
+                                source.line_number += chunk.lines
+                            if cancelled():
+                                return total
+                            flush()
+                        if not done:  # that part's reader died: read the rest here
+                            source.offset = source.line_start_at_or_after(part.part.start)
+                            break
+                    for part in parts:
+                        part.part.close()
+                    parts = []
+                    source.stop_at = None  # and on, for what was appended meanwhile
             except RecordingError as error:
                 self._failed.add(index - 1)
                 source.close()
@@ -209,11 +234,41 @@ class Loader:
                 source.close()
                 batch.errors.append(f"{source.name}: reading stopped ({error.strerror or error})")
                 continue
+            finally:
+                for part in parts:
+                    part.part.close()
+                source.stop_at = None
             if not final:
                 self._after_read(source, waiting, batch)
         self.waiting = waiting
         flush()
         return total
+
+    def _split(
+        self, source: RecordingSource, index: int, judge: Judge, final: bool
+    ) -> list[PartRows]:
+        """Part readers for the rest of a big file's first pass: this process reads up to the
+        first bound (``source.stop_at``), each part reader one further part."""
+        start, end = source.offset, source.size_at_start
+        if end - start < SPLIT_BYTES:
+            return []
+        bounds = part_bounds(start, end, self.workers)
+        source.stop_at = bounds[1]
+        return [
+            PartRows(
+                PartReader(
+                    source,
+                    index,
+                    bounds[number],
+                    bounds[number + 1],
+                    judge=judge,
+                    make_row=self.row,
+                    final=final,
+                ),
+                index,
+            )
+            for number in range(1, self.workers)
+        ]
 
     def _after_read(self, source: RecordingSource, waiting: list[str], batch: Batch) -> None:
         """Follow the name, as ``tail -F``: a new file under it is read from its start."""

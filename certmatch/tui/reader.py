@@ -32,6 +32,7 @@ from certmatch.core.recording import LineProblem
 from certmatch.tui.loader import Batch, Loader
 from certmatch.tui.model import Row
 from certmatch.tui.source import RecordingSource
+from certmatch.tui.split_read import cores
 
 type PackedRow = tuple[int, int, str, str, str, str, str, str | None, int]
 
@@ -183,7 +184,7 @@ class ReaderProcess:
         follow: bool = False,
         poll_interval: float = 0.25,
     ) -> None:
-        loader = Loader(paths, judge, judge_for=judge_for, directories=directories)
+        loader = Loader(paths, judge, judge_for=judge_for, directories=directories, workers=cores())
         self.judge = judge
         self._judge_for = judge_for
         self._judges: dict[int, Judge] = {}

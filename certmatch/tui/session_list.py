@@ -20,7 +20,7 @@ from rich.segment import Segment
 from rich.style import Style
 from textual import events
 from textual._context import NoActiveAppError
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
@@ -211,7 +211,9 @@ class SessionList(ScrollView, can_focus=True, inherit_bindings=False):
     }
     DEFAULT_CSS = """
     SessionList {
-        height: 1fr;
+        height: auto;
+        min-height: 3;
+        max-height: 55%;
         background: $surface;
     }
     SessionList > .session-list--header {
@@ -236,7 +238,7 @@ class SessionList(ScrollView, can_focus=True, inherit_bindings=False):
     }
     """
 
-    cursor: reactive[int] = reactive(0, always_update=True, init=False)
+    cursor: reactive[int] = reactive(0, always_update=True, init=False, repaint=False)
 
     def __init__(self, rows: list[Row], *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -247,6 +249,8 @@ class SessionList(ScrollView, can_focus=True, inherit_bindings=False):
         self.find_text = ""  # highlighted where it shows
         self._widths: list[int] = []
         self._widths_for: tuple[bool, int] | None = None
+        self._base: Style | None = None  # the widget's style, during one repaint
+        self._painted = False
 
     # --- content ---------------------------------------------------------------------------
 
@@ -315,7 +319,13 @@ class SessionList(ScrollView, can_focus=True, inherit_bindings=False):
         size = Size(sum(self.widths) + len(self.widths) - 1, len(self.items) + 1)
         if size == self.virtual_size:
             return
-        if size.width != self.virtual_size.width or not self.is_mounted:
+        before = self.virtual_size
+        if size.width != before.width or not self.is_mounted:
+            self.virtual_size = size
+            return
+        if min(before.height, size.height) <= self.screen.size.height:
+            # The list is as tall as its lines up to 55% of the screen (the detail has the
+            # rest): a short list that grows or shrinks changes the layout.
             self.virtual_size = size
             return
         # Only more (or fewer) lines: the scroll bars change, not the screen's layout, which
@@ -347,9 +357,15 @@ class SessionList(ScrollView, can_focus=True, inherit_bindings=False):
     def validate_cursor(self, value: int) -> int:
         return max(0, min(value, len(self.items) - 1)) if self.items else 0
 
-    def watch_cursor(self, value: int) -> None:
+    def watch_cursor(self, old: int, value: int) -> None:
+        top = round(self.scroll_y)
         self.scroll_to_cursor()
-        self.refresh()
+        if round(self.scroll_y) == top and self._painted:
+            # Only the cursor's old and new lines change: a key repaints two lines, not all.
+            self.refresh_line(old + 1)
+            self.refresh_line(value + 1)
+        else:
+            self.refresh()
         self.post_message(SessionHighlighted(value if self.items else -1))
 
     def scroll_to_cursor(self) -> None:
@@ -393,13 +409,23 @@ class SessionList(ScrollView, can_focus=True, inherit_bindings=False):
 
     # --- rendering -------------------------------------------------------------------------
 
+    def render_lines(self, crop: Region) -> list[Strip]:
+        # The widget's style is worked out once per repaint, not once per line (it walks
+        # every ancestor's CSS).
+        self._base = self.rich_style
+        try:
+            return super().render_lines(crop)
+        finally:
+            self._base = None
+            self._painted = True
+
     def render_line(self, y: int) -> Strip:
         scroll_x, scroll_y = self.scroll_offset
         width = self.scrollable_content_region.width
         widths = self.widths
         if sum(widths) + len(widths) - 1 != self.virtual_size.width:
             self.call_later(self._update_size)  # the width changed since the last layout
-        base = self.rich_style
+        base = self._base or self.rich_style
         if y == 0:
             header = " ".join(
                 fit(_title(c.title, w), w) for c, w in zip(self.columns, widths, strict=True)

@@ -44,12 +44,38 @@ class RecordingSource:
     identity: tuple[int, int] | None = None  # (device, inode) of the file read
     gone: str = ""  # why its sessions can no longer be read back: "" while they can
     retired: bool = False  # its name now means another file; its own file is held open
+    stop_at: int | None = None  # read no line that starts here or later (a part's end)
     _file: BinaryIO | None = field(default=None, repr=False)
     _skipping: bool = field(default=False, repr=False)  # inside an overlong line
 
     @property
     def name(self) -> str:
         return str(self.path)
+
+    @property
+    def skipping(self) -> bool:
+        """Inside an overlong line, already reported, whose rest is skipped."""
+        return self._skipping
+
+    @skipping.setter
+    def skipping(self, value: bool) -> None:
+        self._skipping = value
+
+    def line_start_at_or_after(self, position: int) -> int:
+        """The offset of the first line that starts at ``position`` or later (the file's
+        size if none does)."""
+        file = self._open()
+        if position <= 0:
+            return 0
+        at = position - 1  # the byte before: a line starts at position if it is a newline
+        while True:
+            piece = os.pread(file.fileno(), _SKIP_PIECE, at)
+            if not piece:
+                return at
+            end = piece.find(b"\n")
+            if end >= 0:
+                return at + end + 1
+            at += len(piece)
 
     def open_header(self) -> None:
         """Read and check the header; RecordingError if the file is not a recording."""
@@ -159,6 +185,8 @@ class RecordingSource:
         limit = LINE_LIMIT + 2
         name = self.name
         while True:
+            if self.stop_at is not None and self.offset >= self.stop_at:
+                return  # the next part's line
             if self._skipping:  # the rest of an overlong line, already reported
                 while piece := readline(_SKIP_PIECE):
                     self.offset += len(piece)

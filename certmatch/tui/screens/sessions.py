@@ -119,7 +119,7 @@ class SessionsScreen(Screen[None]):
         color: #ffffff;
     }
     SessionsScreen #detail {
-        height: 45%;
+        height: 1fr;
         border-top: solid $accent;
         padding: 0 1;
     }

@@ -1,0 +1,203 @@
+"""Read the first pass of a big recording in several processes at once.
+
+Judging every session is Python work, one core's worth per process. When a recording is big
+and the machine has more than one core, the reader process reads the file's first part
+itself and forks a ``PartReader`` for each further part: each reads and judges the lines that
+start in its part, and sends its rows back in chunks, which it keeps (pickled) while the
+reader is still busy with the part before, so no part waits for another. The reader takes the
+parts in order, so the rows reach the list in file order, as if one process had read them.
+
+A part reader is forked from the reader process (which runs no thread), after the reader has
+judged the file's first sessions: it starts with the reader's judge and its caches warm.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import queue
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from multiprocessing.connection import Connection, Pipe
+
+from certmatch.core.facts import SessionFacts
+from certmatch.core.judge import Judge, Judgement
+from certmatch.core.recording import LineProblem
+from certmatch.tui.model import Row
+from certmatch.tui.source import RecordingSource
+
+SPLIT_BYTES = 8 * 1024 * 1024  # less than this after the first sessions: one process reads
+CHUNK_ROWS = 10_000
+
+type PartRow = tuple[int, str, str, str, str, str, str | None, int]
+type MakeRow = Callable[[int, int, SessionFacts, Judge], Row]
+
+
+def cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def part_bounds(start: int, end: int, parts: int) -> list[int]:
+    """``parts + 1`` byte positions from ``start`` to ``end``, cutting it into equal parts
+    (each part reads the lines that start in it)."""
+    step = (end - start) // parts
+    return [start + step * number for number in range(parts)] + [end]
+
+
+@dataclass
+class Chunk:
+    """Rows of one part, as they cross the pipe: judgements numbered within the part."""
+
+    rows: list[PartRow] = field(default_factory=list)
+    judgements: list[tuple[int, Judgement]] = field(default_factory=list)
+    problems: list[LineProblem] = field(default_factory=list)  # line numbers within the part
+    # In the last chunk: where the part ended, how many lines it read, an overlong line open.
+    done: bool = False
+    end: int = 0
+    lines: int = 0
+    skipping: bool = False
+
+
+class PartReader:
+    """A process reading and judging the lines that start in ``[start, end)`` of ``source``."""
+
+    def __init__(
+        self,
+        source: RecordingSource,
+        index: int,
+        start: int,
+        end: int,
+        *,
+        judge: Judge,
+        make_row: MakeRow,
+        final: bool,
+    ) -> None:
+        self.start, self.end = start, end
+        receive, send = Pipe(duplex=False)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the forked process
+            code = 0
+            try:
+                receive.close()
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                _read_part(source, index, start, end, judge, make_row, final, send)
+            except BaseException:  # noqa: BLE001 - never back into the reader's code
+                code = 1
+            finally:
+                os._exit(code)
+        send.close()
+        self.pid = pid
+        self._receive = receive
+
+    def chunks(self) -> Iterator[Chunk]:
+        """The part's chunks, in order, the last one ``done``; ends early (without a done
+        chunk) if the part reader died."""
+        try:
+            while True:
+                chunk: Chunk = pickle.loads(self._receive.recv_bytes())
+                yield chunk
+                if chunk.done:
+                    return
+        except (EOFError, OSError):
+            return
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """End the part reader (if it still runs) and reap it."""
+        self._receive.close()
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        try:
+            os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            pass
+
+
+def _read_part(
+    parent: RecordingSource,
+    index: int,
+    start: int,
+    end: int,
+    judge: Judge,
+    make_row: MakeRow,
+    final: bool,
+    conn: Connection,
+) -> None:
+    """The part reader: read, judge, pickle each chunk, and send the chunks from a thread,
+    so reading goes on while the reader has not yet come to this part."""
+    source = RecordingSource(parent.path)
+    source.started = True
+    source.identity = parent.identity
+    source.offset = source.line_start_at_or_after(start)
+    source.stop_at = end
+    outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+
+    def send() -> None:
+        while (data := outbox.get()) is not None:
+            try:
+                conn.send_bytes(data)
+            except OSError:
+                return  # the reader is gone
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    numbers: dict[int, int] = {}
+    kept: list[Judgement] = []
+    chunk = Chunk()
+    for offset, item in source.read_new(final=final):
+        if isinstance(item, LineProblem):
+            chunk.problems.append(item)
+            continue
+        row = make_row(index, offset, item, judge)
+        j = row.judgement
+        number = numbers.get(id(j))
+        if number is None:
+            number = numbers[id(j)] = len(kept)
+            kept.append(j)
+            chunk.judgements.append((number, j))
+        chunk.rows.append(
+            (offset, row.time, row.protocol, row.client, row.host, row.host_source, row.sni, number)
+        )
+        if len(chunk.rows) >= CHUNK_ROWS:
+            outbox.put(pickle.dumps(chunk, pickle.HIGHEST_PROTOCOL))
+            chunk = Chunk()
+    chunk.done = True
+    chunk.end = source.offset
+    chunk.lines = source.line_number - 1
+    chunk.skipping = source.skipping
+    outbox.put(pickle.dumps(chunk, pickle.HIGHEST_PROTOCOL))
+    outbox.put(None)
+    sender.join()
+    conn.close()
+
+
+class PartRows:
+    """The reader's side of one part: its chunks turned into rows, its problems numbered as
+    lines of the whole file (``first_line``: the number of the part's first line)."""
+
+    def __init__(self, part: PartReader, index: int) -> None:
+        self.part = part
+        self.index = index
+        self._judgements: dict[int, Judgement] = {}
+
+    def read(self, first_line: int) -> Iterator[tuple[list[Row], list[LineProblem], Chunk]]:
+        judgements = self._judgements
+        index = self.index
+        for chunk in self.part.chunks():
+            for number, judgement in chunk.judgements:
+                judgements[number] = judgement
+            rows = [
+                Row(index, offset, time, protocol, client, host, source, sni, judgements[n])
+                for offset, time, protocol, client, host, source, sni, n in chunk.rows
+            ]
+            problems = [replace(p, line=p.line + first_line - 1) for p in chunk.problems]
+            yield rows, problems, chunk
