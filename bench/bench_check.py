@@ -1,10 +1,13 @@
 """How fast ``certmatch check`` judges a large recording, against merely parsing its lines.
 
     uv run --frozen python bench/bench_check.py [--sessions 100000] [--repeat 3] [--large 1000000]
+        [--dns samples|every|both]
 
 Builds a recording of N sessions by cycling through the sample recordings in recordings/
 (every cause, real captured chains; each cycle one second later and from another client
-port, so many sessions share a few chains, as a busy proxy records them). Then, side by
+port, so many sessions share a few chains, as a busy proxy records them); with ``--dns
+every`` (or ``both``, the default, which runs both mixes) every session also carries DNS
+facts as the proxy writes them, TTLs and look-up times differing per session. Then, side by
 side in one run, each step in a fresh child process (so each peak RSS is its own):
 
 * parse only: ``json.loads`` of every line of the file, read in binary (the floor);
@@ -27,6 +30,7 @@ import sys
 import tempfile
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "recordings"
@@ -59,8 +63,10 @@ sys.__stdout__.write(json.dumps({"seconds": seconds, "rss_mb": rss_mb}) + "\n")
 STEPS = ("parse", "check", "check --json")
 
 
-def build(path: Path, n: int) -> None:
-    """A recording of ``n`` sessions cycled from the samples (one header line)."""
+def build(path: Path, n: int, dns: bool = False) -> None:
+    """A recording of ``n`` sessions cycled from the samples (one header line). With
+    ``dns``, every session carries DNS facts, as a proxy that looks names up writes them
+    (:func:`dns_facts`); without, only the samples that have them do."""
     header, sessions = None, []
     for sample in sorted(SAMPLES.glob("*.jsonl")):
         lines = sample.read_text(encoding="utf-8").splitlines()
@@ -75,7 +81,53 @@ def build(path: Path, n: int) -> None:
             started = datetime.fromisoformat(data["started"]) + timedelta(seconds=cycle)
             data["started"] = started.isoformat(timespec="milliseconds")
             data["client_address"] = f"127.0.0.1:{1024 + i % 60000}"
+            if dns and data.get("dns") is None:
+                data["dns"] = dns_facts(data, i)
             out.write(json.dumps(data, separators=(",", ":")) + "\n")
+
+
+_SRV = ("_imaps._tcp", "_imap._tcp", "_pop3s._tcp", "_pop3._tcp", "_submissions._tcp")
+
+
+def dns_facts(session: dict[str, Any], i: int) -> dict[str, Any] | None:
+    """What a proxy asking a caching resolver writes for a session: the host's A and AAAA,
+    the PTR of the server's address, the mail domain's MX and SRV records, with TTLs that
+    count down and look-up times that differ from one session to the next."""
+    host = session.get("requested_host")
+    ip = session.get("server_ip") or "127.0.0.1"
+    if not host or host[0].isdigit() or ":" in host:
+        return None
+    domain = host.split(".", 1)[-1] if host.count(".") > 1 else host
+    resolver = "127.0.0.53:53"
+    ttl = 300 - i % 300
+
+    def answer(name: str, rtype: str, data: list[str], error: str | None = None) -> Any:
+        return {
+            "name": name,
+            "type": rtype,
+            "resolver": resolver,
+            "data": data,
+            "ttl": None if error else ttl,
+            "error": error,
+        }
+
+    answers = [
+        answer(host, "CNAME", [], "no-data"),
+        answer(host, "A", [ip]),
+        answer(host, "AAAA", [], "no-data"),
+        answer(".".join(reversed(ip.split("."))) + ".in-addr.arpa", "PTR", [host]),
+        answer(domain, "MX", [f"10 mail.{domain}"]),
+        *(answer(f"{service}.{domain}", "SRV", [], "nxdomain") for service in _SRV),
+    ]
+    return {
+        "host": host,
+        "resolvers": [resolver],
+        "server_ip": ip,
+        "mail_domain": domain,
+        "answers": answers,
+        "started": session["started"],
+        "elapsed": round(0.001 + (i % 97) / 1000, 3),
+    }
 
 
 def run_step(step: str, path: Path) -> dict[str, float]:
@@ -122,15 +174,22 @@ def main() -> int:
     parser.add_argument("--sessions", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--large", type=int, default=0, help="also one run at this many")
+    parser.add_argument(
+        "--dns",
+        choices=("samples", "every", "both"),
+        default="both",
+        help="DNS facts as in the samples (5 of 47), on every session, or both mixes",
+    )
     args = parser.parse_args()
+    mixes = {"samples": [False], "every": [True], "both": [False, True]}[args.dns]
     with tempfile.TemporaryDirectory() as tmp:
         for n, repeat in [(args.sessions, args.repeat), (args.large, 1)]:
-            if not n:
-                continue
-            path = Path(tmp) / f"bench-{n}.jsonl"
-            build(path, n)
-            report(n, path.stat().st_size, repeat, measure(path, n, repeat))
-            path.unlink()
+            for dns in mixes if n else ():
+                path = Path(tmp) / f"bench-{n}.jsonl"
+                build(path, n, dns)
+                print(f"DNS facts on {'every session' if dns else 'the samples that have them'}:")
+                report(n, path.stat().st_size, repeat, measure(path, n, repeat))
+                path.unlink()
     return 0
 
 

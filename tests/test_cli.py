@@ -339,3 +339,27 @@ def test_explain_shows_the_three_names_of_a_passing_session_with_dns(tmp_path):
     assert f"client:      {session['requested_host']} (sni)" in done.stdout
     assert f"DNS:         {session['requested_host']} → {session['server_ip']}" in done.stdout
     assert "certificate: " in done.stdout and "why:" not in done.stdout
+
+
+def test_json_writes_each_sessions_own_dns_facts(tmp_path):
+    """Sessions that differ only in their TTLs and look-up times share a judgement, and each
+    is written with its own DNS facts."""
+    lines = (RECORDINGS / "cname-alias.jsonl").read_text().splitlines()
+    recording = tmp_path / "ttl.jsonl"
+    with recording.open("w") as out:
+        out.write(lines[0] + "\n")
+        for n in range(4):
+            session = json.loads(lines[1])
+            session["id"] = f"s{n}"
+            session["dns"]["elapsed"] = n / 100
+            session["dns"]["started"] = f"2026-01-01T00:00:0{n}.000+00:00"
+            for answer in session["dns"]["answers"]:
+                if answer["ttl"] is not None:
+                    answer["ttl"] = 300 - n
+            out.write(json.dumps(session) + "\n")
+    done = certmatch("check", "--json", "--ca-file", str(CA), str(recording))
+    sessions = json.loads(done.stdout)["sessions"]
+    assert [s["primary_cause"] for s in sessions] == ["cname-alias"] * 4, done.stderr
+    for n, session in enumerate(sessions):
+        assert session["id"] == f"s{n}" and session["dns"]["elapsed"] == n / 100
+        assert {a["ttl"] for a in session["dns"]["answers"]} - {None} == {300 - n}

@@ -7,6 +7,7 @@ The look-ups go through dnspython to dnsmasq; nothing is faked. The pure parts (
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 import time
 
@@ -271,6 +272,16 @@ def test_the_verdict_view_drops_timing_and_ttls():
     assert reordered.verdict_key() == backwards.verdict_key() != one.verdict_key()
     other_resolver = DnsFacts(host="a.example.test", resolvers=["s"], answers=one.answers)
     assert other_resolver.verdict_key() != one.verdict_key()
+
+
+@pytest.mark.pure
+def test_to_json_writes_every_field_in_declaration_order():
+    answer = DnsAnswer("a.example.test", "A", "r", ("192.0.2.1",), 60)
+    facts = DnsFacts("a.example.test", ["r"], "192.0.2.1", "example.test", [answer], "t", 0.5)
+    assert list(answer.to_json()) == [f.name for f in dataclasses.fields(DnsAnswer)]
+    assert list(facts.to_json()) == [f.name for f in dataclasses.fields(DnsFacts)]
+    assert facts.to_json() == {**dataclasses.asdict(facts), "answers": [answer.to_json()]}
+    assert answer.to_json() == {**dataclasses.asdict(answer), "data": ["192.0.2.1"]}
 
 
 @pytest.mark.pure

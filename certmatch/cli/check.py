@@ -351,6 +351,9 @@ class _EntryTemplate:
         "started": "\x00certmatch:started\x00",
         "client_address": "\x00certmatch:client_address\x00",
         "client_waited": "\x00certmatch:client_waited\x00",
+        # DNS facts differ per session in their TTLs and look-up times, which the key
+        # leaves out (hashable() keys them on what the rules read), so they are filled in.
+        "dns": "\x00certmatch:dns\x00",
     }
 
     @classmethod
@@ -358,14 +361,17 @@ class _EntryTemplate:
         """The template for sessions like ``first``, or None when it does not reproduce
         ``first``'s full entry exactly."""
         stand_in = dataclasses.replace(first.facts)
-        for name, placeholder in cls._PLACEHOLDERS.items():
-            setattr(stand_in, name, placeholder)
+        placeholders = dict(cls._PLACEHOLDERS)
+        if first.facts.dns is None:
+            del placeholders["dns"]  # "dns": null, as every session of this key has it
+        for name, placeholder in placeholders.items():
+            setattr(stand_in, name, _DnsStandIn(placeholder) if name == "dns" else placeholder)
         try:
             d = explain(stand_in, first.decision, judge)
         except Exception:  # noqa: BLE001 - the full diagnosis handles it
             return None
         text = _encode_entry(d, recording)
-        encoded = {_encode(p): name for name, p in cls._PLACEHOLDERS.items()}
+        encoded = {_encode(p): name for name, p in placeholders.items()}
         if any(text.count(p) != 1 for p in encoded):
             return None
         pieces, names = [], []
@@ -383,9 +389,21 @@ class _EntryTemplate:
         pieces = self.pieces
         out = [pieces[0]]
         for name, piece in zip(self.names, pieces[1:], strict=True):
-            out.append(_encode(getattr(facts, name)))
+            value = getattr(facts, name)
+            out.append(_encode(value.to_json() if name == "dns" else value))
             out.append(piece)
         return "".join(out)
+
+
+@dataclass(frozen=True)
+class _DnsStandIn:
+    """Stands in for a session's DNS facts while a template is made: written as its
+    placeholder (anything else read from it fails, and no template is made)."""
+
+    placeholder: str
+
+    def to_json(self) -> str:
+        return self.placeholder
 
 
 class _Problems:

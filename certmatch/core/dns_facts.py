@@ -57,9 +57,14 @@ class DnsAnswer:
     error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["data"] = list(self.data)
-        return data
+        return {
+            "name": self.name,
+            "type": self.type,
+            "resolver": self.resolver,
+            "data": list(self.data),
+            "ttl": self.ttl,
+            "error": self.error,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> DnsAnswer:
@@ -221,9 +226,15 @@ class DnsFacts:
     # -- JSON ----------------------------------------------------------------------------
 
     def to_json(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["answers"] = [a.to_json() for a in self.answers]
-        return data
+        return {
+            "host": self.host,
+            "resolvers": list(self.resolvers),
+            "server_ip": self.server_ip,
+            "mail_domain": self.mail_domain,
+            "answers": [a.to_json() for a in self.answers],
+            "started": self.started,
+            "elapsed": self.elapsed,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> DnsFacts:
