@@ -42,7 +42,7 @@ from client_cases import (
     mint_case_pki,
 )
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from servers import (
     DovecotServer,
     MissingSystemPackage,
@@ -178,7 +178,12 @@ def _combo_id(combo: tuple[str, str, str]) -> str:
 
 
 def _direct(
-    lab: Lab, combo: tuple[str, str, str], case: ClientCase, *, pin: str | None = None
+    lab: Lab,
+    combo: tuple[str, str, str],
+    case: ClientCase,
+    *,
+    pin: str | None = None,
+    saved: bytes | None = None,
 ) -> ClientOutcome:
     client, protocol, tls = combo
     target = ClientTarget(
@@ -189,8 +194,14 @@ def _direct(
         lab.pki.cafile(case),
         account=ACCOUNT,
         pin=pin,
+        saved_exception=saved,
     )
     return run_client(client, target)
+
+
+def _saved_exception(lab: Lab) -> bytes:
+    """neomutt's "accept always" for the real self-signed server: its certificate, in PEM."""
+    return lab.pki.by_case["self-signed"].leaf.public_bytes(serialization.Encoding.PEM)
 
 
 def _fetchmail_pin(cert: x509.Certificate) -> str:
@@ -244,6 +255,14 @@ def test_fetchmail_accepts_the_certificate_it_pins_and_no_other(lab: Lab) -> Non
     other = _direct(lab, combo, good, pin=_fetchmail_pin(lab.pki.by_case["wrong-host"].leaf))
     assert other.decision is Decision.REFUSED, other.output
     assert "imap.example.test fingerprints do not match!" in other.message
+
+
+def test_neomutt_goes_on_with_a_self_signed_certificate_it_saved(lab: Lab) -> None:
+    """With the real server's self-signed certificate in its saved exceptions ("accept always"),
+    neomutt shows no dialog and opens the INBOX."""
+    combo, case = ("neomutt", "imap", "implicit"), CASES["self-signed"]
+    outcome = _direct(lab, combo, case, saved=_saved_exception(lab))
+    assert outcome.decision is Decision.ACCEPTED, outcome.output
 
 
 def test_s_client_with_nothing_to_say_accepts_the_real_server(lab: Lab) -> None:
@@ -307,6 +326,8 @@ PROXY_WORKERS = 3  # endpoints driven at once (2 cores: the proxy is the bottlen
 # The recorded decisions that say the client would not go on with the certificate it saw.
 PINNED = ("fetchmail", "imap", "implicit", "pinned")  # the extra runs of through_proxy
 SAYS_NOTHING = ("openssl-s_client", "imap", "implicit", "says-nothing")
+SAVED = ("neomutt", "imap", "implicit", "saved-exception")
+EXTRA_RUNS = (PINNED, SAYS_NOTHING, SAVED)
 REFUSING_DECISIONS = ("alert", "closed-after-handshake", "closed-during-handshake")
 
 
@@ -381,6 +402,7 @@ def _through_proxy(
     case: ClientCase,
     *,
     pin: str | None = None,
+    saved: bytes | None = None,
     run: Callable[[ClientTarget], ClientOutcome] | None = None,
 ) -> tuple[ClientOutcome, list[str]]:
     """Run the client through the proxy; its outcome and the ids of the sessions it left."""
@@ -395,6 +417,7 @@ def _through_proxy(
         proxy.ca_file if case.trusts_lab_ca else lab.pki.unrelated_ca,
         account=ACCOUNT,
         pin=pin,
+        saved_exception=saved,
     )
     outcome = run(target) if run else run_client(client, target)
     deadline = time.monotonic() + RECORD_WAIT_S
@@ -438,6 +461,10 @@ def through_proxy(lab: Lab, proxy_lab: ProxyLab) -> dict[tuple[str, str, str, st
         SAYS_NOTHING[:3],
         CASES["good"],
         run=lambda target: run_s_client(target, say_nothing=True),
+    )
+    # And neomutt keeping a saved exception for the real self-signed server.
+    runs[SAVED] = _through_proxy(
+        lab, proxy_lab, SAVED[:3], CASES["self-signed"], saved=_saved_exception(lab)
     )
     # Judged later, from the recording alone: the CA the proxy judged with travels in it.
     done = subprocess.run(
@@ -549,7 +576,7 @@ def test_the_only_disagreement_is_swaks_going_on_with_a_wrong_name(
     disagreements = {
         key: seen
         for key, seen in through_proxy.items()
-        if key not in (PINNED, SAYS_NOTHING)
+        if key not in EXTRA_RUNS
         and (seen.outcome.decision is Decision.ACCEPTED) is any(s["failed"] for s in seen.judged)
     }
     swaks_names = {
@@ -597,3 +624,20 @@ def test_s_client_with_nothing_to_say_is_counted_as_a_refusal_though_it_accepted
     assert session["failed"] is True
     assert session["verdict"] == "untrusted"
     assert {"client-refused-certificate", "proxy-ca-not-trusted"} <= set(session["causes"])
+
+
+def test_a_saved_exception_does_not_cover_the_mirror(
+    through_proxy: dict[tuple[str, str, str, str], ThroughProxy],
+) -> None:
+    """neomutt goes on with the real self-signed server it keeps an exception for (above). The
+    mirror is another self-signed certificate, with another key, so neomutt shows its dialog
+    and is refused; certmatch fails the session for the certificate's own fault and the refusal,
+    as for a client without the exception."""
+    seen = through_proxy[SAVED]
+    assert seen.outcome.decision is Decision.REFUSED, seen.outcome.output
+    assert re.search(REFUSAL_WORDS["neomutt"]["self-signed"], seen.outcome.message)
+    (facts,), (session,) = seen.facts, seen.judged
+    assert (facts.client_decision, facts.client_alert) == ("closed-after-handshake", None)
+    assert session["verdict"] == "untrusted"
+    assert {"self-signed", "client-refused-certificate"} <= set(session["causes"])
+    assert "proxy-ca-not-trusted" not in session["causes"]

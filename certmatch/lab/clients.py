@@ -93,6 +93,9 @@ class ClientTarget:
     pin: str | None = None
     """A fingerprint of the server certificate the client pins, for clients that can (fetchmail's
     ``sslfingerprint``: MD5 of the certificate, colon-separated hex)."""
+    saved_exception: bytes | None = None
+    """A server certificate (PEM) the user told the client to accept always, for clients that
+    keep such exceptions (neomutt's ``certificate_file``)."""
 
     @property
     def name_is_ip(self) -> bool:
@@ -127,6 +130,8 @@ class RealClient:
     needs_account: bool = False
     pins: bool = False
     """True for a client that can pin the server's certificate (``ClientTarget.pin``)."""
+    keeps_exceptions: bool = False
+    """True for a client that can keep a saved exception (``ClientTarget.saved_exception``)."""
     checks_after_handshake: bool = False
     """True for a client that completes the handshake, checks the certificate afterwards and,
     refusing it, closes without an alert; the others refuse with an alert in the handshake."""
@@ -308,6 +313,8 @@ def _check_mode(client: RealClient, target: ClientTarget) -> None:
         )
     if target.pin and not client.pins:
         raise ValueError(f"{client.name} cannot pin a certificate here")
+    if target.saved_exception and not client.keeps_exceptions:
+        raise ValueError(f"{client.name} keeps no saved exception here")
     if client.needs_account and target.account is None:
         raise ValueError(f"{client.name} must log in: give the target a lab server's test account")
 
@@ -678,13 +685,16 @@ def run_neomutt(target: ClientTarget) -> ClientOutcome:
             f'set imap_user = "{_plain_config_value(target.account.user, "user")}"\n'
             f'set imap_pass = "{_plain_config_value(target.account.password, "password")}"\n'
             f'set ssl_ca_certificates_file = "{_plain_config_value(str(target.cafile), "CA")}"\n'
-            f'set certificate_file = "{workdir}/certificates"\n'  # no saved exceptions
+            # Its saved exceptions ("accept always"): none, or the target's.
+            f'set certificate_file = "{workdir}/certificates"\n'
             "set ssl_force_tls = yes\nset ssl_starttls = yes\n"
             "set ssl_verify_host = yes\nset ssl_verify_dates = yes\n"
             f"set connect_timeout = {max(1, int(target.timeout))}\n"
             'set quit = yes\nset mark_old = no\nset header_cache = ""\nset message_cachedir = ""\n'
             'set record = ""\nset postponed = ""\nset mbox = ""\n',
         )
+        if target.saved_exception:
+            (workdir / "certificates").write_bytes(target.saved_exception)
         status = workdir / "status"
         script = 'status="$1"; shift; "$@"; echo $? > "$status"'
         command = ["sh", "-c", script, "sh", str(status)]
@@ -944,6 +954,7 @@ NEOMUTT = RealClient(
     frozenset(("imap", t) for t in _BOTH),
     checks_host_name=True,
     needs_account=True,
+    keeps_exceptions=True,
     checks_after_handshake=True,
     sends_ip_as_sni=True,
 )
