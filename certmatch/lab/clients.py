@@ -691,6 +691,7 @@ def run_neomutt(target: ClientTarget) -> ClientOutcome:
             "set ssl_verify_host = yes\nset ssl_verify_dates = yes\n"
             f"set connect_timeout = {max(1, int(target.timeout))}\n"
             'set quit = yes\nset mark_old = no\nset header_cache = ""\nset message_cachedir = ""\n'
+            "set sleep_time = 0\n"  # no 1 s pause after each message
             'set record = ""\nset postponed = ""\nset mbox = ""\n',
         )
         if target.saved_exception:
