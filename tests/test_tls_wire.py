@@ -200,6 +200,9 @@ def tls13_wire(client_records: list[tuple[int, int]]) -> WireSession:
         # Finished then a 19-byte record (a close_notify, or 2 bytes of data): not going on.
         ([(23, 53), (23, 19)], None, None),
         ([(23, 53), (23, 19)], "client", "closed-after-handshake"),
+        # The server answered the client's close_notify before the client's FIN arrived.
+        ([(23, 53), (23, 19)], "server", "closed-after-handshake"),
+        ([(23, 53)], "server", None),
         # An empty client Certificate (25 bytes) decides nothing; the next record does.
         ([(23, 25), (23, 19)], None, "alert"),
         ([(23, 25), (23, 53), (23, 30)], None, "went-on"),

@@ -28,7 +28,9 @@ lengths alone:
   for a client certificate, and is followed by it); in between (an empty client Certificate)
   the next record decides;
 - after its Finished, a record longer than 19 bytes is application data: the client went
-  on. A record of 19 bytes or less may be a close_notify, so it is not counted.
+  on. A record of 19 bytes or less may be a close_notify, so it is not counted; a client
+  that sent one closed the connection, even when the server's answering close reached the
+  relay before the client's own.
 
 A TLS 1.3 client may also alert in clear: OpenSSL (and so Python and curl built on it)
 refuses the server's certificate before it has installed its handshake write keys, and its
@@ -104,13 +106,16 @@ def _tls12(wire: WireSession, closed_first: str | None) -> ObservedDecision:
         return _closed(closed_first, handshake_done=False)
     ccs = next(i for i, (t, _) in enumerate(wire.client_records) if t == CHANGE_CIPHER_SPEC)
     # Its Finished follows the CCS; application data after that is the client going on.
-    if any(t == APPLICATION_DATA for t, _ in wire.client_records[ccs + 1 :]):
+    after = wire.client_records[ccs + 1 :]
+    if any(t == APPLICATION_DATA for t, _ in after):
         return ObservedDecision("went-on", handshake_done=True, final=True)
-    return _closed(closed_first, handshake_done=True)
+    # An encrypted alert after its Finished: a close_notify, most likely.
+    closing = any(t == ALERT for t, _ in after)
+    return _closed(closed_first, handshake_done=True, client_closing=closing)
 
 
 def _tls13(wire: WireSession, closed_first: str | None) -> ObservedDecision:
-    finished = False
+    finished = closing = False
     for content_type, length in wire.client_records:
         if content_type == CHANGE_CIPHER_SPEC:
             continue
@@ -124,13 +129,18 @@ def _tls13(wire: WireSession, closed_first: str | None) -> ObservedDecision:
             continue
         if content_type == APPLICATION_DATA and length > ALERT_RECORD_MAX:
             return ObservedDecision("went-on", handshake_done=True, final=True)
-    return _closed(closed_first, handshake_done=finished)
+        closing = True  # a record an alert fits in: a close_notify, most likely
+    return _closed(closed_first, handshake_done=finished, client_closing=closing)
 
 
-def _closed(closed_first: str | None, *, handshake_done: bool) -> ObservedDecision:
+def _closed(
+    closed_first: str | None, *, handshake_done: bool, client_closing: bool = False
+) -> ObservedDecision:
+    """A client that sent what must be its close_notify closed first, whichever FIN came
+    first: a server answers a close_notify by closing at once."""
     if closed_first is None:
         return ObservedDecision(None, handshake_done=handshake_done)
-    if closed_first == "server":
+    if closed_first == "server" and not client_closing:
         return ObservedDecision(None, handshake_done=handshake_done, final=True)
     decision = "closed-after-handshake" if handshake_done else "closed-during-handshake"
     return ObservedDecision(decision, handshake_done=handshake_done, final=True)

@@ -11,8 +11,8 @@ nothing of the session is kept. It sends each chunk on first, then reads a copy 
 :class:`certmatch.core.tls_wire.WireSession` until the client's decision can no longer change;
 after that it only relays. It reports through two hooks (names as mitmproxy derives them):
 
-- ``observe_update(ObserveData)`` when the handshake moved on (ClientHello, ServerHello,
-  Certificate) or the client's decision (:mod:`certmatch.core.observe_decision`) changed;
+- ``observe_decided(ObserveData)`` once the client's decision
+  (:mod:`certmatch.core.observed_decision`) can no longer change;
 - ``observe_end(ObserveData)`` once both sides have closed.
 
 :class:`ObserveAddon` turns them into recorded sessions: ``presented="real"`` (the client saw
@@ -81,8 +81,9 @@ class ObserveData:
 
 
 @dataclass
-class ObserveUpdateHook(StartHook):
-    """The observed handshake moved on, or the client's decision changed."""
+class ObserveDecidedHook(StartHook):
+    """The client's decision is final (it went on, alerted, or closed); the handshake's
+    facts so far are in ``data.wire``."""
 
     data: ObserveData
 
@@ -123,7 +124,6 @@ class ObserveLayer(layer.Layer):
                 yield from self._end()
                 return
         self._handle_event = self.relay
-        yield ObserveUpdateHook(self.data)
 
     _handle_event = start
 
@@ -164,34 +164,31 @@ class ObserveLayer(layer.Layer):
         yield from ()
 
     def _read(self, chunk: bytes, from_client: bool) -> layer.CommandGenerator[None]:
-        data, wire = self.data, self.data.wire
-        before = (wire.phase, wire.client_hello, wire.server_hello, len(wire.chain))
+        data = self.data
         if from_client:
             data.client_spoke = True
-            wire.client_data(chunk)
+            data.wire.client_data(chunk)
         else:
             if data.handshake_done_at is not None and data.greeting_at is None:
                 data.greeting_at = time.monotonic()
-            wire.server_data(chunk)
-        moved = before != (wire.phase, wire.client_hello, wire.server_hello, len(wire.chain))
-        changed = yield from self._decide(moved)
-        if wire.finished and not changed and not moved:
-            self._watching = False
+            data.wire.server_data(chunk)
+        yield from self._decide()
 
-    def _decide(self, moved: bool = False) -> layer.CommandGenerator[bool]:
+    def _decide(self) -> layer.CommandGenerator[None]:
+        # Hooks pause this connection's next event until every addon has run, so there is
+        # one while the connection is open (once the decision is final), none in the
+        # handshake's path.
         data = self.data
         decision = observed_decision(
             data.wire, client_spoke=data.client_spoke, closed_first=data.first_close
         )
-        changed = decision != data.decision
         if decision.handshake_done and data.handshake_done_at is None:
             data.handshake_done_at = time.monotonic()
         data.decision = decision
         if decision.final or data.wire.finished:
             self._watching = False
-        if changed or moved:
-            yield ObserveUpdateHook(data)
-        return changed
+            if decision.final:
+                yield ObserveDecidedHook(data)
 
     def _end(self) -> layer.CommandGenerator[None]:
         data = self.data
@@ -390,26 +387,24 @@ class ObserveAddon:
 
     # -- hooks from the layers ---------------------------------------------------------
 
-    def observe_update(self, data: ObserveData) -> None:
+    def observe_decided(self, data: ObserveData) -> None:
         try:
             self._update(data)
         except Exception as exc:  # noqa: BLE001 - the session must survive our bugs
-            self._internal_error("observe_update", data, exc)
+            self._internal_error("observe_decided", data, exc)
 
     def observe_end(self, data: ObserveData) -> None:
         try:
             self._update(data)
-            session = self.sessions.pop(data.context.client.id, None)
+            session = self.sessions.get(data.context.client.id)
             if session is None:
                 return
             if session.facts is None:
                 session.facts = self._new_facts(data)
                 self._fill(session)
             if session.side is not None and not session.chain_ready:
-                # Written when the side handshake ends (it is bounded by its timeout).
-                session.data.ended = True
-                self.sessions[data.context.client.id] = session
-                return
+                return  # written when the side handshake ends (bounded by its timeout)
+            del self.sessions[data.context.client.id]
             self._write(session)
         except Exception as exc:  # noqa: BLE001
             self._internal_error("observe_end", data, exc)
@@ -440,6 +435,8 @@ class ObserveAddon:
         session = self.sessions.get(key)
         if session is None:
             session = self.sessions[key] = _Session(data)
+        if session.written:
+            return
         wire = data.wire
         if session.facts is None and wire.client_hello is not None:
             session.facts = self._new_facts(data)
@@ -566,8 +563,9 @@ class ObserveAddon:
                     "the side handshake sent no SNI: the client's is an IP address, which "
                     "RFC 6066 §3 does not permit as SNI"
                 )
-            if session.data.ended or session.data.decision.final:
+            if session.data.ended:
                 self.sessions.pop(session.data.context.client.id, None)
+            if session.data.ended or session.data.decision.final:
                 self._write(session)
         except Exception as exc:  # noqa: BLE001
             self._internal_error("side handshake", session.data, exc)
