@@ -1,8 +1,8 @@
 """Real clients decide on real certificates: the ground truth certmatch's verdict must equal.
 
-Phase A runs each client (gnutls-cli, fetchmail, mbsync, swaks, Python's imaplib, poplib,
-smtplib and nntplib, and the GnuTLS clients neomutt, msmtp and ldapsearch, which check after the
-handshake and close without an alert) directly against real servers (dovecot, aiosmtpd, INN's
+Phase A runs each client (gnutls-cli, openssl s_client, fetchmail, mbsync, swaks, Python's
+imaplib, poplib, smtplib and nntplib, and the GnuTLS clients neomutt, msmtp and ldapsearch, which
+check after the handshake and close without an alert) directly against real servers (dovecot, aiosmtpd, INN's
 nnrpd, slapd) in the seven cases of tests/client_cases.py, and pins down each client's decision
 and its words.
 
