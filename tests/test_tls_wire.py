@@ -349,3 +349,13 @@ def test_signature_scheme_names() -> None:
     assert tls_wire.signature_scheme_name(0x0804) == "rsa_pss_rsae_sha256"
     assert tls_wire.signature_scheme_name(0x0403) == "ecdsa_secp256r1_sha256"
     assert tls_wire.signature_scheme_name(0x0302) == "0x0302"
+
+
+def test_a_client_that_leaves_tls_after_the_handshake_closed_it(certs) -> None:
+    """OpenLDAP's ldapsearch refuses after StartTLS by sending its UnbindRequest in clear."""
+    pair = make_pair(certs, "imap.example.test", TLS13)
+    assert pair.handshake() is None
+    pair.wire.client_data(bytes.fromhex("30050201024200"))
+    decided = observed_decision(pair.wire, client_spoke=True)
+    assert pair.wire.client_left_tls and pair.wire.finished
+    assert decided.decision == "closed-after-handshake" and decided.final

@@ -40,6 +40,10 @@ tested). Such a record is read as in TLS 1.2.
 Records with padding (RFC 8446 §5.4) could blur this; the clients certmatch was tested with
 (OpenSSL, Python, curl) pad none of these records.
 
+A client that stops speaking TLS after its ClientHello (bytes that are no TLS record; OpenLDAP's
+ldapsearch sends its UnbindRequest in clear when it refuses a certificate after StartTLS) closed
+the TLS session: after or during the handshake, as far as it got.
+
 When the decision needs the connection's end (closed after or during the handshake), the
 caller says who closed first. A server that closed first leaves the decision unknown (None),
 as in :mod:`certmatch.proxy.client_decision`.
@@ -95,10 +99,15 @@ def observed_decision(
     if alert is not None and (alert[0] == FATAL or alert[1] != CLOSE_NOTIFY):
         return ObservedDecision("alert", alert_code=alert[1], final=True)
     if wire.server_hello is None or wire.hello_retry and wire.server_hello.hello_retry:
-        return _closed(closed_first, handshake_done=False)
-    if wire.tls13:
-        return _tls13(wire, closed_first)
-    return _tls12(wire, closed_first)
+        decided = _closed(closed_first, handshake_done=False)
+    elif wire.tls13:
+        decided = _tls13(wire, closed_first)
+    else:
+        decided = _tls12(wire, closed_first)
+    if wire.client_left_tls and decided.decision in (None, "went-on"):
+        # It gave up on TLS: whatever it sends next, it did not go on in this session.
+        return _closed("client", handshake_done=decided.handshake_done)
+    return decided
 
 
 def _tls12(wire: WireSession, closed_first: str | None) -> ObservedDecision:

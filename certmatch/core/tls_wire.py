@@ -425,6 +425,9 @@ class WireSession:
     server_ccs: bool = False  # TLS <= 1.2: the server's ChangeCipherSpec
     client_ccs: bool = False
     error: str | None = None  # what made the bytes unreadable as TLS
+    # The client stopped speaking TLS after its ClientHello (OpenLDAP's ldapsearch sends its
+    # UnbindRequest in clear when it refuses the certificate after a STARTTLS handshake).
+    client_left_tls: bool = False
     finished: bool = False
     _started: bool = False
     _first: bytearray = field(default_factory=bytearray)
@@ -450,6 +453,7 @@ class WireSession:
             self._started = True
         records, messages, alerts = self._client.feed(data)
         if self._client.error is not None:
+            self.client_left_tls = self.client_hello is not None
             self._stop(f"the client sent {self._client.error}")
             return
         after_hello = self.server_hello is not None and not self.server_hello.hello_retry
