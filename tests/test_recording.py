@@ -720,6 +720,19 @@ def test_the_fast_path_takes_ordinary_lines_and_never_one_jsonschema_refuses() -
     assert any(line_schema._plain_session(s) for s in dns_lines)
 
 
+def test_dns_facts_read_in_one_pass_only_when_the_schema_accepts_them() -> None:
+    reference = Draft202012Validator(load_schema())
+    lines = dns_variants(every_field_set().to_json())
+    read = [(line, line_schema.plain_dns_facts(line["dns"])) for line in lines]
+    taken = [(line, dns) for line, dns in read if dns is not None]
+    assert taken and len(taken) < len(lines) // 2
+    for line, dns in taken:
+        assert reference.is_valid(line)
+        assert dns == DnsFacts.from_json(line["dns"])  # as the general reader builds them
+    whole = every_field_set()
+    assert line_schema.plain_dns_facts(whole.to_json()["dns"]) == whole.dns
+
+
 @pytest.mark.parametrize(
     ("definition", "change"),
     [

@@ -104,15 +104,31 @@ def check(
     a situation seen again is decided once; ``--json`` is written one session at a time.
     """
     anchors = trust if isinstance(trust, RecordingAnchors) else RecordingAnchors(trust)
-    judges: dict[int, Judge] = {}
     out = _Output(sys.stdout)
-    err = _Output(sys.stderr)
+    err = _Output(sys.stderr, gathered=1)
+    try:
+        return _check(paths, anchors, out, err, json_output, explain, fail_on, colour)
+    finally:
+        out.flush()  # what is gathered so far, even when stopped by an exception
+
+
+def _check(
+    paths: Sequence[Path],
+    anchors: RecordingAnchors,
+    out: _Output,
+    err: _Output,
+    json_output: bool,
+    explain: bool,
+    fail_on: set[str] | None,
+    colour: bool,
+) -> int:
+    judges: dict[int, Judge] = {}
     sessions = _JsonSessions(out) if json_output else None
-    verdicts: Counter[str] = Counter()
-    primaries: Counter[str] = Counter()
-    failures = 0
+    lines = None if sessions is not None else _SessionLines(out, colour)
+    # How many sessions had each (verdict, cause ids, failed, trusted through a recorded CA),
+    # in the order first seen: the summary is counted from these at the end.
+    tally: dict[tuple[str, tuple[str, ...], bool, bool], int] = {}
     input_errors = 0
-    from_headers = 0
     problems = _Problems()
     for path in paths:
         try:
@@ -120,6 +136,7 @@ def check(
         except RecordingError as error:  # one file is not a recording: say so, judge the rest
             input_errors += 1
             problems.add(str(error))
+            out.flush()
             err.line(f"certmatch: error: {error}")
             continue
         name = str(path)
@@ -127,35 +144,45 @@ def check(
         unreadable = recorded.problem(name)
         if unreadable is not None:  # judged without them: the safe direction, so a warning
             problems.add(unreadable)
+            out.flush()
             err.line(f"certmatch: warning: {unreadable}")
         judge = judges.get(id(store))
         if judge is None:
             judge = judges[id(store)] = Judge(store)
         for item in items:
-            if isinstance(item, LineProblem):
+            if type(item) is not SessionFacts:
+                assert isinstance(item, LineProblem)
                 partial = item.expected  # a stopped writer's cut record: expected, not an error
                 if not partial:
                     input_errors += 1
                 problems.add(str(item))
+                out.flush()  # stdout's lines so far first, so the two streams keep their order
                 err.line(f"certmatch: {'warning' if partial else 'error'}: {item}")
                 continue
-            if sessions is not None:
-                verdict, causes, failed, anchor = sessions.add(item, name, judge)
+            if lines is not None:
+                counted, anchor = lines.add(item, judge)
             else:
-                j = judge.judgement(item)
-                verdict, causes, failed, anchor = j.verdict, j.causes, j.failed, j.anchor
-                out.line(report.session_line(_for_one_line(item, j), colour=colour))
-            from_headers += anchor is not None and anchor.from_header
-            verdicts[verdict] += 1
-            if causes:
-                primaries[causes[0]] += 1
-            failed = _is_failure(failed, causes, fail_on)
-            failures += failed
+                assert sessions is not None
+                verdict, causes, failed, anchor = sessions.add(item, name, judge)
+                from_header = anchor is not None and anchor.from_header
+                counted = (verdict, causes, failed, from_header)
+            tally[counted] = tally.get(counted, 0) + 1
             # A passing session has nothing to explain, unless it has an anchor or DNS facts
             # (report.explain shows the three names then).
-            if explain and sessions is None and (failed or causes or anchor or item.dns):
-                out.line(report.explain(judge.diagnose(item)))
+            if explain and lines is not None:
+                _verdict, causes, failed, _from_header = counted
+                if _is_failure(failed, causes, fail_on) or causes or anchor or item.dns:
+                    out.line(report.explain(judge.diagnose(item)))
 
+    verdicts: Counter[str] = Counter()
+    primaries: Counter[str] = Counter()
+    failures = from_headers = 0
+    for (verdict, causes, failed, from_header), count in tally.items():
+        verdicts[verdict] += count
+        if causes:
+            primaries[causes[0]] += count
+        failures += count * _is_failure(failed, causes, fail_on)
+        from_headers += count * from_header
     total = sum(verdicts.values())
     if sessions is not None:
         summary = {
@@ -173,6 +200,34 @@ def check(
     if input_errors:
         return EXIT_USAGE
     return EXIT_FAILED if failures else EXIT_OK
+
+
+class _SessionLines:
+    """``check``'s one line per session. Everything after the time is the same for the
+    sessions of one judgement with the same protocol, host, host source and SNI, so it is
+    written once (:func:`report.session_line_rest`) and kept for the next ones."""
+
+    def __init__(self, out: _Output, colour: bool) -> None:
+        self.out = out
+        self.colour = colour
+        self.rests: dict[Hashable, tuple[Judgement, str, tuple[str, tuple[str, ...], bool, bool]]]
+        self.rests = {}
+
+    def add(
+        self, facts: SessionFacts, judge: Judge
+    ) -> tuple[tuple[str, tuple[str, ...], bool, bool], TrustAnchor | None]:
+        """Write the session's line; what the summary counts of it, and its anchor."""
+        j = judge.judgement(facts)
+        # id(j) stands for j, which the entry holds, so the id cannot be reused while kept.
+        key = (id(j), facts.protocol, facts.requested_host, facts.requested_host_source, facts.sni)
+        known = self.rests.get(key)
+        if known is None or known[0] is not j:
+            rest = report.session_line_rest(_for_one_line(facts, j), colour=self.colour)
+            from_header = j.anchor is not None and j.anchor.from_header
+            known = (j, rest, (j.verdict, j.causes, j.failed, from_header))
+            _put(self.rests, key, known, _TEMPLATES)
+        self.out.line(f"{report.session_time(facts)}  {known[1]}")
+        return known[2], j.anchor
 
 
 def _for_one_line(facts: SessionFacts, judgement: Judgement) -> Diagnosis:
@@ -209,19 +264,33 @@ def _unexplained(cause_ids: tuple[str, ...]) -> tuple[Finding, ...]:
 
 class _Output:
     """Lines to a text stream that never fail on text it cannot encode (a lone surrogate
-    from a recording becomes a visible ``\\udXXX`` escape instead of a traceback)."""
+    from a recording becomes a visible ``\\udXXX`` escape instead of a traceback).
 
-    def __init__(self, stream: TextIO) -> None:
+    Text is gathered and written a few hundred pieces at a time (one write call per
+    session costs more than the line itself); :meth:`flush` writes what is gathered, as
+    must be done before anything else writes to the same terminal."""
+
+    def __init__(self, stream: TextIO, *, gathered: int = 256) -> None:
         self.write = stream.write
         self.encoding = getattr(stream, "encoding", None) or "utf-8"
+        self.pieces: list[str] = []
+        self.gathered = gathered  # 1: every piece is written at once
 
     def line(self, text: str) -> None:
-        try:
-            self.write(text + "\n")
-        except UnicodeEncodeError:
-            self._escaped(text + "\n")
+        self.pieces.append(text + "\n")
+        if len(self.pieces) >= self.gathered:
+            self.flush()
 
     def text(self, text: str) -> None:
+        self.pieces.append(text)
+        if len(self.pieces) >= self.gathered:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pieces:
+            return
+        text = "".join(self.pieces)
+        self.pieces.clear()
         try:
             self.write(text)
         except UnicodeEncodeError:

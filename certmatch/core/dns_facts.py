@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import operator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -244,19 +245,24 @@ class DnsFacts:
         return cls(**kwargs)
 
     def verdict_key(self) -> tuple[Any, ...]:
-        """What :meth:`verdict_view` keeps, cheaply, as something hashable: equal keys mean
-        equal views (the answers as a set, without their TTLs), so a cache can be keyed on
-        it without building the view. TypeError if a field holds something unhashable."""
+        """What :meth:`verdict_view` keeps, cheaply, as nested tuples: equal keys mean equal
+        views (the same answers in the same order, TTLs aside; answers in another order give
+        another key, never a wrong one), so a cache can be keyed on it without building the
+        view."""
         return (
             self.host,
-            tuple(self.resolvers),
             self.server_ip,
             self.mail_domain,
-            frozenset([(a.name, a.type, a.resolver, a.data, a.error) for a in self.answers]),
+            tuple(self.resolvers),
+            tuple(map(_ANSWER_VERDICT_PART, self.answers)),
         )
 
 
 _ANSWER_KEYS = frozenset(f.name for f in dataclasses.fields(DnsAnswer))
+# What the rules read of an answer: all but its TTL.
+_ANSWER_VERDICT_PART = operator.attrgetter(
+    *(f.name for f in dataclasses.fields(DnsAnswer) if f.name != "ttl")
+)
 _FACTS_KEYS = frozenset(f.name for f in dataclasses.fields(DnsFacts))
 
 

@@ -326,10 +326,7 @@ def hashable(value: Any) -> Hashable:
     if kind is str or value is None:
         return value
     if kind is DnsFacts:  # what the DNS rules read: no timing, no TTLs (each session differs)
-        try:
-            return ("DnsFacts", value.verdict_key())
-        except TypeError:  # an odd field (a list where a tuple goes): the view, field by field
-            value = value.verdict_view()
+        return ("DnsFacts", value.verdict_key())
     if kind is list:
         items = tuple(value)
         try:

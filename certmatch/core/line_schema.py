@@ -16,6 +16,8 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from certmatch.core.dns_facts import DnsAnswer, DnsFacts
+
 SCHEMA_RESOURCE = "recording.schema.json"
 
 
@@ -178,6 +180,55 @@ def _plain_dns(dns: Any, rules: _PlainRules) -> bool:
 
 
 _NUMBER_OR_NULL = frozenset({int, float, type(None)})  # bool is no number here
+
+
+def plain_dns_facts(dns: Any) -> DnsFacts | None:
+    """A line's ``dns`` value read into :class:`DnsFacts` in the same pass that checks it:
+    None unless it is surely what the schema's dnsFacts accepts (then the full check
+    decides). For a reader that checks the rest of the line without it."""
+    rules = _RULES or _plain_session_rules()
+    if rules is None or type(dns) is not dict:
+        return None
+    try:
+        host, resolvers, answers = rules.dns_required(dns)
+        if type(host) is not str or type(resolvers) is not list or type(answers) is not list:
+            return None
+        "".join(resolvers)  # TypeError unless every item is a string
+        get = dns.get
+        server_ip, mail_domain, started = get("server_ip"), get("mail_domain"), get("started")
+        elapsed = get("elapsed")
+        if (
+            type(server_ip) not in _STRING_OR_NULL
+            or type(mail_domain) not in _STRING_OR_NULL
+            or type(started) not in _STRING_OR_NULL
+            or type(elapsed) not in _NUMBER_OR_NULL
+        ):
+            return None
+        fields = rules.answer_fields
+        new = object.__new__
+        read = []
+        for answer in answers:
+            if type(answer) is not dict:
+                return None
+            name, rtype, resolver, data, ttl, error = fields(answer)
+            if (
+                type(name) is not str
+                or type(rtype) is not str
+                or type(resolver) is not str
+                or type(data) is not list
+                or (ttl is not None and type(ttl) is not int)
+                or (error is not None and type(error) is not str)
+            ):
+                return None
+            "".join(data)
+            item = new(DnsAnswer)
+            vars(item).update(
+                name=name, type=rtype, resolver=resolver, data=tuple(data), ttl=ttl, error=error
+            )
+            read.append(item)
+    except (KeyError, TypeError):
+        return None
+    return DnsFacts(host, list(resolvers), server_ip, mail_domain, read, started, elapsed)
 
 
 def _plain_starttls(starttls: Any, rules: _PlainRules) -> bool:

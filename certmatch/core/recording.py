@@ -36,7 +36,7 @@ from certmatch.core.facts import (
     SniProbe,
     StartTlsFacts,
 )
-from certmatch.core.line_schema import show_value, validate_line
+from certmatch.core.line_schema import plain_dns_facts, show_value, validate_line
 
 READABLE_VERSIONS: tuple[int, ...] = (FORMAT_VERSION,)
 
@@ -252,6 +252,13 @@ def parse_line(path: str, number: int, raw: bytes, last: bool) -> SessionFacts |
         data = json.loads(raw.decode("utf-8", "surrogatepass"))
     except (ValueError, RecursionError) as error:
         return _not_json(path, number, raw, last, error)
+    # DNS facts are checked and built in one pass, and the rest of the line checked
+    # without them (what is not surely valid goes whole to the full check, as it was).
+    dns = None
+    if type(data) is dict and data.get("dns") is not None and len(raw) <= FIELD_LIMIT:
+        dns = plain_dns_facts(data["dns"])
+        if dns is not None:
+            data["dns"] = None
     problem = validate_line(data)
     if problem is not None:
         return LineProblem(
@@ -269,9 +276,12 @@ def parse_line(path: str, number: int, raw: bytes, last: bool) -> SessionFacts |
     if data["type"] == "header":
         return None  # a valid second header: recordings joined with cat
     try:
-        return _session_from_line(data)
+        facts = _session_from_line(data)
     except (TypeError, ValueError) as error:  # defensive: the schema should rule these out
         return LineProblem(path, number, f"cannot build a session from it ({error}); line skipped")
+    if dns is not None:
+        facts.dns = dns
+    return facts
 
 
 def _not_json(

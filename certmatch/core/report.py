@@ -5,7 +5,8 @@ ANSI colour on the verdict. The API:
 
 * :data:`VERDICT_SYMBOLS` and :func:`verdict_label` (``"✗ mismatch"``): a verdict readable
   without colour.
-* :func:`session_line`: the one-line summary of a session that ``certmatch check`` prints.
+* :func:`session_line`: the one-line summary of a session that ``certmatch check`` prints
+  (:func:`session_time`, then :func:`session_line_rest`).
 * :func:`summary`: the closing lines of ``certmatch check`` (sessions, verdicts, failing,
   primary causes).
 * :class:`Explanation` (``Explanation.of(finding)``): a finding's "why / fix / see" as plain
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 
 from certmatch.core.diagnosis import Diagnosis, Finding
 from certmatch.core.dns_rules import dns_summary
+from certmatch.core.facts import SessionFacts
 from certmatch.core.text import printable
 
 VERDICT_SYMBOLS = {
@@ -59,8 +61,18 @@ def verdict_label(verdict: str) -> str:
 def session_line(d: Diagnosis, *, colour: bool = False) -> str:
     """One line per session: when, protocol, requested host (and where it came from), SNI,
     presented names, verdict and primary cause. ``colour`` wraps the verdict in ANSI colour."""
+    return f"{session_time(d.facts)}  {session_line_rest(d, colour=colour)}"
+
+
+def session_time(f: SessionFacts) -> str:
+    """The start of :func:`session_line`: when the session started, to the second."""
+    return printable(f.started[:19].replace("T", " "))
+
+
+def session_line_rest(d: Diagnosis, *, colour: bool = False) -> str:
+    """:func:`session_line` after the time: the same for every session in one situation with
+    the same protocol, host, host source and SNI (``check`` writes it once for all of them)."""
     f = d.facts
-    when = printable(f.started[:19].replace("T", " "))
     sni = printable(f.sni) if f.sni is not None else "-"
     names = shown_names(d.presented_names) or "(no certificate)"
     if len(names) > _NAMES_WIDTH:
@@ -71,7 +83,7 @@ def session_line(d: Diagnosis, *, colour: bool = False) -> str:
     cause = d.primary.id if d.primary else ""
     host = f"{printable(f.requested_host or '?')} ({printable(f.requested_host_source)})"
     return (
-        f"{when}  {printable(f.protocol):<10} {host:<40} sni={sni:<24} -> {names:<{_NAMES_WIDTH}} "
+        f"{printable(f.protocol):<10} {host:<40} sni={sni:<24} -> {names:<{_NAMES_WIDTH}} "
         f"{verdict:<14} {cause}"
     )
 
