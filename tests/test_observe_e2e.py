@@ -309,3 +309,71 @@ def test_observe_refuses_block(tmp_path: Path) -> None:
     )
     assert done.returncode != 0
     assert "cannot block" in done.stderr and "Traceback" not in done.stderr
+
+
+# -- resumed handshakes carry no certificate ----------------------------------------------
+
+
+@contextlib.contextmanager
+def resuming_imaps(pki) -> Iterator[int]:
+    """An IMAPS greeter in one process and one TLS context, so its session tickets resume:
+    dovecot starts a login process per connection, each with its own ticket key, and never
+    resumes. Python's ssl (OpenSSL) issues tickets for TLS 1.2 and 1.3 by default."""
+    import socket
+    import threading
+
+    served = pki.for_scenario("correct")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(served.chain, served.key)
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve_one(conn: socket.socket) -> None:
+        with contextlib.suppress(OSError), context.wrap_socket(conn, server_side=True) as tls:
+            tls.sendall(b"* OK resuming IMAP ready\r\n")
+            if tls.recv(1024):
+                tls.sendall(b"* BYE\r\na OK LOGOUT\r\n")
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve_one, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+
+
+@pytest.mark.parametrize("version", ["tls1_2", "tls1_3"])
+def test_resumed_handshake_takes_the_side_handshake_chain(
+    tmp_path: Path, pki, version: str
+) -> None:
+    session_file = tmp_path / "tls.session"
+    with (
+        resuming_imaps(pki) as port,
+        observing(tmp_path, f"reverse:tls://127.0.0.1:{port}", pki) as proxy,
+    ):
+        argv = ["openssl", "s_client", "-connect", f"127.0.0.1:{proxy.port}", "-servername"]
+        argv += [GOOD, "-CAfile", str(pki.root_ca), "-verify_return_error", "-verify_hostname"]
+        argv += [GOOD, f"-{version}", "-ign_eof"]
+        for extra in (["-sess_out", str(session_file)], ["-sess_in", str(session_file)]):
+            done = subprocess.run(
+                [*argv, *extra],
+                check=False,
+                input=b"a LOGOUT\r\n",
+                capture_output=True,
+                timeout=TIMEOUT_S * 2,
+            )
+            # The greeter closes without close_notify, which s_client reports (exit 1).
+            assert b"* BYE" in done.stdout, done.stderr
+        assert b"Reused, TLSv1" in done.stdout, done.stdout[-600:]  # it resumed the first
+        first, second = proxy.sessions(2, timeout=10)
+    assert first.chain_source == ("wire" if version == "tls1_2" else "side-handshake")
+    assert second.chain_source == "resumed"
+    assert second.chain == first.chain  # from the side handshake (or its cache)
+    assert second.client_decision == "went-on"
+    assert judged(pki, second).verdict == "match"

@@ -301,6 +301,8 @@ def test_no_sni_is_none() -> None:
 def test_sslv2_hello_is_recognised_and_left_alone() -> None:
     v2 = bytes([0x80, 0x2E, 0x01, 0x03, 0x01]) + bytes(43)
     assert tls_wire.starts_like_sslv2_hello(v2)
+    assert tls_wire.starts_like_sslv2_hello(bytes([0x80, 0x2E, 0x01, 0x00, 0x02]))  # SSL 2.0
+    assert not tls_wire.starts_like_sslv2_hello(b"\x16\x03\x01\x02\x00")
     wire = WireSession()
     wire.client_data(v2)
     assert wire.phase == tls_wire.PHASE_SSLV2 and wire.finished
@@ -318,7 +320,7 @@ def test_non_tls_bytes_stop_the_reading(junk: bytes) -> None:
 
 def test_a_record_longer_than_tls_allows_stops_the_reading() -> None:
     wire = WireSession()
-    wire.client_data(b"\x16\x03\x01\xff\xff")
+    wire.client_data(b"\x16\x03\x01\x48\x01")  # 2^14 + 2049
     assert wire.finished and "longer than TLS allows" in (wire.error or "")
 
 

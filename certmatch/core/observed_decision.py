@@ -11,10 +11,11 @@ reason, or ClientKeyExchange, ChangeCipherSpec and Finished: it accepted the cha
 
 TLS 1.3 (RFC 8446 §5.2): every record the client sends after the ServerHello has the outer
 content type 23 (a ChangeCipherSpec for middlebox compatibility aside, RFC 8446 §D.4) and
-the true type inside the encryption. A client that refuses the certificate sends an
-**encrypted alert instead of its Finished** (RFC 8446 §6.2: "Upon receiving a fatal alert",
-"the implementation MUST ... close the connection"). The rule, from the encrypted records'
-lengths alone:
+the true type inside the encryption ("The outer opaque_type field of a TLSCiphertext record is
+always set to the value 23"). A client that refuses the certificate sends an **encrypted alert
+instead of its Finished** and closes (RFC 8446 §6.2: "Upon transmission or receipt of a fatal
+alert message, both parties MUST immediately close the connection"). The rule, from the
+encrypted records' lengths alone:
 
 - the inner plaintext of an alert is 2 bytes plus the 1-byte content type; an AEAD adds its
   tag (16 bytes for every TLS 1.3 cipher suite but TLS_AES_128_CCM_8_SHA256's 8), so an

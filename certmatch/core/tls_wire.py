@@ -41,8 +41,9 @@ SERVER_HELLO = 2
 CERTIFICATE = 11
 SERVER_HELLO_DONE = 14
 
-# RFC 8446 §5.1: TLSPlaintext.length MUST NOT exceed 2^14; TLSCiphertext 2^14 + 256.
-MAX_RECORD_LENGTH = 2**14 + 256
+# The longest record any version allows: TLS 1.2's TLSCiphertext, 2^14 + 2048 (RFC 5246
+# §6.2.3); TLS 1.3 allows 2^14 + 256 (RFC 8446 §5.2).
+MAX_RECORD_LENGTH = 2**14 + 2048
 # The longest handshake message prefix kept: a certificate chain of ordinary size fits.
 MAX_HANDSHAKE_PREFIX = 64 * 1024
 # How many of the client's records after the ServerHello are kept for the decision.
@@ -115,13 +116,14 @@ def starts_like_tls(data: bytes) -> bool:
 
 
 def starts_like_sslv2_hello(data: bytes) -> bool:
-    """The bytes start like an SSL 2.0-compatible CLIENT-HELLO (RFC 5246 Appendix E.2): a
-    2-byte length with the high bit set, then msg_type 1 and a version 2.x or 3.x."""
+    """The bytes start like an SSL 2.0 CLIENT-HELLO (RFC 5246 Appendix E.2): a 2-byte length
+    with the high bit set, msg_type 1, then the version: 3.x for a TLS client's compatible
+    hello, 0.2 for SSL 2.0 itself."""
     return (
         len(data) >= 3
         and data[0] & 0x80 != 0
         and data[2] == CLIENT_HELLO
-        and (len(data) < 4 or data[3] in (2, 3))
+        and (len(data) < 4 or data[3] in (0, 3))
     )
 
 
