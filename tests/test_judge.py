@@ -204,3 +204,24 @@ def test_one_judge_per_store(store) -> None:
     other = TrustStore.load([RECORDINGS / "ca.pem"], use_system=False)
     assert Judge.for_store(other) is not Judge.for_store(store)
     assert Judge.for_store(other).store is other
+
+
+def test_a_chain_out_of_its_period_is_told_at_each_sessions_own_time(store, sessions) -> None:
+    """Within one validity bucket only the "checked at" time differs: the judge assesses
+    once and tells the result again at each time, exactly as assessing afresh would."""
+    from datetime import timedelta
+
+    judge = Judge(store)
+    out_of_period = 0
+    for facts in sessions:
+        chain = tuple(facts.chain)
+        if not chain:
+            continue
+        at = findings.capture_time(facts)
+        for step in (0, 1, 61, 3600 * 26, -7):
+            moment = at + timedelta(seconds=step, microseconds=250_000 * (step % 3))
+            fresh = assess_trust(parse_chain(chain), moment, store)
+            assert judge.trust(chain, moment) == fresh, (facts.id, step)
+        out_of_period += any("checked at" in p.detail for p in fresh.problems)
+    assert out_of_period >= 2  # expired and not-yet-valid samples
+    assert len(judge._trust_bucket) >= 2  # the told-again path was taken

@@ -103,6 +103,8 @@ class Judge:
         # Results that name an exact time rarely come again: a few, so they never crowd
         # out (or grow as large as) the ones that do.
         self._trust_at = _Bounded[Hashable, TrustResult](_AT_AN_EXACT_TIME)
+        # per chain and bucket outside some period: the first time judged, and its result
+        self._trust_bucket = _Bounded[Hashable, tuple[datetime, TrustResult]](size)
         self._decisions_at = _Bounded[Hashable, Decision](_AT_AN_EXACT_TIME)
 
     @classmethod
@@ -214,15 +216,30 @@ class Judge:
         return self._identities(reference, presented)
 
     def trust(self, chain: tuple[str, ...], at: datetime) -> TrustResult:
-        """assess_trust at ``at``, once per chain and validity bucket of ``at``."""
+        """assess_trust at ``at``, once per chain and validity bucket of ``at``.
+
+        When some certificate is out of its period the result names ``at`` ("checked at
+        …"); it is then made once per bucket and told again with this session's time
+        (:func:`_told_at`), which is everything that differs within a bucket."""
         positions = self._positions(chain, at)
-        cache = self._trust if positions is not None and not any(positions) else self._trust_at
-        key = (chain, positions) if cache is self._trust else (chain, positions, at)
-        result = cache.get(key)
+        if positions is not None and not any(positions):
+            result = self._trust.get((chain, positions))
+            if result is None:
+                result = assess_trust(self._chains(chain), at, self.store)
+                self._trust.put((chain, positions), result)
+            return result  # type: ignore[no-any-return]
+        result = self._trust_at.get((chain, positions, at))
+        if result is not None:
+            return result  # type: ignore[no-any-return]
+        first = self._trust_bucket.get((chain, positions)) if positions is not None else None
+        if first is not None:
+            result = _told_at(first[1], first[0], at)
         if result is None:
             result = assess_trust(self._chains(chain), at, self.store)
-            cache.put(key, result)
-        return result  # type: ignore[no-any-return]
+            if positions is not None:
+                self._trust_bucket.put((chain, positions), (at, result))
+        self._trust_at.put((chain, positions, at), result)
+        return result
 
     def anchor(self, chain: tuple[str, ...], trust: TrustResult) -> TrustAnchor | None:
         """The store certificate a trusted chain reached, and where it came from."""
@@ -264,6 +281,32 @@ class Judge:
         except Exception:  # noqa: BLE001 - hostile DER; the exact time keys it instead
             return None
         return tuple(windows)
+
+
+def _told_at(result: TrustResult, was: datetime, at: datetime) -> TrustResult | None:
+    """``result``, assessed at ``was``, as assessed at ``at`` in the same validity bucket:
+    only the "checked at" time of its problems differs. None (assess again) unless each
+    mention of ``was`` is exactly that phrase, so a result worded otherwise is never
+    mistold (tests/test_judge.py compares this with assessing afresh)."""
+    old, new = _checked_at(was), _checked_at(at)
+    if old == new:
+        return result
+    moment = old.removeprefix("checked at ")
+    problems = []
+    told = False
+    for problem in result.problems:
+        detail = problem.detail.replace(old, new)
+        if moment in detail or moment[:10] in detail.replace(new, ""):
+            return None  # the time (or its day) mentioned some other way
+        told |= detail != problem.detail
+        problems.append(dataclasses.replace(problem, detail=detail))
+    if not told:
+        return None  # out of its period, yet no time named: worded in a way not known here
+    return dataclasses.replace(result, problems=tuple(problems))
+
+
+def _checked_at(at: datetime) -> str:
+    return f"checked at {at.astimezone(UTC).strftime('%Y-%m-%d %H:%M:%S UTC')}"
 
 
 class JudgesByRecording:
