@@ -304,3 +304,26 @@ def test_side_handshake_timeout_does_not_delay_the_session(tmp_path: Path, pki) 
     assert session.chain_source == "side-handshake" and session.chain == []
     assert "side handshake" in (session.server_error or "")
     assert "within 1 s" in (session.server_error or "")
+
+
+# -- connections that never reach a layer ---------------------------------------------------
+
+
+def test_a_port_check_and_an_unreachable_server_leave_a_record(
+    tmp_path: Path, dovecot, pki
+) -> None:
+    with observing(tmp_path, dovecot.imaps_port, pki) as proxy:
+        socket.create_connection(("127.0.0.1", proxy.port), timeout=5).close()
+        [probe] = proxy.sessions(1, timeout=10)
+    assert probe.client_decision == "closed-before-handshake"
+    dead = socket.create_server(("127.0.0.1", 0))
+    port = dead.getsockname()[1]
+    dead.close()  # nothing listens there now
+    with observing(tmp_path / "dead", port, pki) as proxy:
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
+            sock.sendall(real_client_hello(GOOD))
+            assert read_all(sock) == b""
+        [unreachable] = proxy.sessions(1, timeout=10)
+    assert (unreachable.server_error or "").startswith("cannot connect")
+    verdict = Judge(TrustStore.load([pki.root_ca])).diagnose(unreachable)
+    assert verdict.verdict == "error" and verdict.primary.id == "upstream-unreachable"

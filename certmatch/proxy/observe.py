@@ -34,10 +34,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from mitmproxy import ctx, exceptions
+from mitmproxy import connection, ctx, exceptions
 from mitmproxy.addonmanager import Loader
 from mitmproxy.connection import ConnectionState
-from mitmproxy.proxy import commands, events, layer, mode_specs
+from mitmproxy.proxy import commands, events, layer, mode_specs, server_hooks
 from mitmproxy.proxy.commands import StartHook
 from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.layers import modes
@@ -234,6 +234,13 @@ def _observable(context: Context, parents: list[layer.Layer]) -> bool:
 
 
 @dataclass
+class _Bare:
+    spoke: bool = False
+    server: connection.Server | None = None
+    error: str | None = None
+
+
+@dataclass
 class _Session:
     data: ObserveData
     facts: SessionFacts | None = None
@@ -252,6 +259,9 @@ class ObserveAddon:
         self.judge: Judge | None = None
         self.side_handshakes = SideHandshakes()
         self.sessions_written = 0
+        # Client connections with no observed layer (yet): whether the client spoke, and why
+        # the server could not be reached; recorded when they end without one.
+        self._bare: dict[str, _Bare] = {}
 
     def load(self, loader: Loader) -> None:
         loader.add_option(
@@ -353,6 +363,9 @@ class ObserveAddon:
         parents = context.layers
         if chosen is not None and chosen in parents:
             parents = parents[: parents.index(chosen)]
+        bare = self._bare.get(context.client.id)
+        if bare is not None and nextlayer.data_client():
+            bare.spoke = True
         if not _observable(context, parents):
             return
         client_data = nextlayer.data_client()
@@ -377,6 +390,7 @@ class ObserveAddon:
                 new = StartTlsLayer(
                     context, make_machine(protocol), timeout, tls_child=_observe_after_upgrade
                 )
+        self._bare.pop(context.client.id, None)
         # mitmproxy's own next_layer may have chosen first: its TLS layers marked the
         # connections as TLS and appended themselves; observe mode terminates no TLS.
         del context.layers[len(parents) :]
@@ -409,6 +423,34 @@ class ObserveAddon:
         except Exception as exc:  # noqa: BLE001
             self._internal_error("observe_end", data, exc)
 
+    # -- connections that never got a layer -----------------------------------------------
+
+    def client_connected(self, client: connection.Client) -> None:
+        self._bare[client.id] = _Bare()
+
+    def server_connect_error(self, data: server_hooks.ServerConnectionHookData) -> None:
+        bare = self._bare.get(data.client.id)
+        if bare is not None:
+            bare.server = data.server
+            bare.error = f"cannot connect: {data.server.error or 'connection failed'}"
+
+    def client_disconnected(self, client: connection.Client) -> None:
+        """A port check, a health probe or an unreachable server: one record, as the capture
+        addon leaves for every client connection."""
+        try:
+            bare = self._bare.pop(client.id, None)
+            if bare is None or (not bare.error and bare.spoke):
+                return  # observed (its layer records it), or not a TLS connection we watch
+            server = bare.server or connection.Server(address=None)
+            facts = new_facts(client, server, None, ctx.options.certmatch_host)
+            if bare.error:
+                facts.server_error = bare.error  # the proxy closed the client: no decision
+            elif not bare.spoke:
+                facts.client_decision = "closed-before-handshake"
+            self._write(_Session(ObserveData(Context(client, ctx.options)), facts), observed=False)
+        except Exception as exc:  # noqa: BLE001
+            logger.error(f"certmatch: internal error recording a connection ({exc!r})")
+
     def starttls_upgrade(self, data: StartTlsData) -> None:
         pass  # the ObserveLayer stacked after the upgrade carries the STARTTLS facts
 
@@ -424,7 +466,7 @@ class ObserveAddon:
             if data.client_silent:
                 facts.client_decision = "closed-before-handshake"
             facts.notes.append("observe mode: the connection never reached TLS")
-            self._write(_Session(ObserveData(context), facts))
+            self._write(_Session(ObserveData(context), facts), observed=False)
         except Exception as exc:  # noqa: BLE001
             self._internal_error("starttls_plaintext_end", data, exc)
 
@@ -570,12 +612,15 @@ class ObserveAddon:
         except Exception as exc:  # noqa: BLE001
             self._internal_error("side handshake", session.data, exc)
 
-    def _write(self, session: _Session) -> None:
+    def _write(self, session: _Session, *, observed: bool = True) -> None:
+        """Judge, log and write the session once; ``observed``: its facts are to be
+        completed from what its layer saw (not for a connection that never had one)."""
         if session.written or session.facts is None:
             return
         session.written = True
         facts = session.facts
-        self._fill(session)
+        if observed:
+            self._fill(session)
         verdict = None
         try:
             assert self.judge is not None
