@@ -377,3 +377,24 @@ def test_resumed_handshake_takes_the_side_handshake_chain(
     assert second.chain == first.chain  # from the side handshake (or its cache)
     assert second.client_decision == "went-on"
     assert judged(pki, second).verdict == "match"
+
+
+def test_starttls_observed_session_outlives_the_starttls_timeout(
+    tmp_path: Path, dovecot, pki
+) -> None:
+    """The plaintext phase's timer must not end a relayed TLS session that lasts longer."""
+    import time
+
+    from servers.clients import LoopbackIMAP4
+
+    with observing(
+        tmp_path, f"reverse:tcp://127.0.0.1:{dovecot.imap_port}", pki, starttls_timeout=1
+    ) as proxy:
+        client = LoopbackIMAP4(GOOD, proxy.port)
+        client.starttls(ssl.create_default_context(cafile=str(pki.root_ca)))
+        time.sleep(2.5)
+        client.noop()  # still relayed after the 1 s timeout
+        client.logout()
+        [session] = proxy.sessions(1, timeout=10)
+    assert session.tls_kind == "starttls" and session.client_decision == "went-on"
+    assert session.sni == GOOD and session.chain

@@ -236,7 +236,9 @@ class StartTlsLayer(layer.Layer):
         yield StarttlsUpgradeHook(StartTlsData(self.context, machine.protocol, machine.facts))
         if self.tls_child is not None:
             # Observe mode: the TLS is relayed, not terminated; no handshake deadline either
-            # (the client and server keep their own).
+            # (the client and server keep their own), and the plaintext phase's timer, when
+            # it fires, finds nothing to stop.
+            self._timer = None
             self.child_layer = self.tls_child(self.context, machine.protocol, machine.facts)
             self._handle_event = self.relay_tls
             yield from self._to_child(events.Start())
