@@ -51,7 +51,7 @@ LINE_LIMIT = 1024 * 1024
 # bounds). A TLS extension carries at most 65,535 bytes, so a real SNI always fits.
 FIELD_LIMIT = 64 * 1024
 _SKIP_PIECE = 64 * 1024  # how much of an overlong line is held at a time while skipping it
-_READ_BUFFER = 1024 * 1024
+_READ_BUFFER = 256 * 1024
 
 
 class RecordingError(Exception):
@@ -356,7 +356,7 @@ def _iter_body(
     if header_problem is not None:
         yield header_problem
     name = str(path)
-    # A large buffer: one read per few hundred lines, not one per two (lines are a few KiB).
+    # A larger buffer: one read per few dozen lines, not one per two (lines are a few KiB).
     with path.open("rb", buffering=_READ_BUFFER) as file:
         file.seek(offset)
         readline = file.readline
