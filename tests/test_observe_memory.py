@@ -17,6 +17,16 @@ from certmatch.proxy.starttls_layer import StartTlsAddon
 ROUND_TRIPS = 300
 
 
+class Decided:
+    """Keeps the data of the observe_decided hooks."""
+
+    def __init__(self) -> None:
+        self.seen: list = []
+
+    def observe_decided(self, data) -> None:
+        self.seen.append(data)
+
+
 class FlowWatch:
     """Counts TCP flow messages and the longest message list any flow held."""
 
@@ -30,13 +40,13 @@ class FlowWatch:
 
 
 def test_observe_keeps_no_flow_and_stops_reading(tmp_path: Path, dovecot, pki) -> None:
-    watch, addon = FlowWatch(), ObserveAddon()
+    watch, addon, decided = FlowWatch(), ObserveAddon(), Decided()
     mode = f"reverse:tls://{dovecot.host}:{dovecot.imaps_port}"
     with inprocess_proxy(
         tmp_path,
         mode,
         addon=addon,  # type: ignore[arg-type]
-        extra_addons=(StartTlsAddon(), watch),
+        extra_addons=(StartTlsAddon(), watch, decided),
         ca_file=[str(pki.root_ca)],
     ) as proxy:
         client = LoopbackIMAP4_SSL(
@@ -46,10 +56,12 @@ def test_observe_keeps_no_flow_and_stops_reading(tmp_path: Path, dovecot, pki) -
         )
         for _ in range(ROUND_TRIPS):
             client.noop()
-        [open_session] = list(addon.sessions.values())
-        wire = open_session.data.wire
+        [data] = decided.seen  # one hook, while the session was open
+        wire = data.wire
+        assert not data.ended
         client.logout()
         [session] = proxy.sessions(1, timeout=10)
+    assert addon.sessions == {}  # written and forgotten
     assert watch.messages == 0  # no flow: nothing appended anywhere
     assert session.client_decision == "went-on"
     # Reading stopped once the client went on: a handful of records, not ROUND_TRIPS.

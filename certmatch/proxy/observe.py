@@ -12,8 +12,10 @@ nothing of the session is kept. It sends each chunk on first, then reads a copy 
 after that it only relays. It reports through two hooks (names as mitmproxy derives them):
 
 - ``observe_decided(ObserveData)`` once the client's decision
-  (:mod:`certmatch.core.observed_decision`) can no longer change;
-- ``observe_end(ObserveData)`` once both sides have closed.
+  (:mod:`certmatch.core.observed_decision`) can no longer change while both sides are open;
+- ``observe_end(ObserveData)`` once both sides have closed, for every other connection.
+
+Exactly one of them per connection: a hook pauses the connection until every addon has run.
 
 :class:`ObserveAddon` turns them into recorded sessions: ``presented="real"`` (the client saw
 the server's own chain), ``chain_source`` ``wire`` (TLS <= 1.2, read from the Certificate
@@ -108,6 +110,7 @@ class ObserveLayer(layer.Layer):
         super().__init__(context)
         self.data = ObserveData(context, protocol=protocol, starttls=starttls)
         self._watching = True  # reading the bytes; False once nothing more can be learnt
+        self._reported = False  # observe_decided was raised: no observe_end
 
     def __repr__(self) -> str:
         return f"ObserveLayer({self.data.wire.phase})"
@@ -175,9 +178,10 @@ class ObserveLayer(layer.Layer):
         yield from self._decide()
 
     def _decide(self) -> layer.CommandGenerator[None]:
-        # Hooks pause this connection's next event until every addon has run, so there is
-        # one while the connection is open (once the decision is final), none in the
-        # handshake's path.
+        # A hook pauses this connection's next event until every addon has run, and costs
+        # CPU: there is one per connection, never in the handshake's path. observe_decided
+        # while both sides are open (a session that goes on for hours is recorded now);
+        # otherwise observe_end once both have closed.
         data = self.data
         decision = observed_decision(
             data.wire, client_spoke=data.client_spoke, closed_first=data.first_close
@@ -187,7 +191,8 @@ class ObserveLayer(layer.Layer):
         data.decision = decision
         if decision.final or data.wire.finished:
             self._watching = False
-            if decision.final:
+            if decision.final and data.first_close is None:
+                self._reported = True
                 yield ObserveDecidedHook(data)
 
     def _end(self) -> layer.CommandGenerator[None]:
@@ -195,10 +200,13 @@ class ObserveLayer(layer.Layer):
         if data.ended:
             return
         data.ended = True
+        if self._reported:
+            return  # observe_decided told the addon all it records
         decision = data.decision
         if (
             data.first_close == "server"
             and decision.decision is None
+            and not decision.handshake_done
             and data.wire.client_hello is not None
             and data.server_error is None
         ):
@@ -503,6 +511,8 @@ class ObserveAddon:
                         f"{len(wire.chain)} whole certificate(s) in them recorded"
                     )
         if session.chain_ready and data.decision.final:
+            # Final: the layer raises no observe_end after this (see ObserveLayer._end).
+            self.sessions.pop(key, None)
             self._write(session)
 
     def _new_facts(self, data: ObserveData) -> SessionFacts:
@@ -605,9 +615,8 @@ class ObserveAddon:
                     "the side handshake sent no SNI: the client's is an IP address, which "
                     "RFC 6066 §3 does not permit as SNI"
                 )
-            if session.data.ended:
-                self.sessions.pop(session.data.context.client.id, None)
             if session.data.ended or session.data.decision.final:
+                self.sessions.pop(session.data.context.client.id, None)
                 self._write(session)
         except Exception as exc:  # noqa: BLE001
             self._internal_error("side handshake", session.data, exc)
