@@ -361,3 +361,37 @@ def test_a_client_that_leaves_tls_after_the_handshake_closed_it(certs) -> None:
     decided = observed_decision(pair.wire, client_spoke=True)
     assert pair.wire.client_left_tls and pair.wire.finished
     assert decided.decision == "closed-after-handshake" and decided.final
+
+
+def test_hello_retry_request_then_the_real_server_hello() -> None:
+    """RFC 8446 §4.1.4: after a HelloRetryRequest (and the compatibility CCS both sides may
+    send, §D.4) the client sends a second ClientHello and the server its ServerHello, in
+    clear; the decision is read from the records after that ServerHello."""
+    versions = b"\x00\x2b\x00\x02\x03\x04"
+    extensions = len(versions).to_bytes(2) + versions
+
+    def hello(random: bytes) -> bytes:
+        body = b"\x03\x03" + random + b"\x00\x13\x01\x00" + extensions
+        return record(22, handshake_message(tls_wire.SERVER_HELLO, body))
+
+    wire = WireSession()
+    wire.client_data(record(22, handshake_message(1, client_hello_body(b"a.example"))))
+    wire.server_data(hello(tls_wire.HELLO_RETRY_RANDOM) + record(20, b"\x01"))
+    assert wire.hello_retry and wire.server_hello and wire.server_hello.hello_retry
+    wire.client_data(
+        record(20, b"\x01") + record(22, handshake_message(1, client_hello_body(b"a.example")))
+    )
+    wire.server_data(hello(bytes(range(32))) + record(23, bytes(100)))
+    assert wire.server_hello is not None and not wire.server_hello.hello_retry
+    assert wire.tls13 and wire.phase == tls_wire.PHASE_ENCRYPTED
+    wire.client_data(record(23, bytes(53)) + record(23, bytes(40)))
+    assert observed_decision(wire, client_spoke=True).decision == "went-on"
+    wire2 = WireSession()
+    wire2.client_data(record(22, handshake_message(1, client_hello_body(b"a.example"))))
+    wire2.server_data(hello(tls_wire.HELLO_RETRY_RANDOM) + record(20, b"\x01"))
+    wire2.client_data(
+        record(20, b"\x01") + record(22, handshake_message(1, client_hello_body(b"a.example")))
+    )
+    wire2.server_data(hello(bytes(range(32))))
+    wire2.client_data(record(23, bytes(19)))
+    assert observed_decision(wire2, client_spoke=True).decision == "alert"

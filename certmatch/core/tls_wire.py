@@ -307,6 +307,10 @@ class RecordStream:
     """
 
     encrypted: bool = False
+    # TLS <= 1.2: a ChangeCipherSpec starts encryption. TLS 1.3's is a dummy for middleboxes
+    # (RFC 8446 §D.4), which may come before the cleartext ServerHello or ClientHello that
+    # follow a HelloRetryRequest.
+    ccs_encrypts: bool = True
     error: str | None = None  # set once the bytes stop being TLS records; nothing more is read
     _header: bytearray = field(default_factory=bytearray)
     _type: int = 0
@@ -346,10 +350,8 @@ class RecordStream:
                     break
                 self._type, self._left, self._length = content_type, length, length
                 records.append((content_type, length))
-                if content_type == CHANGE_CIPHER_SPEC:
-                    # TLS <= 1.2: what follows in this direction is encrypted. (TLS 1.3's
-                    # compatibility CCS comes when everything after it is encrypted anyway.)
-                    self.encrypted = True
+                if content_type == CHANGE_CIPHER_SPEC and self.ccs_encrypts:
+                    self.encrypted = True  # TLS <= 1.2: what follows is encrypted
                 self._alert.clear()
                 if length == 0:
                     continue
@@ -527,7 +529,11 @@ class WireSession:
                 return
             self.server_hello = hello
             if hello.hello_retry:
+                # TLS 1.3 only: the ServerHello and the client's second ClientHello come in
+                # clear, whatever compatibility CCS the two sides send around them.
                 self.hello_retry = True
+                for stream in (self._server, self._client):
+                    stream.ccs_encrypts = stream.encrypted = False
                 return
             self.phase = PHASE_SERVER_HELLO
             if self.tls13:
