@@ -399,3 +399,21 @@ def test_starttls_observed_session_outlives_the_starttls_timeout(
         [session] = proxy.sessions(1, timeout=10)
     assert session.tls_kind == "starttls" and session.client_decision == "went-on"
     assert session.sni == GOOD and session.chain
+
+
+def test_observe_and_capture_together_is_a_clear_error(tmp_path: Path) -> None:
+    from proxy_fixtures import REPO, venv_bin
+
+    done = subprocess.run(
+        [venv_bin("mitmdump"), "-s", str(REPO / "addons" / "capture.py")]
+        + ["-s", str(REPO / "certmatch" / "proxy" / "scripts" / "observe.py")]
+        + ["--mode", "reverse:tls://127.0.0.1:1", "--listen-port", "0"]
+        + ["--set", f"confdir={tmp_path}"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = done.stdout + done.stderr
+    assert "not both" in output, output
+    assert "Traceback" not in output

@@ -343,6 +343,14 @@ class ObserveAddon:
                     f"{printable(options.certmatch_record)}"
                 )
 
+    def running(self) -> None:
+        if ctx.master.addons.get("certmatchcapture") is not None:
+            logger.error(
+                "certmatch: the observe and capture addons are both loaded: load observe.py "
+                "to relay without intercepting, or capture.py to intercept, not both. Stopping."
+            )
+            ctx.master.shutdown()
+
     def done(self) -> None:
         for session in list(self.sessions.values()):
             if session.facts is not None:
