@@ -11,7 +11,8 @@ also raises ``starttls_upgrade`` and ``starttls_plaintext_end`` (see
 :mod:`certmatch.proxy.starttls_hooks`). For each TLS session it records facts
 (what the client asked for, what the server presented) as one JSON line, judges
 them with one :class:`certmatch.core.judge.Judge` per trust store, logs the
-verdict, marks the flow for mitmproxy's own UIs, and, with
+verdict (of every session that fails or has a finding; clean matches with
+``termlog_verbosity=debug``), marks the flow for mitmproxy's own UIs, and, with
 ``certmatch_on_mismatch=block``, closes the client connection as a strict client
 would. What to decide is in :mod:`certmatch.core.policy`; this module is wiring.
 
@@ -45,6 +46,7 @@ from mitmproxy import connection, ctx, exceptions, tcp, tls
 from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy import layer, mode_specs, server_hooks
 from mitmproxy.proxy.context import Context
+from mitmproxy.proxy.events import DataReceived
 from OpenSSL import SSL
 
 import certmatch
@@ -307,8 +309,14 @@ class CertmatchCapture:
 
     @_never_raises
     def next_layer(self, nextlayer: layer.NextLayer) -> None:
-        if nextlayer.data_client():
-            self._session(nextlayer.context.client).watch.spoke = True
+        client = nextlayer.context.client
+        # Not nextlayer.data_client(), which joins the bytes: whether the client spoke is all
+        # that is needed here.
+        if any(
+            isinstance(event, DataReceived) and event.connection is client and event.data
+            for event in nextlayer.events
+        ):
+            self._session(client).watch.spoke = True
 
     # -- STARTTLS hooks (raised by certmatch.proxy.starttls_layer) ---------
 
@@ -754,14 +762,10 @@ class CertmatchCapture:
         facts = session.facts
         if self.dns is None or facts is None or session.dns is not None:
             return
-        mode = client.proxy_mode
-        reverse_to_address = isinstance(mode, mode_specs.ReverseMode) and is_ip_address(
-            mode.address[0]
-        )
         if not wants_dns(
             facts.requested_host,
             resolvers_given=self.dns.resolvers_given,
-            reverse_to_address=reverse_to_address,
+            reverse_to_address=_reverse_to_address(client.proxy_mode),
         ):
             return
         assert facts.requested_host is not None
@@ -847,6 +851,12 @@ class CertmatchCapture:
 CONNECTION_CANCELLED = "connection cancelled"
 
 
+@functools.lru_cache(maxsize=64)
+def _reverse_to_address(mode: mode_specs.ProxyMode) -> bool:
+    """A reverse proxy whose target is an IP address (one answer per listener, kept)."""
+    return isinstance(mode, mode_specs.ReverseMode) and is_ip_address(mode.address[0])
+
+
 def ca_certificate_pems(ca_files: Sequence[str]) -> list[str]:
     """The text of each CA file (already read once by ``TrustStore.load``), for the
     recording's header: ``check`` then judges with the anchors the proxy judged with."""
@@ -854,9 +864,20 @@ def ca_certificate_pems(ca_files: Sequence[str]) -> list[str]:
 
 
 def _log_verdict(facts: SessionFacts, verdict: Diagnosis | Judgement | None) -> None:
-    """One log line per recorded session: what was asked, what was presented, the verdict."""
-    line = verdict_log_line(facts, verdict)
-    (logger.warning if verdict is None or verdict.failed else logger.info)(line)
+    """One log line per recorded session that fails or has a finding: what was asked, what
+    was presented, the verdict. A clean match is logged only with ``termlog_verbosity=debug``:
+    each line costs the proxy some 2 % of a handshake's CPU (mitmproxy formats it twice and
+    runs an event through every addon for it), and the recording holds every session."""
+    if verdict is None or verdict.failed:
+        logger.warning(verdict_log_line(facts, verdict))
+    elif _has_causes(verdict) or getattr(ctx.options, "termlog_verbosity", "") == "debug":
+        logger.info(verdict_log_line(facts, verdict))
+
+
+def _has_causes(verdict: Diagnosis | Judgement) -> bool:
+    if isinstance(verdict, Judgement):
+        return bool(verdict.causes)
+    return bool(verdict.findings)
 
 
 def verdict_log_line(facts: SessionFacts, verdict: Diagnosis | Judgement | None) -> str:

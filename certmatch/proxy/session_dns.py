@@ -43,9 +43,9 @@ def wants_dns(host: str | None, *, resolvers_given: bool, reverse_to_address: bo
     reached that address by its configuration, not by resolving the name (as ``certmatch
     probe --connect IP``): DNS is asked then only when resolvers were given.
     """
-    if not host or is_ip_address(host):
+    if not host or not (resolvers_given or not reverse_to_address):
         return False
-    return resolvers_given or not reverse_to_address
+    return not is_ip_address(host)  # after the cheap tests: parsing a name as an IP is not
 
 
 class DnsJob:
