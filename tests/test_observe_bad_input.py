@@ -327,3 +327,27 @@ def test_a_port_check_and_an_unreachable_server_leave_a_record(
     assert (unreachable.server_error or "").startswith("cannot connect")
     verdict = Judge(TrustStore.load([pki.root_ca])).diagnose(unreachable)
     assert verdict.verdict == "error" and verdict.primary.id == "upstream-unreachable"
+
+
+def test_a_client_alert_before_any_certificate_is_recorded(tmp_path: Path, pki) -> None:
+    """A TLS 1.2 server that answers with a ServerHello the client rejects (a cipher suite it
+    never offered): the client alerts before any Certificate, and the session is still
+    written, with its decision and why there is no chain."""
+    bogus_hello = _handshake(2, b"\x03\x03" + bytes(32) + b"\x00" + b"\x13\x37" + b"\x00")
+
+    def server(conn: socket.socket, _: int) -> None:
+        conn.recv(65536)
+        conn.sendall(_record(22, bogus_hello))
+        read_all(conn, timeout=3)
+
+    context = ssl.create_default_context(cafile=str(pki.root_ca))
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    with fake_server(server) as fake, observing(tmp_path, fake.port, pki) as proxy:
+        raw = socket.create_connection(("127.0.0.1", proxy.port), timeout=5)
+        with pytest.raises(ssl.SSLError):
+            context.wrap_socket(raw, server_hostname=GOOD)
+        raw.close()
+        [session] = proxy.sessions(1, timeout=10)
+    assert session.client_decision == "alert" and session.client_alert is not None
+    assert session.chain == []
+    assert "phase server-hello" in (session.server_error or "")

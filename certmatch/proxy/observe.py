@@ -518,8 +518,13 @@ class ObserveAddon:
                         f"only its first {tls_wire.MAX_HANDSHAKE_PREFIX} were read, and the "
                         f"{len(wire.chain)} whole certificate(s) in them recorded"
                     )
-        if session.chain_ready and data.decision.final:
-            # Final: the layer raises no observe_end after this (see ObserveLayer._end).
+        if data.decision.final and (session.side is None or session.chain_ready):
+            # Final: the layer raises no observe_end after this (see ObserveLayer._end). A
+            # handshake that stopped before any certificate is written without one.
+            if not facts.chain and not facts.server_error and not session.chain_ready:
+                facts.server_error = (
+                    f"no certificate was relayed: the TLS handshake stopped in phase {wire.phase}"
+                )
             self.sessions.pop(key, None)
             self._write(session)
 
