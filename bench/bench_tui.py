@@ -16,9 +16,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
+import os
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -52,6 +53,17 @@ def rss_mb(pid: int | str = "self") -> tuple[float, float]:
     return values.get("VmRSS", 0.0), values.get("VmHWM", 0.0)
 
 
+def cpu_seconds(pid: int | str = "self") -> float:
+    """CPU time (user + system) a process has used, with its reaped children's (a reader's
+    part readers): on a busy machine, what a run costs whatever the other processes take."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 async def timed_keys(pilot, *keys: str) -> float:
     started = time.perf_counter()
     await pilot.press(*keys)
@@ -79,6 +91,7 @@ def watch_first_paint() -> dict[str, float]:
 async def bench_file(path: Path, ca: Path, skip_filters: bool) -> None:
     store = TrustStore.load([ca])
     first_paint = watch_first_paint()
+    cpu_before = cpu_seconds()
     app = CertmatchApp([path], store=store)
     started = time.perf_counter()
     async with app.run_test(size=SIZE) as pilot:
@@ -101,6 +114,11 @@ async def bench_file(path: Path, ca: Path, skip_filters: bool) -> None:
         )
         print(
             f"judgements computed:       {app.sessions.loader.diagnosed:7,}  (the rest reused a cached judgement)"
+        )
+        cpu_ui, cpu_reader = cpu_seconds() - cpu_before, cpu_seconds(app.sessions.loader.pid)
+        print(
+            f"CPU time to load:          {cpu_ui + cpu_reader:7.2f} s  (UI {cpu_ui:.2f} s, reader "
+            f"processes {cpu_reader:.2f} s; wall time above depends on the machine's load)"
         )
         current, peak = rss_mb()
         reader, reader_peak = rss_mb(app.sessions.loader.pid)
@@ -136,6 +154,22 @@ async def bench_file(path: Path, ca: Path, skip_filters: bool) -> None:
             )
 
 
+def _append(path: Path, lines: list[str], rate: int, go, stop, written) -> None:
+    """Append ``lines`` to ``path`` at ``rate`` lines a second, in chunks, once ``go`` is set."""
+    go.wait()
+    chunk = max(1, rate // 20)
+    done = 0
+    with path.open("a", encoding="utf-8") as out:
+        next_time = time.perf_counter()
+        while done < len(lines) and not stop.is_set():
+            out.write("".join(lines[done : done + chunk]))
+            out.flush()
+            done = min(len(lines), done + chunk)
+            written.value = done
+            next_time += chunk / rate
+            time.sleep(max(0.0, next_time - time.perf_counter()))
+
+
 async def bench_follow(directory: Path, rate: int, seconds: float) -> None:
     path = directory / "follow.jsonl"
     ca = make_large_recording.write(path, 0)
@@ -145,42 +179,33 @@ async def bench_follow(directory: Path, rate: int, seconds: float) -> None:
         for d in make_large_recording.sessions(int(rate * seconds), root_kinds, 2)
     ]
     store = TrustStore.load([ca])
+    # The writer is a process of its own, as a proxy is: it takes no time from the UI's.
+    context = multiprocessing.get_context("fork")
+    go, stop, written = context.Event(), context.Event(), context.Value("l", 0)
+    writer = context.Process(target=_append, args=(path, lines, rate, go, stop, written))
+    writer.start()  # before the app starts any thread
     app = CertmatchApp([path], store=store, follow=True, poll_interval=0.1)
-    written = 0
-    stop = threading.Event()
-
-    def writer() -> None:
-        nonlocal written
-        chunk = max(1, rate // 20)
-        with path.open("a", encoding="utf-8") as out:
-            next_time = time.perf_counter()
-            while written < len(lines) and not stop.is_set():
-                out.write("".join(lines[written : written + chunk]))
-                out.flush()
-                written = min(len(lines), written + chunk)
-                next_time += chunk / rate
-                time.sleep(max(0.0, next_time - time.perf_counter()))
 
     async with app.run_test(size=SIZE) as pilot:
         while not app.sessions.initial_load_done:
             await pilot.pause(0.01)
-        thread = threading.Thread(target=writer)
-        thread.start()
+        go.set()
         lags: list[int] = []
         keys: list[float] = []
         try:
-            while thread.is_alive():
+            while writer.is_alive():
                 keys.append(await timed_keys(pilot, "k"))
                 keys.append(await timed_keys(pilot, "G"))
-                lags.append(written - len(app.sessions.rows))
+                lags.append(written.value - len(app.sessions.rows))
                 await pilot.pause(0.2)
         finally:
             stop.set()
-            thread.join()
+            writer.join()
+        total = written.value
         caught_up = time.perf_counter()
-        while len(app.sessions.rows) < written:
+        while len(app.sessions.rows) < total:
             await pilot.pause(0.01)
-        print(f"following {rate:,} sessions/s for {seconds:.0f} s ({written:,} sessions):")
+        print(f"following {rate:,} sessions/s for {seconds:.0f} s ({total:,} sessions):")
         print(f"  rows behind the file:    {statistics.mean(lags):7.0f} mean, {max(lags):,} max")
         print(f"  caught up after writing: {time.perf_counter() - caught_up:7.2f} s")
         keys.sort()

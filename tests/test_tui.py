@@ -27,7 +27,7 @@ from certmatch.core.trust import TrustStore
 from certmatch.tui import keys
 from certmatch.tui.app import CertmatchApp, run_view
 from certmatch.tui.app import recordings_to_view as run_view_inputs
-from certmatch.tui.detail import citation_link, grouped_fingerprint
+from certmatch.tui.detail import citation_link, grouped_fingerprint, line_segments
 from certmatch.tui.detail_pane import DetailPane
 from certmatch.tui.loader import Loader
 from certmatch.tui.model import Filter, FilterError, Group, Row
@@ -651,7 +651,7 @@ async def test_the_detail_at_80_columns_keeps_indents_and_whole_bytes_and_links_
         links = {
             segment.style.link
             for y in range(pane.virtual_size.height)
-            for segment in pane._wrapped[y]
+            for segment in line_segments(pane._wrapped[y], app.console)
             if segment.style is not None and segment.style.link
         }
         wanted = {citation_link(c) for c in d.primary.cause.citations} - {None}

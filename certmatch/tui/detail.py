@@ -410,10 +410,31 @@ def render_detail(d: Diagnosis, recording: str, *, group_count: int | None = Non
     return as_text(detail_lines(d, recording, group_count=group_count))
 
 
-def wrap_lines(lines: Iterable[Line], width: int, console: Console) -> list[list[Segment]]:
-    """The lines as the pane shows them ``width`` cells wide: a body too long for its line
-    wraps at spaces (folding a word longer than the space), its further lines starting after
-    the lead's width."""
+def wrap_lines(lines: Iterable[Line], width: int, console: Console) -> list[Line]:
+    """The lines as the pane shows them ``width`` cells wide, each still a lead and a body: a
+    body too long for its line wraps at spaces (folding a word longer than the space), its
+    further lines led by blanks as wide as the lead. ``line_segments`` renders one."""
+    out: list[Line] = []
+    for line in lines:
+        lead_width = line.lead.cell_len
+        room = width - lead_width
+        if line.body.cell_len <= room or not line.body:
+            out.append(line)
+            continue
+        lead = line.lead
+        if room < 12:  # a lead too wide for the pane: the body goes below, two cells in
+            out.append(Line(lead, Text()))
+            lead_width, room = 2, max(1, width - 2)
+            lead = Text("  ")
+        pieces = line.body.wrap(console, room, overflow="fold", no_wrap=False)
+        for number, piece in enumerate(pieces):
+            piece.rstrip()
+            out.append(Line(lead if number == 0 else Text(" " * lead_width), piece))
+    return out
+
+
+def line_segments(line: Line, console: Console) -> list[Segment]:
+    """One line of the pane as segments (rendered only when it is on screen)."""
 
     def segments(text: Text) -> list[Segment]:
         # Text.render leaves out the text's own style (a console applies it): apply it here.
@@ -422,21 +443,4 @@ def wrap_lines(lines: Iterable[Line], width: int, console: Console) -> list[list
             return list(rendered)
         return list(Segment.apply_style(rendered, console.get_style(text.style)))
 
-    out: list[list[Segment]] = []
-    for line in lines:
-        lead_width = line.lead.cell_len
-        room = width - lead_width
-        lead = segments(line.lead)
-        if line.body.cell_len <= room or not line.body:
-            out.append([*lead, *segments(line.body)])
-            continue
-        if room < 12:  # a lead too wide for the pane: the body goes below, two cells in
-            out.append(lead)
-            lead_width, room = 2, max(1, width - 2)
-            lead = [Segment("  ")]
-        pieces = line.body.wrap(console, room, overflow="fold", no_wrap=False)
-        for number, piece in enumerate(pieces):
-            piece.rstrip()
-            start = lead if number == 0 else [Segment(" " * lead_width)]
-            out.append([*start, *segments(piece)])
-    return out
+    return [*segments(line.lead), *segments(line.body)]

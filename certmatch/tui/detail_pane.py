@@ -26,7 +26,7 @@ from certmatch.core.judge import Judge
 from certmatch.core.recording import RecordingError
 from certmatch.core.report import shown_prose
 from certmatch.tui import colours
-from certmatch.tui.detail import Line, as_text, detail_lines, wrap_lines
+from certmatch.tui.detail import Line, as_text, detail_lines, line_segments, wrap_lines
 from certmatch.tui.source import RecordingSource
 
 NOTHING_SELECTED = "Select a session to see why it fails, the evidence and the fix."
@@ -51,7 +51,9 @@ class DetailPane(ScrollView, can_focus=True, inherit_bindings=False):
         self.detail: tuple[Diagnosis, str] | None = None  # what is shown, and its recording
         self._shown: tuple[RecordingSource, int, int | None] | None = None
         self._lines: list[Line] = []
-        self._wrapped: list[list[Segment]] = []
+        self._wrapped: list[Line] = []
+        self._strips: dict[int, Strip] = {}  # rendered lines, for the style in _strips_for
+        self._strips_for: tuple[Style, int, int] | None = None
         self._wrapped_for = -1  # the width the lines were wrapped at
         self._base: Style | None = None  # the widget's style, during one repaint
 
@@ -89,11 +91,12 @@ class DetailPane(ScrollView, can_focus=True, inherit_bindings=False):
     def text(self) -> str:
         """What the pane shows, as wrapped, in plain text (for tests and find)."""
         self._wrap()
-        return "\n".join("".join(s.text for s in line).rstrip() for line in self._wrapped)
+        return "\n".join(f"{line.lead.plain}{line.body.plain}".rstrip() for line in self._wrapped)
 
     def _set_lines(self, lines: list[Line]) -> None:
         self._lines = lines
         self._wrapped_for = -1
+        self._strips.clear()
         if self.is_mounted:
             self.scroll_to(y=0, animate=False, immediate=True)
             self._update_size()
@@ -104,6 +107,7 @@ class DetailPane(ScrollView, can_focus=True, inherit_bindings=False):
         if width != self._wrapped_for:
             self._wrapped = wrap_lines(self._lines, width, self.app.console)
             self._wrapped_for = width
+            self._strips.clear()
 
     def _update_size(self) -> None:
         if not self.is_mounted:
@@ -130,23 +134,36 @@ class DetailPane(ScrollView, can_focus=True, inherit_bindings=False):
 
     def render_lines(self, crop: Region) -> list[Strip]:
         self._base = self.rich_style  # once per repaint, not per line
+        self._wrap()
+        if len(self._wrapped) != self.virtual_size.height:
+            self.call_later(self._update_size)  # the width changed since the last layout
         try:
             return super().render_lines(crop)
         finally:
             self._base = None
 
     def render_line(self, y: int) -> Strip:
-        self._wrap()
-        if len(self._wrapped) != self.virtual_size.height:
-            self.call_later(self._update_size)  # the width changed since the last layout
+        if self._base is None:  # called on its own, not from render_lines
+            self._wrap()
         scroll_x, scroll_y = self.scroll_offset
-        width = self.scrollable_content_region.width
+        width = self._wrapped_for
         base = self._base or self.rich_style
         index = scroll_y + y
         if index >= len(self._wrapped):
             return Strip.blank(width, base)
-        segments = Segment.apply_style(self._wrapped[index], base)
-        return Strip(segments).crop_extend(scroll_x, scroll_x + width, base)
+        # Each line is rendered once for a style, width and sideways scroll, and kept.
+        key = (base, width, scroll_x)
+        if key != self._strips_for:
+            self._strips.clear()
+            self._strips_for = key
+        strip = self._strips.get(index)
+        if strip is None:
+            segments = Segment.apply_style(
+                line_segments(self._wrapped[index], self.app.console), base
+            )
+            strip = Strip(segments).crop_extend(scroll_x, scroll_x + width, base)
+            self._strips[index] = strip
+        return strip
 
     def on_click(self, event: events.Click) -> None:
         """A click on a citation opens it (where the terminal does not do it by itself)."""

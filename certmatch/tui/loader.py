@@ -44,6 +44,15 @@ class Batch:
     bytes_read: int = 0
     bytes_total: int = 0
 
+    def extend(self, later: Batch) -> Batch:
+        """This batch with a later one's rows and lines after its own; returns itself."""
+        self.rows += later.rows
+        self.problems += later.problems
+        self.errors += later.errors
+        self.notes += later.notes
+        self.bytes_read, self.bytes_total = later.bytes_read, later.bytes_total
+        return self
+
 
 class Loader:
     """Reads a set of recordings; remembers where each stopped, so it can follow them.

@@ -34,6 +34,8 @@ from certmatch.tui.model import Row
 from certmatch.tui.source import RecordingSource
 from certmatch.tui.split_read import cores
 
+READER_NICENESS = 5
+
 type PackedRow = tuple[int, int, str, str, str, str, str, str | None, int]
 
 
@@ -238,6 +240,13 @@ class ReaderProcess:
         except (OSError, ValueError):
             pass  # the reader is gone already
 
+    def wait(self, timeout: float) -> bool:
+        """True once a message can be received (or the reader ended), within ``timeout``."""
+        try:
+            return self._conn.poll(timeout)
+        except (OSError, ValueError):
+            return True  # receive() will say the reader is gone
+
     def receive(self) -> tuple[str, Batch | str | None]:
         """The next message, blocking: ("batch", Batch), ("pass", None), ("failed", text) or
         ("gone", None) when the reader ended."""
@@ -303,6 +312,12 @@ def _fork_reader(
                 os.close(write_pid)
                 parent_end.close()  # so that the UI's end closing is seen here as the end
                 os.setpgid(0, 0)  # the terminal's signals are the UI's to handle
+                try:
+                    # The keys come first: on a busy machine the UI gets the CPU before the
+                    # reader (and its part readers), which still takes whatever is idle.
+                    os.nice(READER_NICENESS)
+                except OSError:
+                    pass
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGHUP, signal.SIG_DFL)
                 try:

@@ -308,12 +308,13 @@ class SessionList(ScrollView, can_focus=True, inherit_bindings=False):
         """More sessions arrived at the end (sessions view only)."""
         if not new:
             return
-        was_empty = not self.items
+        before = len(self.items)
         self.items.extend(new)  # type: ignore[arg-type]
         self._update_size()
-        if was_empty:
+        if not before:
             self.cursor = 0
-        self.refresh()
+        if before <= round(self.scroll_y) + self._visible_rows:
+            self.refresh()  # some of the new lines are on screen (below, the scroll bar shows)
 
     def _update_size(self) -> None:
         size = Size(sum(self.widths) + len(self.widths) - 1, len(self.items) + 1)
@@ -331,8 +332,7 @@ class SessionList(ScrollView, can_focus=True, inherit_bindings=False):
         # Only more (or fewer) lines: the scroll bars change, not the screen's layout, which
         # would measure every widget again (the whole detail) at each batch of a followed file.
         self.set_reactive(ScrollView.virtual_size, size)
-        self._scroll_update(size)
-        self.refresh()
+        self._scroll_update(size)  # the scroll bars; the lines are the caller's to refresh
 
     @property
     def _badge_styles(self) -> dict[Severity, Style]:

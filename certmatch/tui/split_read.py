@@ -140,13 +140,16 @@ def _read_part(
     source.offset = source.line_start_at_or_after(start)
     source.stop_at = end
     outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+    reader = os.getppid()
+    gone = threading.Event()  # the reader stopped taking chunks: stop reading too
 
     def send() -> None:
         while (data := outbox.get()) is not None:
             try:
                 conn.send_bytes(data)
             except OSError:
-                return  # the reader is gone
+                gone.set()
+                return
 
     sender = threading.Thread(target=send, daemon=True)
     sender.start()
@@ -168,6 +171,8 @@ def _read_part(
             (offset, row.time, row.protocol, row.client, row.host, row.host_source, row.sni, number)
         )
         if len(chunk.rows) >= CHUNK_ROWS:
+            if gone.is_set() or os.getppid() != reader:
+                return  # the reader ended (or was killed): nobody will take these rows
             outbox.put(pickle.dumps(chunk, pickle.HIGHEST_PROTOCOL))
             chunk = Chunk()
     chunk.done = True

@@ -8,6 +8,7 @@ the first rows show while a big recording is still being read.
 from __future__ import annotations
 
 import bisect
+import threading
 import time
 from collections.abc import Callable, Sequence
 from operator import attrgetter
@@ -52,6 +53,9 @@ from certmatch.tui.session_list import SessionList
 _ACTIONS = {key.action: key for key in keys.keys_for(View.SESSIONS)}
 _TAIL_SHOWN = 6  # lines of the proxy's log in its red banner
 DETAIL_EVERY = 0.3  # seconds between details of the newest session while the list follows
+# Seconds between batches handed to the UI: each repaints the list and the status, so a fast
+# recording's rows come a few times a second, not at every read, and the keys stay live.
+BATCH_EVERY = 0.25
 
 
 def proxy_banner(proxy: LiveProxy, state: ProxyState) -> Text:
@@ -178,6 +182,8 @@ class SessionsScreen(Screen[None]):
         self._grouping = Grouping()
         self._test = self.filter.predicate(show_all)
         self._receiving = False
+        self._batch_taken = threading.Event()  # the UI took the last batch posted
+        self._batch_taken.set()
         self._loading = False  # a pass is under way (or follow is on)
         self._tail_moved_to = -1  # where follow last moved the cursor
         self._detail_timer: Timer | None = None
@@ -248,13 +254,32 @@ class SessionsScreen(Screen[None]):
         """Turn the reader process's messages into the screen's (in a thread: receiving
         blocks; unpacking a batch is cheap next to reading and judging it)."""
         worker = get_current_worker()
+        pending: Batch | None = None  # received, not yet handed to the UI
+        posted = 0.0  # when the last batch was
         try:
             while not worker.is_cancelled:
+                if (
+                    pending is not None
+                    and self._batch_taken.is_set()
+                    and time.monotonic() - posted >= BATCH_EVERY
+                ):
+                    self._batch_taken.clear()
+                    self.post_message(BatchLoaded(pending))
+                    pending, posted = None, time.monotonic()
+                if pending is not None and not self.loader.wait(0.02):
+                    continue  # the UI is still busy with the last batch, or had one just now
                 kind, content = self.loader.receive()
                 if kind == "batch":
+                    # One batch at a time goes to the UI; what arrives while it is busy with
+                    # the last one joins the next, so a busy UI gets fewer, bigger batches.
                     assert isinstance(content, Batch)
-                    self.post_message(BatchLoaded(content))
-                elif kind == "pass":
+                    pending = content if pending is None else pending.extend(content)
+                    continue
+                if pending is not None:
+                    self._batch_taken.clear()
+                    self.post_message(BatchLoaded(pending))
+                    pending = None
+                if kind == "pass":
                     self.post_message(LoadPassFinished())
                 elif kind == "failed":
                     self.post_message(LoaderFailed(str(content)))
@@ -275,7 +300,12 @@ class SessionsScreen(Screen[None]):
 
     @on(BatchLoaded)
     def _add_batch(self, message: BatchLoaded) -> None:
-        batch = message.batch
+        try:
+            self._add_rows(message.batch)
+        finally:
+            self._batch_taken.set()
+
+    def _add_rows(self, batch: Batch) -> None:
         self.progress = (batch.bytes_read, batch.bytes_total)
         self.problems += batch.problems
         for error in batch.errors:
@@ -312,7 +342,11 @@ class SessionsScreen(Screen[None]):
                     listing.cursor = len(listing.items) - 1
                 elif self.following and self.initial_load_done:
                     self.new_sessions += len(new)
-            if not tail:
+            if start == 0:
+                # The first rows are painted before the first detail is diagnosed (the first
+                # diagnosis loads what judging needs, which takes a while).
+                self.call_after_refresh(self._show_detail)
+            elif not tail:
                 self._show_detail()
         self._update_status()
 
