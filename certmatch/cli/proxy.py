@@ -29,7 +29,8 @@ def register(commands: Commands) -> None:
         help="run mitmproxy with the certmatch addon and record every TLS session",
         description="Run mitmproxy (mitmdump) with the certmatch capture addon. The client talks to "
         "the proxy; the proxy talks to the server exactly as the client asked (same SNI, or none) "
-        "and records what the server presented.",
+        "and records what the server presented. With --observe it terminates no TLS: it relays "
+        "the client's own handshake unchanged and records what it reads from it.",
     )
     parser.add_argument(
         "--mode",
