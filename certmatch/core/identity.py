@@ -18,15 +18,19 @@ This module is pure: no network, no clock, no mitmproxy.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import ipaddress
 import re
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Any, Literal
+from pathlib import Path
+from typing import Literal
 
 import idna
 from cryptography import x509
 from cryptography.x509.oid import NameOID
+
+from certmatch.core.public_suffixes import PublicSuffixes
 
 IdentifierKind = Literal["dns", "ip", "cn"]
 Outcome = Literal["match", "no-match", "rejected", "not-considered"]
@@ -761,8 +765,7 @@ def _is_public_suffix(labels: list[str]) -> bool:
     psl = _public_suffix_list()
     if psl is None:  # fallback: two labels after the wildcard are enough
         return False
-    domain = ".".join(labels)
-    return bool(psl.get_tld(domain, wildcard=True) == domain)
+    return psl.is_public_suffix(".".join(labels))
 
 
 def registrable_domain(name: str) -> str | None:
@@ -775,41 +778,29 @@ def registrable_domain(name: str) -> str | None:
     if len(labels) < 2 or not all(labels):
         return None
     psl = _public_suffix_list()
-    sld = psl.get_sld(".".join(labels), wildcard=True) if psl is not None else None
+    sld = psl.registrable_domain(".".join(labels)) if psl is not None else None
     if not sld or "." not in sld:
         return ".".join(labels[-2:])
     return str(sld)
 
 
 @functools.cache
-def _public_suffix_list() -> Any | None:
+def _public_suffix_list() -> PublicSuffixes | None:
     """The ICANN section of publicsuffix2's bundled list, or None if it cannot be loaded.
 
     Only the ICANN section counts, as in Chrome: private suffixes such as
     blogspot.com legitimately carry ``*.blogspot.com`` certificates.
     """
     try:
-        import publicsuffix2  # type: ignore[import-untyped]
-
-        rules: list[str] = []
-        with open(publicsuffix2.PSL_FILE, encoding="utf-8") as handle:
-            for raw in handle:
-                line = raw.strip()
-                if line.startswith("// ===END ICANN DOMAINS==="):
-                    break
-                if not line or line.startswith("//"):
-                    continue
-                rule = line.split()[0]
-                marker = "!" if rule.startswith("!") else "*." if rule.startswith("*.") else ""
-                converted = _to_ascii(rule[len(marker) :])
-                if converted:
-                    rules.append(marker + converted)
-        return publicsuffix2.PublicSuffixList(rules, idna=False)
+        # The package's data file, found without importing the package (which imports
+        # urllib.request: longer than reading the list).
+        spec = importlib.util.find_spec("publicsuffix2")
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        path = Path(spec.submodule_search_locations[0]) / "public_suffix_list.dat"
+        return PublicSuffixes.from_text(path.read_text(encoding="utf-8"), _to_ascii)
     except Exception:  # noqa: BLE001 - a list that fails to load means the fallback, not a crash
         return None
-
-
-# --- small helpers ------------------------------------------------------------------------
 
 
 def _to_ascii(name: str, *, remap: bool = True) -> str | None:
