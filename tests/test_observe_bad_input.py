@@ -351,3 +351,52 @@ def test_a_client_alert_before_any_certificate_is_recorded(tmp_path: Path, pki) 
     assert session.client_decision == "alert" and session.client_alert is not None
     assert session.chain == []
     assert "phase server-hello" in (session.server_error or "")
+
+
+# -- STARTTLS: plaintext the server sends after accepting, before the handshake -------------
+
+
+def test_starttls_injection_is_recorded_in_observe_mode(tmp_path: Path, pki) -> None:
+    """The server answers STARTTLS with its 220 and 14 more plaintext bytes. Observe mode
+    relays them and records the injection as the intercepting proxy does (starttls-injection)."""
+    import smtplib
+
+    from test_starttls_e2e import read_line, smtp_until_starttls
+
+    served = pki.for_scenario("correct")
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(served.chain, served.key)
+
+    def injecting(conn: socket.socket, _: int) -> None:
+        smtp_until_starttls(conn)
+        conn.sendall(b"220 go ahead\r\n250 injected\r\n")
+        with server_tls.wrap_socket(conn, server_side=True) as tls:
+            read_line(tls)
+            tls.sendall(b"250 smtp.example.test\r\n")
+            read_line(tls)
+
+    with (
+        fake_server(injecting) as fake,
+        inprocess_proxy(
+            tmp_path,
+            f"reverse:tcp://127.0.0.1:{fake.port}",
+            addon=ObserveAddon(),  # type: ignore[arg-type]
+            extra_addons=(StartTlsAddon(),),
+            ca_file=[str(pki.root_ca)],
+        ) as proxy,
+    ):
+        with contextlib.suppress(smtplib.SMTPException, ssl.SSLError, OSError):
+            client = smtplib.SMTP("127.0.0.1", proxy.port, timeout=5)
+            client.starttls(context=ssl.create_default_context(cafile=str(pki.root_ca)))
+            client.ehlo()
+            client.close()
+        [session] = proxy.sessions(1, timeout=10)
+    assert session.starttls is not None
+    assert session.starttls.injection == (
+        "the server sent 14 byte(s) after its positive STARTTLS reply, before the TLS handshake"
+    )
+    verdict = Judge(TrustStore.load([pki.root_ca])).diagnose(session)
+    assert "starttls-injection" in verdict.cause_ids
+    # Observe mode alters nothing: the client got the injected bytes too, and Python's ssl
+    # aborted its handshake on them with an alert (the intercepting proxy drops them).
+    assert session.client_decision == "alert"
