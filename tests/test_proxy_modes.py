@@ -283,6 +283,10 @@ SET_EXAMPLES = {
     "certmatch_sni_probe": "false",
     "certmatch_starttls": "imap",
     "certmatch_starttls_timeout": "2",
+    "certmatch_dns": "false",
+    "certmatch_resolver": "[::1]:5353",
+    "certmatch_handshake_timeout": "3",
+    "certmatch_listen_backlog": "512",
 }
 
 
@@ -338,6 +342,13 @@ PROXY_FLAGS: dict[str, tuple[list[str], object]] = {
     "certmatch_sni_probe": (["--no-sni-probe"], False),
     "certmatch_starttls": (["--starttls", "pop3"], "pop3"),
     "certmatch_starttls_timeout": (["--starttls-timeout", "7"], 7),
+    "certmatch_dns": (["--no-dns"], False),
+    "certmatch_resolver": (
+        ["--resolver", "127.0.0.1:5353", "--resolver", "[::1]:53"],
+        ["127.0.0.1:5353", "[::1]:53"],
+    ),
+    "certmatch_handshake_timeout": (["--handshake-timeout", "9"], 9),
+    "certmatch_listen_backlog": (["--listen-backlog", "2048"], 2048),
 }
 
 

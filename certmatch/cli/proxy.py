@@ -77,6 +77,21 @@ def register(commands: Commands) -> None:
         "--no-sni-probe", action="store_true", help="never ask the server again with SNI"
     )
     parser.add_argument(
+        "--resolver",
+        action="append",
+        default=[],
+        metavar="IP[:PORT]",
+        help="a DNS resolver to ask about each session's names, IPv6 as [::1]:53; repeat it "
+        "for several (two that answer differently show split horizon). Default: the "
+        "system's resolvers, and none for --mode reverse to an IP address",
+    )
+    parser.add_argument(
+        "--no-dns",
+        action="store_true",
+        help="ask DNS nothing (by default the proxy asks in the background and records the "
+        "answers with each session; the mail session never waits for them)",
+    )
+    parser.add_argument(
         "--starttls",
         choices=STARTTLS_CHOICES,
         default="auto",
@@ -105,6 +120,23 @@ def register(commands: Commands) -> None:
         default=5,
         metavar="SECONDS",
         help="with --observe: whole seconds a side handshake may take (default: 5)",
+    )
+    parser.add_argument(
+        "--handshake-timeout",
+        type=whole_seconds,
+        default=15,
+        metavar="SECONDS",
+        help="whole seconds a connection may take to finish its TLS handshake (a client that "
+        "sends nothing, a server that never answers); then it is recorded and closed "
+        "(default: 15, never longer than --starttls-timeout)",
+    )
+    parser.add_argument(
+        "--listen-backlog",
+        type=int,
+        default=4096,
+        metavar="N",
+        help="connections the kernel may queue for the proxy to accept (default: 4096, capped "
+        "by net.core.somaxconn; mitmproxy's own is 100, which a burst of clients overflows)",
     )
     parser.add_argument(
         "--tui",
@@ -164,6 +196,13 @@ def run(args: argparse.Namespace) -> int:
         )
     for ca in args.ca_file:
         TrustStore.load([ca], use_system=False)  # a clear error now, not from inside mitmproxy
+    for resolver in args.resolver:
+        from certmatch.net.dns import parse_resolver
+
+        try:
+            parse_resolver(resolver)  # a clear error now, not from inside mitmproxy
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     if args.observe and args.on_mismatch == "block":
         raise UsageError(
             "--observe relays the client's own TLS and cannot block a session; "
@@ -340,6 +379,12 @@ def mitmdump_args(args: argparse.Namespace) -> list[str]:
         ]
         if args.no_sni_probe:
             mitm_args += ["--set", "certmatch_sni_probe=false"]
+        mitm_args += ["--set", f"certmatch_handshake_timeout={args.handshake_timeout}"]
+        mitm_args += ["--set", f"certmatch_listen_backlog={args.listen_backlog}"]
+        if args.no_dns:
+            mitm_args += ["--set", "certmatch_dns=false"]
+        for resolver in args.resolver:
+            mitm_args += ["--set", f"certmatch_resolver={resolver}"]
     mitm_args += [
         "-s",
         str(scripts.joinpath("starttls.py")),
