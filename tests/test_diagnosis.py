@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from certmatch.core import causes
 from certmatch.core.diagnosis import diagnose
+from certmatch.core.dns_facts import DnsAnswer, DnsFacts
 from certmatch.core.facts import SessionFacts, SniProbe
 from certmatch.core.trust import TrustStore
 from certmatch.lab import pki
@@ -112,6 +113,30 @@ def test_mail_domain_instead_of_server(ca):
     d = diagnose(facts(b64(leaf), "example.org"), store)
     assert d.primary.id == "mail-domain-not-server"
     assert "mail.example.org, smtp.example.org" in d.primary.fix
+
+
+def test_mail_domain_instead_of_server_names_the_server_dns_gives_for_the_service(ca):
+    inter, store = ca
+    # The certificate is the hoster's: no name inside the mail domain, so only DNS can say
+    # which server to configure; MX and SRV name it for SMTP and IMAPS respectively.
+    leaf = pki.issue_leaf(inter, dns=["imap.hoster.test", "mx.hoster.test"])
+    r = "127.0.0.1:53"
+    dns = DnsFacts(
+        host="example.org",
+        resolvers=[r],
+        mail_domain="example.org",
+        answers=[
+            DnsAnswer("_imaps._tcp.example.org", "SRV", r, ("0 1 993 imap.hoster.test.",), 60),
+            DnsAnswer("example.org", "MX", r, ("10 mx.hoster.test.",), 60),
+        ],
+    )
+    d = diagnose(facts(b64(leaf), "example.org", dns=dns, protocol="imap"), store)
+    assert d.primary.id == "mail-domain-not-server"
+    assert "imap.hoster.test (SRV _imaps._tcp.example.org)" in d.primary.fix
+    assert "mx.hoster.test" not in d.primary.fix  # MX is SMTP's, not an IMAP client's
+    smtp = diagnose(facts(b64(leaf), "example.org", dns=dns, protocol="smtp"), store)
+    assert smtp.primary.id == "mail-domain-not-server"
+    assert "mx.hoster.test (MX example.org)" in smtp.primary.fix
 
 
 def test_time_is_the_capture_time_and_cached_results_respect_it(tmp_path):

@@ -39,7 +39,7 @@ from certmatch.core import causes as catalogue
 from certmatch.core.anchors import TrustAnchor
 from certmatch.core.causes import Cause, Rule, cause_of
 from certmatch.core.certificates import CertificateSummary, ParsedChain
-from certmatch.core.dns_rules import DnsRule, dns_findings, srv_ids_of
+from certmatch.core.dns_rules import DnsRule, dns_findings, srv_ids_of, suggested_servers
 from certmatch.core.facts import SessionFacts, verdict_part
 from certmatch.core.identity import (
     IdentityResult,
@@ -286,7 +286,7 @@ def _decide(facts: SessionFacts, parts: Parts) -> Decision:
         _dns_findings(facts, parsed, presented, parts, found)
     if identity.verdict != "match" and identity.reference_kind == "dns":
         _no_sni_default_certificate(facts, identity, parts, found)
-        _mail_domain_not_server(identity, presented, found)
+        _mail_domain_not_server(facts, identity, presented, parts, found)
     _name_not_in_certificate(identity, found)
     _requested_host_assumed(facts, found)
 
@@ -548,10 +548,26 @@ def _no_sni_default_certificate(
 
 
 def _mail_domain_not_server(
-    identity: IdentityResult, presented: PresentedIdentifiers, found: dict[str, tuple[str, str]]
+    facts: SessionFacts,
+    identity: IdentityResult,
+    presented: PresentedIdentifiers,
+    parts: Parts,
+    found: dict[str, tuple[str, str]],
 ) -> None:
-    """The client asked for the mail domain, and the certificate names hosts inside it."""
+    """The client asked for the mail domain, and the certificate names hosts inside it, or
+    the servers the domain's SRV records (RFC 6186) or MX records name, which are then the ones
+    to configure, each with its record."""
     reference = identity.normalized
+    dns = facts.dns
+    if dns is not None and (dns.mail_domain or "").lower().rstrip(".") == reference:
+
+        def covers(name: str) -> bool:
+            return parts.identity(name, presented).verdict != "mismatch"
+
+        servers = suggested_servers(dns, facts.protocol, covers)
+        if servers:
+            _add(found, SessionRule.MAIL_DOMAIN_NOT_SERVER, "", servers)
+            return
     if registrable_domain(reference) != reference:
         return
     suffix = "." + reference
