@@ -557,6 +557,8 @@ def _mail_domain_not_server(
     """The client asked for the mail domain, and the certificate names hosts inside it, or
     the servers the domain's SRV records (RFC 6186) or MX records name, which are then the ones
     to configure, each with its record."""
+    if cause_of(DnsRule.SRV_ID_ONLY).id in found:
+        return  # the certificate names the domain, as an SRV-ID: that cause says what to do
     reference = identity.normalized
     dns = facts.dns
     if dns is not None and (dns.mail_domain or "").lower().rstrip(".") == reference:
