@@ -339,7 +339,7 @@ _CATALOGUE: tuple[Cause, ...] = (
         "A wildcard covers one label only",
         "failure",
         "The client asked for {requested}. The certificate's wildcard {pattern} covers exactly one "
-        "label, and {requested} has more than one label below it. {detail}",
+        "label, and {requested} has more than one label below it.",
         "Add {requested} to the certificate's subjectAltName (or a wildcard one level deeper), or "
         "configure the client with a name one label below the wildcard's domain.",
         (RFC6125_WILDCARD, RFC9525_DNS, Citation("RFC 4513", "§3.1.3.1"), RFC7817),
