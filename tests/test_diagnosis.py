@@ -386,3 +386,35 @@ def test_names_from_the_client_or_the_user_are_not_assumed(ca):
         assert d.cause_ids == () and not d.failed, source
     d = diagnose(facts(b64(leaf), "mail.example.test", sni=None, source="option"), store)
     assert d.cause_ids == () and not d.failed
+
+
+def test_a_client_that_closes_after_a_good_mirror_may_have_accepted_and_the_text_says_so(ca):
+    inter, store = ca
+    leaf = pki.issue_leaf(inter, dns=["imap.example.test"])
+    closed = facts(
+        b64(leaf),
+        "imap.example.test",
+        presented="mirror",
+        client_decision="closed-after-handshake",
+    )
+    d = diagnose(closed, store)
+    assert d.cause_ids[:2] == ("proxy-ca-not-trusted", "client-refused-certificate")
+    proxy_ca = next(f for f in d.findings if f.id == "proxy-ca-not-trusted")
+    assert "only wanted the handshake" in proxy_ca.explanation
+    assert "nothing needs fixing" in proxy_ca.explanation
+
+
+def test_a_refused_mirror_of_a_self_signed_server_mentions_saved_exceptions(ca):
+    _, store = ca
+    leaf = pki.issue_leaf(None, dns=["selfsigned.example.test"])
+    refused = facts(
+        b64(leaf),
+        "selfsigned.example.test",
+        presented="mirror",
+        client_decision="closed-after-handshake",
+    )
+    d = diagnose(refused, store)
+    assert "proxy-ca-not-trusted" not in d.cause_ids
+    refusal = next(f for f in d.findings if f.id == "client-refused-certificate")
+    assert "saved exception" in refusal.explanation
+    assert "--observe" in refusal.explanation

@@ -392,7 +392,10 @@ def _proxy_ca_detail(facts: SessionFacts, refusal: str) -> str:
     if refusal == _CLOSED_AFTER_HANDSHAKE:
         lines.append(
             "GnuTLS-based clients (neomutt, msmtp, ldapsearch) and mbsync check the "
-            "certificate after the handshake and close without an alert, as this one did."
+            "certificate after the handshake and close without an alert, as this one did. "
+            "A client that accepted and only wanted the handshake (openssl s_client with "
+            "nothing to send, a monitoring probe) closes the same way: if this was one, "
+            "nothing was refused and nothing needs fixing."
         )
     return " ".join(lines)
 
@@ -429,6 +432,13 @@ def _refusal_detail(
         lines.append(
             "certmatch judges the server's own certificate acceptable, so the refusal is "
             "about what certmatch showed the client (see proxy-ca-not-trusted)."
+        )
+    elif verdict == "untrusted" and facts.presented == "mirror":
+        lines.append(
+            "If the client goes on with this server when it connects directly, it keeps a "
+            "saved exception or a pin for the server's own certificate (neomutt's "
+            "certificate_file, Thunderbird): that covers no copy, since a copy never carries "
+            "the server's key. Look at the server directly with certmatch proxy --observe."
         )
     elif verdict == "match" and assumed:
         lines.append(
