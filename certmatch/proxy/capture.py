@@ -706,7 +706,13 @@ class CertmatchCapture:
             return
         bound = handshake_timeout.seconds()
         loop = asyncio.get_running_loop()
-        stalled = handshake_timeout.stalled(client, bound, hard_limit_passed=loop.time() >= give_up)
+        try:
+            stalled = handshake_timeout.stalled(
+                client, bound, hard_limit_passed=loop.time() >= give_up
+            )
+        except Exception as exc:  # noqa: BLE001 - a timer callback must not raise
+            self._internal_error("handshake timeout", client, exc)
+            return
         if stalled is None:
             return  # the connection is gone
         if not stalled:

@@ -93,9 +93,12 @@ def _unread(io: Any) -> bool:
     sock = writer.get_extra_info("socket") if isinstance(writer, asyncio.StreamWriter) else None
     if sock is None:
         return False
+    fd = sock.fileno()
+    if fd < 0:  # closed meanwhile
+        return False
     waiting = array.array("i", [0])
     try:
-        fcntl.ioctl(sock.fileno(), termios.FIONREAD, waiting)
-    except OSError:
+        fcntl.ioctl(fd, termios.FIONREAD, waiting)
+    except (OSError, ValueError):
         return False
     return waiting[0] > 0
