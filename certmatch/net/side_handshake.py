@@ -126,7 +126,9 @@ async def side_handshake(
     return result
 
 
-type CacheKey = tuple[str, int, str | None, str | None]
+# server, port, SNI, STARTTLS protocol, and the client's offered versions and ALPN: a server
+# may choose its certificate by any of them, so a client offering others gets its own.
+type CacheKey = tuple[str, int, str | None, str | None, tuple[str, ...], tuple[str, ...]]
 
 
 class SideHandshakes:
@@ -148,9 +150,9 @@ class SideHandshakes:
         alpn: list[str],
         starttls: str | None = None,
     ) -> tuple[asyncio.Task[SideResult], bool]:
-        """The task of the handshake for this server and SNI, and whether it was shared
-        (cached or under way for another session). Call from the event loop."""
-        key: CacheKey = (ip, port, sni, starttls)
+        """The task of the handshake for this server, SNI, versions and ALPN, and whether it
+        was shared (cached or under way for another session). Call from the event loop."""
+        key: CacheKey = (ip, port, sni, starttls, tuple(sorted(versions)), tuple(alpn))
         now = time.monotonic()
         entry = self._entries.get(key)
         if entry is not None and now - entry[0] < self.ttl:
