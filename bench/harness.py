@@ -255,11 +255,37 @@ def lab(work: Path, server_key: str = "ec") -> Iterator[Lab]:
     default = pki.default
     if server_key != "ec":
         default = rsa_leaf(pki.minted.intermediate, work / "pki", int(server_key[3:]))
-    dovecot = start_dovecot(default, pki.sni, work / "dovecot")
+    with roomy_logins():
+        dovecot = start_dovecot(default, pki.sni, work / "dovecot")
     try:
         yield Lab(work, dovecot, pki.root_ca, work / "mitmproxy-conf")
     finally:
         dovecot.stop()
+
+
+# dovecot's defaults start one login process per connection, at most 100 (process_limit), and
+# drop the connections beyond: a burst of 500 would measure dovecot's refusals. Its
+# high-performance login mode serves them all (tests/test_proxy_load.py does the same).
+ROOMY_LOGIN = """
+service imap-login {
+  service_count = 0
+  client_limit = 2000
+  process_min_avail = 2
+}
+"""
+
+
+@contextlib.contextmanager
+def roomy_logins() -> Iterator[None]:
+    """dovecot started inside this block has room for a burst of logins."""
+    import servers.dovecot
+
+    config = servers.dovecot._config
+    servers.dovecot._config = lambda *args: config(*args) + ROOMY_LOGIN
+    try:
+        yield
+    finally:
+        servers.dovecot._config = config
 
 
 def rsa_leaf(intermediate: Issued, directory: Path, bits: int) -> CertFiles:
