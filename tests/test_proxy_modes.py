@@ -8,6 +8,8 @@ that maps the test names to loopback.
 from __future__ import annotations
 
 import itertools
+import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -30,6 +32,8 @@ from certmatch.core.trust import TrustStore
 from certmatch.proxy import CertmatchCapture, StartTlsAddon
 
 pytestmark = pytest.mark.timeout(90)
+
+RECORDINGS = Path(__file__).resolve().parent.parent / "recordings"
 
 NAMES = ["imap.example.test", "wrong.example.test", "a.b.example.test", "example.test"]
 CURL_PEER_FAILED_VERIFICATION = 60  # curl's exit code for a certificate it refuses
@@ -404,3 +408,62 @@ def test_certmatch_proxy_takes_whole_seconds_only(tmp_path, value):
     assert done.returncode == 2
     assert "--starttls-timeout" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "r.jsonl").exists()
+
+
+# --- mistakes caught before mitmproxy starts: one line, nothing left behind ------------------
+
+
+def _proxy(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [venv_bin("certmatch"), "proxy", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+def _one_line(done: subprocess.CompletedProcess, *needles: str) -> None:
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_a_port_another_program_holds_is_one_line_before_anything_is_written(tmp_path):
+    record = tmp_path / "r.jsonl"
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        done = _proxy(
+            "--mode", "reverse:tls://127.0.0.1:993", "--listen-port", str(port),
+            "--record", str(record),
+        )  # fmt: skip
+    _one_line(done, f"127.0.0.1:{port}", "another program listens", "--listen-port")
+    assert not record.exists()  # no header-only recording left behind
+
+
+def test_a_recording_in_a_missing_directory_is_refused(tmp_path):
+    record = tmp_path / "typo" / "r.jsonl"
+    done = _proxy("--mode", "socks5", "--record", str(record))
+    _one_line(done, "does not exist", str(record.parent))
+    assert not record.parent.exists()  # never created behind the user's back
+
+
+def test_appending_to_a_recording_judged_with_other_cas_is_one_line(tmp_path, pki):
+    record = tmp_path / "r.jsonl"
+    shutil.copy(RECORDINGS / "correct.jsonl", record)  # its header trusts no extra CA
+    before = record.read_bytes()
+    done = _proxy("--mode", "socks5", "--record", str(record), "--ca-file", str(pki.root_ca))
+    _one_line(done, "will not append to this recording", "same CA files")
+    assert record.read_bytes() == before
+
+
+def test_side_handshake_timeout_without_observe_is_refused(tmp_path):
+    done = _proxy(
+        "--mode", "socks5", "--side-handshake-timeout", "3", "--record", str(tmp_path / "r.jsonl")
+    )  # fmt: skip
+    _one_line(done, "--side-handshake-timeout", "--observe")

@@ -7,9 +7,11 @@ process and the TUI follows its recording here.
 from __future__ import annotations
 
 import argparse
+import errno
 import ipaddress
 import os
 import signal
+import socket
 import stat
 import sys
 import time
@@ -117,7 +119,7 @@ def register(commands: Commands) -> None:
     parser.add_argument(
         "--side-handshake-timeout",
         type=whole_seconds,
-        default=5,
+        default=None,
         metavar="SECONDS",
         help="with --observe: whole seconds a side handshake may take (default: 5)",
     )
@@ -181,21 +183,37 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as exc:  # pragma: no cover - mitmproxy is a dependency
         raise UsageError(f"mitmproxy is not installed ({exc}); reinstall certmatch") from None
 
+    modes = []
     for spec in args.mode:
         try:
-            ProxyMode.parse(spec)
+            modes.append(ProxyMode.parse(spec))
         except ValueError as exc:
             raise UsageError(
-                f"--mode {spec}: {exc}; use e.g. reverse:tls://mail.example.com:993, "
-                "reverse:tcp://mail.example.com:587 (STARTTLS), socks5 or regular"
+                f"--mode {spec}: {str(exc).rstrip('.')}; use e.g. "
+                "reverse:tls://mail.example.com:993, reverse:tcp://mail.example.com:587 "
+                "(STARTTLS), socks5 or regular"
             ) from None
     record = Path(args.record)
     if record.exists() and record.is_dir():
         raise UsageError(
             f"--record {record}: is a directory; give a file name such as {record}/session.jsonl"
         )
+    if not record.parent.is_dir():
+        raise UsageError(
+            f"--record {record}: the directory {record.parent} does not exist; create it "
+            "first, or give a path in an existing directory"
+        )
     for ca in args.ca_file:
         TrustStore.load([ca], use_system=False)  # a clear error now, not from inside mitmproxy
+    if record.exists() and record.stat().st_size > 0:
+        _check_appendable(record, args.ca_file)
+    if not args.observe and args.side_handshake_timeout is not None:
+        raise UsageError(
+            "--side-handshake-timeout applies only with --observe (the intercepting proxy "
+            "makes no side handshakes); drop it, or add --observe"
+        )
+    for mode in modes:
+        _check_port_free(mode, args.listen_host, args.listen_port)
     for resolver in args.resolver:
         from certmatch.net.dns import parse_resolver
 
@@ -214,6 +232,49 @@ def run(args: argparse.Namespace) -> int:
         return _run_with_tui(args)
     _run_mitmdump(mitmdump_args(args), ListenBanner(record))
     return EXIT_OK
+
+
+def _check_appendable(record: Path, ca_files: Sequence[str]) -> None:
+    """Refuse now, in one line, a recording the proxy would refuse to append to once
+    mitmproxy has started (someone else's file, or one judged with other CAs)."""
+    from certmatch.core.recording import RecordingError, RecordingWriter
+
+    pems = [Path(path).read_text(encoding="ascii", errors="replace") for path in ca_files]
+    try:
+        RecordingWriter(record, tool_version=certmatch.__version__, ca_certificates=pems).close()
+    except RecordingError as exc:
+        raise UsageError(f"--record {exc}") from None
+
+
+def _check_port_free(mode: Any, listen_host: str | None, listen_port: int | None) -> None:
+    """A one-line error now for a port another program holds, rather than mitmproxy's log
+    after it has started (its advice names its own --mode syntax)."""
+    port = mode.listen_port(listen_port)
+    if not port or mode.transport_protocol == "udp":
+        return
+    host = mode.listen_host(listen_host) or "0.0.0.0"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio's server
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise UsageError(
+                    f"cannot listen on {format_address((host, port))}: another program listens "
+                    "on that port; stop it, or give the proxy another port (--listen-port, or "
+                    "@PORT in --mode)"
+                ) from None
+            if exc.errno == errno.EACCES:
+                raise UsageError(
+                    f"cannot listen on {format_address((host, port))}: ports below 1024 need "
+                    "privileges; use a port above 1024 (--listen-port)"
+                ) from None
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise UsageError(
+                    f"cannot listen on {host}: no interface of this machine has that address; "
+                    "use 127.0.0.1 or one of its own addresses (--listen-host)"
+                ) from None
 
 
 # --- files: owner-only ---------------------------------------------------------------------
@@ -362,12 +423,12 @@ def mitmdump_args(args: argparse.Namespace) -> list[str]:
     if args.confdir:
         mitm_args += ["--set", f"confdir={args.confdir}"]
     if getattr(args, "observe", False):
-        mitm_args += [
-            "-s",
-            str(scripts.joinpath("observe.py")),
-            "--set",
-            f"certmatch_side_handshake_timeout={args.side_handshake_timeout}",
-        ]
+        mitm_args += ["-s", str(scripts.joinpath("observe.py"))]
+        if args.side_handshake_timeout is not None:
+            mitm_args += [
+                "--set",
+                f"certmatch_side_handshake_timeout={args.side_handshake_timeout}",
+            ]
     else:
         mitm_args += [
             "-s",
