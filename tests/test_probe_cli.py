@@ -64,6 +64,11 @@ def test_implicit_tls_with_and_without_sni(dovecot, pki, capsys, tmp_path):
     assert {s.requested_host_source for s in sessions} == {"option"}
     assert sessions[1].sni_probe is not None and sessions[1].sni_probe.sni == "alt.example.test"
     assert len(sessions[0].chain) == 2  # leaf and intermediate: the whole chain is recorded
+    # The header keeps --ca-file, so check judges the file later as the probe did live.
+    assert read_recording(record).header.ca_certificates == [pki.root_ca.read_text()]
+    assert main(["check", str(record)]) == 1  # the no-SNI session's cause, not unknown-issuer
+    later = capsys.readouterr().out
+    assert "unknown-issuer" not in later and "✓ match" in later, later
 
 
 def test_json_is_check_json_of_the_same_sessions(dovecot, pki, capsys, tmp_path):

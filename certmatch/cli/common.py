@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from certmatch.core.anchors import RecordingAnchors, load_anchors
 from certmatch.core.recording import RecordingError
@@ -58,3 +59,9 @@ def load_trust(args: argparse.Namespace) -> RecordingAnchors:
     its origin, plus each recording's own header CAs unless --ignore-recorded-ca."""
     base = load_anchors(args.ca_file, use_system=not args.no_system_store)
     return RecordingAnchors(base, use_recorded=not getattr(args, "ignore_recorded_ca", False))
+
+
+def recorded_ca_pems(ca_files: list[str]) -> list[str]:
+    """The text of each --ca-file, for a recording's header: ``check`` and ``view`` then judge
+    its sessions with the same anchors as the command that recorded them."""
+    return [Path(path).read_text(encoding="ascii", errors="replace") for path in ca_files]

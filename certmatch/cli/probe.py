@@ -27,6 +27,7 @@ from certmatch.cli.common import (
     Commands,
     UsageError,
     add_trust_options,
+    recorded_ca_pems,
 )
 from certmatch.core import report
 from certmatch.core.certificates import parse_chain
@@ -177,7 +178,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"certmatch: {printable(result.error)}", file=sys.stderr)
         return EXIT_USAGE
     if args.record:
-        with RecordingWriter(args.record, tool_version=certmatch.__version__) as writer:
+        with RecordingWriter(
+            args.record,
+            tool_version=certmatch.__version__,
+            ca_certificates=recorded_ca_pems(args.ca_file),
+        ) as writer:
             for session in result.sessions:
                 writer.write(dataclasses.replace(session, dns=result.dns))
     if not args.json and all(s.server_error for s in result.sessions):
@@ -215,7 +220,11 @@ def _run_file(
         print(f"certmatch: {result.target}: {printable(result.error or '')}", file=sys.stderr)
     probed = [r for r in results if not r.error]
     if args.record:
-        with RecordingWriter(args.record, tool_version=certmatch.__version__) as writer:
+        with RecordingWriter(
+            args.record,
+            tool_version=certmatch.__version__,
+            ca_certificates=recorded_ca_pems(args.ca_file),
+        ) as writer:
             for result in probed:
                 for session in result.sessions:
                     writer.write(dataclasses.replace(session, dns=result.dns))

@@ -17,7 +17,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 import certmatch
-from certmatch.cli.common import EXIT_FAILED, EXIT_OK, UsageError, load_trust
+from certmatch.cli.common import EXIT_FAILED, EXIT_OK, UsageError, load_trust, recorded_ca_pems
 from certmatch.core import report
 from certmatch.core.discovery import SERVICES, Candidate, parse_services, recommend
 from certmatch.core.dns_rules import DnsRule, dns_summary
@@ -54,7 +54,11 @@ def run_domain(args: argparse.Namespace, lookup: DnsLookup | None) -> int:
         )
     )
     if args.record:
-        with RecordingWriter(args.record, tool_version=certmatch.__version__) as writer:
+        with RecordingWriter(
+            args.record,
+            tool_version=certmatch.__version__,
+            ca_certificates=recorded_ca_pems(args.ca_file),
+        ) as writer:
             for attempt in found.attempts:
                 if attempt.session is not None:
                     writer.write(dataclasses.replace(attempt.session, dns=attempt.dns))
