@@ -3,6 +3,7 @@ autoconfig file served over HTTP on loopback."""
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import json
 import threading
@@ -12,6 +13,7 @@ import pytest
 from certmatch.cli.main import main
 from certmatch.core.recording import read_recording
 from certmatch.lab.dns_server import Zone, dnsmasq
+from certmatch.net.discovery import fetch_autoconfig
 
 
 @pytest.fixture(scope="module")
@@ -185,3 +187,33 @@ def test_many_targets_from_a_file(dovecot, smtp_server, pki, capsys, tmp_path):
     listing.write_text("imap.example.test:99999\n")
     assert main(["probe", "-f", str(listing)]) == 2
     assert f"{listing}:1:" in capsys.readouterr().err
+
+
+def test_an_autoconfig_body_that_arrives_after_its_headers_is_read_whole():
+    """A server may send its headers and its body in separate segments: read to the close."""
+    body = (
+        b'<?xml version="1.0"?><clientConfig version="1.1"><emailProvider id="example.test">'
+        b'<incomingServer type="imap"><hostname>imap.%EMAILDOMAIN%</hostname><port>993</port>'
+        b"<socketType>SSL</socketType></incomingServer></emailProvider></clientConfig>"
+    )
+
+    async def scenario():
+        async def answer(reader, writer):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: text/xml\r\n\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.3)  # the body comes later, in a segment of its own
+            writer.write(body)
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            return await fetch_autoconfig(
+                f"http://127.0.0.1:{port}/mail/config-v1.1.xml", "example.test"
+            )
+
+    servers, error = asyncio.run(scenario())
+    assert error is None
+    assert [(s.service, s.name, s.port) for s in servers] == [("imaps", "imap.example.test", 993)]

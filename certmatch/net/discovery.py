@@ -172,7 +172,14 @@ async def fetch_autoconfig(
                     "User-Agent: certmatch\r\n\r\n".encode("ascii", "replace")
                 )
                 await writer.drain()
-                raw = await reader.read(MAX_AUTOCONFIG_BYTES + 1)
+                # Up to the server's close (HTTP/1.0), or just past the size limit: one
+                # read() returns whatever has arrived, which may be the headers alone.
+                raw = b""
+                while len(raw) <= MAX_AUTOCONFIG_BYTES + 4096:
+                    chunk = await reader.read(65536)
+                    if not chunk:
+                        break
+                    raw += chunk
             finally:
                 writer.close()
     except (TimeoutError, OSError) as exc:
