@@ -373,6 +373,9 @@ def proxy_lab(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pr
     record, confdir, log_path = base / "proxy.jsonl", base / "conf", base / "proxy.log"
     argv = [venv_bin("certmatch"), "proxy", *modes, "--record", str(record)]
     argv += ["--confdir", str(confdir), "--ca-file", str(lab.pki.root_ca)]
+    # Log every verdict, a clean match too (by default only failures and findings are logged),
+    # so the live verdicts can be compared with check's.
+    argv += ["--", "--set", "termlog_verbosity=debug"]
     proc = OwnedProcess(argv, log_path, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         deadline = time.monotonic() + PROXY_START_S
