@@ -75,6 +75,15 @@ def app_on(store: TrustStore, *paths: Path, **options) -> CertmatchApp:
     return CertmatchApp(list(paths) or [SAMPLE], store=store, **options)
 
 
+def loaded(app: CertmatchApp) -> bool:
+    """The first pass is done and, when a session is listed, the detail pane shows one (the
+    first rows are painted before the first detail is diagnosed)."""
+    sessions = app.sessions
+    if not sessions.initial_load_done:
+        return False
+    return sessions.detail_pane.detail is not None or not sessions.session_list.items
+
+
 def current_facts(app: CertmatchApp) -> SessionFacts:
     detail = app.sessions.detail_pane.detail
     assert detail is not None, "no session is shown in the detail pane"
@@ -89,7 +98,7 @@ async def test_default_view_lists_failing_sessions_and_a_shows_all(store, sample
     expected_failing = [f.id for f in sample if diagnose(f, store).failed]
     app = app_on(store)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.sessions.initial_load_done, "the recording to load")
+        await wait_for(pilot, lambda: loaded(app), "the recording to load")
         shown = [app.sessions.rows[i] for i in app.sessions.session_list.items]
         assert len(shown) == len(expected_failing) < len(sample)
         assert all(row.judgement.failed for row in shown)
@@ -103,7 +112,7 @@ async def test_default_view_lists_failing_sessions_and_a_shows_all(store, sample
 async def test_movement_keys(store, sample) -> None:
     app = app_on(store, show_all=True)
     async with app.run_test(size=(160, 16)) as pilot:
-        await wait_for(pilot, lambda: app.sessions.initial_load_done, "the recording to load")
+        await wait_for(pilot, lambda: loaded(app), "the recording to load")
         listing = app.sessions.session_list
         assert current_facts(app).id == sample[0].id
         await pilot.press("j")
@@ -134,7 +143,7 @@ async def test_movement_keys(store, sample) -> None:
 async def test_enter_shows_the_detail_full_screen_and_back(store) -> None:
     app = app_on(store)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.sessions.initial_load_done, "the recording to load")
+        await wait_for(pilot, lambda: loaded(app), "the recording to load")
         assert app.sessions.session_list.display
         await pilot.press("enter")
         assert not app.sessions.session_list.display
@@ -147,7 +156,7 @@ async def test_enter_shows_the_detail_full_screen_and_back(store) -> None:
 async def test_detail_explains_with_the_sessions_names_and_cites(store, sample) -> None:
     app = app_on(store)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.sessions.initial_load_done, "the recording to load")
+        await wait_for(pilot, lambda: loaded(app), "the recording to load")
         await pilot.press("f")
         await pilot.press(*"cause:wildcard-too-deep", "enter")
         await wait_for(
@@ -173,7 +182,7 @@ async def test_detail_explains_with_the_sessions_names_and_cites(store, sample) 
 async def test_filter_by_cause_protocol_verdict_and_host(store, sample) -> None:
     app = app_on(store, show_all=True)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.sessions.initial_load_done, "the recording to load")
+        await wait_for(pilot, lambda: loaded(app), "the recording to load")
 
         async def apply(text: str) -> list[str]:
             await pilot.press("f")
@@ -209,7 +218,7 @@ async def test_filter_by_cause_protocol_verdict_and_host(store, sample) -> None:
 async def test_find_and_next_previous(store) -> None:
     app = app_on(store, show_all=True)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.sessions.initial_load_done, "the recording to load")
+        await wait_for(pilot, lambda: loaded(app), "the recording to load")
         await pilot.press("slash", *"wrong", "enter")
         first = app.sessions.session_list.cursor
         assert current_facts(app).requested_host == "wrong.example.test"
@@ -226,7 +235,7 @@ async def test_find_and_next_previous(store) -> None:
 async def test_grouped_view_counts_sessions_per_host_certificate_and_cause(store) -> None:
     app = app_on(store)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.sessions.initial_load_done, "the recording to load")
+        await wait_for(pilot, lambda: loaded(app), "the recording to load")
         failing = len(app.sessions.session_list.items)
         await pilot.press("v")
         groups = app.sessions.session_list.items
@@ -247,7 +256,7 @@ async def test_grouped_view_counts_sessions_per_host_certificate_and_cause(store
 async def test_export_writes_json_and_pem_and_says_where(store, tmp_path) -> None:
     app = app_on(store, export_dir=tmp_path)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.sessions.initial_load_done, "the recording to load")
+        await wait_for(pilot, lambda: loaded(app), "the recording to load")
         facts = current_facts(app)
         await pilot.press("c")
         written = sorted(tmp_path.iterdir())
@@ -317,7 +326,7 @@ async def test_the_key_table_is_bound_in_the_footer_help_and_palette(store) -> N
         return reachable
 
     async with app.run_test(size=(240, 30)) as pilot:
-        await wait_for(pilot, lambda: app.sessions.initial_load_done, "the recording to load")
+        await wait_for(pilot, lambda: loaded(app), "the recording to load")
         for view in (keys.View.LIST, keys.View.DETAIL):
             await pilot.pause()  # the footer recomposes after a change of focus
             assert app.sessions.view is view
@@ -352,7 +361,7 @@ async def test_the_key_table_is_bound_in_the_footer_help_and_palette(store) -> N
 async def test_command_palette_runs_the_same_actions(store) -> None:
     app = app_on(store)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.sessions.initial_load_done, "the recording to load")
+        await wait_for(pilot, lambda: loaded(app), "the recording to load")
         titles = [c.title for c in app.get_system_commands(app.screen)]
         for wanted in (
             "Filter",
@@ -549,7 +558,7 @@ async def test_a_hostile_file_name_and_bad_line_are_shown_escaped_and_not_as_mar
         raw.write(b'{"type":"session","id":"after"}\n')
     app = app_on(store, path, show_all=True)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.sessions.initial_load_done, "the recording to load")
+        await wait_for(pilot, lambda: loaded(app), "the recording to load")
         status = str(app.query_one("#status").render())
         assert "rec-\\x1b[2J-[bold]x.jsonl" in status
         notices = [n for n in app._notifications if n.title == "Lines skipped"]
@@ -584,7 +593,7 @@ async def test_a_newcomer_at_80x24_sees_what_was_asked_the_names_the_verdict_and
 ) -> None:
     app = app_on(store)
     async with app.run_test(size=NEWCOMER) as pilot:
-        await wait_for(pilot, lambda: app.sessions.initial_load_done, "the recording to load")
+        await wait_for(pilot, lambda: loaded(app), "the recording to load")
         await pilot.pause()
         facts = current_facts(app)
         d = diagnose(facts, store)
@@ -612,7 +621,7 @@ async def test_a_newcomer_at_80x24_sees_what_was_asked_the_names_the_verdict_and
 async def test_the_detail_puts_ids_and_the_recording_path_last(store) -> None:
     app = app_on(store)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.sessions.initial_load_done, "the recording to load")
+        await wait_for(pilot, lambda: loaded(app), "the recording to load")
         facts = current_facts(app)
         text = detail_text(app)
         lines = text.splitlines()
@@ -628,7 +637,7 @@ async def test_the_detail_at_80_columns_keeps_indents_and_whole_bytes_and_links_
 ) -> None:
     app = app_on(store)
     async with app.run_test(size=NEWCOMER) as pilot:
-        await wait_for(pilot, lambda: app.sessions.initial_load_done, "the recording to load")
+        await wait_for(pilot, lambda: loaded(app), "the recording to load")
         await pilot.press("enter")
         await pilot.pause()
         pane = app.sessions.detail_pane
@@ -682,7 +691,7 @@ async def test_the_detail_shows_the_three_names_when_the_session_has_dns_facts()
     store = TrustStore.load([RECORDINGS / "ca.pem"], use_system=False)
     app = app_on(store, RECORDINGS / "cname-alias.jsonl", show_all=True)
     async with app.run_test(size=NEWCOMER) as pilot:
-        await wait_for(pilot, lambda: app.sessions.initial_load_done, "the recording to load")
+        await wait_for(pilot, lambda: loaded(app), "the recording to load")
         await pilot.pause()
         d = app.sessions.detail_pane.detail[0]
         names = three_names(d)
@@ -708,7 +717,7 @@ async def test_the_detail_says_where_the_certificate_was_read_and_what_the_clien
     _write(path, [SessionFacts.from_json(data)])
     app = app_on(store, path, show_all=True)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.sessions.initial_load_done, "the recording to load")
+        await wait_for(pilot, lambda: loaded(app), "the recording to load")
         await pilot.pause()
         plain = " ".join(app.sessions.detail_pane.plain.split())
         assert "where from: from a side handshake: TLS 1.3 encrypts the certificate" in plain
@@ -760,7 +769,7 @@ def test_list_columns_fit_the_width_in_priority_order() -> None:
 async def test_text_cut_at_the_right_edge_ends_in_an_ellipsis(store) -> None:
     app = app_on(store, show_all=True)
     async with app.run_test(size=(160, 40)) as pilot:
-        await wait_for(pilot, lambda: app.sessions.initial_load_done, "the recording to load")
+        await wait_for(pilot, lambda: loaded(app), "the recording to load")
         await pilot.pause()
         listing = app.sessions.session_list
         width = listing.scrollable_content_region.width
@@ -773,7 +782,7 @@ async def test_text_cut_at_the_right_edge_ends_in_an_ellipsis(store) -> None:
 async def test_left_and_right_scroll_the_list_a_column_at_a_time(store) -> None:
     app = app_on(store)
     async with app.run_test(size=NEWCOMER) as pilot:
-        await wait_for(pilot, lambda: app.sessions.initial_load_done, "the recording to load")
+        await wait_for(pilot, lambda: loaded(app), "the recording to load")
         await pilot.pause()
         listing = app.sessions.session_list
         starts = listing.column_starts()
@@ -801,7 +810,7 @@ async def test_q_and_escape_go_back_from_the_full_screen_detail_and_q_quits_the_
 ) -> None:
     app = app_on(store)
     async with app.run_test(size=NEWCOMER) as pilot:
-        await wait_for(pilot, lambda: app.sessions.initial_load_done, "the recording to load")
+        await wait_for(pilot, lambda: loaded(app), "the recording to load")
         for back in ("q", "escape"):
             await pilot.press("enter")
             assert app.sessions.view is keys.View.DETAIL
@@ -895,7 +904,7 @@ async def test_the_help_explains_the_severity_badges(store) -> None:
 async def test_space_b_and_ctrl_d_u_scroll_the_detail_in_the_split_view(store) -> None:
     app = app_on(store)
     async with app.run_test(size=NEWCOMER) as pilot:
-        await wait_for(pilot, lambda: app.sessions.initial_load_done, "the recording to load")
+        await wait_for(pilot, lambda: loaded(app), "the recording to load")
         await pilot.pause()
         detail, listing = app.sessions.detail_pane, app.sessions.session_list
         assert detail.max_scroll_y > detail.size.height, "the detail overflows its pane"
@@ -919,7 +928,7 @@ async def test_in_the_full_screen_detail_arrows_scroll_and_brackets_change_sessi
 ) -> None:
     app = app_on(store, show_all=True)
     async with app.run_test(size=NEWCOMER) as pilot:
-        await wait_for(pilot, lambda: app.sessions.initial_load_done, "the recording to load")
+        await wait_for(pilot, lambda: loaded(app), "the recording to load")
         listing, detail = app.sessions.session_list, app.sessions.detail_pane
         await pilot.press("enter")
         await pilot.pause()
@@ -959,7 +968,7 @@ async def test_in_the_full_screen_detail_arrows_scroll_and_brackets_change_sessi
 async def test_find_highlights_matches_and_shows_which_of_how_many(store) -> None:
     app = app_on(store, show_all=True)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.sessions.initial_load_done, "the recording to load")
+        await wait_for(pilot, lambda: loaded(app), "the recording to load")
         await pilot.press("slash", *"WRONG", "enter")
         listing = app.sessions.session_list
         await wait_for(pilot, lambda: app.sessions.find_position() == "1/2", "the count 1/2")
@@ -1145,7 +1154,7 @@ def test_a_cause_filter_takes_the_start_of_ids() -> None:
 async def test_exclusions_prefixes_and_the_hint_about_a_in_the_list(store, sample) -> None:
     app = app_on(store, show_all=True)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.sessions.initial_load_done, "the recording to load")
+        await wait_for(pilot, lambda: loaded(app), "the recording to load")
 
         async def apply(text: str) -> list[Row]:
             await pilot.press("f")
