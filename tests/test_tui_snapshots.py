@@ -50,11 +50,20 @@ def _recordings_app(*names: str) -> CertmatchApp:
     return CertmatchApp(paths, store=store, show_all=True)
 
 
+def _detail_settled(app: CertmatchApp) -> bool:
+    """The first pass is done and the detail pane shows a session when one is listed (the
+    first rows are painted before the first detail is diagnosed)."""
+    sessions = app.sessions
+    if not sessions.initial_load_done:
+        return False
+    return sessions.detail_pane.detail is not None or not sessions.session_list.items
+
+
 def _loaded_then(filter_text: str = "", *keys: str):
     async def run_before(pilot) -> None:
         app = pilot.app
         deadline = time.monotonic() + 15
-        while not app.sessions.initial_load_done:
+        while not _detail_settled(app):
             assert time.monotonic() < deadline, "the sample recording did not load"
             await pilot.pause(0.02)
         if filter_text:
@@ -62,6 +71,10 @@ def _loaded_then(filter_text: str = "", *keys: str):
             app.sessions.rebuild()
         if keys:
             await pilot.press(*keys)
+        await pilot.pause()
+        while not _detail_settled(app):
+            assert time.monotonic() < deadline, "the detail pane never showed a session"
+            await pilot.pause(0.02)
         await pilot.pause()
 
     return run_before
