@@ -75,6 +75,15 @@ def _loaded_then(filter_text: str = "", *keys: str):
         while not _detail_settled(app):
             assert time.monotonic() < deadline, "the detail pane never showed a session"
             await pilot.pause(0.02)
+        # The detail may be shown again once its session's full diagnosis arrives: wait until
+        # it has stayed the same for a while.
+        shown = app.sessions.detail_pane.detail
+        while True:
+            await pilot.pause(0.3)
+            if app.sessions.detail_pane.detail is shown:
+                break
+            assert time.monotonic() < deadline, "the detail pane kept changing"
+            shown = app.sessions.detail_pane.detail
         await pilot.pause()
 
     return run_before
