@@ -251,3 +251,46 @@ async def test_ctrl_q_asks_too_and_y_quits(tmp_path, dovecot) -> None:
         assert app.return_code == 0
     finally:
         _stop(child)
+
+
+def _sleeping_child() -> subprocess.Popen:
+    return subprocess.Popen(["sleep", "60"])
+
+
+@run_async
+async def test_a_stop_signal_noted_by_the_handler_makes_the_tui_exit_128_plus_the_signal(
+    tmp_path,
+) -> None:
+    """The signal handler only notes the signal (raising from it inside Textual's message pump
+    once printed a traceback over the terminal); the TUI's next proxy poll exits."""
+    import signal
+
+    from certmatch.cli.proxy import StopRequest, _on_stop_signals
+
+    store = TrustStore.load([], use_system=False)
+    child = _sleeping_child()
+    stopped: list[bool] = []
+    request = StopRequest()
+    previous = _on_stop_signals(lambda: stopped.append(True), request)
+    try:
+        live = LiveProxy(
+            child,
+            tmp_path / "live.jsonl.proxy.log",
+            modes=["reverse:tls://127.0.0.1:1"],
+            ca_cert=mitmproxy_ca_cert(tmp_path / "conf"),
+            stop_signal=lambda: request.signum,
+        )
+        app = CertmatchApp(
+            [tmp_path / "live.jsonl"], store=store, follow=True, show_all=True, proxy=live
+        )
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause()
+            signal.raise_signal(signal.SIGTERM)  # returns: the handler raises nothing
+            assert request.signum == signal.SIGTERM and stopped == [True]
+            assert signal.getsignal(signal.SIGTERM) is previous[signal.SIGTERM]  # a 2nd: default
+            await wait_for(pilot, lambda: not app.is_running, "the TUI to exit", timeout=5)
+        assert app.return_value == 128 + signal.SIGTERM
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        _stop(child)

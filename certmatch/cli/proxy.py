@@ -16,6 +16,7 @@ import stat
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import IO, Any
@@ -484,7 +485,8 @@ def _run_with_tui(args: argparse.Namespace) -> int:
     with open_private(log_path) as log:
         log_start = log.seek(0, os.SEEK_END)  # this run's lines start here; older runs precede
         child = subprocess.Popen(child_argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-        previous = _on_stop_signals(lambda: child.terminate())
+        stop = StopRequest()
+        previous = _on_stop_signals(lambda: child.terminate(), stop)
         try:
             # Imported once the proxy is starting: the two take seconds each on a busy machine.
             from certmatch.tui.app import run_view
@@ -496,12 +498,15 @@ def _run_with_tui(args: argparse.Namespace) -> int:
                 modes=args.mode,
                 ca_cert=mitmproxy_ca_cert(args.confdir),
                 log_offset=log_start,
+                stop_signal=lambda: stop.signum,
             )
 
             # The proxy creates the recording (with its header) once it is up.
             deadline = time.monotonic() + 30
             while not record.exists() and child.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.05)
+            if stop.signum is not None:
+                return 128 + stop.signum
             if not record.exists():
                 print(
                     f"certmatch: the proxy did not start (exit {child.poll()}); see {log_path}",
@@ -509,6 +514,8 @@ def _run_with_tui(args: argparse.Namespace) -> int:
                 )
                 return EXIT_USAGE
             live.wait_until_listening(30)  # the status then shows where it listens, or why not
+            if stop.signum is not None:
+                return 128 + stop.signum
             code = run_view(
                 [str(record)], follow=True, show_all=True, ca_files=args.ca_file, proxy=live
             )
@@ -521,6 +528,8 @@ def _run_with_tui(args: argparse.Namespace) -> int:
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
+    if stop.signum is not None:
+        return 128 + stop.signum
     if child.returncode not in (0, -15) and code == EXIT_OK:
         print(
             f"certmatch: the proxy stopped with exit {child.returncode}; see {log_path}",
@@ -533,20 +542,29 @@ def _run_with_tui(args: argparse.Namespace) -> int:
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
-def _on_stop_signals(stop_child: Callable[[], None]) -> dict[int, Any]:
-    """Handle SIGTERM and SIGHUP: stop the child, then leave by SystemExit; returns the
-    handlers they replace.
+@dataclass
+class StopRequest:
+    """The stop signal received, if any; the TUI polls it and exits 128 + the signal number."""
 
-    SystemExit unwinds through the TUI's event loop, which cancels the app's task, and the
-    app restores the terminal as on ``q``. A second signal gets the default handling again.
+    signum: int | None = None
+
+
+def _on_stop_signals(stop_child: Callable[[], None], request: StopRequest) -> dict[int, Any]:
+    """Handle SIGTERM and SIGHUP: stop the child and note the signal in ``request``; returns
+    the handlers they replace.
+
+    The handler raises nothing: an exception raised inside Textual's message pump breaks its
+    context reset on the way out and prints a traceback over the terminal. The TUI sees the
+    request on its next proxy poll (every 0.25 s) and exits as on ``q``, which restores the
+    terminal. A second signal gets the default handling again.
     """
     previous: dict[int, Any] = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
 
     def stop(signum: int, _frame: object) -> None:
+        request.signum = signum
         stop_child()
         for other, handler in previous.items():
             signal.signal(other, handler)
-        raise SystemExit(128 + signum)
 
     for signum in STOP_SIGNALS:
         signal.signal(signum, stop)

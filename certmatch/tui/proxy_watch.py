@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -99,7 +99,7 @@ class LiveProxy:
     """A running ``certmatch proxy`` child: its process, its log and what it was asked to do.
 
     ``log_offset`` is where this run's output starts in the log (the file is appended to
-    across runs). ``check`` reads what the log gained since the last call and polls the
+    across runs). ``stop_signal()`` is the signal that asked the TUI to stop, if any. ``check`` reads what the log gained since the last call and polls the
     process; it never blocks.
     """
 
@@ -111,8 +111,10 @@ class LiveProxy:
         modes: Sequence[str],
         ca_cert: Path,
         log_offset: int = 0,
+        stop_signal: Callable[[], int | None] = lambda: None,
     ) -> None:
         self.process = process
+        self.stop_signal = stop_signal
         self.log_path = Path(log_path)
         self.modes = tuple(modes)
         self.ca_cert = Path(ca_cert)

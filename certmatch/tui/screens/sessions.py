@@ -227,6 +227,9 @@ class SessionsScreen(Screen[None]):
     def _watch_proxy(self) -> None:
         """Poll the proxy (every 0.25 s): a stop or an error turns its line into a red banner."""
         assert self.proxy is not None
+        if (signum := self.proxy.stop_signal()) is not None:
+            self.app.exit(128 + signum)  # SIGTERM or SIGHUP to `certmatch proxy --tui`
+            return
         before = self.proxy_state
         seen = (before.running, before.errors, before.listening, before.warning) if before else None
         state = self.proxy.check()
