@@ -304,6 +304,13 @@ def test_side_handshake_timeout_does_not_delay_the_session(tmp_path: Path, pki) 
     assert session.chain_source == "side-handshake" and session.chain == []
     assert "side handshake" in (session.server_error or "")
     assert "within 1 s" in (session.server_error or "")
+    # A warning of its own, not a TLS failure of the server the client itself got on with.
+    diagnosis = Judge(TrustStore.load([str(pki.root_ca)], use_system=False)).diagnose(session)
+    assert diagnosis.verdict == "error" and diagnosis.cause_ids == ("side-handshake-failed",)
+    [finding] = diagnosis.findings
+    assert finding.cause.severity == "warning" and "within 1 s" in finding.explanation
+    if keep := os.environ.get("CERTMATCH_KEEP_RECORDING"):
+        Path(keep).write_bytes(proxy.record.read_bytes())  # how the sample recording was made
 
 
 # -- connections that never reach a layer ---------------------------------------------------

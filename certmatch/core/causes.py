@@ -261,6 +261,31 @@ _CATALOGUE: tuple[Cause, ...] = (
         ),
     ),
     Cause(
+        "side-handshake-failed",
+        "certmatch could not fetch the certificate the client was shown",
+        "warning",
+        "In observe mode certmatch relays the client's handshake without taking part in it. "
+        "This one hid the server's certificate (TLS 1.3 encrypts it; a resumed session sends "
+        "none), so certmatch opened a second handshake of its own to {server} to fetch it, "
+        "and that failed: {detail}",
+        "Nothing in the client's session is known to be wrong. To judge the certificate, check "
+        "that the machine running certmatch may open a second connection to the server (a "
+        "firewall or a per-address connection limit can refuse it), raise "
+        "--side-handshake-timeout for a slow server, or run `certmatch probe` against the "
+        "server with the client's name.",
+        (
+            Citation(
+                "RFC 8446", "§1.2", "all handshake messages after the ServerHello are encrypted"
+            ),
+            Citation(
+                "RFC 8446",
+                "§2.2",
+                "a resumed handshake authenticates by PSK, without a certificate",
+            ),
+        ),
+        raised_by=(SessionRule.SIDE_HANDSHAKE_FAILED,),
+    ),
+    Cause(
         "client-closed-before-handshake",
         "The client closed the connection before the TLS handshake",
         "warning",

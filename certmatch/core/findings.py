@@ -506,6 +506,11 @@ def _requested_host_assumed(facts: SessionFacts, found: dict[str, tuple[str, str
     _add(found, SessionRule.REQUESTED_HOST_ASSUMED)
 
 
+# Observe mode: the chain was to come from certmatch's own second handshake.
+_FETCHED_BY_SIDE_HANDSHAKE = frozenset({"side-handshake", "resumed"})
+_SIDE_HANDSHAKE_PREFIX = "side handshake: "
+
+
 def _no_certificate(facts: SessionFacts, starttls: bool, found: dict[str, tuple[str, str]]) -> None:
     """Why no certificate arrived: the connection or the TLS handshake with the server failed.
 
@@ -515,6 +520,14 @@ def _no_certificate(facts: SessionFacts, starttls: bool, found: dict[str, tuple[
     if not facts.server_error and starttls:
         return
     detail = facts.server_error or "no certificate was received"
+    if facts.chain_source in _FETCHED_BY_SIDE_HANDSHAKE:
+        detail = detail.removeprefix(_SIDE_HANDSHAKE_PREFIX).rstrip(".") + ". "
+        if facts.client_decision == "went-on":
+            detail += "The client itself went on with the session: it accepted what it was shown."
+        elif facts.client_decision:
+            detail += f"The client itself did not go on: {_decision_text(facts)}."
+        _add(found, SessionRule.SIDE_HANDSHAKE_FAILED, detail)
+        return
     if _is_tls_error(facts.server_error):
         _add(found, SessionRule.UPSTREAM_TLS_FAILED, detail)
     else:

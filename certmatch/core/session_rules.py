@@ -23,6 +23,11 @@ class SessionRule(StrEnum):
     UPSTREAM_TLS_FAILED = "upstream-tls-failed"
     """No certificate arrived because the TLS handshake with the server failed (RFC 8314 §3).
     Decided in ``_no_certificate``."""
+    SIDE_HANDSHAKE_FAILED = "side-handshake-failed"
+    """Observe mode: the relayed handshake hid the certificate (TLS 1.3 encrypts it, RFC 8446
+    §1.2; a resumed session carries none, §2.2), and certmatch's own second handshake to the
+    server, made to fetch it, failed or timed out. Nothing is known of the certificate the
+    client saw. Decided in ``_no_certificate``."""
     MALFORMED_CERTIFICATE = "malformed-certificate"
     """The leaf, or the names in it, cannot be read (RFC 5280 §4.1).
     Decided in ``_unreadable_leaf``."""
