@@ -381,6 +381,32 @@ def test_a_name_the_client_did_not_give_is_assumed(ca, source, assumed) -> None:
     assert d.failed is assumed  # never a silent match
 
 
+@pytest.mark.parametrize(
+    ("presented", "decision", "said"),
+    [
+        ("real", "went-on", True),
+        ("mirror", "went-on", True),
+        ("substitute", "went-on", False),
+        ("real", "closed-after-handshake", False),
+    ],
+)
+def test_an_assumed_name_says_when_the_client_accepted_the_servers_own_names(
+    ca, presented, decision, said
+) -> None:
+    """No SNI, a certificate for another name: a client that went on with the server's own
+    names checked a name among them, so certmatch says its mismatch is with the assumed name."""
+    _, inter, store = ca
+    leaf = pki.issue_leaf(inter, dns=["mail.example.test"])
+    facts = session(
+        b64(leaf.chain()), "192.0.2.1", sni=None, requested_host_source="reverse-target"
+    )
+    facts.presented, facts.client_decision = presented, decision
+    d = diagnose(facts, store)
+    [assumed] = [f for f in d.findings if f.id == "requested-host-assumed"]
+    assert ("This client went on" in assumed.explanation) is said, assumed.explanation
+    assert d.verdict == "mismatch" and d.failed  # the assumed name itself still fails
+
+
 def test_a_name_sent_as_sni_is_never_assumed(ca) -> None:
     _, inter, store = ca
     leaf = pki.issue_leaf(inter, dns=["mail.example.test"])

@@ -764,7 +764,7 @@ _CATALOGUE: tuple[Cause, ...] = (
         "The client sent no server name (no SNI), so certmatch judged this session against "
         "{requested} ({source}), a name it assumed, not one the client asked for. The client "
         "itself checks the certificate against the server name in its own settings, which may "
-        "be another name or an IP address, and may decide otherwise. {ip_view}",
+        "be another name or an IP address, and may decide otherwise. {detail} {ip_view}",
         "Tell certmatch the server name from the client's settings: certmatch proxy --host NAME "
         "(or --set certmatch_host=NAME); if the client is configured with {requested}, pass "
         "--host {requested}. Or keep that server name in the client and make it resolve to the "

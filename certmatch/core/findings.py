@@ -494,6 +494,10 @@ def _sni_ip_literal(facts: SessionFacts, found: dict[str, tuple[str, str]]) -> N
 _NAMED_BY_CLIENT_OR_USER = frozenset({"sni", "socks5", "http-connect", "option"})
 
 
+# What the client was shown carried the server's own names (not names added for the client).
+_SERVERS_NAMES_SHOWN = frozenset({"real", "mirror"})
+
+
 def _requested_host_assumed(facts: SessionFacts, found: dict[str, tuple[str, str]]) -> None:
     """The certificate was judged against a name neither the client nor the user gave.
 
@@ -503,7 +507,14 @@ def _requested_host_assumed(facts: SessionFacts, found: dict[str, tuple[str, str
     """
     if facts.sni or facts.requested_host_source in _NAMED_BY_CLIENT_OR_USER:
         return
-    _add(found, SessionRule.REQUESTED_HOST_ASSUMED)
+    detail = ""
+    if facts.client_decision == "went-on" and facts.presented in _SERVERS_NAMES_SHOWN:
+        detail = (
+            "This client went on with the certificate it was shown, which carried the server's "
+            "own names: the name in its settings is one of them, whatever certmatch found for "
+            "the assumed name."
+        )
+    _add(found, SessionRule.REQUESTED_HOST_ASSUMED, detail)
 
 
 # Observe mode: the chain was to come from certmatch's own second handshake.
