@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from proxy_fixtures import RunningProxy, inprocess_proxy, venv_bin
+from proxy_fixtures import RunningProxy, free_port, inprocess_proxy, mitmdump_process, venv_bin
 from servers.clients import TIMEOUT_S
 
 from certmatch.core.facts import SessionFacts
@@ -39,26 +39,39 @@ LOOPBACK = "127.0.0.1"
 
 
 @contextlib.contextmanager
+def redirected(server_port: int, proxy_port: int) -> Iterator[list[str]]:
+    """The command prefix of a client whose connections to ``127.0.0.1:server_port`` the
+    kernel redirects to ``proxy_port``; a clear failure when the redirect cannot be made."""
+    try:
+        redirect = ClientRedirect(LOOPBACK, server_port, proxy_port)
+        redirect.__enter__()
+    except RedirectError as err:
+        pytest.fail(str(err), pytrace=False)
+    try:
+        yield redirect.prefix
+    finally:
+        redirect.__exit__(None, None, None)
+
+
+@contextlib.contextmanager
 def transparent(
     tmp: Path, server_port: int, pki, *, observe: bool, **options: object
 ) -> Iterator[tuple[RunningProxy, list[str]]]:
     """A transparent proxy (observe or intercepting) and the command prefix of a client whose
     connections to ``127.0.0.1:server_port`` the kernel redirects to it."""
     addon = ObserveAddon() if observe else None
-    with inprocess_proxy(
-        tmp,
-        "transparent",
-        addon=addon,  # type: ignore[arg-type]
-        extra_addons=(StartTlsAddon(),),
-        ca_file=[str(pki.root_ca)],
-        **options,
-    ) as proxy:
-        try:
-            redirect = ClientRedirect(LOOPBACK, server_port, proxy.port)
-            with redirect:
-                yield proxy, redirect.prefix
-        except RedirectError as err:
-            pytest.fail(str(err), pytrace=False)
+    with (
+        inprocess_proxy(
+            tmp,
+            "transparent",
+            addon=addon,  # type: ignore[arg-type]
+            extra_addons=(StartTlsAddon(),),
+            ca_file=[str(pki.root_ca)],
+            **options,
+        ) as proxy,
+        redirected(server_port, proxy.port) as prefix,
+    ):
+        yield proxy, prefix
 
 
 def s_client(
@@ -384,3 +397,35 @@ def test_rules_left_by_a_dead_process_are_found_and_only_those() -> None:
     [stale] = stale_rules(listing, alive=[42])
     assert stale[:2] == ["-D", "OUTPUT"] and "993" in stale and "8080" in stale
     assert "certmatch-redirect pid=41" in stale  # the comment is one argument again
+
+
+# -- the command a user types ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("observe", [True, False], ids=["observe", "mirror"])
+def test_certmatch_proxy_transparent_command(tmp_path: Path, dovecot, pki, observe: bool) -> None:
+    """``certmatch proxy --mode transparent`` as a process; ``check`` agrees with the client."""
+    port = free_port()
+    record = tmp_path / "transparent.jsonl"
+    argv = [venv_bin("certmatch"), "proxy", "--mode", "transparent", "--listen-port", str(port)]
+    argv += ["--record", str(record), "--ca-file", str(pki.root_ca)]
+    argv += ["--confdir", str(tmp_path / "conf"), *(["--observe"] if observe else [])]
+    server = dovecot.imaps_port
+    with mitmdump_process(tmp_path, argv, port=port), redirected(server, port) as prefix:
+        cafile = pki.root_ca if observe else tmp_path / "conf" / "mitmproxy-ca-cert.pem"
+        good = s_client(prefix, server, GOOD, cafile, "tls1_3", b"a LOGOUT\r\n")
+        wrong = s_client(prefix, server, WRONG, cafile, "tls1_2", b"a LOGOUT\r\n")
+        sessions = RunningProxy(port, record, tmp_path / "conf").sessions(2, timeout=15)
+    assert good[0], good[1]
+    assert not wrong[0] and "hostname mismatch" in wrong[1], wrong[1]
+    assert [s.sni for s in sessions] == [GOOD, WRONG]
+    for session in sessions:
+        assert_through_proxy(session, server)
+        assert session.presented == ("real" if observe else "mirror")
+    if observe:
+        assert [s.chain_source for s in sessions] == ["side-handshake", "wire"]
+    by_sni = {s["sni"]: s for s in check_json(record, pki)}
+    assert by_sni[GOOD]["verdict"] == "match" and not by_sni[GOOD]["failed"]
+    assert by_sni[WRONG]["verdict"] == "mismatch"
+    assert "client-refused-certificate" in by_sni[WRONG]["causes"]
+    assert "Traceback" not in (tmp_path / "proxy.log").read_text()
