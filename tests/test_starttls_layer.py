@@ -30,6 +30,7 @@ from certmatch.core.starttls import make_machine
 from certmatch.proxy.starttls_hooks import (
     StartTlsData,
     StarttlsPlaintextEndHook,
+    StarttlsStartHook,
     StarttlsUpgradeHook,
 )
 from certmatch.proxy.starttls_layer import StartTlsLayer
@@ -48,6 +49,7 @@ class Recorded:
     error: str | None = None
     upgraded: bool = False
     client_silent: bool = False
+    failed_side: str = "server"
 
 
 @dataclass
@@ -66,7 +68,13 @@ class FakeRecorder:
         assert isinstance(hook, StarttlsPlaintextEndHook)
         (data,) = hook.args()
         self.without_tls.append(
-            Recorded(data.protocol, data.facts, data.error, client_silent=data.client_silent)
+            Recorded(
+                data.protocol,
+                data.facts,
+                data.error,
+                client_silent=data.client_silent,
+                failed_side=data.failed_side,
+            )
         )
 
 
@@ -412,8 +420,9 @@ def test_a_client_that_never_starts_tls_is_closed_after_the_deadline() -> None:
     assert closed(out) == {"client", "server"}
     [record] = recorder.without_tls
     assert record.error == (
-        "the TLS handshake did not complete within 5 s after the server accepted STARTTLS"
+        "the client sent no TLS ClientHello within 5 s after the server accepted STARTTLS"
     )
+    assert record.failed_side == "client"  # the server did its part: it is not its fault
 
 
 def test_a_plaintext_session_without_upgrade_is_recorded_once_at_close() -> None:
@@ -449,6 +458,70 @@ def test_a_client_that_closes_without_a_word_is_reported_once_as_silent() -> Non
     [record] = recorder.without_tls
     assert (record.client_silent, record.error, record.upgraded) == (True, None, False)
     assert recorder.upgrades == []
+
+
+@pytest.mark.parametrize(
+    ("protocol", "greeting", "goodbye"),
+    [
+        ("smtp", b"220 smtp.example.test ESMTP\r\n", b"QUIT\r\n"),
+        ("imap", b"* OK ready\r\n", b"a1 LOGOUT\r\n"),
+        ("pop3", b"+OK ready\r\n", b"QUIT\r\n"),
+        ("nntp", b"200 news ready\r\n", b"QUIT\r\n"),
+    ],
+)
+def test_a_server_closing_after_its_greeting_is_its_fault_unless_the_client_said_goodbye(
+    protocol: str, greeting: bytes, goodbye: bytes
+) -> None:
+    """Issue 13: a server that closed right after its greeting was recorded as a client that
+    never asked for STARTTLS. The client had no chance to; after its QUIT or LOGOUT a close
+    is the normal end."""
+    port = CONVERSATIONS[protocol][0]
+    playbook, context, recorder = start(protocol, port)
+    replay(playbook, context, [("s", greeting)])
+    out = playbook(events.ConnectionClosed(context.server))
+    assert closed(out) == {"client", "server"}
+    [record] = recorder.without_tls
+    assert (record.facts.phase, record.failed_side) == ("plaintext", "server")
+    command = "STLS" if protocol == "pop3" else "STARTTLS"
+    assert record.error == (
+        f"the server closed the connection after its greeting, before the client asked for {command}"
+    )
+
+    playbook, context, recorder = start(protocol, port)
+    replay(playbook, context, [("s", greeting), ("c", goodbye)])
+    playbook(events.ConnectionClosed(context.server))
+    [record] = recorder.without_tls
+    assert record.error is None
+
+
+def test_a_client_pipelining_after_starttls_then_hanging_up_keeps_the_injection() -> None:
+    """Issue 13: the bytes a client sent after STARTTLS are the injection finding even when it
+    hangs up before the server's reply; the record must keep it."""
+    port, turns, _ = CONVERSATIONS["smtp"]
+    playbook, context, recorder = start("smtp", port)
+    replay(playbook, context, turns[:-1])
+    out = playbook(events.DataReceived(context.client, b"STARTTLS\r\nMAIL FROM:<a@b>\r\n"))
+    assert sent(out, context.server) == b"STARTTLS\r\n"
+    out = playbook(events.ConnectionClosed(context.client))
+    assert closed(out) == {"client", "server"}
+    [record] = recorder.without_tls
+    assert record.facts.injection == (
+        "the client sent 17 byte(s) after its STARTTLS request, before the server's reply"
+    )
+    assert record.failed_side == "client"
+    assert record.error == "the client closed the connection while the reply to STARTTLS was due"
+
+
+def test_the_layer_announces_itself_before_arming_its_timer() -> None:
+    """The capture addon stops its own pre-handshake clock when the layer takes over."""
+    started: list[str] = []
+    playbook, _, _ = start(
+        "smtp", 25, hooks={StarttlsStartHook: lambda hook: started.append(hook.name)}
+    )
+    assert started == ["starttls_start"]
+    hooks = [c for c in playbook.transcript if isinstance(c, commands.StartHook)]
+    assert isinstance(hooks[0], StarttlsStartHook)
+    assert len(wakeups(playbook.transcript)) == 1
 
 
 def test_a_client_that_spoke_is_not_silent() -> None:

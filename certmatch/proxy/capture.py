@@ -52,11 +52,12 @@ from OpenSSL import SSL
 import certmatch
 from certmatch.core import policy, protocols
 from certmatch.core.diagnosis import Diagnosis
-from certmatch.core.facts import SessionFacts
+from certmatch.core.facts import SessionFacts, StartTlsFacts
 from certmatch.core.identity import is_ip_address
 from certmatch.core.judge import Judge, Judgement
 from certmatch.core.recording import RecordingError, RecordingWriter
 from certmatch.core.report import shown_names
+from certmatch.core.starttls import GREETING, MACHINES
 from certmatch.core.text import printable
 from certmatch.core.trust import TrustStore, TrustStoreError
 from certmatch.net.probe import probe_with_sni
@@ -118,6 +119,8 @@ class _Session:
     dns: DnsJob | None = None  # the look-up whose facts join the record
     recorded: bool = False  # its line is in the recording (or logged, with no recording)
     timer: asyncio.TimerHandle | None = None  # certmatch_handshake_timeout's, until TLS is up
+    server_spoke: bool = False  # the server sent a byte before any layer was chosen
+    not_ours: str | None = None  # why the pre-handshake clock stopped (STARTTLS layer, HTTP)
 
 
 class CertmatchCapture:
@@ -206,11 +209,14 @@ class CertmatchCapture:
             handshake_timeout.OPTION,
             int,
             handshake_timeout.DEFAULT_S,
-            "Whole seconds a connection's TLS handshake may stand still (nothing from the "
-            "client or the server), counted from the connection (reverse TLS modes) or the "
-            "ClientHello (other modes); then certmatch records the phase reached and closes "
-            "both sides. A handshake that keeps moving gets at most four times as long. Never "
-            "longer than certmatch_starttls_timeout; mitmproxy's own limit is tcp_timeout (600).",
+            "Whole seconds a connection may stand still (nothing from the client or the "
+            "server) before its TLS handshake is done, counted from the connection: a client "
+            "that sends no ClientHello, no SOCKS5 or no HTTP CONNECT request, a server that "
+            "never answers the handshake; then certmatch records the phase reached and closes "
+            "both sides. While nobody has spoken on a connection whose server may greet first, "
+            "certmatch_starttls_timeout applies instead. A handshake that keeps moving gets at "
+            "most four times as long. Never longer than certmatch_starttls_timeout; mitmproxy's "
+            "own limit is tcp_timeout (600).",
         )
 
         loader.add_option(
@@ -304,7 +310,9 @@ class CertmatchCapture:
     @_never_raises
     def client_connected(self, client: connection.Client) -> None:
         session = self.sessions[client.id] = _Session(client=client)
-        if handshake_timeout.tls_first(client):
+        if client.transport_protocol == "tcp":
+            # Every TCP client, until its TLS handshake, STARTTLS layer or plain HTTP request
+            # (a reverse TLS client's ClientHello, a SOCKS5 or CONNECT request, a greeting).
             self._arm_handshake_timer(session, client)
 
     @_never_raises
@@ -312,17 +320,39 @@ class CertmatchCapture:
         client = nextlayer.context.client
         # Not nextlayer.data_client(), which joins the bytes: whether the client spoke is all
         # that is needed here.
-        if any(
-            isinstance(event, DataReceived) and event.connection is client and event.data
-            for event in nextlayer.events
-        ):
+        received = [e for e in nextlayer.events if isinstance(e, DataReceived) and e.data]
+        if any(event.connection is client for event in received):
             self._session(client).watch.spoke = True
+        if any(event.connection is not client for event in received):
+            self._session(client).server_spoke = True
 
     # -- STARTTLS hooks (raised by certmatch.proxy.starttls_layer) ---------
 
     @_never_raises
+    def starttls_start(self, data: StartTlsData) -> None:
+        session = self.sessions.get(data.context.client.id)
+        if session is not None:
+            # The layer bounds the greeting, the reply and the handshakes with its own timeout.
+            session.not_ours = "the STARTTLS layer"
+            self._disarm_handshake_timer(session)
+
+    @_never_raises
     def starttls_upgrade(self, data: StartTlsData) -> None:
         self.starttls_upgrades[data.context.client.id] = data
+
+    @_never_raises
+    def starttls_handshake_timeout(self, data: StartTlsData) -> None:
+        session = self.sessions.get(data.context.client.id)
+        facts = session.facts if session is not None else None
+        if session is None or facts is None or data.error is None:
+            return
+        option = f"(certmatch_starttls_timeout={ctx.options.certmatch_starttls_timeout})"
+        if data.failed_side == "server" and facts.server_error is None and not facts.chain:
+            facts.server_error = f"timeout: {data.error} {option}"
+            self._judge(session)
+        elif data.failed_side == "client":
+            facts.client_error = f"timeout: {data.error} {option}"
+        facts.notes.append(f"certmatch closed the connection {option}")
 
     @_never_raises
     def starttls_plaintext_end(self, data: StartTlsData) -> None:
@@ -333,7 +363,10 @@ class CertmatchCapture:
         facts.protocol = data.protocol
         facts.tls_kind = "starttls"
         facts.starttls = data.facts
-        facts.server_error = data.error
+        if data.failed_side == "client":
+            facts.client_error = data.error
+        else:
+            facts.server_error = data.error
         if data.client_silent:
             facts.client_decision = "closed-before-handshake"
         session.facts, session.verdict, session.written = facts, None, False
@@ -446,8 +479,9 @@ class CertmatchCapture:
         session = self.sessions.get(data.context.client.id)
         if session is None or session.facts is None:
             return
-        session.facts.server_error = data.conn.error or "TLS handshake with the server failed"
-        session.facts.chain = peer_chain(data.ssl_conn)
+        facts = session.facts
+        facts.chain = peer_chain(data.ssl_conn)
+        facts.server_error = _server_tls_error(data.conn.error, facts)
         self._judge(session)
 
     @_never_raises
@@ -546,8 +580,21 @@ class CertmatchCapture:
     # -- after the handshake ----------------------------------------------
 
     @_never_raises
+    def requestheaders(self, flow: Any) -> None:
+        # A plain HTTP request through the regular proxy (a CONNECT raises http_connect
+        # instead): no TLS to wait for, and mitmproxy's own timeouts apply.
+        session = self.sessions.get(flow.client_conn.id)
+        if session is not None and session.facts is None:
+            session.not_ours = "a plain HTTP request"
+            self._disarm_handshake_timer(session)
+
+    @_never_raises
     def tcp_start(self, flow: tcp.TCPFlow) -> None:
         session = self.sessions.get(flow.client_conn.id)
+        if session is not None and session.facts is None:
+            # A plaintext TCP relay (not after a handshake): no TLS to wait for.
+            session.not_ours = "a plaintext TCP relay"
+            self._disarm_handshake_timer(session)
         if session is None or session.facts is None:
             return
         if session.context is not None and tcp_relay.adopt(session.context, flow):
@@ -600,7 +647,7 @@ class CertmatchCapture:
 
     @_never_raises
     def client_disconnected(self, client: connection.Client) -> None:
-        self.starttls_upgrades.pop(client.id, None)
+        upgrade = self.starttls_upgrades.pop(client.id, None)
         session = self.sessions.pop(client.id, None)
         if session is None:
             return
@@ -613,6 +660,8 @@ class CertmatchCapture:
             watch.closed("client")
         if session.facts is None:
             session.facts = self._connection_only_facts(client, session)
+            if upgrade is not None:
+                _left_after_upgrade(session.facts, upgrade)
         self._write(session)
 
     # -- internals ---------------------------------------------------------
@@ -684,7 +733,8 @@ class CertmatchCapture:
         if session.timer is None and session.watch.handshake_end is None:
             bound = handshake_timeout.seconds()
             loop = asyncio.get_running_loop()
-            give_up = loop.time() + bound * handshake_timeout.HARD_LIMIT
+            longest = max(bound, handshake_timeout.greeting_seconds() or 0)
+            give_up = loop.time() + longest * handshake_timeout.HARD_LIMIT
             session.timer = loop.call_later(
                 bound, self._handshake_timed_out, session, client, give_up
             )
@@ -702,9 +752,13 @@ class CertmatchCapture:
         written when mitmproxy reports the client gone. A handshake that moved within the
         bound gets the rest of it again, up to ``give_up`` (the loop's clock)."""
         session.timer = None
-        if self.sessions.get(client.id) is not session or session.watch.handshake_end is not None:
+        if (
+            self.sessions.get(client.id) is not session
+            or session.watch.handshake_end is not None
+            or session.not_ours is not None
+        ):
             return
-        bound = handshake_timeout.seconds()
+        bound = self._bound(session, client)
         loop = asyncio.get_running_loop()
         try:
             stalled = handshake_timeout.stalled(
@@ -730,17 +784,33 @@ class CertmatchCapture:
                 "handshake timeout; mitmproxy's tcp_timeout will"
             )
 
+    def _bound(self, session: _Session, client: connection.Client) -> int:
+        """The seconds this connection may stand still now: the greeting's wait (the STARTTLS
+        timeout) while a known destination and its client are both silent, else the
+        handshake timeout."""
+        greeting = handshake_timeout.greeting_seconds()
+        if greeting is not None and session.facts is None and self._both_silent(session, client):
+            return greeting
+        return handshake_timeout.seconds()
+
+    @staticmethod
+    def _both_silent(session: _Session, client: connection.Client) -> bool:
+        """Nobody spoke on a connection whose server may speak first: a destination known,
+        no ClientHello expected first (a reverse TLS mode), nothing from either side."""
+        return (
+            not session.watch.spoke
+            and not session.server_spoke
+            and handshake_timeout.destination_known(client, session.server)
+            and not handshake_timeout.tls_first(client)
+        )
+
     def _note_timeout(self, session: _Session, client: connection.Client, bound: int) -> None:
         option = f"({handshake_timeout.OPTION}={bound})"
         facts = session.facts
         if facts is None:
             facts = session.facts = self._connection_only_facts(client, session)
             session.decided = True  # the client closed nothing: the proxy did
-            facts.notes.append(
-                f"no TLS handshake from the client within {bound} s: it connected and sent "
-                f"{'no ClientHello' if session.watch.spoke else 'nothing'}; certmatch closed "
-                f"the connection {option}"
-            )
+            self._note_silence(session, client, facts, bound)
             return
         server = session.server
         if facts.server_error is None and not facts.chain:
@@ -760,6 +830,36 @@ class CertmatchCapture:
                 f"timeout: the client did not finish its TLS handshake within {bound} s {option}"
             )
         facts.notes.append(f"certmatch closed the connection after {bound} s {option}")
+
+    def _note_silence(
+        self, session: _Session, client: connection.Client, facts: SessionFacts, bound: int
+    ) -> None:
+        """The facts of a connection closed before any TLS handshake or STARTTLS layer: who
+        owed the next byte, and the phase it reached."""
+        closed = "certmatch closed the connection"
+        request = handshake_timeout.request_awaited(client, session.server)
+        if request is not None:
+            facts.client_error = f"timeout: the client sent no {request} within {bound} s"
+            facts.notes.append(f"{closed} ({handshake_timeout.OPTION}={bound})")
+            return
+        both_silent = self._both_silent(session, client)
+        greeting_protocol = handshake_timeout.greeting_protocol(client, session.server)
+        if greeting_protocol is not None and both_silent:
+            # A mail or news server greets first: the server owed the first byte.
+            facts.protocol = greeting_protocol
+            facts.tls_kind = "starttls"
+            facts.starttls = StartTlsFacts(phase=GREETING)
+            facts.server_error = f"timeout: the server sent no greeting within {bound} s"
+            facts.notes.append(f"{closed} (certmatch_starttls_timeout={bound})")
+            return
+        facts.client_error = f"timeout: the client sent no TLS ClientHello within {bound} s"
+        if both_silent:
+            facts.client_error += " (and the server no greeting)"
+        facts.notes.append(
+            f"no TLS handshake from the client within {bound} s: it connected and sent "
+            f"{'no ClientHello' if session.watch.spoke else 'nothing'}; {closed} "
+            f"({handshake_timeout.OPTION}={bound})"
+        )
 
     def _start_dns(
         self, session: _Session, client: connection.Client, server: connection.Server
@@ -861,6 +961,29 @@ CONNECTION_CANCELLED = "connection cancelled"
 def _reverse_to_address(mode: mode_specs.ProxyMode) -> bool:
     """A reverse proxy whose target is an IP address (one answer per listener, kept)."""
     return isinstance(mode, mode_specs.ReverseMode) and is_ip_address(mode.address[0])
+
+
+def _server_tls_error(error: str | None, facts: SessionFacts) -> str:
+    """The server's side of a failed TLS handshake, in words that name the fault."""
+    after = " after accepting STARTTLS" if facts.tls_kind == "starttls" else ""
+    if error == "connection closed":
+        # mitmproxy's words when the server's connection closed mid-handshake (proxy/tunnel.py)
+        sent = "" if facts.chain else ", before sending a certificate"
+        return f"the server closed the connection during the TLS handshake{after}{sent}"
+    return error or "TLS handshake with the server failed"
+
+
+def _left_after_upgrade(facts: SessionFacts, upgrade: StartTlsData) -> None:
+    """A client that hung up after the server accepted its STARTTLS, before its ClientHello:
+    the plaintext phase's facts (an injection among them) are its record."""
+    facts.protocol = upgrade.protocol
+    facts.tls_kind = "starttls"
+    facts.starttls = upgrade.facts
+    command = MACHINES[upgrade.protocol].upgrade_command if upgrade.protocol in MACHINES else ""
+    facts.client_error = (
+        f"the client closed the connection after the server accepted {command or 'the upgrade'}, "
+        "before its TLS ClientHello"
+    )
 
 
 def ca_certificate_pems(ca_files: Sequence[str]) -> list[str]:

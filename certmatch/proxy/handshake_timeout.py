@@ -3,8 +3,12 @@
 Without it, a client that connects and sends nothing, or a server that accepts TCP and
 never answers the TLS handshake, holds the client's socket (and the server's) until
 mitmproxy's idle timeout, ``tcp_timeout``: 600 s. The capture addon arms a timer per
-connection (from the client's connection in a reverse TLS mode, else from its
-ClientHello). When it fires before the client's handshake is done and nothing has moved on
+TCP connection when the client connects, and again at its ClientHello. It covers a forward
+proxy's client that never sends its SOCKS5 or CONNECT request, and a connection on which
+nobody speaks: while a known destination and its client are both silent, the server may
+owe a greeting, so the STARTTLS timeout (the greeting's documented wait) applies instead.
+The timer stands aside once the STARTTLS layer takes over (it bounds its own waits), or the
+connection turns out to be a plain HTTP request or a plaintext TCP relay. When it fires before the client's handshake is done and nothing has moved on
 the connection for the bound (by mitmproxy's own activity clock) and no byte from either
 side waits to be read, the addon notes the phase reached in the session and closes the
 connection as mitmproxy's idle timeout does. A proxy busy with a burst of handshakes is
@@ -26,6 +30,8 @@ from typing import Any
 from mitmproxy import connection, ctx
 from mitmproxy.proxy import mode_specs
 
+from certmatch.core import protocols
+
 DEFAULT_S = 15
 HARD_LIMIT = 4  # bounds: the most a handshake that keeps moving may take
 OPTION = "certmatch_handshake_timeout"
@@ -33,12 +39,60 @@ OPTION = "certmatch_handshake_timeout"
 # mitmproxy's reverse-mode schemes whose client speaks TLS first (``mode_specs.ReverseMode``).
 _TLS_FIRST_SCHEMES = frozenset({"tls", "https"})
 
+# The STARTTLS protocols whose server speaks first (LDAP's client does).
+_GREETING_PROTOCOLS = frozenset(p for p in protocols.STARTTLS_PROTOCOLS if p != "ldap")
+
 
 def tls_first(client: connection.Client) -> bool:
     """True when the client's first bytes must be a ClientHello: a reverse proxy to a TLS
     server. (In other modes the client may speak a plaintext protocol first.)"""
     mode = client.proxy_mode
     return isinstance(mode, mode_specs.ReverseMode) and mode.scheme in _TLS_FIRST_SCHEMES
+
+
+def greeting_seconds() -> int | None:
+    """How long a server may take to greet (the STARTTLS timeout), or None when the STARTTLS
+    layer is not loaded or switched off (nothing then waits for a greeting)."""
+    starttls = getattr(ctx.options, "certmatch_starttls_timeout", None)
+    mode = getattr(ctx.options, "certmatch_starttls", "off")
+    return int(starttls) if starttls and mode != "off" else None
+
+
+def request_awaited(client: connection.Client, server: connection.Server | None) -> str | None:
+    """What a forward proxy's client owes before the destination is known: its SOCKS5
+    request (socks5 mode) or its HTTP CONNECT request (regular mode); None otherwise."""
+    if destination_known(client, server):
+        return None
+    mode = client.proxy_mode
+    if isinstance(mode, mode_specs.Socks5Mode):
+        return "SOCKS5 request"
+    if isinstance(mode, mode_specs.RegularMode):
+        return "HTTP CONNECT request"
+    return None
+
+
+def destination_known(client: connection.Client, server: connection.Server | None) -> bool:
+    """True once the proxy knows where the client goes: from the mode itself (reverse,
+    transparent) or, for a forward proxy, once its request named the server."""
+    if isinstance(client.proxy_mode, (mode_specs.Socks5Mode, mode_specs.RegularMode)):
+        return server is not None and server.address is not None
+    return True
+
+
+def greeting_protocol(client: connection.Client, server: connection.Server | None) -> str | None:
+    """The server-speaks-first STARTTLS protocol this connection is taken for: the one
+    ``certmatch_starttls`` names, else the one the server's port is known for."""
+    forced = getattr(ctx.options, "certmatch_starttls", "off")
+    port = server.address[1] if server is not None and server.address else None
+    if port is None and isinstance(client.proxy_mode, mode_specs.ReverseMode):
+        port = client.proxy_mode.address[1]
+    if forced not in ("auto", "off", ""):
+        protocol = forced
+    else:
+        protocol = protocols.protocol_from_port(port)
+        if not protocols.is_starttls_port(protocol, port):
+            return None
+    return protocol if protocol in _GREETING_PROTOCOLS else None
 
 
 def seconds() -> int:

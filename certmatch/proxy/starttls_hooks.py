@@ -5,8 +5,10 @@ with the hook's one data object (``mode_servers.handle_hook`` unpacks ``(data,) 
 hook.args()``). The capture addon implements both methods; any other addon may too::
 
     class Watch:
+        def starttls_start(self, data: StartTlsData) -> None: ...
         def starttls_upgrade(self, data: StartTlsData) -> None: ...
         def starttls_plaintext_end(self, data: StartTlsData) -> None: ...
+        def starttls_handshake_timeout(self, data: StartTlsData) -> None: ...
 
 Defining a hook class registers its name in ``mitmproxy.hooks.all_hooks``.
 """
@@ -14,6 +16,7 @@ Defining a hook class registers its name in ``mitmproxy.hooks.all_hooks``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from mitmproxy.proxy.commands import StartHook
 from mitmproxy.proxy.context import Context
@@ -30,10 +33,21 @@ class StartTlsData:
     facts: StartTlsFacts
     """Shared with the layer: findings it makes later (injected bytes) reach the record."""
     error: str | None = None
-    """Why the connection broke off, for ``starttls_plaintext_end``; None if it just ended."""
+    """Why the connection broke off, for ``starttls_plaintext_end`` and
+    ``starttls_handshake_timeout``; None if it just ended."""
+    failed_side: Literal["server", "client"] = "server"
+    """Whose fault ``error`` is: the server's (silent, closed, garbage) or the client's."""
     client_silent: bool = False
     """For ``starttls_plaintext_end``: the client closed without sending a byte (a port
     check or a health probe)."""
+
+
+@dataclass
+class StarttlsStartHook(StartHook):
+    """The STARTTLS layer took over a plaintext connection: from now on it bounds the
+    waits of the plaintext phase and of the TLS handshakes after it."""
+
+    data: StartTlsData
 
 
 @dataclass
@@ -49,5 +63,14 @@ class StarttlsPlaintextEndHook(StartHook):
     """The connection ends without a TLS handshake: the server did not offer or refused
     the upgrade, the client never asked, or the plaintext phase broke off
     (``data.error`` says why)."""
+
+    data: StartTlsData
+
+
+@dataclass
+class StarttlsHandshakeTimeoutHook(StartHook):
+    """The TLS handshakes after an accepted STARTTLS did not complete within the layer's
+    timeout, after the client's ClientHello: ``data.error`` says which side stalled
+    (``data.failed_side``). The layer closes the connection next."""
 
     data: StartTlsData

@@ -15,17 +15,21 @@ ClientTLSLayer -> TCPLayer (one that notes who closed first), so the capture
 addon's TLS hooks (faithful SNI, chain recording, mirror, block/pass) apply
 exactly as for implicit TLS.
 
-The layer reports through two hooks (:mod:`certmatch.proxy.starttls_hooks`):
-``starttls_upgrade`` when the server accepts, and ``starttls_plaintext_end`` for
-a connection that never reaches TLS (not offered, refused, broken off). A server
-that stays silent when an answer is due, answers garbage, or closes mid-upgrade
-ends the connection with a recorded error; the proxy carries on.
+The layer reports through hooks (:mod:`certmatch.proxy.starttls_hooks`):
+``starttls_start`` when it takes over a connection, ``starttls_upgrade`` when the
+server accepts, ``starttls_plaintext_end`` for a connection that never reaches TLS
+(not offered, refused, broken off), and ``starttls_handshake_timeout`` when the
+handshakes after the upgrade stall. A server that stays silent when an answer is due,
+answers garbage, closes before the client asked for the upgrade (not after its QUIT or
+LOGOUT) or while its reply is due, ends the connection with a recorded error naming the
+phase and the side at fault; the proxy carries on.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Literal
 
 from mitmproxy import ctx, exceptions, tcp
 from mitmproxy.addonmanager import Loader
@@ -40,6 +44,7 @@ from certmatch.core.starttls import (
     GREETING,
     HANDSHAKE,
     NEEDS_MORE,
+    PLAINTEXT,
     STARTTLS_PROTOCOLS,
     StartTlsMachine,
     detect_protocol,
@@ -48,7 +53,9 @@ from certmatch.core.starttls import (
 from certmatch.core.text import printable
 from certmatch.proxy.starttls_hooks import (
     StartTlsData,
+    StarttlsHandshakeTimeoutHook,
     StarttlsPlaintextEndHook,
+    StarttlsStartHook,
     StarttlsUpgradeHook,
 )
 from certmatch.proxy.tcp_relay import CloseOrderTCPLayer
@@ -102,6 +109,9 @@ class StartTlsLayer(layer.Layer):
 
     @expect(events.Start)
     def start(self, _: events.Event) -> layer.CommandGenerator[None]:
+        machine = self.machine
+        # Blocking: the capture addon stops its own pre-handshake clock before this layer's runs.
+        yield StarttlsStartHook(StartTlsData(self.context, machine.protocol, machine.facts))
         server = self.context.server
         if server.timestamp_start is None:
             err = yield commands.OpenConnection(server)
@@ -147,11 +157,21 @@ class StartTlsLayer(layer.Layer):
             # A port probe or a client that gave up at once: recorded as such.
             yield from self._end_plaintext(None, client_silent=True)
             return
+        if not by_server:
+            machine.client_left()
+        who: Literal["server", "client"] = "server" if by_server else "client"
         error = None
         if machine.waiting_for_server:
-            who = "server" if by_server else "client"
             error = f"the {who} closed the connection while the {self._awaited()} was due"
-        yield from self._end_plaintext(error)
+        elif by_server and machine.phase == PLAINTEXT and not machine.client_said_goodbye:
+            # Not after the client's QUIT or LOGOUT: the server ended a session the client
+            # had not finished, before the upgrade was asked for.
+            after = "after its greeting, " if machine.server_speaks_first else ""
+            error = (
+                f"the server closed the connection {after}before the client asked for "
+                f"{machine.upgrade_command}"
+            )
+        yield from self._end_plaintext(error, failed_side=who)
 
     @expect(events.ConnectionEvent, events.CommandCompleted, events.MessageInjected)
     def relay_tls(self, event: events.Event) -> layer.CommandGenerator[None]:
@@ -203,7 +223,11 @@ class StartTlsLayer(layer.Layer):
         yield from self._end_plaintext(error)
 
     def _end_plaintext(
-        self, error: str | None, *, client_silent: bool = False
+        self,
+        error: str | None,
+        *,
+        client_silent: bool = False,
+        failed_side: Literal["server", "client"] = "server",
     ) -> layer.CommandGenerator[None]:
         self._handle_event = self.done
         machine = self.machine
@@ -213,7 +237,9 @@ class StartTlsLayer(layer.Layer):
             logging.DEBUG,
         )
         yield StarttlsPlaintextEndHook(
-            StartTlsData(self.context, machine.protocol, machine.facts, error, client_silent)
+            StartTlsData(
+                self.context, machine.protocol, machine.facts, error, failed_side, client_silent
+            )
         )
         yield from self._close_both()
 
@@ -279,20 +305,36 @@ class StartTlsLayer(layer.Layer):
         if self.context.client.tls_established and self.context.server.tls_established:
             return
         client_hello_seen = self._client_tls is not None and self._client_tls.client_hello_parsed
-        error = (
-            f"the TLS handshake did not complete within {self.timeout} s after the server "
-            f"accepted {self.machine.upgrade_command}"
-        )
+        accepted = f"after the server accepted {self.machine.upgrade_command}"
+        side: Literal["server", "client"]
+        if not client_hello_seen:
+            side = "client"
+            error = f"the client sent no TLS ClientHello within {self.timeout} s {accepted}"
+        elif not self.context.server.tls_established:
+            side = "server"
+            error = (
+                f"the server did not complete the TLS handshake within {self.timeout} s after it "
+                f"accepted {self.machine.upgrade_command}"
+            )
+        else:
+            side = "client"
+            error = (
+                f"the client did not finish its TLS handshake within {self.timeout} s {accepted}"
+            )
         self.machine.broke_off(error)
         yield commands.Log(
             f"certmatch: {printable(error)}; closing the connection.", logging.WARNING
         )
         if client_hello_seen:
-            # The capture addon's TLS hooks saw this session and record it.
+            # The capture addon's TLS hooks saw this session; it notes the timeout and
+            # records the session when the connection closes.
+            yield StarttlsHandshakeTimeoutHook(
+                StartTlsData(self.context, self.machine.protocol, self.machine.facts, error, side)
+            )
             self._handle_event = self.done
             yield from self._close_both()
         else:
-            yield from self._end_plaintext(error)
+            yield from self._end_plaintext(error, failed_side=side)
 
 
 class BoundedTCPLayer(CloseOrderTCPLayer):

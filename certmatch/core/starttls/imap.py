@@ -43,6 +43,11 @@ class ImapMachine(StartTlsMachine):
             self._plaintext_auth("AUTHENTICATE", words[2] if len(words) > 2 else None)
             self._auth_tag = tag
 
+    def _is_goodbye(self, unit: bytes) -> bool:
+        """``tag LOGOUT`` (RFC 9051 §6.1.3)."""
+        words = line_words(unit)
+        return len(words) == 2 and words[1].upper() == b"LOGOUT"
+
     def _on_server(self, unit: bytes, is_line: bool) -> None:
         if not is_line:
             return

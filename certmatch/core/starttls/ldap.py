@@ -47,6 +47,11 @@ class LdapMachine(StartTlsMachine):
         elif message.operation == Operation.BIND_REQUEST:
             self._note_bind(message.content)
 
+    def _is_goodbye(self, unit: bytes) -> bool:
+        """An UnbindRequest (RFC 4511 §4.3)."""
+        message = ldap_ber.decode_message(unit)
+        return message is not None and message.operation == Operation.UNBIND_REQUEST
+
     def _note_bind(self, op: bytes) -> None:
         fields = ldap_ber.children_or_none(op)  # version, name, authentication
         if len(fields) < 3:

@@ -109,6 +109,7 @@ class StartTlsMachine:
         self._request_had_arguments = False
         self._multiline_verb: str | None = None  # reading a multi-line response to this
         self._upgrade_listed = False  # the open capability list names the upgrade
+        self.client_said_goodbye = False  # the client asked to end the session (QUIT, LOGOUT)
 
     # -- public -------------------------------------------------------------
 
@@ -145,6 +146,8 @@ class StartTlsMachine:
         for unit, is_line in self._client.units():
             out += unit
             self._on_client(unit, is_line)
+            if is_line and self._is_goodbye(unit):
+                self.client_said_goodbye = True
             if self.phase == REQUESTED:
                 self._held += self._client.take_rest()
                 break
@@ -184,6 +187,13 @@ class StartTlsMachine:
         """The plaintext phase ended abnormally (timeout, close); keep the phase, note why."""
         self.error = why
 
+    def client_left(self) -> None:
+        """The client closed the connection. Bytes it sent after its upgrade request, before
+        any reply, are still the client's side of an injection: no reply makes them harmless."""
+        if self.phase == REQUESTED and self._held:
+            self._note_injection("client", len(self._held))
+            self._held.clear()
+
     # -- for subclasses -----------------------------------------------------
 
     def _reader(self) -> LineReader:
@@ -194,6 +204,10 @@ class StartTlsMachine:
 
     def _on_server(self, unit: bytes, is_line: bool) -> None:
         raise NotImplementedError
+
+    def _is_goodbye(self, unit: bytes) -> bool:
+        """A client command that ends the session (SMTP, POP3 and NNTP: ``QUIT``)."""
+        return line_verb(unit) == "QUIT"
 
     @property
     def _awaiting_greeting(self) -> bool:
