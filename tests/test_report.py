@@ -64,7 +64,8 @@ def test_session_line_names_host_names_verdict_and_cause_and_colours_only_when_a
     ):
         assert part in plain
     assert "\033[" not in plain
-    assert "\033[31m✗ mismatch\033[0m" in report.session_line(d, colour=True)
+    coloured = report.session_line(d, colour=True)
+    assert "\033[31m✗ mismatch    \033[0m name-not-in-certificate" in coloured  # padded inside
 
 
 def test_describe_says_what_was_asked_and_presented_then_every_finding():
@@ -112,3 +113,19 @@ def test_explain_without_dns_facts_starts_with_the_findings():
     d = _diagnosis("name-not-in-certificate.jsonl")
     assert report.three_names(d) == []
     assert report.explain(d, indent="").startswith("[name-not-in-certificate]")
+
+
+@pytest.mark.parametrize(
+    ("verdict", "causes", "shown"),
+    [
+        ("match", (), "✓ match"),
+        ("match", ("trailing-dot",), "⚠ match"),
+        ("match", ("requested-host-assumed",), "✗ match"),
+        ("match", ("plaintext-auth",), "‼ security"),
+        ("untrusted", ("starttls-injection", "unknown-issuer"), "‼ security"),
+        ("mismatch", ("name-not-in-certificate",), "✗ mismatch"),
+        ("untrusted", ("unknown-issuer",), "! untrusted"),
+    ],
+)
+def test_the_badge_never_shows_a_tick_beside_a_finding_that_fails(verdict, causes, shown) -> None:
+    assert report.verdict_badge(verdict, causes)[0] == shown

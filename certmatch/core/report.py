@@ -29,8 +29,11 @@ diagnosis's sentences, which already quote names through it, through :func:`show
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Literal
 
+from certmatch.core.causes import CAUSES
 from certmatch.core.diagnosis import Diagnosis, Finding
 from certmatch.core.dns_rules import dns_summary
 from certmatch.core.facts import SessionFacts
@@ -50,12 +53,55 @@ _ANSI_COLOURS = {
     "untrusted": "35",
     "error": "31",
 }
+# A security finding or a failing match is coloured by its severity, not its verdict.
+_ANSI_SEVERITY: dict[SessionSeverity, str] = {"security": "1;31", "warning": "33"}
 _NAMES_WIDTH = 48
 
 
 def verdict_label(verdict: str) -> str:
     """The verdict with its symbol, readable without colour: ``"✗ mismatch"``."""
     return f"{VERDICT_SYMBOLS.get(verdict, '?')} {verdict}"
+
+
+SessionSeverity = Literal["security", "failure", "warning", "ok"]
+SEVERITY_SYMBOLS: dict[SessionSeverity, str] = {
+    "security": "‼",
+    "failure": "✗",
+    "warning": "⚠",
+    "ok": "✓",
+}
+_SEVERITY_RANK: dict[SessionSeverity, int] = {"ok": 0, "warning": 1, "failure": 2, "security": 3}
+
+
+def cause_severity(cause_id: str) -> SessionSeverity:
+    """The catalogue's severity of one cause (an unknown id counts as a failure)."""
+    cause = CAUSES.get(cause_id)
+    return cause.severity if cause is not None else "failure"
+
+
+def session_severity(verdict: str, cause_ids: Iterable[str]) -> SessionSeverity:
+    """The worst severity of a session: of its causes, and a failure for any verdict but
+    ``match`` (a client refuses it)."""
+    worst: SessionSeverity = "ok" if verdict == "match" else "failure"
+    for cause_id in cause_ids:
+        severity = cause_severity(cause_id)
+        if _SEVERITY_RANK[severity] > _SEVERITY_RANK[worst]:
+            worst = severity
+    return worst
+
+
+def verdict_badge(verdict: str, cause_ids: Iterable[str]) -> tuple[str, SessionSeverity]:
+    """The verdict as ``check`` and the TUI show it, never a ✓ beside a finding that fails.
+
+    ``‼ security`` whatever the verdict; a match shows its severity's symbol (``✗ match`` when
+    a failing cause holds beside it, ``⚠ match`` beside a warning); any other verdict keeps its
+    own symbol (``✗ mismatch``, ``! untrusted``)."""
+    severity = session_severity(verdict, cause_ids)
+    if severity == "security":
+        return f"{SEVERITY_SYMBOLS['security']} security", severity
+    if verdict == "match":
+        return f"{SEVERITY_SYMBOLS[severity]} match", severity
+    return verdict_label(verdict), severity
 
 
 def session_line(d: Diagnosis, *, colour: bool = False) -> str:
@@ -77,9 +123,10 @@ def session_line_rest(d: Diagnosis, *, colour: bool = False) -> str:
     names = shown_names(d.presented_names) or "(no certificate)"
     if len(names) > _NAMES_WIDTH:
         names = names[: _NAMES_WIDTH - 3] + "..."
-    verdict = verdict_label(d.verdict)
+    verdict, severity = verdict_badge(d.verdict, d.cause_ids)
     if colour:
-        verdict = f"\033[{_ANSI_COLOURS.get(d.verdict, '31')}m{verdict}\033[0m"
+        code = _ANSI_SEVERITY.get(severity) or _ANSI_COLOURS.get(d.verdict, "31")
+        verdict = f"\033[{code}m{verdict:<14}\033[0m"
     cause = d.primary.id if d.primary else ""
     host = f"{printable(f.requested_host or '?')} ({printable(f.requested_host_source)})"
     return (
