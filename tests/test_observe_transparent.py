@@ -18,6 +18,7 @@ import contextlib
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from servers.clients import TIMEOUT_S
 from certmatch.core.facts import SessionFacts
 from certmatch.lab.redirect import ClientRedirect, RedirectError, redirect_rule, stale_rules
 from certmatch.proxy.observe import ObserveAddon
+from certmatch.proxy.redirect_loop import RedirectLoopGuard, _local_end
 from certmatch.proxy.starttls_layer import StartTlsAddon
 
 pytestmark = pytest.mark.timeout(120)
@@ -65,7 +67,7 @@ def transparent(
             tmp,
             "transparent",
             addon=addon,  # type: ignore[arg-type]
-            extra_addons=(StartTlsAddon(),),
+            extra_addons=(StartTlsAddon(), RedirectLoopGuard()),
             ca_file=[str(pki.root_ca)],
             **options,
         ) as proxy,
@@ -429,3 +431,46 @@ def test_certmatch_proxy_transparent_command(tmp_path: Path, dovecot, pki, obser
     assert by_sni[WRONG]["verdict"] == "mismatch"
     assert "client-refused-certificate" in by_sni[WRONG]["causes"]
     assert "Traceback" not in (tmp_path / "proxy.log").read_text()
+
+
+@pytest.mark.parametrize("observe", [True, False], ids=["observe", "mirror"])
+def test_a_rule_that_also_redirects_the_proxy_is_refused_not_looped(
+    tmp_path: Path, dovecot, pki, observe: bool
+) -> None:
+    """The pitfall: the rule matches the proxy's own connection to the server too (here the
+    proxy runs in the client's group). Without the guard each hop connects to the proxy
+    again, thousands a second; with it the second hop is refused and says why."""
+    port = free_port()
+    record = tmp_path / "loop.jsonl"
+    argv = [venv_bin("certmatch"), "proxy", "--mode", "transparent", "--listen-port", str(port)]
+    argv += ["--record", str(record), "--confdir", str(tmp_path / "conf")]
+    argv += ["--observe"] if observe else []
+    server = dovecot.imaps_port
+    with (
+        redirected(server, port) as prefix,
+        mitmdump_process(tmp_path, argv, prefix=prefix, port=port),
+    ):
+        accepted, output = s_client(prefix, server, GOOD, pki.root_ca, "tls1_2", b"a LOGOUT\r\n")
+        sessions = RunningProxy(port, record, tmp_path / "conf").sessions(2, timeout=15)
+        time.sleep(0.5)  # a loop would go on meanwhile
+    assert not accepted, output
+    log = (tmp_path / "proxy.log").read_text()
+    assert "redirect loop" in log and "--gid-owner" in log, log[-2000:]
+    assert log.count("client connect") <= 3, log[-2000:]
+    assert any("redirect loop" in (s.server_error or "") for s in sessions), sessions
+    assert "Traceback" not in log
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize(
+    ("column", "address"),
+    [
+        ("0100007F:1F90", ("127.0.0.1", 8080)),
+        ("0000000000000000FFFF00000100007F:03E1", ("127.0.0.1", 993)),  # IPv4-mapped
+        ("00000000000000000000000001000000:0019", ("::1", 25)),
+    ],
+)
+def test_proc_net_tcp_addresses_are_read_in_host_byte_order(column: str, address) -> None:
+    import ipaddress
+
+    assert _local_end(column) == (ipaddress.ip_address(address[0]), address[1])

@@ -58,6 +58,7 @@ from certmatch.core.trust import TrustStore, TrustStoreError
 from certmatch.net.side_handshake import SideHandshakes, SideResult
 from certmatch.proxy.capture import ca_certificate_pems, verdict_log_line
 from certmatch.proxy.connection_facts import new_facts
+from certmatch.proxy.redirect_loop import RedirectLoopGuard
 from certmatch.proxy.starttls_hooks import StartTlsData
 from certmatch.proxy.starttls_layer import DEFAULT_TIMEOUT_S, StartTlsLayer
 
@@ -678,4 +679,6 @@ def _observe_after_upgrade(context: Context, protocol: str, facts: StartTlsFacts
     return ObserveLayer(context, protocol=protocol, starttls=facts)
 
 
-addons = [ObserveAddon()]
+# With the guard that ends a transparent-mode redirect loop (the rule also matching the
+# proxy's own connection to the server).
+addons = [ObserveAddon(), RedirectLoopGuard()]
