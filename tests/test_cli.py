@@ -201,6 +201,16 @@ def test_check_dir_judges_every_recording_and_names_the_file_that_is_not_one(tmp
     assert "2 sessions" in done.stdout
 
 
+def test_check_of_one_file_that_is_not_a_recording_says_so_in_one_line(tmp_path):
+    path = tmp_path / "notes.jsonl"
+    path.write_text('{"type":"header"\n')
+    done = certmatch("check", str(path))
+    assert done.returncode == 2
+    (error,) = done.stderr.strip().splitlines()
+    assert error.startswith(f"certmatch: error: {path}:1:")
+    assert done.stdout == ""  # no "No sessions recorded." after the error
+
+
 def _hostile_recording(tmp_path, sni: str) -> tuple:
     header, good = _sample_lines("correct.jsonl")[:2]
     data = json.loads(good)

@@ -193,7 +193,7 @@ def _check(
             "trusted_through_recorded_ca": from_headers,
         }
         sessions.close(summary, problems.listed())
-    else:
+    elif total or not input_errors:  # after input errors alone, their lines say it all
         out.line(report.summary(total, failures, verdicts, primaries))
         if from_headers:
             out.line(report.recorded_anchors_note(from_headers))
