@@ -52,10 +52,15 @@ from certmatch.tui.session_list import SessionList
 
 _ACTIONS = {key.action: key for key in keys.keys_for(View.SESSIONS)}
 _TAIL_SHOWN = 6  # lines of the proxy's log in its red banner
-DETAIL_EVERY = 0.3  # seconds between details of the newest session while the list follows
+# Seconds between details of the newest session while the list moves with a fast recording:
+# each is diagnosed, laid out and painted whole, and nobody reads more than one a second.
+DETAIL_EVERY = 1.0
 # Seconds between batches handed to the UI: each repaints the list and the status, so a fast
-# recording's rows come a few times a second, not at every read, and the keys stay live.
+# recording's rows come a few times a second, not at every read, and the keys stay live. While
+# following (after the first pass) twice a second: a repaint of the moving list takes the UI
+# 10-20 ms, and a key pressed meanwhile waits for it.
 BATCH_EVERY = 0.25
+FOLLOW_BATCH_EVERY = 0.5
 
 
 def proxy_banner(proxy: LiveProxy, state: ProxyState) -> Text:
@@ -261,10 +266,11 @@ class SessionsScreen(Screen[None]):
         posted = 0.0  # when the last batch was
         try:
             while not worker.is_cancelled:
+                every = FOLLOW_BATCH_EVERY if self.initial_load_done else BATCH_EVERY
                 if (
                     pending is not None
                     and self._batch_taken.is_set()
-                    and time.monotonic() - posted >= BATCH_EVERY
+                    and time.monotonic() - posted >= every
                 ):
                     self._batch_taken.clear()
                     self.post_message(BatchLoaded(pending))
@@ -278,7 +284,9 @@ class SessionsScreen(Screen[None]):
                     assert isinstance(content, Batch)
                     pending = content if pending is None else pending.extend(content)
                     continue
-                if pending is not None:
+                if pending is not None and not (kind == "pass" and self.initial_load_done):
+                    # The first pass's end shows at once what it read; a followed file's
+                    # passes (every poll) wait for the next batch's turn.
                     self._batch_taken.clear()
                     self.post_message(BatchLoaded(pending))
                     pending = None
@@ -377,6 +385,8 @@ class SessionsScreen(Screen[None]):
 
     @on(LoadPassFinished)
     def _pass_finished(self) -> None:
+        if self.initial_load_done and self._loading == self.following:
+            return  # another pass of a followed file: nothing to show (its rows are batches)
         self._loading = self.following
         if not self.initial_load_done:
             self.initial_load_done = True
