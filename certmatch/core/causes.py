@@ -106,6 +106,14 @@ RFC2595_3 = Citation("RFC 2595", "§3", "IMAP STARTTLS")
 RFC2595_4 = Citation("RFC 2595", "§4", "POP3 STLS")
 RFC4513_3 = Citation("RFC 4513", "§3", "LDAP StartTLS operation")
 RFC4642 = Citation("RFC 4642", "§2", "NNTP STARTTLS")
+RFC3207_REPLY = Citation("RFC 3207", "§4", "the server answers STARTTLS with 220, 501 or 454")
+# Read in RFC 5321's text (§4.1.1.10) and RFC 3501/9051's (§7.1.5), through the search tool.
+RFC5321_QUIT = Citation(
+    "RFC 5321",
+    "§4.1.1.10",
+    "the server must not close the connection until it has received and replied to QUIT",
+)
+RFC9051_BYE = Citation("RFC 9051", "§7.1.5", "an IMAP server says BYE before it closes")
 RFC8314 = Citation(
     "RFC 8314", "§3", "prefer implicit TLS; clients must not send credentials in clear"
 )
@@ -253,12 +261,28 @@ _CATALOGUE: tuple[Cause, ...] = (
         "The server at {server} accepted the connection but the TLS handshake with it failed "
         "before a certificate was received: {detail}",
         "Check that the port speaks implicit TLS (not STARTTLS or plaintext) and that the server "
-        "and client share a TLS version and cipher.",
+        "and client share a TLS version and cipher. After an accepted STARTTLS, check that the "
+        "server can load its certificate and key; its log says why it ended the handshake.",
         (Citation("RFC 8314", "§3", "implicit TLS for mail"),),
         raised_by=(
             SessionRule.UPSTREAM_TLS_FAILED,
             TrustProblemId.NO_CERTIFICATE,
         ),
+    ),
+    Cause(
+        "upstream-starttls-failed",
+        "The server broke off before the STARTTLS upgrade",
+        "failure",
+        "The server at {server} accepted the connection, but the plaintext phase of STARTTLS "
+        "ended on its side before any TLS handshake began ({detail}). No certificate was "
+        "exchanged, so there is nothing to match: the client saw a server that stopped "
+        "answering or hung up, not a certificate it refused.",
+        "Look in the server's log at {server} for why it stopped: a connection or rate limit, a "
+        "greeting delay longer than clients wait, a crash, or a TLS setup it could not load "
+        "(some servers close the connection instead of answering STARTTLS). A firewall or filter "
+        "on the path can do the same: try a client on the server's own network.",
+        (RFC5321_QUIT, RFC3207_REPLY, RFC9051_BYE),
+        raised_by=(SessionRule.UPSTREAM_STARTTLS_FAILED,),
     ),
     Cause(
         "side-handshake-failed",
@@ -297,6 +321,23 @@ _CATALOGUE: tuple[Cause, ...] = (
         "(not STARTTLS or plaintext), and look at its own log.",
         (Citation("RFC 8446", "§4.1.2", "a client's first TLS message is its ClientHello"),),
         raised_by=(SessionRule.CLIENT_CLOSED_BEFORE_HANDSHAKE,),
+    ),
+    Cause(
+        "client-stopped-before-handshake",
+        "The client stopped before the TLS handshake",
+        "warning",
+        "The client did not get as far as a TLS handshake ({detail}). There is no certificate "
+        "to judge, and nothing here says anything about the server: port scanners, stuck "
+        "clients and clients that gave up leave sessions like this.",
+        "Nothing to fix if this was a scanner or a health check. If a mail client did this, look "
+        "at its own log: it may expect another kind of port (implicit TLS, STARTTLS or "
+        "plaintext), or, set to use a SOCKS5 or HTTP proxy, not speak to it as one.",
+        (
+            Citation("RFC 8446", "§4.1.2", "a client's first TLS message is its ClientHello"),
+            Citation("RFC 1928", "§4", "the SOCKS5 client sends its request after the method"),
+            Citation("RFC 9110", "§9.3.6", "CONNECT asks a proxy for a tunnel"),
+        ),
+        raised_by=(SessionRule.CLIENT_STOPPED_BEFORE_HANDSHAKE,),
     ),
     Cause(
         "malformed-certificate",

@@ -48,7 +48,8 @@ from certmatch.core.identity import (
     registrable_domain,
 )
 from certmatch.core.session_rules import SessionRule
-from certmatch.core.starttls_findings import starttls_findings
+from certmatch.core.starttls import UPGRADED_PHASES
+from certmatch.core.starttls_findings import StartTlsFinding, starttls_findings
 from certmatch.core.text import printable
 from certmatch.core.trust import TrustProblem, TrustProblemId, TrustResult
 
@@ -266,6 +267,10 @@ def _decide(facts: SessionFacts, parts: Parts) -> Decision:
         return decided("error")
     _sni_ip_literal(facts, found)
     starttls = starttls_findings(facts)
+    if facts.server_error and facts.starttls and facts.starttls.phase not in UPGRADED_PHASES:
+        # The server failed (unreachable, silent, closed) before the upgrade was asked for:
+        # the client had no chance left to ask.
+        starttls.pop(StartTlsFinding.NOT_REQUESTED, None)
     for finding, detail in starttls.items():
         _add(found, finding, detail)
 
@@ -523,11 +528,19 @@ _SIDE_HANDSHAKE_PREFIX = "side handshake: "
 
 
 def _no_certificate(facts: SessionFacts, starttls: bool, found: dict[str, tuple[str, str]]) -> None:
-    """Why no certificate arrived: the connection or the TLS handshake with the server failed.
+    """Why no certificate arrived: the connection, the STARTTLS exchange or the TLS handshake
+    with the server failed, or the client stopped first.
 
-    A STARTTLS session that never reached TLS is explained by its STARTTLS
-    finding, unless the server itself failed.
+    A STARTTLS session whose plaintext phase the server broke off (silent, closed, not the
+    protocol) failed before any TLS. One that never reached TLS otherwise is explained by its
+    STARTTLS finding; a client that stopped with no server error is never the server's fault.
     """
+    if _server_broke_off_starttls(facts):
+        _add(found, SessionRule.UPSTREAM_STARTTLS_FAILED, facts.server_error or "")
+        return
+    if not facts.server_error and facts.client_error:
+        _add(found, SessionRule.CLIENT_STOPPED_BEFORE_HANDSHAKE, facts.client_error)
+        return
     if not facts.server_error and starttls:
         return
     detail = facts.server_error or "no certificate was received"
@@ -543,6 +556,23 @@ def _no_certificate(facts: SessionFacts, starttls: bool, found: dict[str, tuple[
         _add(found, SessionRule.UPSTREAM_TLS_FAILED, detail)
     else:
         _add(found, SessionRule.UPSTREAM_UNREACHABLE, detail)
+
+
+def _server_broke_off_starttls(facts: SessionFacts) -> bool:
+    """The server was reached, and the plaintext phase of STARTTLS ended with its error
+    before the upgrade was accepted (a refusal is a STARTTLS finding, not an error)."""
+    st = facts.starttls
+    error = facts.server_error
+    return (
+        st is not None
+        and st.phase not in UPGRADED_PHASES
+        and bool(error)
+        and not (error or "").startswith(_NOT_REACHED)
+    )
+
+
+# The STARTTLS layer's words for a server it could not connect to (an unreachable server).
+_NOT_REACHED = "cannot connect"
 
 
 def _unreadable_leaf(

@@ -23,6 +23,11 @@ class SessionRule(StrEnum):
     UPSTREAM_TLS_FAILED = "upstream-tls-failed"
     """No certificate arrived because the TLS handshake with the server failed (RFC 8314 §3).
     Decided in ``_no_certificate``."""
+    UPSTREAM_STARTTLS_FAILED = "upstream-starttls-failed"
+    """A STARTTLS server broke off the plaintext phase before any TLS handshake: it sent no
+    greeting or no reply to the upgrade in time, closed the connection (not after the client's
+    QUIT or LOGOUT), or answered with bytes that are not the protocol (RFC 5321 §4.1.1.10,
+    RFC 3207 §4). Never a TLS failure: no handshake began. Decided in ``_no_certificate``."""
     SIDE_HANDSHAKE_FAILED = "side-handshake-failed"
     """Observe mode: the relayed handshake hid the certificate (TLS 1.3 encrypts it, RFC 8446
     §1.2; a resumed session carries none, §2.2), and certmatch's own second handshake to the
@@ -35,6 +40,11 @@ class SessionRule(StrEnum):
     """The client closed the connection before sending a byte, so no TLS handshake began
     (a ClientHello comes first, RFC 8446 §4.1.2): a port check or health probe, never a
     fault of the server. Decided in ``_closed_before_handshake``."""
+    CLIENT_STOPPED_BEFORE_HANDSHAKE = "client-stopped-before-handshake"
+    """The client stopped before any TLS handshake, the server not at fault: it sent no
+    SOCKS5 request (RFC 1928 §4), no HTTP CONNECT request (RFC 9110 §9.3.6) or no
+    ClientHello (RFC 8446 §4.1.2) within the timeout, or hung up after asking for STARTTLS.
+    Decided in ``_no_certificate``."""
     PROXY_CA_NOT_TRUSTED = "proxy-ca-not-trusted"
     """The client refused the certificate certmatch showed it, although the server's own
     certificate passes for the name the client gave: the client does not trust

@@ -33,6 +33,7 @@ from typing import Literal
 
 from mitmproxy import ctx, exceptions, tcp
 from mitmproxy.addonmanager import Loader
+from mitmproxy.connection import ConnectionState
 from mitmproxy.proxy import commands, events, layer, mode_specs
 from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.layers import ClientTLSLayer, ServerTLSLayer, modes
@@ -244,8 +245,10 @@ class StartTlsLayer(layer.Layer):
         yield from self._close_both()
 
     def _close_both(self) -> layer.CommandGenerator[None]:
+        # Not only ``connected`` (fully open): a side whose peer already half-closed still has
+        # its own half to close, or it lingers in CLOSE-WAIT.
         for conn in (self.context.server, self.context.client):
-            if conn.connected:
+            if conn.state is not ConnectionState.CLOSED:
                 yield commands.CloseConnection(conn)
 
     # -- upgrade -------------------------------------------------------------------
