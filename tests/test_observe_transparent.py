@@ -474,3 +474,34 @@ def test_proc_net_tcp_addresses_are_read_in_host_byte_order(column: str, address
     import ipaddress
 
     assert _local_end(column) == (ipaddress.ip_address(address[0]), address[1])
+
+
+# -- a client that refuses with an encrypted alert ----------------------------------------------
+
+
+@pytest.mark.parametrize("name", [GOOD, WRONG])
+def test_observe_gnutls_tls13_decision_read_from_encrypted_records(
+    tmp_path: Path, dovecot, pki, name: str
+) -> None:
+    """gnutls-cli refuses in TLS 1.3 with an encrypted alert instead of its Finished: certmatch
+    reads the refusal from the record's length alone, through the redirect too."""
+    port = dovecot.imaps_port
+    with transparent(tmp_path, port, pki, observe=True) as (proxy, prefix):
+        argv = [*prefix, "gnutls-cli", "--crlf", "--x509cafile", str(pki.root_ca)]
+        argv += ["--priority", "NORMAL:-VERS-ALL:+VERS-TLS1.3", "-p", str(port)]
+        argv += [f"--sni-hostname={name}", f"--verify-hostname={name}", LOOPBACK]
+        done = subprocess.run(
+            argv, input=b"a LOGOUT\n", check=False, capture_output=True, timeout=TIMEOUT_S * 4
+        )
+        session = only_session(proxy)
+    assert_through_proxy(session, port)
+    assert session.tls_version == "TLSv1.3" and session.chain_source == "side-handshake"
+    [judged] = check_json(proxy.record, pki)
+    if name == GOOD:
+        assert done.returncode == 0 and b"a OK" in done.stdout, done.stderr
+        assert session.client_decision == "went-on"
+        assert judged["verdict"] == "match", judged["causes"]
+    else:
+        assert done.returncode != 0 and b"does not match" in done.stdout + done.stderr
+        assert session.client_decision == "alert" and session.client_alert is None  # encrypted
+        assert judged["verdict"] == "mismatch" and "client-refused-certificate" in judged["causes"]
