@@ -16,7 +16,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -34,7 +34,7 @@ class Issued:
     """A certificate, its private key, and the CA certificates above it (nearest first)."""
 
     cert: x509.Certificate
-    key: ec.EllipticCurvePrivateKey
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
     issuers: list[x509.Certificate] = field(default_factory=list)
 
     @property
@@ -195,14 +195,21 @@ def issue_leaf(
     extended_key_usage: list[x509.ObjectIdentifier] | tuple[x509.ObjectIdentifier, ...] = (
         ExtendedKeyUsageOID.SERVER_AUTH,
     ),
+    rsa_bits: int | None = None,
 ) -> Issued:
     """A server certificate signed by ``ca``, or self-signed when ``ca`` is None.
 
     ``dns`` and ``ips`` become the subjectAltName; with neither, the
     certificate has no SAN extension at all (a CN-only certificate).
-    ``extended_key_usage`` lists its purposes (serverAuth by default).
+    ``extended_key_usage`` lists its purposes (serverAuth by default). The key is EC P-256,
+    or RSA of ``rsa_bits`` (a server may keep one of each and choose by the client's
+    signature algorithms).
     """
-    key = ec.generate_private_key(ec.SECP256R1())
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey = (
+        rsa.generate_private_key(public_exponent=65537, key_size=rsa_bits)
+        if rsa_bits
+        else ec.generate_private_key(ec.SECP256R1())
+    )
     now = _now()
     subject = _name(cn)
     builder = (

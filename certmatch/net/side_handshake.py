@@ -7,12 +7,12 @@ learn which chain the client was shown, certmatch asks the same server the same 
 - the same address and port, and for STARTTLS the same protocol's upgrade dialogue;
 - the client's SNI exactly, or no SNI when it sent none (an IP address is never sent as
   SNI, RFC 6066 §3, so a client that sent one is asked for with none);
-- the client's range of TLS versions, and its ALPN protocols.
+- the client's range of TLS versions, its ALPN protocols, and its signature algorithms (those
+  OpenSSL has names for; a server may choose between an RSA and an ECDSA certificate by them,
+  RFC 8446 §4.2.3), through :mod:`certmatch.net.copied_hello`.
 
-What it cannot copy: the client's signature_algorithms. Python's ssl module has no way to
-set them (OpenSSL's ``SSL_CTX_set1_sigalgs_list`` is not exposed, nor by pyOpenSSL), so a
-server that picks between an RSA and an ECDSA certificate by the client's signature
-algorithms may answer the side handshake with the other one.
+What it cannot copy: anything else a server might choose by (cipher suites, groups, the
+client's own address), and a signature algorithm OpenSSL does not know.
 
 Results are kept per (server, SNI, STARTTLS protocol) for a short time (:class:`SideHandshakes`),
 and a handshake already under way is shared, so a busy client does not double the server's
@@ -24,28 +24,21 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import ssl
 import time
 from dataclasses import dataclass, field
 
+from OpenSSL import SSL
+
 from certmatch.core.identity import is_ip_address
 from certmatch.core.starttls import make_machine
+from certmatch.net import copied_hello
 
-# Private helpers of the probe's handshake, shared so both read chains and speak STARTTLS
-# the same way.
-from certmatch.net.handshake import _chain_der, _Dialogue
+# The probe's STARTTLS dialogue, shared so both speak STARTTLS the same way.
+from certmatch.net.handshake import _Dialogue
 
 DEFAULT_TTL_S = 60.0
 DEFAULT_TIMEOUT_S = 5.0
 MAX_ENTRIES = 4096
-
-_VERSIONS = {
-    "TLSv1": ssl.TLSVersion.TLSv1,
-    "TLSv1.1": ssl.TLSVersion.TLSv1_1,
-    "TLSv1.2": ssl.TLSVersion.TLSv1_2,
-    "TLSv1.3": ssl.TLSVersion.TLSv1_3,
-}
-_ORDER = ["TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"]
 
 
 @dataclass
@@ -57,27 +50,8 @@ class SideResult:
     cipher: str | None = None
     error: str | None = None
     sni_sent: str | None = None
+    signature_algorithms_copied: bool = False  # False: OpenSSL's defaults were offered
     cached: bool = False  # from an earlier handshake, not one made for this session
-
-
-def client_context(versions: list[str], alpn: list[str]) -> ssl.SSLContext:
-    """A context that offers the client's versions and ALPN and accepts any certificate:
-    certmatch judges the chain itself."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    offered = [v for v in _ORDER if v in versions]
-    if offered:
-        with contextlib.suppress(ValueError, ssl.SSLError):
-            # Old versions also need a security level that allows them.
-            if offered[0] in ("TLSv1", "TLSv1.1"):
-                context.set_ciphers("DEFAULT:@SECLEVEL=0")
-            context.minimum_version = _VERSIONS[offered[0]]
-            context.maximum_version = _VERSIONS[offered[-1]]
-    if alpn:
-        with contextlib.suppress(ValueError, NotImplementedError):
-            context.set_alpn_protocols(alpn)
-    return context
 
 
 async def side_handshake(
@@ -87,6 +61,7 @@ async def side_handshake(
     sni: str | None,
     versions: list[str],
     alpn: list[str],
+    signature_algorithms: list[str] | None = None,
     starttls: str | None = None,
     timeout: float = DEFAULT_TIMEOUT_S,
 ) -> SideResult:
@@ -102,19 +77,23 @@ async def side_handshake(
                 phase = f"the {starttls} STARTTLS dialogue"
                 await _Dialogue(reader, writer, make_machine(starttls)).upgrade()
             phase = "the TLS handshake"
-            await writer.start_tls(client_context(versions, alpn), server_hostname=sni_sent)
-            tls = writer.get_extra_info("ssl_object")
-            if tls is not None:
-                result.tls_version = tls.version()
-                cipher = tls.cipher()
-                result.cipher = cipher[0] if cipher else None
-                result.chain = [base64.b64encode(d).decode("ascii") for d in _chain_der(tls)]
+            done = await copied_hello.handshake(
+                reader,
+                writer,
+                sni=sni_sent,
+                versions=versions,
+                alpn=alpn,
+                signature_algorithms=signature_algorithms or [],
+            )
+            result.tls_version, result.cipher = done.tls_version, done.cipher
+            result.chain = [base64.b64encode(d).decode("ascii") for d in done.chain]
+            result.signature_algorithms_copied = done.signature_algorithms_copied
             if not result.chain:
                 result.error = "the side handshake got no certificate from the server"
     except TimeoutError:
         result.error = f"the side handshake got no answer within {timeout:g} s (during {phase})"
-    except ssl.SSLError as exc:
-        result.error = f"the side handshake failed ({getattr(exc, 'reason', None) or exc})"
+    except SSL.Error as exc:
+        result.error = f"the side handshake failed ({_openssl_reason(exc)})"
     except Exception as exc:  # noqa: BLE001 - a side handshake never breaks a session
         result.error = f"the side handshake failed during {phase} ({type(exc).__name__}: {exc})"
     finally:
@@ -126,9 +105,19 @@ async def side_handshake(
     return result
 
 
-# server, port, SNI, STARTTLS protocol, and the client's offered versions and ALPN: a server
-# may choose its certificate by any of them, so a client offering others gets its own.
-type CacheKey = tuple[str, int, str | None, str | None, tuple[str, ...], tuple[str, ...]]
+def _openssl_reason(error: SSL.Error) -> str:
+    """OpenSSL's reason, e.g. "tlsv1 alert protocol version", from pyOpenSSL's error list."""
+    listed = error.args[0] if error.args and isinstance(error.args[0], list) else []
+    reasons = [entry[2] for entry in listed if isinstance(entry, tuple) and len(entry) == 3]
+    return "; ".join(r for r in reasons if r) or str(error) or type(error).__name__
+
+
+# server, port, SNI, STARTTLS protocol, and the client's offered versions, ALPN and signature
+# algorithms: a server may choose its certificate by any of them, so a client offering others
+# gets its own.
+type CacheKey = tuple[
+    str, int, str | None, str | None, tuple[str, ...], tuple[str, ...], tuple[str, ...]
+]
 
 
 class SideHandshakes:
@@ -148,11 +137,14 @@ class SideHandshakes:
         sni: str | None,
         versions: list[str],
         alpn: list[str],
+        signature_algorithms: list[str] | None = None,
         starttls: str | None = None,
     ) -> tuple[asyncio.Task[SideResult], bool]:
-        """The task of the handshake for this server, SNI, versions and ALPN, and whether it
-        was shared (cached or under way for another session). Call from the event loop."""
-        key: CacheKey = (ip, port, sni, starttls, tuple(sorted(versions)), tuple(alpn))
+        """The task of the handshake for this server, SNI, versions, ALPN and signature
+        algorithms, and whether it was shared (cached or under way for another session). Call
+        from the event loop."""
+        sigalgs = tuple(signature_algorithms or ())
+        key: CacheKey = (ip, port, sni, starttls, tuple(sorted(versions)), tuple(alpn), sigalgs)
         now = time.monotonic()
         entry = self._entries.get(key)
         if entry is not None and now - entry[0] < self.ttl:
@@ -169,6 +161,7 @@ class SideHandshakes:
                 sni=sni,
                 versions=versions,
                 alpn=alpn,
+                signature_algorithms=list(sigalgs),
                 starttls=starttls,
                 timeout=self.timeout,
             )

@@ -596,6 +596,7 @@ class ObserveAddon:
             sni=facts.sni,
             versions=list(hello.versions) if hello else [],
             alpn=list(hello.alpn) if hello else [],
+            signature_algorithms=list(hello.signature_algorithms or []) if hello else [],
             starttls=facts.protocol if facts.tls_kind == "starttls" else None,
         )
         session.side, session.side_shared = task, shared
@@ -623,6 +624,11 @@ class ObserveAddon:
                 facts.notes.append(
                     f"the side handshake negotiated {result.tls_version}, the client "
                     f"{facts.tls_version}"
+                )
+            if facts.client_signature_algorithms and not result.signature_algorithms_copied:
+                facts.notes.append(
+                    "the side handshake offered OpenSSL's default signature algorithms: it "
+                    "knows none of the client's by name"
                 )
             if facts.sni and result.sni_sent is None:
                 facts.notes.append(

@@ -68,11 +68,19 @@ class DovecotServer:
         shutil.rmtree(self.runtime_dir, ignore_errors=True)
 
 
-def start_dovecot(default: CertFiles, sni: Mapping[str, CertFiles], log_dir: Path) -> DovecotServer:
+def start_dovecot(
+    default: CertFiles,
+    sni: Mapping[str, CertFiles],
+    log_dir: Path,
+    *,
+    alternative: CertFiles | None = None,
+) -> DovecotServer:
     """Start dovecot in the foreground on four free loopback ports and wait until it answers.
 
     ``default`` is served without SNI or for unknown names; ``sni`` maps a
-    server name to the certificate served for it.
+    server name to the certificate served for it. ``alternative`` is a second default
+    certificate on another key type (dovecot's ``ssl_alt_cert``): OpenSSL serves the one the
+    client's signature algorithms allow.
     """
     binary = require_binary("dovecot", "dovecot-imapd")
     require_binary("/usr/lib/dovecot/imap", "dovecot-imapd")
@@ -83,14 +91,19 @@ def start_dovecot(default: CertFiles, sni: Mapping[str, CertFiles], log_dir: Pat
             "users); run the tests as root, as CI does"
         )
     for attempt in range(1, START_ATTEMPTS + 1):
-        server = _start_once(binary, default, sni, log_dir, attempt)
+        server = _start_once(binary, default, sni, log_dir, attempt, alternative)
         if server is not None:
             return server
     raise ServerStartError(f"dovecot could not bind free ports in {START_ATTEMPTS} attempts")
 
 
 def _start_once(
-    binary: str, default: CertFiles, sni: Mapping[str, CertFiles], log_dir: Path, attempt: int
+    binary: str,
+    default: CertFiles,
+    sni: Mapping[str, CertFiles],
+    log_dir: Path,
+    attempt: int,
+    alternative: CertFiles | None = None,
 ) -> DovecotServer | None:
     """One start on fresh ports; None when a port was taken meanwhile (the caller retries)."""
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -104,7 +117,10 @@ def _start_once(
     proc: OwnedProcess | None = None
     try:
         runtime.chmod(0o755)
-        config_path.write_text(_config(runtime, log_path, ports, default, sni))
+        config = _config(runtime, log_path, ports, default, sni)
+        if alternative is not None:
+            config += f"ssl_alt_cert = <{alternative.served}\nssl_alt_key = <{alternative.key}\n"
+        config_path.write_text(config)
         _make_mailbox(runtime / "home" / accounts.USER)
         started = time.monotonic()
         proc = OwnedProcess([binary, "-F", "-c", str(config_path)], log_path.with_suffix(".out"))
