@@ -6,10 +6,11 @@ there itself. The client is configured with nothing but the server: no proxy, no
 certmatch's. The rule matches only the client's group (:class:`ClientRedirect`), so the
 proxy's own connection to the server is not redirected back to itself.
 
-Real servers (dovecot, aiosmtpd) and real clients (openssl s_client, curl, Python's ssl)
-that verify against the servers' own CA with host-name checks, in both observe mode and the
-default intercepting mode (mirror). In every case the client's result and certmatch's
-verdict (``certmatch check --json`` on the recording) agree.
+Real servers (dovecot, aiosmtpd) and real clients (openssl s_client, gnutls-cli, curl,
+Python's ssl) that verify against the servers' own CA with host-name checks, in both observe
+mode and the default intercepting mode (mirror). In every case the client's result and
+certmatch's verdict (``certmatch check --json`` on the recording) agree. Last, the pitfall: a
+rule that also matches the proxy's own connections, and the guard that ends the loop.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from servers.clients import TIMEOUT_S
 from certmatch.core.facts import SessionFacts
 from certmatch.lab.redirect import ClientRedirect, RedirectError, redirect_rule, stale_rules
 from certmatch.proxy.observe import ObserveAddon
-from certmatch.proxy.redirect_loop import RedirectLoopGuard, _local_end
+from certmatch.proxy.redirect_loop import RedirectLoopGuard, local_end
 from certmatch.proxy.starttls_layer import StartTlsAddon
 
 pytestmark = pytest.mark.timeout(120)
@@ -473,7 +474,7 @@ def test_a_rule_that_also_redirects_the_proxy_is_refused_not_looped(
 def test_proc_net_tcp_addresses_are_read_in_host_byte_order(column: str, address) -> None:
     import ipaddress
 
-    assert _local_end(column) == (ipaddress.ip_address(address[0]), address[1])
+    assert local_end(column) == (ipaddress.ip_address(address[0]), address[1])
 
 
 # -- a client that refuses with an encrypted alert ----------------------------------------------

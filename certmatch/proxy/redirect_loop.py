@@ -67,7 +67,7 @@ def _is_own_socket(host: str, port: int) -> bool:
             next(lines, None)  # the column names
             for line in lines:
                 fields = line.split()
-                if len(fields) > 9 and _local_end(fields[1]) == (address, port):
+                if len(fields) > 9 and local_end(fields[1]) == (address, port):
                     inodes.add(fields[9])
     if not inodes:
         return False
@@ -79,7 +79,7 @@ def _is_own_socket(host: str, port: int) -> bool:
     return False
 
 
-def _local_end(
+def local_end(
     field: str,
 ) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int] | None:
     """``/proc/net/tcp{,6}``'s ``local_address`` column: 32-bit words in host byte order,
