@@ -15,11 +15,14 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from mitmproxy import exceptions
+from mitmproxy import connection, exceptions
+from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import taddons
 from proxy_fixtures import inprocess_proxy
 
+from certmatch.proxy import handshake_timeout
 from certmatch.proxy.capture import CertmatchCapture
+from certmatch.proxy.starttls_layer import StartTlsAddon
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -116,3 +119,40 @@ def test_the_bound_is_whole_seconds_at_least_one():
     with taddons.context(addon) as tctx, pytest.raises(exceptions.OptionsError) as raised:
         tctx.configure(addon, certmatch_handshake_timeout=0)
     assert "at least 1" in str(raised.value)
+
+
+def test_who_owes_the_first_byte_follows_the_mode_the_port_and_the_named_protocol():
+    """A server greets first on a STARTTLS port (LDAP's client speaks first; an implicit-TLS
+    port's client too), or for the protocol ``certmatch_starttls`` names; a forward proxy's
+    client owes its request until it has named the server."""
+    capture, starttls = CertmatchCapture(), StartTlsAddon()
+    with taddons.context(capture, starttls) as tctx:
+
+        def client(mode: str) -> connection.Client:
+            return connection.Client(
+                peername=("127.0.0.1", 50000),
+                sockname=("127.0.0.1", 8080),
+                timestamp_start=1.0,
+                proxy_mode=ProxyMode.parse(mode),
+            )
+
+        def server(port: int) -> connection.Server:
+            return connection.Server(address=("127.0.0.1", port))
+
+        reverse = client("reverse:tcp://127.0.0.1:143")
+        assert handshake_timeout.greeting_protocol(reverse, server(143)) == "imap"
+        assert handshake_timeout.greeting_protocol(reverse, server(587)) == "submission"
+        for port in (993, 389, 20000):
+            assert handshake_timeout.greeting_protocol(reverse, server(port)) is None, port
+        tctx.configure(starttls, certmatch_starttls="pop3")
+        assert handshake_timeout.greeting_protocol(reverse, server(20000)) == "pop3"
+        tctx.configure(starttls, certmatch_starttls_timeout=7)
+        assert handshake_timeout.greeting_seconds() == 7
+        tctx.configure(starttls, certmatch_starttls="off")
+        assert handshake_timeout.greeting_seconds() is None  # nothing waits for a greeting
+
+        socks, regular = client("socks5"), client("regular")
+        assert handshake_timeout.request_awaited(socks, None) == "SOCKS5 request"
+        assert handshake_timeout.request_awaited(regular, None) == "HTTP CONNECT request"
+        assert handshake_timeout.request_awaited(socks, server(143)) is None  # named: tunnel
+        assert handshake_timeout.request_awaited(reverse, None) is None
