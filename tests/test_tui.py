@@ -29,6 +29,7 @@ from certmatch.tui.app import CertmatchApp, run_view
 from certmatch.tui.app import recordings_to_view as run_view_inputs
 from certmatch.tui.detail import citation_link, grouped_fingerprint, line_segments
 from certmatch.tui.detail_pane import DetailPane
+from certmatch.tui.footer import FooterEntry, KeyFooter, fitting, footer_entries
 from certmatch.tui.loader import Loader
 from certmatch.tui.model import Filter, FilterError, Group, Row
 from certmatch.tui.screens import ConfirmScreen, HelpScreen, PromptScreen
@@ -330,7 +331,13 @@ async def test_the_key_table_is_bound_in_the_footer_help_and_palette(store) -> N
         for view in (keys.View.LIST, keys.View.DETAIL):
             await pilot.pause()  # the footer recomposes after a change of focus
             assert app.sessions.view is view
-            footer = {footer_key.action for footer_key in app.screen.query("FooterKey")}
+            back = "q Quit" if view is keys.View.LIST else "q Back"
+            await wait_for(
+                pilot,
+                lambda back=back: footer_settled(app) and back in screen_lines(app)[-1],
+                "the footer to be composed for the view",
+            )
+            footer = footer_actions(app)
             for key in keys.keys_for(view):
                 shown = bound(key) and key.footer
                 assert (key.action in footer) is shown, f"{key.keys} in the footer"
@@ -570,6 +577,29 @@ async def test_a_hostile_file_name_and_bad_line_are_shown_escaped_and_not_as_mar
 
 NEWCOMER = (80, 24)
 RECORDINGS = Path(__file__).parent.parent / "recordings"
+
+
+def footer_entries_shown(app: CertmatchApp) -> list[FooterEntry]:
+    """What the sessions screen's footer shows now, left to right."""
+    return app.sessions.query_one(KeyFooter).shown
+
+
+def footer_actions(app: CertmatchApp) -> set[str]:
+    """The actions of every key the footer shows, the command palette's included."""
+    footer = app.sessions.query_one(KeyFooter)
+    palette = {key.action for key in footer.query("FooterKey.-command-palette")}
+    return {action for entry in footer.shown for action in entry.actions} | palette
+
+
+def footer_settled(app: CertmatchApp) -> bool:
+    """The footer was composed for the screen's width, and is on screen as it chose."""
+    footer = app.sessions.query_one(KeyFooter)
+    shown = [key for key in footer.query("FooterKey") if not key.has_class("-command-palette")]
+    return (
+        footer._composed_for == app.size.width
+        and len(shown) == len(footer.shown)
+        and screen_lines(app)[-1].startswith("? Help ")
+    )
 
 
 def screen_lines(app: CertmatchApp) -> list[str]:
@@ -951,7 +981,7 @@ async def test_in_the_full_screen_detail_arrows_scroll_and_brackets_change_sessi
         await pilot.press("bracketleft")
         assert listing.cursor == 0 and current_facts(app).id == sample[0].id
         footer = screen_lines(app)[-1]
-        assert "[] Session" in footer and "space Page detail" in footer
+        assert "[/] Session" in footer and "space Page detail" in footer
         # A detail that fits: ↓ still scrolls (nothing to do), never switches the session.
         await pilot.press("q")
         await pilot.resize_terminal(160, 80)
@@ -1533,3 +1563,74 @@ def test_without_colour_the_cursor_and_badges_use_reverse_and_bold(
             assert badge_segment.style.reverse and badge_segment.style.bold
 
     check()
+
+
+def test_the_footer_shows_a_group_as_keys_with_slashes_and_only_what_fits_whole() -> None:
+    down = Binding("j,down", "cursor_down", "Next session", group=keys.MOVE)
+    up = Binding("k,up", "cursor_up", "Previous session", group=keys.MOVE)
+    hidden = Binding("g", "top", "First", group=keys.MOVE, show=False)
+    help_ = Binding("question_mark", "help", "Help")
+    find = Binding("slash", "find", "Find")
+    entries = footer_entries(
+        [(help_, True, ""), (down, True, ""), (hidden, True, ""), (up, True, ""), (find, True, "")],
+        lambda b: {"question_mark": "?", "slash": "/"}.get(b.key, b.key.split(",")[0]),
+    )
+    assert [(e.display, e.description, e.actions) for e in entries] == [
+        ("?", "Help", ("help",)),
+        ("j/k", "Move", ("cursor_down", "cursor_up")),
+        ("/", "Find", ("find",)),
+    ]
+    assert [e.width for e in entries] == [7, 9, 7]
+    # What does not fit is left out whole; a later, shorter entry may still fit.
+    assert fitting(entries, 15) == [entries[0], entries[2]]
+    assert fitting(entries, 6) == []
+
+
+@run_async
+@pytest.mark.parametrize("width", [80, 90, 100, 160])
+async def test_the_footer_keeps_help_and_quit_and_never_runs_keys_together(store, width) -> None:
+    app = app_on(store)
+    async with app.run_test(size=(width, 24)) as pilot:
+        await wait_for(pilot, lambda: loaded(app), "the recording to load")
+        for view, first in ((keys.View.LIST, "? Help q Quit j/k Move "), (keys.View.DETAIL, "")):
+            if view is keys.View.DETAIL:
+                await pilot.press("enter")
+                first = "? Help q Back "
+            await wait_for(
+                pilot,
+                lambda first=first: footer_settled(app) and screen_lines(app)[-1].startswith(first),
+                "the footer to be composed for the view",
+            )
+            footer = screen_lines(app)[-1]
+            assert len(footer) == width
+            assert footer.startswith(first), footer
+            # Every entry whole, one space apart, the palette's key flush right (nothing of
+            # a hidden key shows after it, as "^p paletter" did).
+            entries = " ".join(f"{e.display} {e.description}" for e in footer_entries_shown(app))
+            assert footer.startswith(entries + " ") and footer.endswith("▏^p palette"), footer
+            assert "jk" not in footer and "PgDnPgUp" not in footer
+            if width <= 100:
+                assert len(footer_entries_shown(app)) < len(
+                    footer_entries(
+                        [(b, e, t) for _n, b, e, t in app.screen.active_bindings.values()],
+                        app.get_key_display,
+                    )
+                ), "a narrow footer leaves keys out (the help lists them all)"
+
+
+@run_async
+async def test_the_footer_chooses_its_keys_again_when_the_width_changes(store) -> None:
+    app = app_on(store)
+    async with app.run_test(size=(160, 24)) as pilot:
+        await wait_for(pilot, lambda: loaded(app), "the recording to load")
+        await wait_for(pilot, lambda: footer_settled(app), "the footer to be composed")
+        wide = [e.description for e in footer_entries_shown(app)]
+        assert "Export" in wide and "Filter" in wide
+        await pilot.resize_terminal(80, 24)
+        await wait_for(pilot, lambda: footer_settled(app), "the footer to be composed again")
+        narrow = [e.description for e in footer_entries_shown(app)]
+        assert "Export" not in narrow and narrow[:3] == ["Help", "Quit", "Move"]
+        assert screen_lines(app)[-1].endswith("▏^p palette")
+        await pilot.resize_terminal(160, 24)
+        await wait_for(pilot, lambda: footer_settled(app), "the footer to be composed again")
+        assert [e.description for e in footer_entries_shown(app)] == wide

@@ -29,8 +29,10 @@ class View(Flag):
     SESSIONS = LIST | DETAIL
 
 
-MOVE = Binding.Group("Move", compact=True)
-SESSION = Binding.Group("Session", compact=True)
+# The footer shows a group as one entry, its keys with slashes: "j/k Move", "[/] Session".
+MOVE = Binding.Group("Move")
+SESSION = Binding.Group("Session")
+MATCH = Binding.Group("Match")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +89,9 @@ _DISPLAY = {
     "space": "space",
 }
 
-# Help and quit come first: the footer shows keys in table order and cuts the last ones on a
-# narrow terminal, and these two must always be there. Keys that mean one thing in the list
+# Help and quit come first: the footer shows keys in table order and leaves out the ones that do
+# not fit a narrow terminal (whole, never cut), and these two must always be there; then what a
+# newcomer needs first (move, detail, filter, find). g, G, PgDn and PgUp are in the help only. Keys that mean one thing in the list
 # and another in the full-screen detail (j, PgDn, g...) are two rows with two actions, as in
 # less: in the detail they scroll it, and ] / [ change the session in both.
 KEYS: tuple[Key, ...] = (
@@ -138,6 +141,7 @@ KEYS: tuple[Key, ...] = (
         palette_help="Go to the top",
         key_display="g",
         group=MOVE,
+        footer=False,
     ),
     Key(
         "G,end",
@@ -149,6 +153,7 @@ KEYS: tuple[Key, ...] = (
         palette_help="Go to the bottom",
         key_display="G",
         group=MOVE,
+        footer=False,
     ),
     Key(
         "pagedown",
@@ -158,8 +163,11 @@ KEYS: tuple[Key, ...] = (
         "a page of the list down / up (in the full-screen detail: of the detail)",
         key_display="PgDn",
         group=MOVE,
+        footer=False,
     ),
-    Key("pageup", "page_up", View.LIST, "Page up", "", key_display="PgUp", group=MOVE),
+    Key(
+        "pageup", "page_up", View.LIST, "Page up", "", key_display="PgUp", group=MOVE, footer=False
+    ),
     Key(
         "j,down",
         "detail_line_down",
@@ -187,6 +195,33 @@ KEYS: tuple[Key, ...] = (
         footer=False,
     ),
     Key("G,end", "detail_end", View.DETAIL, "End", "", footer=False),
+    Key(
+        "enter",
+        "toggle_detail",
+        View.SESSIONS,
+        "Detail",
+        "detail pane full screen, or back",
+        palette="Detail full screen",
+        palette_help="Show the detail pane alone, or back",
+    ),
+    Key(
+        "f",
+        "filter",
+        View.SESSIONS,
+        "Filter",
+        "filter by host, protocol, cause id, verdict, severity",
+        palette="Filter",
+        palette_help="By host, protocol, cause id, verdict, severity",
+    ),
+    Key(
+        "slash",
+        "find",
+        View.SESSIONS,
+        "Find",
+        "find text in the list: matches are highlighted, the status shows which of how many",
+        palette="Find",
+        palette_help="Find text in the list",
+    ),
     Key(
         "bracketleft",
         "previous_session",
@@ -233,33 +268,6 @@ KEYS: tuple[Key, ...] = (
     ),
     Key("left", "column_left", View.LIST, "Scroll left", "", footer=False),
     Key(
-        "enter",
-        "toggle_detail",
-        View.SESSIONS,
-        "Detail",
-        "detail pane full screen, or back",
-        palette="Detail full screen",
-        palette_help="Show the detail pane alone, or back",
-    ),
-    Key(
-        "f",
-        "filter",
-        View.SESSIONS,
-        "Filter",
-        "filter by host, protocol, cause id, verdict, severity",
-        palette="Filter",
-        palette_help="By host, protocol, cause id, verdict, severity",
-    ),
-    Key(
-        "slash",
-        "find",
-        View.SESSIONS,
-        "Find",
-        "find text in the list: matches are highlighted, the status shows which of how many",
-        palette="Find",
-        palette_help="Find text in the list",
-    ),
-    Key(
         "n",
         "find_next",
         View.SESSIONS,
@@ -267,6 +275,7 @@ KEYS: tuple[Key, ...] = (
         "next / previous match of the find",
         palette="Find next",
         palette_help="Next match of the find",
+        group=MATCH,
     ),
     Key(
         "N",
@@ -276,6 +285,7 @@ KEYS: tuple[Key, ...] = (
         "",
         palette="Find previous",
         palette_help="Previous match of the find",
+        group=MATCH,
     ),
     Key(
         "F",

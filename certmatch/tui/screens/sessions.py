@@ -22,7 +22,7 @@ from textual.binding import BindingType
 from textual.containers import Vertical
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 from textual.worker import get_current_worker
 
 from certmatch.core.judge import Judge
@@ -33,6 +33,7 @@ from certmatch.core.trust import TrustStore
 from certmatch.tui import keys
 from certmatch.tui.detail_pane import DetailPane
 from certmatch.tui.export import export_session, session_json
+from certmatch.tui.footer import KeyFooter
 from certmatch.tui.keys import View
 from certmatch.tui.loader import Batch
 from certmatch.tui.messages import (
@@ -132,7 +133,6 @@ class SessionsScreen(Screen[None]):
         border-top: solid $accent;
         padding: 0 1;
     }
-    SessionsScreen Footer.-compact FooterLabel { margin: 0 1 0 0; }
     SessionsScreen.-maximized SessionList { display: none; }
     SessionsScreen.-maximized #detail { height: 1fr; border-top: none; }
     """
@@ -205,7 +205,7 @@ class SessionsScreen(Screen[None]):
             yield self._status
         yield self.session_list
         yield self.detail_pane
-        yield Footer(compact=True)
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.session_list.focus()
