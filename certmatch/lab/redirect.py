@@ -12,7 +12,8 @@ are never redirected.
 Each rule matches one destination address and port and one group no other program uses,
 carries a comment naming the process that added it, and is deleted when the context ends.
 Rules left by a process that died before it could delete them are deleted the next time.
-Needs root and ``iptables`` (Debian package iptables).
+Needs root and ``iptables`` (Debian package iptables); ``-w`` waits for the xtables lock
+when another process changes rules at the same time (legacy iptables).
 """
 
 from __future__ import annotations
@@ -111,18 +112,18 @@ class ClientRedirect:
                 "redirecting a client to a transparent proxy needs root (iptables -t nat); "
                 "run the tests as root, as CI does"
             )
-        listing = _run([iptables, "-t", "nat", "-S", "OUTPUT"])
+        listing = _run([iptables, "-w", "-t", "nat", "-S", "OUTPUT"])
         for args in stale_rules(listing):
-            _run([iptables, "-t", "nat", *args], check=False)
+            _run([iptables, "-w", "-t", "nat", *args], check=False)
         rule = redirect_rule(self.dest_host, self.dest_port, self.gid, self.to_port)
-        _run([iptables, "-t", "nat", "-A", *rule])
+        _run([iptables, "-w", "-t", "nat", "-A", *rule])
         self._added = True
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._added:
             rule = redirect_rule(self.dest_host, self.dest_port, self.gid, self.to_port)
-            _run([_iptables(), "-t", "nat", "-D", *rule], check=False)
+            _run([_iptables(), "-w", "-t", "nat", "-D", *rule], check=False)
             self._added = False
 
 
@@ -147,7 +148,7 @@ def _run(argv: list[str], *, check: bool = True) -> str:
     done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=30)
     if check and done.returncode != 0:
         raise RedirectError(
-            f"{' '.join(argv[:4])} ... failed (exit {done.returncode}): "
+            f"{' '.join(argv[:5])} ... failed (exit {done.returncode}): "
             f"{done.stderr.strip() or done.stdout.strip()}. A NAT REDIRECT needs root and "
             "the kernel's nf_nat support (nf_tables or legacy iptables)."
         )
