@@ -311,6 +311,12 @@ def main(argv: list[str] | None = None) -> int:
         "--recording", type=Path, default=None, help="reuse (or create) this recording"
     )
     parser.add_argument("--skip-filters", action="store_true")
+    parser.add_argument(
+        "--readers",
+        type=int,
+        default=0,
+        help="processes that read a big file's first pass (default: one per idle core)",
+    )
     parser.add_argument("--follow-rate", type=int, default=0, help="sessions per second to append")
     parser.add_argument("--follow-seconds", type=float, default=10)
     parser.add_argument(
@@ -321,6 +327,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     print(f"import of the TUI:         {IMPORT_SECONDS:7.2f} s")
+    if args.readers:
+        import certmatch.tui.reader
+
+        certmatch.tui.reader.readers_to_use = lambda: args.readers  # type: ignore[attr-defined]
     directory = Path("/tmp/certmatch-bench")
     directory.mkdir(exist_ok=True)
     if args.follow_rate:

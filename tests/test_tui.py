@@ -24,7 +24,7 @@ from certmatch.core.judge import Judge
 from certmatch.core.recording import RecordingError, RecordingWriter, read_recording
 from certmatch.core.report import VERDICT_SYMBOLS
 from certmatch.core.trust import TrustStore
-from certmatch.tui import keys
+from certmatch.tui import keys, split_read
 from certmatch.tui.app import CertmatchApp, run_view
 from certmatch.tui.app import recordings_to_view as run_view_inputs
 from certmatch.tui.detail import citation_link, grouped_fingerprint, line_segments
@@ -1403,6 +1403,15 @@ def test_parts_read_by_other_processes_give_the_rows_and_problems_of_one_reader(
     assert len(one[0]) == 200 and len(one[1]) == (4 if final else 3)
     for workers in (2, 3):
         assert read(workers) == one, f"{workers} processes"
+
+
+@pytest.mark.parametrize(
+    ("cores", "load", "readers"), [(2, 0.4, 2), (2, 1.2, 1), (2, 3.5, 1), (8, 2.5, 6), (1, 0.0, 1)]
+)
+def test_a_big_file_is_read_by_one_process_per_idle_core(monkeypatch, cores, load, readers):
+    monkeypatch.setattr(split_read, "cores", lambda: cores)
+    monkeypatch.setattr(split_read.os, "getloadavg", lambda: (load, load, load))
+    assert split_read.readers_to_use() == readers
 
 
 def test_a_loader_takes_a_judge_per_file(store, sample, tmp_path) -> None:

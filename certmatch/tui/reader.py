@@ -32,7 +32,7 @@ from certmatch.core.recording import LineProblem
 from certmatch.tui.loader import Batch, Loader
 from certmatch.tui.model import Row
 from certmatch.tui.source import RecordingSource
-from certmatch.tui.split_read import cores
+from certmatch.tui.split_read import readers_to_use
 
 READER_NICENESS = 5
 
@@ -186,7 +186,9 @@ class ReaderProcess:
         follow: bool = False,
         poll_interval: float = 0.25,
     ) -> None:
-        loader = Loader(paths, judge, judge_for=judge_for, directories=directories, workers=cores())
+        loader = Loader(
+            paths, judge, judge_for=judge_for, directories=directories, workers=readers_to_use()
+        )
         self.judge = judge
         self._judge_for = judge_for
         self._judges: dict[int, Judge] = {}
