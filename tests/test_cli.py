@@ -169,6 +169,26 @@ def test_a_bad_proxy_mode_is_one_line(tmp_path):
     assert not (tmp_path / "r.jsonl").exists()
 
 
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        # mitmproxy reads a reverse mode without a scheme as an HTTPS reverse proxy
+        (["--mode", "reverse:127.0.0.1:993"], "a mail server needs reverse:tls://HOST:PORT"),
+        (["--mode", "reverse:http://127.0.0.1:143"], "'http' is mitmproxy's HTTP reverse proxy"),
+        (["--mode", "reverse:tls://127.0.0.1:993", "--listen-port", "80000"], "from 1 to 65535"),
+        (["--mode", "reverse:tls://127.0.0.1:993", "--listen-port", "-1"], "from 1 to 65535"),
+        (
+            ["--mode", "reverse:tls://127.0.0.1:993", "--observe", "--present", "substitute"],
+            "--present does not apply",
+        ),
+    ],
+)
+def test_proxy_options_that_cannot_work_are_refused_in_one_line(tmp_path, extra, words):
+    done = certmatch("proxy", *extra, "--record", str(tmp_path / "r.jsonl"))
+    _assert_one_line_error(done, words)
+    assert not (tmp_path / "r.jsonl").exists()
+
+
 # --- damaged and hostile recordings ----------------------------------------------------------
 
 

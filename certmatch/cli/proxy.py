@@ -56,7 +56,7 @@ def register(commands: Commands) -> None:
     parser.add_argument(
         "--present",
         choices=("mirror", "substitute"),
-        default="mirror",
+        default=None,
         help="the certificate the client is shown: 'mirror' (default) copies the server's names, "
         "dates, key type and chain shape, so the client decides on the real certificate; "
         "'substitute' is mitmproxy's own, which names whatever the client asked for",
@@ -187,13 +187,30 @@ def run(args: argparse.Namespace) -> int:
     modes = []
     for spec in args.mode:
         try:
-            modes.append(ProxyMode.parse(spec))
+            mode = ProxyMode.parse(spec)
         except ValueError as exc:
             raise UsageError(
                 f"--mode {spec}: {str(exc).rstrip('.')}; use e.g. "
                 "reverse:tls://mail.example.com:993, reverse:tcp://mail.example.com:587 "
                 "(STARTTLS), socks5 or regular"
             ) from None
+        if mode.type_name == "reverse" and mode.scheme not in ("tls", "tcp"):
+            # Without a scheme mitmproxy reverse-proxies HTTPS: it would parse mail as HTTP
+            # and, with --observe, still terminate TLS.
+            raise UsageError(
+                f"--mode {spec}: a mail server needs reverse:tls://HOST:PORT (implicit TLS) or "
+                "reverse:tcp://HOST:PORT (plaintext and STARTTLS); "
+                f"'{mode.scheme}' is mitmproxy's {mode.scheme.upper()} reverse proxy"
+            )
+        modes.append(mode)
+    if args.listen_port is not None and not 0 <= args.listen_port <= 65535:
+        raise UsageError(f"--listen-port {args.listen_port}: give a port from 1 to 65535")
+    if args.observe and args.present is not None:
+        raise UsageError(
+            "--observe shows the client the server's own certificate, so --present does not "
+            "apply; drop --present, or drop --observe to intercept"
+        )
+    args.present = args.present or "mirror"
     record = Path(args.record)
     if record.exists() and record.is_dir():
         raise UsageError(
@@ -435,7 +452,7 @@ def mitmdump_args(args: argparse.Namespace) -> list[str]:
             "-s",
             str(scripts.joinpath("capture.py")),
             "--set",
-            f"certmatch_present={args.present}",
+            f"certmatch_present={args.present or 'mirror'}",
             "--set",
             f"certmatch_on_mismatch={args.on_mismatch}",
         ]
