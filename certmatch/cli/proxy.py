@@ -194,13 +194,14 @@ def run(args: argparse.Namespace) -> int:
                 "reverse:tls://mail.example.com:993, reverse:tcp://mail.example.com:587 "
                 "(STARTTLS), socks5 or regular"
             ) from None
-        if mode.type_name == "reverse" and mode.scheme not in ("tls", "tcp"):
+        scheme = getattr(mode, "scheme", None)  # a ReverseMode's
+        if mode.type_name == "reverse" and scheme not in ("tls", "tcp"):
             # Without a scheme mitmproxy reverse-proxies HTTPS: it would parse mail as HTTP
             # and, with --observe, still terminate TLS.
             raise UsageError(
                 f"--mode {spec}: a mail server needs reverse:tls://HOST:PORT (implicit TLS) or "
                 "reverse:tcp://HOST:PORT (plaintext and STARTTLS); "
-                f"'{mode.scheme}' is mitmproxy's {mode.scheme.upper()} reverse proxy"
+                f"'{scheme}' is mitmproxy's {str(scheme).upper()} reverse proxy"
             )
         modes.append(mode)
     if args.listen_port is not None and not 0 <= args.listen_port <= 65535:
