@@ -83,7 +83,8 @@ def run_demo(*, tui: bool, record: Path | None, keep: bool) -> int:
         result = record_demo(work, recording)
         print(
             f"certmatch demo: recorded {len(result.scenarios)} sessions in "
-            f"{time.monotonic() - started:.1f} s to {recording}",
+            f"{time.monotonic() - started:.1f} s to {recording}"
+            + (" (temporary: removed on exit)" if record is None and not keep else ""),
             file=sys.stderr,
         )
         for name, error in result.client_errors.items():
@@ -118,6 +119,11 @@ def _intro(scenarios: Sequence[Scenario]) -> str:
         lines.append(
             "  (STARTTLS servers join the demo once the STARTTLS proxy layer is installed.)"
         )
+    lines.append(
+        "The demo's clients check the chain but not the host name, so that every session "
+        "reaches the server; certmatch judges the name. A real client would refuse the "
+        "mismatches (see README, 'Real clients agree')."
+    )
     return "\n".join(lines)
 
 

@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     if args.connect is not None and not is_ip_address(args.connect):
         raise UsageError(f"--connect {args.connect!r}: give an IP address (the name is HOST)")
     if not 0 < args.timeout <= 120:
-        raise UsageError("--timeout: give a number of seconds from 0 to 120")
+        raise UsageError("--timeout: give a number of seconds above 0, at most 120")
     store = common.load_trust(args)  # check's own trust, so anchors are named alike
     lookup = _lookup(args, resolvers)
     if args.mail_domain is not None:
