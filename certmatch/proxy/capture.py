@@ -733,7 +733,8 @@ class CertmatchCapture:
         if session.timer is None and session.watch.handshake_end is None:
             bound = handshake_timeout.seconds()
             loop = asyncio.get_running_loop()
-            longest = max(bound, handshake_timeout.greeting_seconds() or 0)
+            greeting = handshake_timeout.greeting_seconds() or 0
+            longest = bound if handshake_timeout.tls_first(client) else max(bound, greeting)
             give_up = loop.time() + longest * handshake_timeout.HARD_LIMIT
             session.timer = loop.call_later(
                 bound, self._handshake_timed_out, session, client, give_up
