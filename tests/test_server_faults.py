@@ -129,14 +129,18 @@ def checked(record: Path) -> list[tuple[str, list[str]]]:
 def s_client_starttls(port: int, protocol: str, name: str) -> tuple[float, str]:
     """``openssl s_client -starttls``: seconds until it ends, and what it printed."""
     started = time.monotonic()
-    done = subprocess.run(
-        ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-starttls", protocol]
-        + ["-servername", name],
-        input=b"",
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
+    try:
+        done = subprocess.run(
+            ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-starttls", protocol]
+            + ["-servername", name],
+            input=b"",
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as held:
+        printed = (held.stdout or b"") + (held.stderr or b"")
+        pytest.fail(f"the proxy held s_client for 60 s; it printed: {printed[-2000:]!r}")
     return time.monotonic() - started, (done.stdout + done.stderr).decode(errors="replace")
 
 
