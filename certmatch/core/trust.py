@@ -1092,13 +1092,11 @@ def _ca_profile_problems(path: list[_Step]) -> list[TrustProblem]:
         breaches = profile_breaches(step.cert, self_signed=self_signed)
         if breaches:
             role = _role(position, len(path), step)
-            found.append(
-                (
-                    step,
-                    f"The {role} {_name(step.cert)} ({_where(step)}) breaks what RFC 5280 §4 "
-                    f"asks of the CA that issued it: {'; '.join(breaches)}.",
-                )
+            text = (
+                f"The {role} {_name(step.cert)} ({_where(step)}) breaks what RFC 5280 §4 "
+                f"asks of the CA that issued it: {'; '.join(breaches)}."
             )
+            found.append((step, text))
     if not found:
         return []
     detail = " ".join(text for _, text in found)
