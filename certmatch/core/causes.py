@@ -813,6 +813,20 @@ _CATALOGUE: tuple[Cause, ...] = (
         (RFC6066_SNI, RFC9525_REFERENCE, RFC9525_IP, RFC7817),
         raised_by=(SessionRule.REQUESTED_HOST_ASSUMED,),
     ),
+    Cause(
+        "ca-profile-violation",
+        "A certificate breaks RFC 5280's rules for the CA that issued it",
+        "warning",
+        "{detail} Path validation (RFC 5280 §6.1) does not check these rules, and mail clients "
+        "built on OpenSSL or GnuTLS accept the chain, so this session is not failed for it. "
+        "Stricter verifiers refuse some of these (OpenSSL's strict mode, which Python 3.13's "
+        "default context turns on), so a client may start refusing after an upgrade.",
+        "Ask whoever issued the certificate named above (your CA, or the tool that made a "
+        "private CA) to reissue it following RFC 5280 §4, then install the new chain on "
+        "{server}.",
+        (Citation("RFC 5280", "§4", "the certificate profile a conforming CA issues to"),),
+        raised_by=(TrustProblemId.CA_PROFILE_VIOLATION,),
+    ),
 )
 
 CAUSES: dict[str, Cause] = {cause.id: cause for cause in _CATALOGUE}

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.verification import ExtensionPolicy, PolicyBuilder, Store
 
+from certmatch.core.ca_profile import profile_breaches
 from certmatch.core.certificates import CertificateSummary, ParsedChain, certificate_label, is_ca
 
 # Where systems keep their CA bundle, tried in order after $SSL_CERT_FILE (which OpenSSL
@@ -96,6 +97,11 @@ class TrustProblemId(StrEnum):
     """A certificate on the path is signed with MD5 or SHA-1 (RFC 9155; RFC 8446 §4.2.3).
     Found in ``_weak_problem``, for links on the path and for a path that ends at such a
     signature."""
+    CA_PROFILE_VIOLATION = "ca-profile-violation"
+    """A certificate on the path breaks a rule RFC 5280 §4 sets for the issuing CA (a serial
+    number, a missing key identifier, an extension not marked critical, ...), which path
+    validation (§6.1) and mail clients' verifiers do not enforce: a warning, never a reason
+    to distrust. Found in ``_ca_profile_problems``."""
     CHAIN_TOO_COMPLEX = "chain-too-complex"
     """More certificates, more ways to link them, or more name-constraint comparisons than a path
     search may take; RFC 5280 §6.1 leaves path building to the implementation, and an unbounded
@@ -340,6 +346,7 @@ def _assess(chain: ParsedChain, at: datetime, store: TrustStore) -> TrustResult:
         time_problems = []
         trusted = not trust_problems
         shown = verified if trusted else []
+        judged_path = steps
     else:
         last = path[-1].index
         looped = last is not None and any(j != last for j in issuers[last])
@@ -353,8 +360,10 @@ def _assess(chain: ParsedChain, at: datetime, store: TrustStore) -> TrustResult:
             and not any(chain.summaries[s.index].error for s in path if s.index is not None)
         )
         shown = [s.cert for s in path] if trusted else []
+        judged_path = path
 
     problems += trust_problems
+    problems += _ca_profile_problems(judged_path)
     problems += _order_problems(path, leaf_index, chain)
     problems += time_problems
     return TrustResult(trusted, tuple(problems), tuple(_subject(c) for c in shown))
@@ -1072,6 +1081,26 @@ def _critical_extension_problems(path: list[_Step]) -> list[TrustProblem]:
                 )
             )
     return problems
+
+
+def _ca_profile_problems(path: list[_Step]) -> list[TrustProblem]:
+    """The rules of RFC 5280 §4 the path's certificates break, the root included, as one
+    warning that names each certificate and rule."""
+    found: list[tuple[_Step, str]] = []
+    for position, step in enumerate(path):
+        self_signed = step.cert.subject == step.cert.issuer
+        breaches = profile_breaches(step.cert, self_signed=self_signed)
+        if breaches:
+            role = _role(position, len(path), step)
+            text = (
+                f"The {role} {_name(step.cert)} ({_where(step)}) breaks what RFC 5280 §4 "
+                f"asks of the CA that issued it: {'; '.join(breaches)}."
+            )
+            found.append((step, text))
+    if not found:
+        return []
+    detail = " ".join(text for _, text in found)
+    return [TrustProblem(TrustProblemId.CA_PROFILE_VIOLATION, found[0][0].index, detail)]
 
 
 def _oid_name(oid: x509.ObjectIdentifier) -> str:

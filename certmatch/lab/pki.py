@@ -232,7 +232,9 @@ def issue_leaf(
     names: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
     names += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
     if names:
-        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        # RFC 5280 §4.2.1.6: with an empty subject the CA must mark the SAN critical.
+        critical = len(subject) == 0
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=critical)
     cert = builder.sign(ca.key if ca else key, hashes.SHA256())
     issuers = [ca.cert, *ca.issuers] if ca else []
     return Issued(cert, key, issuers)

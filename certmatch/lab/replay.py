@@ -70,7 +70,7 @@ REPLAY_ROOT_NAME = x509.Name(
 )
 
 # Extensions tied to the original keys or to the real CA's infrastructure:
-# regenerated (key identifiers) or left out (URLs a client might fetch, CT proofs).
+# regenerated (key identifiers, where the original has them) or left out (URLs a client might fetch, CT proofs).
 _DROPPED_EXTENSIONS = frozenset(
     {
         ExtensionOID.SUBJECT_KEY_IDENTIFIER,
@@ -433,10 +433,14 @@ def _rebuilt(
             # The original DER of the value, so quirks (NUL bytes, odd encodings) survive.
             raw = x509.UnrecognizedExtension(ext.oid, ext.value.public_bytes())
             builder = builder.add_extension(raw, critical=ext.critical)
-        builder = builder.add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
-        )
-        if signer_public is not None:
+        # New key identifiers where the original had them, none where it had none (a missing
+        # one is a finding of its own, RFC 5280 §4.2.1.1, §4.2.1.2).
+        present = {ext.oid for ext in extensions}
+        if ExtensionOID.SUBJECT_KEY_IDENTIFIER in present:
+            builder = builder.add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+            )
+        if signer_public is not None and ExtensionOID.AUTHORITY_KEY_IDENTIFIER in present:
             builder = builder.add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(signer_public),  # type: ignore[arg-type]
                 critical=False,
