@@ -760,6 +760,7 @@ def test_list_columns_fit_the_width_in_priority_order() -> None:
     from certmatch.tui.session_list import (
         SESSION_COLUMNS,
         SESSION_PRIORITY,
+        cause_text,
         column_widths,
         cut_at_edge,
         fit_keeping,
@@ -787,6 +788,11 @@ def test_list_columns_fit_the_width_in_priority_order() -> None:
     assert cut_at_edge("abc", 6) == "abc"
     assert fit_keeping("no-sni-default-certificate", " +1", 18) == "no-sni-default… +1"
     assert fit_keeping("expired", " +1", 18) == "expired +1".ljust(18)
+    # Beside a failure, a further warning is left to the detail; beside a warning it counts.
+    assert cause_text("expired", ("expired", "unknown-issuer"), 24).strip() == "expired +1"
+    assert cause_text("expired", ("expired", "ca-profile-violation"), 24).strip() == "expired"
+    both = ("trailing-dot", "ca-profile-violation")
+    assert cause_text("trailing-dot", both, 24).strip() == "trailing-dot +1"
     assert host_text("a.example.test", "socks5", 30) == "a.example.test (socks5)".ljust(30)
     assert host_text("a.example.test", "socks5", 18) == "a.example.test".ljust(18)
     assert host_text("a.example.test", "socks5", 10) == "a.example…"

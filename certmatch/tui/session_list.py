@@ -29,7 +29,13 @@ from certmatch.core.report import shown_prose
 from certmatch.core.text import printable
 from certmatch.tui.messages import SessionHighlighted
 from certmatch.tui.model import Group, Row
-from certmatch.tui.severity import MONO_SEVERITY_STYLES, SEVERITY_STYLES, Severity, badge
+from certmatch.tui.severity import (
+    MONO_SEVERITY_STYLES,
+    SEVERITY_STYLES,
+    Severity,
+    badge,
+    cause_severity,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,8 +130,15 @@ def fit_keeping(text: str, suffix: str, width: int) -> str:
 
 
 def cause_text(primary: str, causes: tuple[str, ...], width: int) -> str:
-    """The primary cause and how many more causes hold: ``cn-ignored-san-present +1``."""
-    more = f" +{len(causes) - 1}" if len(causes) > 1 else ""
+    """The primary cause and how many more causes hold: ``cn-ignored-san-present +1``.
+
+    Beside a failing or security primary, only further failures count: a warning beside it
+    (``ca-profile-violation``, ``wrong-order``) is in the detail, and the row keeps its cells
+    for the cause that decides the session."""
+    further = [c for c in causes if c != primary]
+    if cause_severity(primary) != "warning":
+        further = [c for c in further if cause_severity(c) != "warning"]
+    more = f" +{len(further)}" if further else ""
     return fit_keeping(primary or "-", more, width)
 
 
