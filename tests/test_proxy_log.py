@@ -45,7 +45,7 @@ def test_which_verdicts_are_logged(caplog, verdict, causes, failed, verbosity, l
     with taddons.context(capture.CertmatchCapture(), termlog.TermLog()) as tctx:
         tctx.options.termlog_verbosity = verbosity
         caplog.set_level(logging.DEBUG, logger="certmatch")
-        capture._log_verdict(FACTS, _judgement(verdict, causes, failed))
+        capture.log_verdict(FACTS, _judgement(verdict, causes, failed))
     records = [r for r in caplog.records if r.name == "certmatch"]
     assert [r.levelno for r in records] == ([logged] if logged else [])
     if logged:

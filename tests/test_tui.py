@@ -1107,7 +1107,7 @@ def test_the_proxy_watch_reads_the_listen_line_errors_and_warnings_from_the_log(
     import sys
 
     from certmatch.cli.proxy import exposure_warning, listen_banner
-    from certmatch.tui.proxy_watch import LiveProxy, mitmproxy_ca_cert
+    from certmatch.tui.proxy_watch import LiveProxy, ProxyState, mitmproxy_ca_cert
     from certmatch.tui.screens.sessions import proxy_banner
 
     listeners = [("reverse:tls://mail.example.test:993", [("0.0.0.0", 8993)])]
@@ -1144,6 +1144,11 @@ def test_the_proxy_watch_reads_the_listen_line_errors_and_warnings_from_the_log(
     banner = str(proxy_banner(live, state))
     assert banner.startswith("✗ The proxy stopped (exit 3): nothing more is recorded.")
     assert "could not write session 1" in banner and f"Its whole log: {log}" in banner
+    running = ProxyState(listening="0.0.0.0:8993 (reverse:tls://mail.example.test:993)")
+    assert "clients trust" in str(proxy_banner(live, running))
+    live.observe = True  # observe mode: the clients must not be told to trust certmatch's CA
+    observing = str(proxy_banner(live, running))
+    assert "clients trust" not in observing and "server's own certificate" in observing
 
 
 # --- the filter language: ! everywhere, errors that suggest, cause prefixes -------------------

@@ -129,9 +129,10 @@ def register(commands: Commands) -> None:
         type=whole_seconds,
         default=15,
         metavar="SECONDS",
-        help="whole seconds a connection may take to finish its TLS handshake (a client that "
-        "sends nothing, a server that never answers); then it is recorded and closed "
-        "(default: 15, never longer than --starttls-timeout)",
+        help="whole seconds a connection may stand still before its TLS handshake is done (a "
+        "client that sends no ClientHello or no SOCKS5/CONNECT request, a server that never "
+        "answers); then it is recorded and closed (default: 15, never longer than "
+        "--starttls-timeout)",
     )
     parser.add_argument(
         "--listen-backlog",
@@ -517,6 +518,7 @@ def _run_with_tui(args: argparse.Namespace) -> int:
                 ca_cert=mitmproxy_ca_cert(args.confdir),
                 log_offset=log_start,
                 stop_signal=lambda: stop.signum,
+                observe=args.observe,
             )
 
             # The proxy creates the recording (with its header) once it is up.

@@ -71,6 +71,7 @@ from certmatch.proxy.connection_facts import (
     refusing_connection,
     set_faithful_sni,
 )
+from certmatch.proxy.redirect_loop import RedirectLoopGuard
 from certmatch.proxy.session_dns import DnsJob, SessionDns, parse_resolvers, wants_dns
 from certmatch.proxy.starttls_hooks import StartTlsData
 
@@ -930,7 +931,7 @@ class CertmatchCapture:
                 verdict = self.judge.judgement(facts)
         except Exception as exc:  # noqa: BLE001
             facts.notes.append(f"analysis failed: {type(exc).__name__}: {exc}")
-        _log_verdict(facts, verdict)
+        log_verdict(facts, verdict)
         if self.writer is None:
             return
         try:
@@ -993,7 +994,7 @@ def ca_certificate_pems(ca_files: Sequence[str]) -> list[str]:
     return [Path(path).read_text(encoding="ascii", errors="replace") for path in ca_files]
 
 
-def _log_verdict(facts: SessionFacts, verdict: Diagnosis | Judgement | None) -> None:
+def log_verdict(facts: SessionFacts, verdict: Diagnosis | Judgement | None) -> None:
     """One log line per recorded session that fails or has a finding: what was asked, what
     was presented, the verdict. A clean match is logged only with ``termlog_verbosity=debug``:
     each line costs the proxy some 2 % of a handshake's CPU (mitmproxy formats it twice and
@@ -1030,4 +1031,4 @@ def verdict_log_line(facts: SessionFacts, verdict: Diagnosis | Judgement | None)
     return line
 
 
-addons = [CertmatchCapture()]
+addons = [CertmatchCapture(), RedirectLoopGuard()]

@@ -56,7 +56,7 @@ from certmatch.core.starttls import NEEDS_MORE, detect_protocol, make_machine
 from certmatch.core.text import printable
 from certmatch.core.trust import TrustStore, TrustStoreError
 from certmatch.net.side_handshake import SideHandshakes, SideResult
-from certmatch.proxy.capture import ca_certificate_pems, verdict_log_line
+from certmatch.proxy.capture import ca_certificate_pems, log_verdict
 from certmatch.proxy.connection_facts import new_facts
 from certmatch.proxy.redirect_loop import RedirectLoopGuard
 from certmatch.proxy.starttls_hooks import StartTlsData
@@ -656,8 +656,9 @@ class ObserveAddon:
             verdict = self.judge.judgement(facts)
         except Exception as exc:  # noqa: BLE001
             facts.notes.append(f"analysis failed: {type(exc).__name__}: {exc}")
-        line = verdict_log_line(facts, verdict)
-        (logger.warning if verdict is None or verdict.failed else logger.info)(line)
+        log_verdict(
+            facts, verdict
+        )  # a clean match only at termlog_verbosity=debug, as intercepting
         if self.writer is None:
             return
         try:

@@ -112,9 +112,11 @@ class LiveProxy:
         ca_cert: Path,
         log_offset: int = 0,
         stop_signal: Callable[[], int | None] = lambda: None,
+        observe: bool = False,
     ) -> None:
         self.process = process
         self.stop_signal = stop_signal
+        self.observe = observe  # relays TLS: clients check the server's own certificate
         self.log_path = Path(log_path)
         self.modes = tuple(modes)
         self.ca_cert = Path(ca_cert)

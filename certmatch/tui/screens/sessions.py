@@ -97,7 +97,10 @@ def proxy_banner(proxy: LiveProxy, state: ProxyState) -> Text:
         text.append(f"● proxy listening on {state.listening}", "bold")
     else:
         text.append(f"◌ proxy starting ({proxy.mode_text}), not listening yet", "bold")
-    text.append(f" · clients trust {printable(str(proxy.ca_cert))} · log {log}")
+    if proxy.observe:
+        text.append(f" · observe: clients check the server's own certificate · log {log}")
+    else:
+        text.append(f" · clients trust {printable(str(proxy.ca_cert))} · log {log}")
     if state.warning:
         text.append(f"\n⚠ {state.warning}")
     return text
