@@ -24,7 +24,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.utils import CryptographyDeprecationWarning
 
-from certmatch.core.certificates import ParsedChain
+from certmatch.core.certificates import ParsedChain, subject_label
 from certmatch.core.trust import TrustResult, TrustStore
 
 HEADER_ORIGIN = "this recording's header"
@@ -195,7 +195,7 @@ def anchor_of(chain: ParsedChain, trust: TrustResult, store: TrustStore) -> Trus
     )
     origin = store.origin_of(cert) if isinstance(store, AnchoredStore) else ""
     origin = origin or _plain_origin(store)
-    return TrustAnchor(_label(cert), hashlib.sha256(der).hexdigest(), origin)
+    return TrustAnchor(subject_label(cert), hashlib.sha256(der).hexdigest(), origin)
 
 
 def _plain_origin(store: TrustStore) -> str:
@@ -208,17 +208,3 @@ def _subject(cert: x509.Certificate) -> str:
         return cert.subject.rfc4514_string()
     except Exception:  # noqa: BLE001
         return ""
-
-
-def _label(cert: x509.Certificate) -> str:
-    """The subject, or for an empty one the names it carries: "(empty subject; SAN a, b)"."""
-    subject = _subject(cert)
-    if subject:
-        return subject
-    try:
-        names = cert.extensions.get_extension_for_class(
-            x509.SubjectAlternativeName
-        ).value.get_values_for_type(x509.DNSName)
-    except Exception:  # noqa: BLE001 - no SAN, or one cryptography cannot read
-        names = []
-    return f"(empty subject; SAN {', '.join(names)})" if names else "(empty subject)"

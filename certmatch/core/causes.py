@@ -238,8 +238,8 @@ _CATALOGUE: tuple[Cause, ...] = (
         "invalid-reference",
         "The name the client asked for is not a valid host name",
         "failure",
-        "The client asked for '{requested}', which is neither a host name nor an IP address "
-        "({detail}). No certificate can match it.",
+        "The client asked for '{requested}', which is neither a host name nor an IP address: "
+        "{detail} No certificate can match it.",
         "Configure the client with the server's plain host name: no port, no scheme, no spaces.",
         (RFC9525_DNS, Citation("RFC 1123", "§2.1", "host name syntax")),
         raised_by=(IdentityRule.INVALID_REFERENCE,),
@@ -430,9 +430,7 @@ _CATALOGUE: tuple[Cause, ...] = (
         "wildcard-partial",
         "A partial-label wildcard is not honoured",
         "failure",
-        "The certificate carries the partial wildcard {pattern}. {detail} RFC 9525 and RFC 7817 "
-        "allow '*' only as the complete left-most label; some older clients (and OpenSSL by "
-        "default) accept such patterns, strict ones do not.",
+        "The certificate carries the partial wildcard {pattern}. {detail}",
         "Replace {pattern} with the full names or with a whole-label wildcard, and include "
         "{requested}.",
         (RFC9525_DNS, RFC7817, RFC6125_WILDCARD),
@@ -570,8 +568,7 @@ _CATALOGUE: tuple[Cause, ...] = (
         "cname-alias",
         "The client uses a DNS alias; the certificate names only the canonical name",
         "failure",
-        "The client asked for {requested}. {detail} Identity is the name the client was "
-        "configured with: clients do not follow a CNAME to find the name to check.",
+        "The client asked for {requested}. {detail}",
         "Configure the client with the canonical name the certificate names, or add {requested} "
         "to the certificate's subjectAltName.",
         (RFC2595_CNAME, RFC7817_REFERENCES, RFC6125_SOURCE, KB_Q198564),
@@ -745,8 +742,7 @@ _CATALOGUE: tuple[Cause, ...] = (
         "wrong-order",
         "The chain is sent in the wrong order",
         "warning",
-        "The server sent its certificates out of order. {detail} TLS 1.2 requires each "
-        "certificate to certify the one before it; TLS 1.3 clients should cope, older ones fail.",
+        "The server sent its certificates out of order. {detail}",
         "Put the server's own certificate first in its certificate file, followed by each "
         "intermediate in turn.",
         (RFC5246_CERT, RFC8446_CERT),

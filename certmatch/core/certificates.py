@@ -251,3 +251,20 @@ def _alt_names(extensions: x509.Extensions) -> tuple[tuple[str, ...], tuple[str,
     dns = tuple(san.get_values_for_type(x509.DNSName))
     ips = tuple(str(ip) for ip in san.get_values_for_type(x509.IPAddress))
     return dns, ips
+
+
+def subject_label(cert: x509.Certificate) -> str:
+    """The subject, or for an empty one the names it carries: "(empty subject; SAN a, b)"."""
+    try:
+        subject = cert.subject.rfc4514_string()
+    except Exception:  # noqa: BLE001 - unparseable
+        return "(unparseable subject)"
+    if subject:
+        return subject
+    try:
+        names = cert.extensions.get_extension_for_class(
+            x509.SubjectAlternativeName
+        ).value.get_values_for_type(x509.DNSName)
+    except Exception:  # noqa: BLE001 - no SAN, or one cryptography cannot read
+        names = []
+    return f"(empty subject; SAN {', '.join(names)})" if names else "(empty subject)"

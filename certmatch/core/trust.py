@@ -31,7 +31,13 @@ from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.verification import ExtensionPolicy, PolicyBuilder, Store
 
 from certmatch.core.ca_profile import profile_breaches
-from certmatch.core.certificates import CertificateSummary, ParsedChain, certificate_label, is_ca
+from certmatch.core.certificates import (
+    CertificateSummary,
+    ParsedChain,
+    certificate_label,
+    is_ca,
+    subject_label,
+)
 
 # Where systems keep their CA bundle, tried in order after $SSL_CERT_FILE (which OpenSSL
 # itself honours). The list stands in for ssl.get_default_verify_paths(): the core does
@@ -1193,9 +1199,9 @@ def _empty_subject(summary: CertificateSummary) -> str:
 
 
 def _name(cert: x509.Certificate) -> str:
-    """A subject quoted for a sentence."""
+    """A subject quoted for a sentence; an empty one by its names, "(empty subject; SAN a)"."""
     text = _subject(cert)
-    return f"'{text}'" if text else "(empty or unparseable subject)"
+    return f"'{text}'" if text else subject_label(cert)
 
 
 def _issuer_name(cert: x509.Certificate) -> str:
