@@ -206,6 +206,15 @@ def test_a_name_dns_does_not_know(zone_servers, capsys):
     )
 
 
+def test_a_name_only_the_hosts_file_knows_is_pointed_to_connect(zone_servers, capsys):
+    """DNS has no localhost, the hosts file has: the error says so and gives --connect."""
+    inside, _ = zone_servers
+    status, out, err = probe(capsys, "--resolver", inside, "localhost:993")
+    assert status == 2 and out == ""
+    assert "localhost has no address in DNS" in err and "hosts file" in err
+    assert "--connect 127.0.0.1" in err or "--connect ::1" in err
+
+
 def test_cname_alias_through_real_dns(zone_servers, dovecot, pki, capsys, tmp_path):
     inside, _ = zone_servers
     record = tmp_path / "alias.jsonl"

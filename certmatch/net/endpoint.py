@@ -95,6 +95,15 @@ async def probe_endpoint(
     return result
 
 
+async def _system_address(host: str) -> str | None:
+    """The first address the system resolver gives (the hosts file included), or None."""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError, OSError):
+        return None
+    return str(infos[0][4][0]) if infos else None
+
+
 async def _address_of(
     host: str, dns_task: asyncio.Task[DnsFacts] | None, lookup: DnsLookup | None
 ) -> tuple[str | None, str | None]:
@@ -107,6 +116,12 @@ async def _address_of(
             if addresses:
                 return addresses[0], None
         errors = ", ".join(f"{r}: {facts.host_error(r) or 'no answer'}" for r in facts.resolvers)
+        local = await _system_address(host)
+        if local is not None:  # the hosts file, which a client on this machine would read
+            return None, (
+                f"{host} has no address in DNS ({errors}), but this machine's resolver (its "
+                f"hosts file) gives {local}; to probe that address, add --connect {local}"
+            )
         return None, (
             f"{host} has no address in DNS ({errors}); check the name, or give the address "
             "with --connect"
