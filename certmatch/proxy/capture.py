@@ -71,7 +71,6 @@ from certmatch.proxy.connection_facts import (
     refusing_connection,
     set_faithful_sni,
 )
-from certmatch.proxy.redirect_loop import RedirectLoopGuard
 from certmatch.proxy.session_dns import DnsJob, SessionDns, parse_resolvers, wants_dns
 from certmatch.proxy.starttls_hooks import StartTlsData
 
@@ -1031,4 +1030,4 @@ def verdict_log_line(facts: SessionFacts, verdict: Diagnosis | Judgement | None)
     return line
 
 
-addons = [CertmatchCapture(), RedirectLoopGuard()]
+addons = [CertmatchCapture()]
