@@ -545,15 +545,14 @@ def _requested_host_assumed(
     if _accepted_with_an_assumed_name(facts):
         detail = (
             "This client went on with the certificate it was shown, which carried the server's "
-            "own names: either the name in its settings is one of them, or it checks no name at "
-            "all (swaks, or openssl s_client without -verify_hostname)."
+            "own names: the name in its settings is one of them, whatever certmatch found for "
+            "the assumed name."
         )
         if assumed_failure:
             detail += (
-                f" For {printable(facts.requested_host or '')} itself the certificate fails as "
-                f"{assumed_failure}: a client configured with that name, and checking it, would "
-                "refuse it. certmatch cannot tell which client this was, so this, not that, is "
-                "the session's cause."
+                f" (For {printable(facts.requested_host or '')} itself the certificate fails as "
+                f"{assumed_failure}; that is not what this client checked, so the session is "
+                "not failed for it.)"
             )
     _add(found, SessionRule.REQUESTED_HOST_ASSUMED, detail)
 
