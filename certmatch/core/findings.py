@@ -282,38 +282,22 @@ def _decide(facts: SessionFacts, parts: Parts) -> Decision:
         return decided("error")
 
     identity = parts.identity(facts.requested_host or "", presented)
-    # A client that sent no name and went on with the server's own names checked a name of
-    # its own among them: what the assumed name got is no finding about it.
-    unchecked = identity.verdict != "match" and _accepted_with_an_assumed_name(facts)
-    assumed_failure = ""
-    if unchecked:
-        scratch: dict[str, tuple[str, str]] = {}
-        _identity_findings(identity, scratch)
-        _name_not_in_certificate(identity, scratch)
-        for cause_id, entry in scratch.items():
-            if catalogue.get(cause_id).severity == "failure":
-                assumed_failure = assumed_failure or cause_id
-            else:
-                found.setdefault(cause_id, entry)  # warnings and attacks stand for any name
-    else:
-        _identity_findings(identity, found)
+    _identity_findings(identity, found)
     trust = parts.trust(chain, capture_time(facts))
     relevant = _relevant_trust_problems(trust)
     for problem in relevant:
         _add(found, problem.id, problem.detail)
     if facts.dns is not None and identity.reference_kind == "dns":
         _dns_findings(facts, parsed, presented, parts, found)
-    if identity.verdict != "match" and identity.reference_kind == "dns" and not unchecked:
+    if identity.verdict != "match" and identity.reference_kind == "dns":
         _no_sni_default_certificate(facts, identity, parts, found)
         _mail_domain_not_server(facts, identity, presented, parts, found)
-    if not unchecked:
-        _name_not_in_certificate(identity, found)
-    _requested_host_assumed(facts, found, assumed_failure)
+    _name_not_in_certificate(identity, found)
+    _requested_host_assumed(facts, found)
 
-    names_verdict = "match" if unchecked else identity.verdict
-    if names_verdict == "mismatch":
+    if identity.verdict == "mismatch":
         verdict: Verdict = "mismatch"
-    elif names_verdict == "legacy-match":
+    elif identity.verdict == "legacy-match":
         verdict = "legacy-match"
     elif not trust.trusted or any(cause_of(p.id).severity != "warning" for p in relevant):
         verdict = "untrusted"
@@ -519,20 +503,7 @@ _NAMED_BY_CLIENT_OR_USER = frozenset({"sni", "socks5", "http-connect", "option"}
 _SERVERS_NAMES_SHOWN = frozenset({"real", "mirror"})
 
 
-def _accepted_with_an_assumed_name(facts: SessionFacts) -> bool:
-    """No name from the client or the user, and the client went on with a certificate that
-    carried the server's own names (observe or mirror)."""
-    return (
-        not facts.sni
-        and facts.requested_host_source not in _NAMED_BY_CLIENT_OR_USER
-        and facts.client_decision == "went-on"
-        and facts.presented in _SERVERS_NAMES_SHOWN
-    )
-
-
-def _requested_host_assumed(
-    facts: SessionFacts, found: dict[str, tuple[str, str]], assumed_failure: str = ""
-) -> None:
+def _requested_host_assumed(facts: SessionFacts, found: dict[str, tuple[str, str]]) -> None:
     """The certificate was judged against a name neither the client nor the user gave.
 
     Without SNI, the reverse-proxy target (or a destination the client did not name)
@@ -542,18 +513,12 @@ def _requested_host_assumed(
     if facts.sni or facts.requested_host_source in _NAMED_BY_CLIENT_OR_USER:
         return
     detail = ""
-    if _accepted_with_an_assumed_name(facts):
+    if facts.client_decision == "went-on" and facts.presented in _SERVERS_NAMES_SHOWN:
         detail = (
             "This client went on with the certificate it was shown, which carried the server's "
             "own names: the name in its settings is one of them, whatever certmatch found for "
             "the assumed name."
         )
-        if assumed_failure:
-            detail += (
-                f" (For {printable(facts.requested_host or '')} itself the certificate fails as "
-                f"{assumed_failure}; that is not what this client checked, so the session is "
-                "not failed for it.)"
-            )
     _add(found, SessionRule.REQUESTED_HOST_ASSUMED, detail)
 
 
