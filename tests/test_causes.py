@@ -404,6 +404,7 @@ def test_an_assumed_name_says_when_the_client_accepted_the_servers_own_names(
     d = diagnose(facts, store)
     [assumed] = [f for f in d.findings if f.id == "requested-host-assumed"]
     assert ("This client went on" in assumed.explanation) is said, assumed.explanation
+    assert ("checks no name at all" in assumed.explanation) is said  # swaks, bare s_client
     assert d.verdict == "mismatch" and d.failed  # the assumed name itself still fails
 
 

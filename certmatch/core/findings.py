@@ -516,8 +516,10 @@ def _requested_host_assumed(facts: SessionFacts, found: dict[str, tuple[str, str
     if facts.client_decision == "went-on" and facts.presented in _SERVERS_NAMES_SHOWN:
         detail = (
             "This client went on with the certificate it was shown, which carried the server's "
-            "own names: the name in its settings is one of them, whatever certmatch found for "
-            "the assumed name."
+            "own names: either the name in its settings is one of them, or it checks no name at "
+            "all (swaks, or openssl s_client without -verify_hostname). certmatch cannot tell "
+            "which, so the causes beside this one are for the assumed name, as a client "
+            "configured with it and checking it would see them."
         )
     _add(found, SessionRule.REQUESTED_HOST_ASSUMED, detail)
 
