@@ -52,6 +52,7 @@ from certmatch.core.starttls import (
     make_machine,
 )
 from certmatch.core.text import printable
+from certmatch.proxy import close_race
 from certmatch.proxy.starttls_hooks import (
     StartTlsData,
     StarttlsHandshakeTimeoutHook,
@@ -359,6 +360,7 @@ class StartTlsAddon:
     """Chooses :class:`StartTlsLayer` for plaintext STARTTLS connections."""
 
     def load(self, loader: Loader) -> None:
+        close_race.install()  # closing both sides here must not leave one in CLOSE-WAIT
         loader.add_option(
             "certmatch_starttls",
             str,
