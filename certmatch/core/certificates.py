@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 import textwrap
 import warnings
 from collections.abc import Callable, Sequence
@@ -132,7 +133,67 @@ def _empty_summary(index: int, der: bytes, error: str) -> CertificateSummary:
 
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
+    text = plain_parse_error(text)
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+# cryptography's parser (rust-asn1) reports in Rust's debug notation, e.g.
+# ``error parsing asn1 value: ParseError { kind: ShortData { needed: 411 }, location:
+# ["Certificate::tbs_cert", "TbsCertificate::validity"] }``.
+_ASN1_ERROR = re.compile(
+    r"error parsing asn1 value: ParseError \{ kind: (?P<kind>\w+)(?: \{ (?P<args>.*?) \})?"
+    r"(?:, location: \[(?P<location>[^\]]*)\])? \}$"
+)
+_ASN1_KINDS = {
+    "ExtraData": "there are bytes after its end",
+    "InvalidValue": "a value is not valid",
+    "InvalidTag": "a field's ASN.1 tag is malformed",
+    "InvalidLength": "a field's length is malformed",
+    "IntegerOverflow": "a number is too large",
+    "EncodedDefault": "a field spells out its default value, which DER forbids",
+    "InvalidSetOrdering": "a SET's elements are not in DER order",
+    "OidTooLong": "an object identifier is too long",
+    "UnknownDefinedBy": "a field is of a kind cryptography does not know",
+}
+# rust-asn1's field names where RFC 5280's ASN.1 module calls them otherwise.
+_RFC5280_FIELDS = {
+    "tbs_cert": "tbsCertificate",
+    "signature_alg": "signatureAlgorithm",
+    "spki": "subjectPublicKeyInfo",
+    "raw_extensions": "extensions",
+    "UtcTime": "UTCTime",
+}
+
+
+def plain_parse_error(text: str) -> str:
+    """cryptography's ASN.1 parse error as a plain phrase (``it ends 411 bytes too early, in
+    tbsCertificate.version``); any other text as it is."""
+    match = _ASN1_ERROR.match(text)
+    if match is None:
+        return text
+    kind, args = match["kind"], match["args"] or ""
+    if kind == "ShortData":
+        needed = re.search(r"needed: (\d+)", args)
+        what = f"it ends {needed[1]} bytes too early" if needed else "it ends too early"
+        what += " (cut short)"
+    elif kind == "UnexpectedTag":
+        tag = re.search(r"value: (\d+)", args)
+        what = "a field has an unexpected ASN.1 type" + (f" (tag {tag[1]})" if tag else "")
+    else:
+        what = _ASN1_KINDS.get(kind) or re.sub(r"(?<!^)(?=[A-Z])", " ", kind).lower()
+    if match["location"]:
+        fields = [
+            _RFC5280_FIELDS.get(name, _camel(name))
+            for step in re.findall(r'"([^"]*)"', match["location"])
+            for name in [step.rpartition("::")[2]]
+        ]
+        what += f", in {'.'.join(fields)}"
+    return what
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
 
 
 def _parse_one(index: int, text: object) -> tuple[x509.Certificate | None, CertificateSummary]:
@@ -148,7 +209,7 @@ def _parse_one(index: int, text: object) -> tuple[x509.Certificate | None, Certi
             cert = x509.load_der_x509_certificate(der)
     except Exception as exc:  # noqa: BLE001 - hostile input; cryptography says ValueError
         return None, _empty_summary(
-            index, der, f"{label}: not a certificate cryptography can parse ({_one_line(exc)})"
+            index, der, f"{label}: not a certificate cryptography can parse: {_one_line(exc)}"
         )
     return cert, _summarise(index, cert, der)
 
