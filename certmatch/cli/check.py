@@ -24,6 +24,7 @@ from certmatch.cli.common import (
     add_recording_paths,
     add_trust_options,
     load_trust,
+    recording_paths,
 )
 from certmatch.core import causes as catalogue
 from certmatch.core import report
@@ -32,7 +33,8 @@ from certmatch.core.diagnosis import Diagnosis, Finding
 from certmatch.core.facts import SessionFacts
 from certmatch.core.findings import Decision, explain
 from certmatch.core.judge import Judge, Judgement, hashable
-from certmatch.core.recording import LineProblem, RecordingError, expand_paths, iter_with_header
+from certmatch.core.recording import LineProblem, RecordingError, iter_with_header
+from certmatch.core.report import shown_prose
 from certmatch.core.trust import TrustStore
 
 
@@ -66,9 +68,11 @@ def register(commands: Commands) -> None:
 def run(args: argparse.Namespace) -> int:
     fail_on = _fail_on(args.fail_on)
     trust = load_trust(args)
-    paths = expand_paths(args.paths)
+    paths, notes = recording_paths(args.paths, "check")
     if not paths:
         raise UsageError(f"no recordings (*.jsonl) found in {', '.join(args.paths)}")
+    for note in notes:
+        print(f"certmatch: note: {shown_prose(note)}", file=sys.stderr)
     return check(
         paths,
         trust,
@@ -129,6 +133,7 @@ def _check(
     # in the order first seen: the summary is counted from these at the end.
     tally: dict[tuple[str, tuple[str, ...], bool, bool], int] = {}
     input_errors = 0
+    cut: list[LineProblem] = []  # records cut short by a stopped writer (warnings)
     problems = _Problems()
     for path in paths:
         try:
@@ -153,7 +158,9 @@ def _check(
             if type(item) is not SessionFacts:
                 assert isinstance(item, LineProblem)
                 partial = item.expected  # a stopped writer's cut record: expected, not an error
-                if not partial:
+                if partial:
+                    cut.append(item)
+                else:
                     input_errors += 1
                 problems.add(str(item))
                 out.flush()  # stdout's lines so far first, so the two streams keep their order
@@ -184,6 +191,13 @@ def _check(
         failures += count * _is_failure(failed, causes, fail_on)
         from_headers += count * from_header
     total = sum(verdicts.values())
+    if not total and cut:
+        # Warnings only, and nothing else: no session was read, so nothing passed either.
+        input_errors += 1
+        nothing = _nothing_read(cut)
+        problems.add(nothing)
+        out.flush()
+        err.line(f"certmatch: error: {nothing}")
     if sessions is not None:
         summary = {
             "sessions": total,
@@ -200,6 +214,21 @@ def _check(
     if input_errors:
         return EXIT_USAGE
     return EXIT_FAILED if failures else EXIT_OK
+
+
+def _nothing_read(cut: list[LineProblem]) -> str:
+    """Why there is no verdict when every record read was cut short."""
+    files = list(dict.fromkeys(problem.path for problem in cut))
+    if len(cut) == 1:
+        what = f"the only record, in {files[0]}, was cut short"
+    elif len(files) == 1:
+        what = f"all {len(cut)} records in {files[0]} were cut short"
+    else:
+        what = f"all {len(cut)} records, in {len(files)} files, were cut short"
+    return (
+        f"no session was read: {what} (its writer was stopped while writing, or the disk was "
+        "full), so nothing was judged; record the sessions again"
+    )
 
 
 class _SessionLines:

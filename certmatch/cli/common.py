@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
+from collections.abc import Sequence
 from pathlib import Path
 
 from certmatch.core.anchors import RecordingAnchors, load_anchors
-from certmatch.core.recording import RecordingError
+from certmatch.core.recording import RecordingError, expand_paths
 from certmatch.core.trust import TrustStoreError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -27,6 +30,65 @@ def add_recording_paths(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "paths", nargs="+", metavar="FILE", help="recording files or directories of *.jsonl"
     )
+
+
+def recording_paths(given: Sequence[str], command: str) -> tuple[list[Path], list[str]]:
+    """The recordings named by ``given`` (:func:`expand_paths`: the ``*.jsonl`` files directly
+    in each directory), and a note for each directory whose subdirectories hold recordings
+    that are not read, naming them and how to include them.
+
+    A directory that holds recordings only in subdirectories is a UsageError that names them.
+    """
+    try:
+        paths = expand_paths(given)
+    except RecordingError as error:
+        below = _found_below(Path(error.path)) if Path(error.path).is_dir() else []
+        if not below:
+            raise
+        raise UsageError(
+            f"{error.path} holds no *.jsonl recordings itself, only in subdirectories "
+            f"({_listed(below)}); {command} reads the recordings directly in a directory it is "
+            f"given, so name those: certmatch {command} {_command_line(below)}"
+        ) from None
+    notes = []
+    for name in dict.fromkeys(given):
+        below = _found_below(Path(name)) if Path(name).is_dir() else []
+        if below:
+            notes.append(
+                f"not read: the recordings in subdirectories of {name} ({_listed(below)}); "
+                f"{command} reads only the *.jsonl files directly in a directory it is given. "
+                f"To include them, name them too: certmatch {command} "
+                f"{_command_line([Path(name), *below])}"
+            )
+    return paths, notes
+
+
+_SEARCHED_DIRECTORIES = 1000  # never a long walk, even for `certmatch check ~`
+_LISTED = 5
+
+
+def _found_below(directory: Path) -> list[Path]:
+    """The subdirectories of ``directory``, at any depth, that hold ``*.jsonl`` files
+    themselves; hidden ones (``.git``, ``.venv``) are not searched."""
+    found: list[Path] = []
+    for searched, (root, dirs, files) in enumerate(os.walk(directory), start=1):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        if root != str(directory) and any(f.endswith(".jsonl") for f in files):
+            found.append(Path(root))
+        if searched >= _SEARCHED_DIRECTORIES:
+            break
+    return found
+
+
+def _listed(paths: Sequence[Path]) -> str:
+    shown = ", ".join(str(p) for p in paths[:_LISTED])
+    more = len(paths) - _LISTED
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+def _command_line(paths: Sequence[Path]) -> str:
+    words = [shlex.quote(str(p)) for p in paths[: _LISTED + 1]]
+    return " ".join(words) + (" ..." if len(paths) > _LISTED + 1 else "")
 
 
 def add_trust_options(parser: argparse.ArgumentParser, *, recorded: bool = True) -> None:
