@@ -2,7 +2,9 @@
 profiled on the same handshakes, side by side.
 
     uv run --frozen python bench/bench_profile.py [--connections 300] [--concurrency 8]
-        [--py-spy PATH] [--cprofile] [--top 25] [--starttls] [--proxy-options '--present substitute']
+        [--py-spy PATH] [--cprofile] [--top 25] [--starttls]
+        [--proxy-options '--present substitute']
+        [--bulk-mb 8 --transfers 8 --direction download|upload]
 
 For each proxy (stock ``mitmdump``, ``certmatch proxy`` with the default options of the
 day, and with --starttls the STARTTLS proxy) it runs --connections short IMAP sessions,
@@ -18,6 +20,10 @@ day, and with --starttls the STARTTLS proxy) it runs --connections short IMAP se
 It prints the proxy's CPU per handshake from /proc beside the sampled total, the
 certmatch frames by inclusive cost, the functions that cost more in ``certmatch`` than in
 ``stock`` (exclusive, by function name), and the hooks' costs.
+
+With --bulk-mb the profiled work is not handshakes but --transfers bulk transfers of that
+many MB (IMAP FETCH for a download, APPEND for an upload) on one logged-in session per
+proxy, and the figures are ms per MB: where a long session's relay spends its CPU.
 """
 
 from __future__ import annotations
@@ -43,13 +49,16 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import (
+    ImapClient,
     Proxy,
     add_server_key_option,
     certmatch_proxy,
     code_under_test,
+    direct_context,
     handshake_session,
     lab,
     load_average,
+    message_of,
     proxy_ca,
     start,
     stock_mitmdump,
@@ -68,6 +77,32 @@ def run_sessions(proxy: Proxy, context: object, n: int, concurrency: int) -> flo
     with ThreadPoolExecutor(concurrency) as pool:
         list(pool.map(one, range(n)))
     return proxy.cpu() - cpu0
+
+
+def run_bulk(
+    proxy: Proxy, context: object, message: bytes, uid: int, transfers: int, direction: str
+) -> float:
+    """``transfers`` downloads (FETCH of ``uid``) or uploads of ``message`` on one logged-in
+    session; the proxy's CPU seconds over the transfers alone."""
+    client = ImapClient(proxy.port, proxy.kind, context)  # type: ignore[arg-type]
+    try:
+        client.login()
+        client.command("x", b"SELECT INBOX")
+        cpu = 0.0
+        for _ in range(transfers):
+            cpu0 = proxy.cpu()
+            if direction == "download":
+                if client.fetch(uid) != len(message):
+                    raise RuntimeError("a download came back short")
+                cpu += proxy.cpu() - cpu0
+            else:
+                new = client.append(message)
+                cpu += proxy.cpu() - cpu0
+                client.delete(new)
+        client.logout()
+    finally:
+        client.close()
+    return cpu
 
 
 def parse_raw(path: Path) -> list[tuple[list[str], int]]:
@@ -144,6 +179,16 @@ def main() -> int:
         help="more options for the certmatch proxies, e.g. '--present substitute'",
     )
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument(
+        "--bulk-mb",
+        type=float,
+        default=0,
+        help="profile bulk transfers of this many MB instead of handshakes (0: handshakes)",
+    )
+    parser.add_argument("--transfers", type=int, default=8, help="bulk transfers per proxy")
+    parser.add_argument(
+        "--direction", choices=("download", "upload"), default="download", help="bulk direction"
+    )
     parser.add_argument("--keep", type=Path, help="copy the raw profiles to this directory")
     parser.add_argument("--again", type=Path, help="report again from a --keep directory")
     add_server_key_option(parser)
@@ -153,13 +198,18 @@ def main() -> int:
         for name, r in meta["results"].items():
             raw = args.again / f"{name.replace(' ', '-')}.raw"
             r["stacks"] = parse_raw(raw) if raw.exists() else []
-        report(meta["results"], meta["connections"], args.rate, args.top, False)
+        report(
+            meta["results"], meta["connections"], args.rate, args.top, False, meta.get("unit", "")
+        )
         return 0
     use_py_spy = Path(args.py_spy).exists()
 
     print(f"code under test: {code_under_test()}; server key: {args.server_key}")
     print(f"load average at start: {load_average()}", flush=True)
     n = args.connections
+    unit = "handshake"
+    if args.bulk_mb:
+        n, unit = round(args.bulk_mb * args.transfers), f"MB ({args.direction})"
     extra = shlex.split(args.proxy_options)
     with (
         tempfile.TemporaryDirectory(prefix="certmatch-profile-") as tmp,
@@ -186,6 +236,13 @@ def main() -> int:
                     mitm_args = ["-s", str(HERE / "cprofile_addon.py")]
                 start(proxy, work, mitm_args)
             context = proxy_ca(lab_.confdir)
+            message, uid = b"", 0
+            if args.bulk_mb:
+                message = message_of(int(args.bulk_mb * 1e6))
+                seed = ImapClient(lab_.dovecot.imaps_port, "tls", direct_context(lab_.root_ca))
+                seed.login()
+                uid = seed.append(message)
+                seed.logout()
             for proxy in proxies:
                 run_sessions(proxy, context, 20, min(8, args.concurrency))  # warm up
             for proxy in proxies:
@@ -193,7 +250,10 @@ def main() -> int:
                 spy = py_spy_record(args.py_spy, proxy.pid, args.rate, raw) if use_py_spy else None
                 if args.cprofile:
                     os.kill(proxy.pid, signal.SIGUSR1)
-                cpu = run_sessions(proxy, context, n, args.concurrency)
+                if args.bulk_mb:
+                    cpu = run_bulk(proxy, context, message, uid, args.transfers, args.direction)
+                else:
+                    cpu = run_sessions(proxy, context, n, args.concurrency)
                 if args.cprofile:
                     os.kill(proxy.pid, signal.SIGUSR2)
                 if spy is not None:
@@ -218,20 +278,30 @@ def main() -> int:
                     name: {k: v for k, v in r.items() if k != "stacks"}
                     for name, r in results.items()
                 }
-                meta = {"connections": n, "results": kept}
+                meta = {"connections": n, "unit": unit, "results": kept}
                 (args.keep / "meta.json").write_text(json.dumps(meta))
-            report(results, n, args.rate, args.top, args.cprofile)
+            report(results, n, args.rate, args.top, args.cprofile, unit)
         finally:
             for proxy in proxies:
                 stop(proxy)
     return 0
 
 
-def report(results: dict[str, dict[str, object]], n: int, rate: int, top: int, cprof: bool) -> None:
-    """Samples become ms per handshake in proportion to the proxy's CPU time from /proc: py-spy
+def report(
+    results: dict[str, dict[str, object]],
+    n: int,
+    rate: int,
+    top: int,
+    cprof: bool,
+    unit: str = "",
+) -> None:
+    """Samples become ms per ``unit`` (a handshake, or an MB of bulk) in proportion to the
+    proxy's CPU time from /proc: py-spy
     also counts a thread that is runnable but waiting for a core, which a loaded machine
     inflates, so the share of samples is what it measures well."""
-    print(f"\n{n} handshakes per proxy; ms per handshake (sample shares scaled to /proc CPU)")
+    unit = unit or "handshake"
+    what = f"{n} {unit}" if unit.startswith("MB") else f"{n} {unit}s"
+    print(f"\n{what} per proxy; ms per {unit} (sample shares scaled to /proc CPU)")
     print(f"  {'proxy':<22}{'CPU (/proc)':>12}{'samples':>10}{'in certmatch':>14}  load")
     scale: dict[str, float] = {}
     for name, r in results.items():
@@ -245,7 +315,7 @@ def report(results: dict[str, dict[str, object]], n: int, rate: int, top: int, c
         if name == "stock" or not stacks:
             continue
         per = scale[name]
-        print(f"\n{name}: certmatch frames, inclusive ms per handshake (top {top})")
+        print(f"\n{name}: certmatch frames, inclusive ms per {unit} (top {top})")
         for frame, count in inclusive(stacks, is_certmatch).most_common(top):  # type: ignore[arg-type]
             print(f"  {count * per:7.3f}  {frame}")
         stock = exclusive(results["stock"].get("stacks") or [])  # type: ignore[arg-type]
@@ -254,7 +324,7 @@ def report(results: dict[str, dict[str, object]], n: int, rate: int, top: int, c
         diff = {
             f: ours_ex[f] * per - stock.get(f, 0) * stock_per for f in set(ours_ex) | set(stock)
         }
-        print(f"\n{name}: exclusive ms per handshake by function, minus stock's (top {top})")
+        print(f"\n{name}: exclusive ms per {unit} by function, minus stock's (top {top})")
         for frame, extra in sorted(diff.items(), key=lambda kv: -kv[1])[:top]:
             print(
                 f"  {extra:+7.3f}  {frame}   "

@@ -51,6 +51,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
+def run_seconds(pid: int) -> float:
+    """CPU time of a process's live threads from the scheduler (/proc/PID/task/*/schedstat),
+    in nanosecond resolution, user and system together: for short spans such as one bulk
+    transfer, where /proc/PID/stat's clock ticks (10 ms) are too coarse. A thread that ends
+    takes its time with it, so use it for differences over spans in which no thread ends
+    (mitmproxy's event loop does the relaying); falls back to :func:`cpu_seconds`."""
+    total = 0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                total += int((task / "schedstat").read_text().split()[0])
+    except OSError:
+        return cpu_seconds(pid)
+    return total / 1e9 if total else cpu_seconds(pid)
+
+
 def peak_rss_mb(pid: int) -> float:
     """The process's peak resident set (VmHWM), in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -104,6 +120,10 @@ class Proxy:
 
     def cpu(self) -> float:
         return cpu_seconds(self.pid)
+
+    def run_time(self) -> float:
+        """The finer CPU clock of :func:`run_seconds`, for short spans."""
+        return run_seconds(self.pid)
 
     def recorded(self) -> int:
         """Session lines in its recording (the header line aside)."""
@@ -235,6 +255,20 @@ def variant_proxy(lab_: Lab, variant: str) -> Proxy:
     return certmatch_proxy(
         name, upstream, lab_.confdir, lab_.root_ca, lab_.work, shlex.split(options)
     )
+
+
+def code_proxy(lab_: Lab, spec: str) -> Proxy:
+    """``--code 'NAME=DIR [OPTIONS]'``: a certmatch proxy run from another checkout (e.g. a git
+    worktree of an earlier commit), to compare code side by side; a NAME containing
+    'starttls' runs in front of dovecot's STARTTLS port."""
+    name, _, rest = spec.partition("=")
+    directory, *options = shlex.split(rest)
+    upstream = lab_.starttls() if "starttls" in name else lab_.implicit()
+    proxy = certmatch_proxy(name, upstream, lab_.confdir, lab_.root_ca, lab_.work, options)
+    where = Path(directory).resolve()
+    proxy.env["PYTHONPATH"] = str(where)
+    proxy.cwd = where
+    return proxy
 
 
 def direct_context(root_ca: Path) -> ssl.SSLContext:
