@@ -31,6 +31,7 @@ from certmatch.core.recording import (
     RecordingWriter,
     expand_paths,
     iter_recording,
+    parse_line,
     read_recording,
 )
 
@@ -853,3 +854,59 @@ def test_a_session_is_built_from_a_line_as_from_json() -> None:
         built = SessionFacts.from_line(json.loads(json.dumps(data)))
         assert built == SessionFacts.from_json(data)
         assert {f.name: getattr(built, f.name) for f in dataclasses.fields(SessionFacts)}
+
+
+def _json_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """parse_line as it was before orjson: every line read by json alone."""
+
+    def refuse(raw: bytes) -> Any:
+        raise recording.orjson.JSONDecodeError("refused for the comparison", "", 0)
+
+    monkeypatch.setattr(recording.orjson, "loads", refuse)
+
+
+def _tricky_lines() -> list[bytes]:
+    """Lines where orjson and json differ, or could: each must read as json reads it."""
+    plain = json.dumps(session(1).to_json())
+    full = json.dumps(every_field_set().to_json())
+    big = 18446744073709551616  # 2**64: orjson reads it as a float
+    lines = [
+        plain,
+        full,
+        plain.replace('"sni": "mail.example.org"', '"sni": "\\ud800x.example.test"'),
+        plain.replace('"sni": "mail.example.org"', '"sni": NaN'),
+        plain.replace('"sni": "mail.example.org"', '"sni": 1e400'),
+        full.replace('"client_alert_code": 48', f'"client_alert_code": {big}'),
+        full.replace('"client_alert_code": 48', f'"client_alert_code": {big - 1}'),
+        full.replace('"client_waited": ', f'"client_waited": {big + 1}, "was": '),
+        full.replace('"elapsed": ', f'"elapsed": {-big - 1}, "was": '),
+        plain[:-1] + f', "extra": {big}}}',
+        plain[:-1] + ', "id": "again"}',  # a repeated key: the last one counts
+        plain.replace('"protocol": "imap"', '"protocol": "IMAP"'),
+        plain[: len(plain) // 2],
+        "\ufeff" + plain,
+        "[1, 2]",
+        "   ",
+        plain + " \r",
+    ]
+    assert '"client_alert_code": 48' in full
+    assert '"client_waited": ' in full and '"elapsed": ' in full
+    raw = [line.encode("utf-8", "surrogatepass") for line in lines]
+    return [*raw, raw[0].replace(b"mail.example.org", b"mail.ex\xffample.org")]
+
+
+@pytest.mark.parametrize("index", range(18))
+@pytest.mark.parametrize("last", [False, True])
+def test_a_line_reads_as_json_reads_it(
+    index: int, last: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw = _tricky_lines()[index]
+    fast = parse_line("rec.jsonl", 3, raw, last)
+    _json_only(monkeypatch)
+    assert fast == parse_line("rec.jsonl", 3, raw, last)
+
+
+def test_orjson_reads_ordinary_lines() -> None:
+    """The comparison above means something only if orjson takes the ordinary lines."""
+    for data in (session(1).to_json(), every_field_set().to_json()):
+        assert recording.orjson.loads(json.dumps(data)) == data
