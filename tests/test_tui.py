@@ -1416,6 +1416,35 @@ def test_parts_read_by_other_processes_give_the_rows_and_problems_of_one_reader(
         assert read(workers) == one, f"{workers} processes"
 
 
+def test_full_collections_wait_only_while_a_big_first_pass_comes(
+    store, sample, tmp_path, monkeypatch
+) -> None:
+    """The rows of a big first pass stay for good: the collector's full collections wait
+    while they arrive (each would walk them all again), and resume at the end of the pass."""
+    import gc
+
+    from certmatch.tui import reader
+
+    path = tmp_path / "big.jsonl"
+    _write(path, [_session(sample[n % len(sample)], n) for n in range(30)])
+    monkeypatch.setattr(reader, "BIG_BATCH_ROWS", 1)
+    before = gc.get_threshold()
+    process = reader.ReaderProcess([path], Judge(store))
+    try:
+        kinds, thresholds = [], []
+        while not kinds or kinds[-1] != "pass":
+            kind, batch = process.receive()
+            kinds.append(kind)
+            thresholds.append(gc.get_threshold())
+            assert kind in ("batch", "pass"), batch
+        assert kinds[0] == "batch"
+        assert thresholds[0] == (*before[:2], reader.FULL_COLLECTIONS_DEFERRED)
+        assert thresholds[-1] == before, "full collections resume at the end of the pass"
+    finally:
+        process.stop()
+        gc.set_threshold(*before)
+
+
 @pytest.mark.parametrize(
     ("cores", "load", "readers"), [(2, 0.4, 2), (2, 1.2, 1), (2, 3.5, 1), (8, 2.5, 6), (1, 0.0, 1)]
 )

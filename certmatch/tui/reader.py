@@ -14,6 +14,7 @@ file, ``("failed", text)``. To it: ``("follow", bool)``, ``("stop",)``.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import select
@@ -35,6 +36,8 @@ from certmatch.tui.source import RecordingSource
 from certmatch.tui.split_read import readers_to_use
 
 READER_NICENESS = 5
+BIG_BATCH_ROWS = 10_000
+FULL_COLLECTIONS_DEFERRED = 1 << 30  # gen1 collections before a full one: never, in practice
 
 type PackedRow = tuple[int, int, str, str, str, str, str, str | None, int]
 
@@ -197,6 +200,8 @@ class ReaderProcess:
         self.diagnosed = 0
         self._judgements: dict[int, Judgement] = {}
         self._hold_files = follow
+        # the collector's thresholds while a big first pass comes in (full collections wait)
+        self._collector_threshold: tuple[int, ...] | None = None
         self._conn, child_end = multiprocessing.Pipe()
         self.pid = _fork_reader(loader, child_end, self._conn, follow, poll_interval)
         child_end.close()
@@ -225,6 +230,7 @@ class ReaderProcess:
 
     def stop(self) -> None:
         """Ask the reader to stop, and make sure it did (it is ended after 2 s)."""
+        self._resume_full_collections()
         self._send(("stop",))
         _wait_for_exit(self.pid, 2.0)
         if _running(self.pid):
@@ -255,13 +261,27 @@ class ReaderProcess:
         try:
             message = self._conn.recv()
         except (EOFError, OSError):
+            self._resume_full_collections()
             return "gone", None
         kind = message[0]
         if kind == "batch":
-            return "batch", self._unpack(message[1])
+            batch = self._unpack(message[1])
+            if len(batch.rows) >= BIG_BATCH_ROWS and self._collector_threshold is None:
+                # A big file's rows stay for good, and each full collection walks them all
+                # again (about 3 s of the UI's CPU for a million). While they come, only the
+                # young generations are collected; the full collections resume after the pass.
+                self._collector_threshold = gc.get_threshold()
+                gc.set_threshold(*self._collector_threshold[:2], FULL_COLLECTIONS_DEFERRED)
+            return "batch", batch
+        self._resume_full_collections()
         if kind == "failed":
             return "failed", message[1]
         return "pass", None
+
+    def _resume_full_collections(self) -> None:
+        if self._collector_threshold is not None:
+            gc.set_threshold(*self._collector_threshold)
+            self._collector_threshold = None
 
     def _unpack(self, packed: Packed) -> Batch:
         judgements = self._judgements
