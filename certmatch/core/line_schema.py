@@ -79,7 +79,7 @@ def _plain_session(v: Any) -> bool:
             return False
         if rules.timestamp(started) is None or not _plain_chain(v["chain"], rules):
             return False
-        if rules.optional and not _plain_optional(v, rules):
+        if not rules.optional_names.isdisjoint(v.keys()) and not _plain_optional(v, rules):
             return False
     except (KeyError, TypeError):
         return False
@@ -288,7 +288,8 @@ class _PlainRules:
             raise ValueError("the fast path does not check every optional field")
         if any(None not in allowed for n, allowed in enums if n not in required):
             raise ValueError("an optional enum must allow null: absent reads as None")
-        self.optional = bool(optional or self.optional_lists)
+        # absent, each reads as None, which every optional rule allows (checked above)
+        self.optional_names = frozenset(optional) | frozenset(self.optional_lists)
         fetched = {"type", "id", "started", "chain", *nullable_strings, *string_lists}
         if required - fetched - {n for n, _ in self.enums}:
             raise ValueError("the fast path does not fetch every required field")

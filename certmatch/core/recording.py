@@ -274,8 +274,13 @@ def parse_line(path: str, number: int, raw: bytes, last: bool) -> SessionFacts |
 
 def _maybe_big_integer(facts: SessionFacts) -> bool:
     """A number field holds a float as large as orjson makes of an integer beyond 64 bits."""
-    numbers = [facts.client_waited, facts.dns.elapsed if facts.dns is not None else None]
-    return any(type(n) is float and abs(n) >= 2.0**63 for n in numbers)
+    waited, dns = facts.client_waited, facts.dns
+    if type(waited) is float and abs(waited) >= _INT64_FLOAT:
+        return True
+    return dns is not None and type(dns.elapsed) is float and abs(dns.elapsed) >= _INT64_FLOAT
+
+
+_INT64_FLOAT = 2.0**63
 
 
 def _session_from_data(
