@@ -50,6 +50,12 @@ def recording_paths(given: Sequence[str], command: str) -> tuple[list[Path], lis
             f"({_listed(below)}); {command} reads the recordings directly in a directory it is "
             f"given, so name those: certmatch {command} {_command_line(below)}"
         ) from None
+    return paths, subdirectory_notes(given, command)
+
+
+def subdirectory_notes(given: Sequence[str], command: str) -> list[str]:
+    """A note for each directory in ``given`` whose subdirectories hold recordings, which
+    ``command`` does not read: which they are, and the command line that reads them too."""
     notes = []
     for name in dict.fromkeys(given):
         below = _found_below(Path(name)) if Path(name).is_dir() else []
@@ -60,7 +66,7 @@ def recording_paths(given: Sequence[str], command: str) -> tuple[list[Path], lis
                 f"To include them, name them too: certmatch {command} "
                 f"{_command_line([Path(name), *below])}"
             )
-    return paths, notes
+    return notes
 
 
 _SEARCHED_DIRECTORIES = 1000  # never a long walk, even for `certmatch check ~`

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from certmatch.cli.common import Commands, add_recording_paths, add_trust_options, load_trust
+from certmatch.cli.common import (
+    Commands,
+    add_recording_paths,
+    add_trust_options,
+    load_trust,
+    recording_paths,
+    subdirectory_notes,
+)
 from certmatch.core.judge import JudgesByRecording
+from certmatch.core.recording import RecordingError
 
 
 def register(commands: Commands) -> None:
@@ -31,6 +39,13 @@ def register(commands: Commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.follow:  # files that are not there yet are waited for
+        notes = subdirectory_notes(args.paths, "view")
+    else:
+        try:  # a directory with recordings only below it: a UsageError naming them
+            notes = recording_paths(args.paths, "view")[1]
+        except RecordingError:
+            notes = []  # run_view says what is wrong, as for every other bad input
     from certmatch.tui.app import run_view
 
     return run_view(
@@ -40,4 +55,5 @@ def run(args: argparse.Namespace) -> int:
         ca_files=args.ca_file,
         use_system_store=not args.no_system_store,
         judge_for=JudgesByRecording(load_trust(args)),
+        notes=notes,
     )

@@ -59,6 +59,7 @@ class CertmatchApp(App[int]):
         proxy: LiveProxy | None = None,
         directories: Sequence[str | Path] = (),
         judge_for: Callable[[Path], Judge] | None = None,
+        notes: Sequence[str] = (),
     ) -> None:
         super().__init__()
         self.mono = wants_mono()
@@ -78,6 +79,7 @@ class CertmatchApp(App[int]):
             proxy=proxy,
             directories=[Path(d) for d in directories],
             judge_for=judge_for,
+            notes=notes,
         )
 
     def get_default_screen(self) -> Screen:
@@ -111,14 +113,31 @@ def recordings_to_view(paths: Sequence[str], *, follow: bool) -> tuple[list[Path
     else:
         files, directories = expand_paths(paths), []
     named = {Path(p).resolve() for p in paths if not Path(p).is_dir()}
+    errors: list[RecordingError] = []
     for path in files:
         source = RecordingSource(path)
         if follow and (not path.exists() or source.is_empty()):
             continue  # waited for
         if source.is_empty() and path.resolve() not in named:
             continue  # an empty file in a directory: skipped with a note
-        source.open_header()
+        try:
+            source.open_header()
+        except RecordingError as error:  # shown in the TUI beside the others, as check does
+            errors.append(error)
+        finally:
+            source.close()
+    if errors and len(errors) == len(files) and not directories:
+        raise NothingToView(errors)
     return files, directories
+
+
+class NothingToView(RecordingError):
+    """Every recording given is unreadable: ``errors`` says why, one per file."""
+
+    def __init__(self, errors: Sequence[RecordingError]) -> None:
+        first = errors[0]
+        super().__init__(first.path, first.message, first.line)
+        self.errors = list(errors)
 
 
 def _followed(paths: Sequence[str]) -> tuple[list[Path], list[Path]]:
@@ -147,17 +166,20 @@ def run_view(
     use_system_store: bool = True,
     proxy: LiveProxy | None = None,
     judge_for: Callable[[Path], Judge] | None = None,
+    notes: Sequence[str] = (),
 ) -> int:
     """Open the TUI on recordings; returns the exit code. Input errors: one line on stderr, 2.
 
     ``proxy``: the live proxy that writes the recording (``certmatch proxy --tui``), watched
     and shown in the status. ``judge_for(path)``: the judge for one file's sessions (its
-    header's CAs), instead of one judge for all built from ``ca_files``."""
+    header's CAs), instead of one judge for all built from ``ca_files``. ``notes``: shown in
+    the TUI as it opens (recordings in subdirectories that are not read)."""
     try:
         store = TrustStore.load(ca_files, use_system=use_system_store)
         files, directories = recordings_to_view(paths, follow=follow)
     except (RecordingError, TrustStoreError) as error:
-        print(f"certmatch view: {shown_prose(str(error))}", file=sys.stderr)
+        for each in error.errors if isinstance(error, NothingToView) else [error]:
+            print(f"certmatch view: {shown_prose(str(each))}", file=sys.stderr)
         return EXIT_USAGE
     if not files and not directories:
         print("certmatch view: no recording to show", file=sys.stderr)
@@ -170,6 +192,7 @@ def run_view(
         proxy=proxy,
         directories=directories,
         judge_for=judge_for,
+        notes=notes,
     )
     result = app.run()
     return int(result or app.return_code or EXIT_OK)

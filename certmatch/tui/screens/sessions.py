@@ -64,6 +64,18 @@ BATCH_EVERY = 0.25
 FOLLOW_BATCH_EVERY = 0.5
 
 
+def _file_of(error: str) -> str:
+    """The file a loader error is about: errors read ``path: ...`` or ``path:line: ...``."""
+    where = error.partition(": ")[0]
+    path, colon, line = where.rpartition(":")
+    return path if colon and line.isdigit() else where
+
+
+def counted(number: int, noun: str) -> str:
+    """``1 session``, ``2 sessions``, ``1,024 bad lines``: the count and the noun, agreeing."""
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"
+
+
 def proxy_banner(proxy: LiveProxy, state: ProxyState) -> Text:
     """The proxy's line above the status: where it listens, the CA to trust, its log; or, once
     it stopped or reported an error, what happened, what it said, and what to do."""
@@ -153,7 +165,10 @@ class SessionsScreen(Screen[None]):
         proxy: LiveProxy | None = None,
         directories: Sequence[Path] = (),
         judge_for: Callable[[Path], Judge] | None = None,
+        notes: Sequence[str] = (),
     ) -> None:
+        """``notes``: what the command has to say before reading (recordings it leaves out),
+        shown as notes once the screen is up."""
         super().__init__()
         self.paths = paths
         self.judge = Judge(store)  # shared by the reader thread and the detail pane
@@ -177,7 +192,9 @@ class SessionsScreen(Screen[None]):
         self.proxy_state: ProxyState | None = None
         self.problems: list[LineProblem] = []
         self.errors: list[str] = []
+        self.unreadable: list[str] = []  # files that are not recordings, or failed reading
         self.notes: list[str] = []  # files skipped, rotated, truncated
+        self._first_notes = list(notes)
         self.failing = 0
         self.initial_load_done = False
         self.progress = (0, 0)
@@ -217,6 +234,8 @@ class SessionsScreen(Screen[None]):
         if self.proxy is not None:
             self._watch_proxy()
             self.set_interval(0.25, self._watch_proxy)
+        for note in self._first_notes:
+            self._note(note)
         self._update_status()
         # Start reading once the empty screen is painted, so the first paint does not wait.
         self.call_after_refresh(self._start_loader)
@@ -324,6 +343,7 @@ class SessionsScreen(Screen[None]):
         self.problems += batch.problems
         for error in batch.errors:
             self.errors.append(error)
+            self.unreadable.append(_file_of(error))
             self.notify(
                 shown_prose(error),
                 title="Cannot read a recording",
@@ -332,8 +352,7 @@ class SessionsScreen(Screen[None]):
                 markup=False,
             )
         for note in batch.notes:
-            self.notes.append(note)
-            self.notify(shown_prose(note), title="Note", timeout=8, markup=False)
+            self._note(note)
         if batch.rows:
             start = len(self.rows)
             self.rows.extend(batch.rows)
@@ -363,6 +382,10 @@ class SessionsScreen(Screen[None]):
             elif not tail:
                 self._show_detail()
         self._update_status()
+
+    def _note(self, note: str) -> None:
+        self.notes.append(note)
+        self.notify(shown_prose(note), title="Note", timeout=8, markup=False)
 
     def _show_detail_soon(self) -> None:
         """The detail of the newest session, at most every ``DETAIL_EVERY`` seconds while
@@ -493,6 +516,8 @@ class SessionsScreen(Screen[None]):
                 f"“{printable(self.filter.text)}”.{hidden} Press f to change it."
             )
         if not self.show_all:
+            if len(self.rows) == 1:
+                return "The one session does not fail. Press a to show it."
             return f"None of the {len(self.rows):,} sessions fails. Press a to show all of them."
         return "Nothing to show."
 
@@ -501,11 +526,12 @@ class SessionsScreen(Screen[None]):
         narrow terminal cuts them."""
         listing = self.session_list
         listing.empty_message = self._empty_message()
-        parts = [f"{len(self.rows):,} sessions, {self.failing:,} failing"]
+        parts = [f"{counted(len(self.rows), 'session')}, {self.failing:,} failing"]
         shown = "all" if self.show_all else "failing"
         if self.grouped:
             parts.append(
-                f"grouped ({shown}): {len(self._grouping):,} groups of {len(self._visible):,}"
+                f"grouped ({shown}): {counted(len(self._grouping), 'group')} of "
+                f"{len(self._visible):,}"
             )
         else:
             parts.append(f"showing {shown}: {len(self._visible):,}")
@@ -525,7 +551,12 @@ class SessionsScreen(Screen[None]):
                 following += f" (waiting for {printable(', '.join(self.loader.waiting))})"
             parts.append(following)
         if self.problems:
-            parts.append(f"{len(self.problems):,} bad lines skipped")
+            parts.append(f"{counted(len(self.problems), 'bad line')} skipped")
+        if self.unreadable:
+            unreadable = self.unreadable
+            one = len(unreadable) == 1
+            what = Path(unreadable[0]).name if one else counted(len(unreadable), "file")
+            parts.append(f"{printable(what)} not read")
         names = [Path(name).name for name in self.loader.names()]
         parts.append(
             printable(names[0])
