@@ -75,6 +75,7 @@ class ObserveData:
     starttls: StartTlsFacts | None = None
     decision: ObservedDecision = field(default_factory=lambda: ObservedDecision(None))
     client_spoke: bool = False
+    server_spoke: bool = False
     first_close: Literal["client", "server"] | None = None
     handshake_done_at: float | None = None  # monotonic: the client completed its handshake
     greeting_at: float | None = None  # the server's first bytes after that
@@ -175,6 +176,10 @@ class ObserveLayer(layer.Layer):
         else:
             if data.handshake_done_at is not None and data.greeting_at is None:
                 data.greeting_at = time.monotonic()
+            if not data.server_spoke:
+                data.server_spoke = True
+                if data.server_error is None and data.wire.server_hello is None:
+                    data.server_error = plaintext_server(chunk)
             data.wire.server_data(chunk)
         yield from self._decide()
 
@@ -215,6 +220,28 @@ class ObserveLayer(layer.Layer):
                 f"the server closed the connection during the handshake (phase {data.wire.phase})"
             )
         yield ObserveEndHook(data)
+
+
+_GREETING_SHOWN = 80
+
+
+def plaintext_server(first: bytes) -> str | None:
+    """What to record when a server's first bytes, where a TLS ServerHello was due, are a
+    line of text (an SMTP, IMAP, POP3 or NNTP greeting): the server speaks plaintext on this
+    port, as ``certmatch probe`` says of it. None for anything else."""
+    if not first or first[0] in (tls_wire.HANDSHAKE, tls_wire.ALERT):
+        return None
+    line = first.split(b"\n", 1)[0].rstrip(b"\r")
+    if not line or not all(0x20 <= byte < 0x7F or byte == 0x09 for byte in line):
+        return None
+    text = line.decode("ascii")
+    if len(text) > _GREETING_SHOWN:
+        text = text[: _GREETING_SHOWN - 3] + "..."
+    return (
+        f"the server speaks plaintext here, not TLS: its first bytes were {text!r}, as on a "
+        "STARTTLS or plaintext port. Point the client at the server's implicit-TLS port "
+        "(993, 995, 465), or set it to use STARTTLS on this one"
+    )
 
 
 # -- choosing the layer ------------------------------------------------------------------
