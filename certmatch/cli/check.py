@@ -44,7 +44,8 @@ def register(commands: Commands) -> None:
         help="judge the sessions in recordings",
         description="Print one line per recorded session (requested host, presented names, "
         "verdict, primary cause) and a summary. Exit 0 when nothing fails, 1 when sessions fail, "
-        "2 on usage or input errors.",
+        "2 on usage or input errors (including recordings whose every record was cut short). "
+        "A directory's *.jsonl files are read, not its subdirectories' (a note names them).",
     )
     add_recording_paths(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON document for scripts")
@@ -104,7 +105,8 @@ def check(
     verdict's own judgement. Unreadable lines go to stderr; a record cut short by a stopped
     writer (at the end of a file or before a restarted writer's lines) is a warning, any
     other bad line makes the status 2, and so does a file that is not a recording, after
-    every other file is judged. One judge per set of recorded CAs serves every session, so
+    every other file is judged. When every record read was cut short, no session was read:
+    an error (status 2), never a silent pass. One judge per set of recorded CAs serves every session, so
     a situation seen again is decided once; ``--json`` is written one session at a time.
     """
     anchors = trust if isinstance(trust, RecordingAnchors) else RecordingAnchors(trust)
