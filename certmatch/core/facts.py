@@ -194,8 +194,7 @@ class SessionFacts:
         own attributes: ``__init__`` would only copy them and fill defaults. Anything unusual
         goes to from_json."""
         if data.keys() != _LINE_KEYS:
-            for name in OPTIONAL_FIELDS:
-                data.setdefault(name, None)
+            data = {**_ABSENT_OPTIONAL, **data}  # one merge, not a setdefault per field
             if data.keys() != _LINE_KEYS:
                 return cls.from_json(data)
         del data["type"]
@@ -228,6 +227,7 @@ OPTIONAL_FIELDS: tuple[str, ...] = (
     "chain_source",
 )
 _SESSION_FIELDS = frozenset(f.name for f in dataclasses.fields(SessionFacts))
+_ABSENT_OPTIONAL: dict[str, None] = dict.fromkeys(OPTIONAL_FIELDS)
 _LINE_KEYS = _SESSION_FIELDS | {"type"}
 
 # The fields the verdict and its causes depend on, in declaration order.
