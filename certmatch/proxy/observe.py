@@ -108,9 +108,15 @@ class ObserveLayer(layer.Layer):
         *,
         protocol: str | None = None,
         starttls: StartTlsFacts | None = None,
+        client_first: bytes = b"",
     ) -> None:
+        """``client_first``: what the client sent before this layer was chosen (its
+        ClientHello), read only when the server cannot be reached: the record then still
+        says what the client asked for. Otherwise those bytes come as events and are
+        relayed."""
         super().__init__(context)
         self.data = ObserveData(context, protocol=protocol, starttls=starttls)
+        self._client_first = client_first
         self._watching = True  # reading the bytes; False once nothing more can be learnt
         self._reported = False  # observe_decided was raised: no observe_end
 
@@ -124,6 +130,9 @@ class ObserveLayer(layer.Layer):
             err = yield commands.OpenConnection(server)
             if err:
                 self.data.server_error = f"cannot connect: {err}"
+                if self._client_first:
+                    self.data.client_spoke = True
+                    self.data.wire.client_data(self._client_first)
                 self._handle_event = self.done
                 yield commands.CloseConnection(self.context.client)
                 yield from self._end()
@@ -346,6 +355,8 @@ class ObserveAddon:
                 ttl=options.certmatch_side_handshake_ttl,
                 timeout=options.certmatch_side_handshake_timeout,
             )
+        if "mode" in updated or "connection_strategy" in updated:
+            _connect_after_the_client_hello(options)
         if "certmatch_ca_file" in updated or self.judge is None:
             try:
                 self.judge = Judge(TrustStore.load(options.certmatch_ca_file))
@@ -372,6 +383,7 @@ class ObserveAddon:
                 )
 
     def running(self) -> None:
+        _connect_after_the_client_hello(ctx.options)  # options given before the addon loaded
         if ctx.master.addons.get("certmatchcapture") is not None:
             logger.error(
                 "certmatch: the observe and capture addons are both loaded: load observe.py "
@@ -416,7 +428,7 @@ class ObserveAddon:
         server_data = nextlayer.data_server()
         new: layer.Layer
         if tls_wire.starts_like_tls(client_data) or tls_wire.starts_like_sslv2_hello(client_data):
-            new = ObserveLayer(context)
+            new = ObserveLayer(context, client_first=client_data)
         else:
             mode = getattr(ctx.options, "certmatch_starttls", "auto")
             port = context.server.address[1] if context.server.address else None
@@ -562,7 +574,8 @@ class ObserveAddon:
         sni = hello.sni if hello else None
         facts = new_facts(context.client, context.server, sni, ctx.options.certmatch_host)
         facts.presented = "real"
-        facts.upstream_sni = sni  # the client's own ClientHello went upstream unchanged
+        if data.server_error is None or not data.server_error.startswith("cannot connect"):
+            facts.upstream_sni = sni  # the client's own ClientHello went upstream unchanged
         if data.starttls is not None:
             facts.tls_kind = "starttls"
             facts.starttls = data.starttls
@@ -706,6 +719,24 @@ class ObserveAddon:
         session = self.sessions.get(data.context.client.id)
         if session is not None and session.facts is not None:
             session.facts.notes.append(f"internal error in {where}: {type(exc).__name__}: {exc}")
+
+
+def _connect_after_the_client_hello(options: Any) -> None:
+    """In reverse mode to implicit TLS (``reverse:tls://``), connect to the server once the
+    client's first bytes are in (mitmproxy's ``connection_strategy=lazy``), not before: the
+    client speaks first there, and an unreachable server's session then still records the
+    SNI the client sent. Every other mode keeps mitmproxy's eager connect (a STARTTLS server
+    speaks first; a SOCKS5 or CONNECT client is told whether the server was reached)."""
+    try:
+        specs = [mode_specs.ProxyMode.parse(mode) for mode in options.mode]
+    except ValueError:
+        return  # mitmproxy reports a bad mode itself
+    if (
+        options.connection_strategy == "eager"
+        and specs
+        and all(isinstance(s, mode_specs.ReverseMode) and s.scheme == "tls" for s in specs)
+    ):
+        options.update(connection_strategy="lazy")
 
 
 def _observe_after_upgrade(context: Context, protocol: str, facts: StartTlsFacts) -> layer.Layer:
