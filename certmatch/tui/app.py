@@ -114,19 +114,22 @@ def recordings_to_view(paths: Sequence[str], *, follow: bool) -> tuple[list[Path
         files, directories = expand_paths(paths), []
     named = {Path(p).resolve() for p in paths if not Path(p).is_dir()}
     errors: list[RecordingError] = []
+    readable = 0  # or waited for
     for path in files:
         source = RecordingSource(path)
         if follow and (not path.exists() or source.is_empty()):
+            readable += 1
             continue  # waited for
         if source.is_empty() and path.resolve() not in named:
             continue  # an empty file in a directory: skipped with a note
         try:
             source.open_header()
+            readable += 1
         except RecordingError as error:  # shown in the TUI beside the others, as check does
             errors.append(error)
         finally:
             source.close()
-    if errors and len(errors) == len(files) and not directories:
+    if errors and not readable and not directories:
         raise NothingToView(errors)
     return files, directories
 
