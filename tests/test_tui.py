@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib
+import itertools
 import json
 import pkgutil
 import re
@@ -1443,6 +1444,21 @@ def test_full_collections_wait_only_while_a_big_first_pass_comes(
     finally:
         process.stop()
         gc.set_threshold(*before)
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3, 6, 16])
+def test_the_reader_reads_a_smaller_part_as_it_also_passes_the_others_on(parts) -> None:
+    bounds = split_read.part_bounds(1000, 101_000, parts)
+    assert bounds[0] == 1000 and bounds[-1] == 101_000 and len(bounds) == parts + 1
+    sizes = [b - a for a, b in itertools.pairwise(bounds)]
+    assert min(sizes) >= 0
+    if parts == 1:
+        return
+    assert sizes[0] < min(sizes[1:]), "the reader's own part is the smallest"
+    assert max(sizes[1:]) - min(sizes[1:]) <= parts, "the others are equal"
+    # The reader's work (its part, and passing on the rest) equals each other reader's.
+    reader = sizes[0] + split_read.FORWARD_COST * sum(sizes[1:])
+    assert reader == pytest.approx(sizes[1], rel=0.01) or sizes[0] == 0
 
 
 @pytest.mark.parametrize(
