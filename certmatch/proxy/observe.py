@@ -518,7 +518,10 @@ class ObserveAddon:
             facts.protocol = data.protocol
             facts.tls_kind = "starttls"
             facts.starttls = data.facts
-            facts.server_error = data.error
+            if data.failed_side == "client":  # whose doing it was, as the capture addon says
+                facts.client_error = data.error
+            else:
+                facts.server_error = data.error
             if data.client_silent:
                 facts.client_decision = "closed-before-handshake"
             facts.notes.append("observe mode: the connection never reached TLS")
