@@ -302,7 +302,10 @@ def mutated(**changes: Any) -> str:
     [
         (mutated(protocol="gopher"), ["protocol", "gopher", "imap"]),
         (mutated(chain=LEAF), ["chain", "expected array"]),
-        (mutated(chain=[LEAF, "not base64!"]), ["chain[1]", "pattern"]),
+        (
+            mutated(chain=[LEAF, "not base64!"]),
+            ["chain[1]", "not in the expected form: one DER-encoded"],
+        ),
         (mutated(sni=7), ["sni", "string or null"]),
         (mutated(started="yesterday"), ["started"]),
         (mutated(sni=dataclasses.MISSING), ["missing", "sni"]),
@@ -910,3 +913,19 @@ def test_orjson_reads_ordinary_lines() -> None:
     """The comparison above means something only if orjson takes the ordinary lines."""
     for data in (session(1).to_json(), every_field_set().to_json()):
         assert recording.orjson.loads(json.dumps(data)) == data
+
+
+@pytest.mark.parametrize(
+    ("field", "bad", "words"),
+    [
+        ("started", "2025-06-01 08:00", "ISO 8601 / RFC 3339 date and time with an explicit"),
+        ("chain", ["M!IB"], "one DER-encoded X.509 certificate in standard base64"),
+    ],
+)
+def test_a_value_of_the_wrong_form_is_told_in_the_schemas_words(field, bad, words) -> None:
+    data = session(1).to_json()
+    data[field] = bad
+    problem = validate_line(json.loads(json.dumps(data)))
+    assert problem is not None and words in problem, problem
+    assert "is not in the expected form" in problem
+    assert "[0-9]" not in problem and "[A-Za-z" not in problem, "no regular expression"

@@ -439,6 +439,15 @@ def _describe(failure: _Failure) -> str:
     return f"{path}: {what}" if path else what
 
 
+def _first_sentence(text: str) -> str:
+    """The first sentence of a schema description, without its full stop."""
+    head = re.split(r"\.\s+(?=[A-Z])", text.strip(), maxsplit=1)[0]  # not after "e.g."
+    head = head.removesuffix(".")
+    if head[:2].istitle():  # "One DER-encoded ..." reads as "one DER-encoded ..." after a colon
+        head = head[0].lower() + head[1:]
+    return head
+
+
 def show_value(value: Any) -> str:
     text = json.dumps(value, ensure_ascii=False)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -605,9 +614,14 @@ class _CheckCompiler:
             string_body.append(f"{pad}    {fail(message)}")
         if "pattern" in node:
             search = self._constant(re.compile(node["pattern"]).search)  # jsonschema: re.search
-            shown = self._constant(node["pattern"])
+            # Said in the schema's own words where it has them, not as a regular expression.
+            form = _first_sentence(node.get("description", ""))
+            if form:
+                wanted = self._constant(f"is not in the expected form: {form}")
+            else:
+                wanted = self._constant(f"does not match the pattern {node['pattern']}")
             string_body.append(f"{pad}if {search}({var}) is None:")
-            message = f"f'{{show_value({var})}} does not match the pattern {{{shown}}}'"
+            message = f"f'{{show_value({var})}} {{{wanted}}}'"
             string_body.append(f"{pad}    {fail(message)}")
         out += guarded("str", string_body)
         object_body: list[str] = []
