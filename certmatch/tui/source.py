@@ -27,6 +27,7 @@ from certmatch.core.recording import LINE_LIMIT, LineProblem, RecordingError
 
 _SKIP_PIECE = 64 * 1024  # how much of an overlong line is held at a time while skipping it
 _READ_BACK_PIECE = 64 * 1024
+READ_BUFFER = 256 * 1024
 
 Change = Literal["missing", "replaced", "truncated"]
 
@@ -150,7 +151,7 @@ class RecordingSource:
 
     def _open(self) -> BinaryIO:
         if self._file is None:
-            file = self.path.open("rb")
+            file = self.path.open("rb", buffering=READ_BUFFER)  # a read call per 256 KiB
             status = os.fstat(file.fileno())
             if self.identity is not None and (status.st_dev, status.st_ino) != self.identity:
                 file.close()
