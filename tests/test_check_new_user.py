@@ -111,3 +111,14 @@ def test_a_recording_with_a_header_only_is_still_no_error(tmp_path):
     path.write_text(header + "\n", encoding="utf-8")
     done = certmatch("check", str(path))
     assert done.returncode == 0 and done.stdout == "No sessions recorded.\n"
+
+
+def test_replay_names_the_subdirectories_it_does_not_read(tmp_path):
+    _copy("correct.jsonl", tmp_path / "monday")
+    done = certmatch("replay", str(tmp_path))
+    assert done.returncode == 2, done.stderr
+    assert (
+        f"holds no *.jsonl recordings itself, only in subdirectories ({tmp_path / 'monday'})"
+        in (done.stderr)
+    )
+    assert f"certmatch replay {tmp_path / 'monday'}" in done.stderr

@@ -23,11 +23,11 @@ from certmatch.cli.common import (
     Commands,
     add_recording_paths,
     add_trust_options,
+    recording_paths,
 )
 from certmatch.core.anchors import RecordingAnchors, load_anchors
 from certmatch.core.facts import SessionFacts
 from certmatch.core.identity import PresentedIdentifiers
-from certmatch.core.recording import expand_paths
 from certmatch.core.report import shown_prose
 from certmatch.core.text import printable
 from certmatch.core.trust import TrustStore
@@ -95,7 +95,10 @@ def run_replay(
     )
     sessions: list[SessionFacts] = []
     stores: list[TrustStore] = []
-    for recording in load_recordings(expand_paths(paths)):
+    files, notes = recording_paths([str(p) for p in paths], "replay")
+    for note in notes:
+        print(f"certmatch replay: note: {shown_prose(note)}", file=sys.stderr)
+    for recording in load_recordings(files):
         store, recorded = anchors.store_for(recording.header.ca_certificates)
         unreadable = recorded.problem(recording.path)
         if unreadable is not None:
