@@ -56,6 +56,21 @@ def test_check_agrees_with_what_each_recording_claims():
             assert got["explanation"] and got["fix"], name
 
 
+def test_no_explanation_or_fix_has_a_gap_where_a_part_was_empty():
+    """A cause's text fills in parts that may be empty; none leaves two spaces behind."""
+    report = _check_json(RECORDINGS)
+    texts = [
+        (Path(s["recording"]).name, f["id"], f[part])
+        for s in report["sessions"]
+        for f in s["findings"]
+        for part in ("explanation", "fix")
+    ]
+    assert len({cause for _, cause, _ in texts}) >= 40
+    gaps = [(name, cause, text) for name, cause, text in texts if "  " in text]
+    assert gaps == []
+    assert all(text == text.strip() for _, _, text in texts)
+
+
 def test_every_cause_in_the_catalogue_has_a_recording():
     claimed = {claim["primary_cause"] for claim in MANIFEST.values()}
     assert set(causes.CAUSES) - claimed == set()

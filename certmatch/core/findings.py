@@ -28,6 +28,7 @@ holds beside it: the name judged against was assumed, not given by the client
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -838,12 +839,17 @@ def _finding(
         "refusal_fix": _refusal_fix(facts, beside),
     }
     evidence = _evidence(facts, names, identity, anchor)
-    return Finding(
-        cause,
-        cause.explanation.format_map(fields).strip(),
-        cause.fix.format_map(fields).strip(),
-        evidence,
-    )
+    return Finding(cause, _filled(cause.explanation, fields), _filled(cause.fix, fields), evidence)
+
+
+def _filled(template: str, fields: Mapping[str, Any]) -> str:
+    """``template`` filled in; a field that is empty takes the space before it along, so
+    "... otherwise. {detail} {ip_view}" with no detail reads "... otherwise. IP ..."."""
+    template = _SPACED_FIELD.sub(lambda m: "" if fields.get(m[1]) == "" else m[0], template)
+    return template.format_map(fields).strip()
+
+
+_SPACED_FIELD = re.compile(r" \{(\w+)\}")
 
 
 _SHOWN = {
