@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib
+import io
 import itertools
 import json
 import pkgutil
@@ -1462,12 +1463,55 @@ def test_the_reader_reads_a_smaller_part_as_it_also_passes_the_others_on(parts) 
 
 
 @pytest.mark.parametrize(
-    ("cores", "load", "readers"), [(2, 0.4, 2), (2, 1.2, 1), (2, 3.5, 1), (8, 2.5, 6), (1, 0.0, 1)]
+    ("cores", "running", "readers"),
+    [(2, [1, 1, 1], 2), (2, [2, 2, 2], 2), (2, [3, 3, 2], 1), (2, [5, 4, 5], 1), (8, [3, 4, 3], 7)]
+    + [(1, [1, 1, 1], 1)],
 )
-def test_a_big_file_is_read_by_one_process_per_idle_core(monkeypatch, cores, load, readers):
+def test_a_big_file_is_read_by_one_process_per_idle_core(monkeypatch, cores, running, readers):
+    """/proc/loadavg's running tasks, the sampling process among them, decide; the 1-minute
+    load average (high here: work that just ended) does not."""
+    samples = iter(running)
+
+    def loadavg(path, encoding):
+        assert path == "/proc/loadavg"
+        return io.StringIO(f"3.90 2.10 1.70 {next(samples)}/190 4242\n")
+
     monkeypatch.setattr(split_read, "cores", lambda: cores)
+    monkeypatch.setattr(split_read, "open", loadavg, raising=False)
+    monkeypatch.setattr(split_read.os, "getloadavg", lambda: (3.9, 2.1, 1.7))
+    assert split_read.readers_to_use() == readers
+
+
+@pytest.mark.parametrize(("load", "readers"), [(0.4, 2), (1.6, 1), (3.5, 1)])
+def test_without_proc_loadavg_the_load_average_decides(monkeypatch, load, readers):
+    def missing(path, encoding):
+        raise FileNotFoundError(path)
+
+    monkeypatch.setattr(split_read, "cores", lambda: 2)
+    monkeypatch.setattr(split_read, "open", missing, raising=False)
     monkeypatch.setattr(split_read.os, "getloadavg", lambda: (load, load, load))
     assert split_read.readers_to_use() == readers
+
+
+def test_busy_cores_counts_processes_running_now() -> None:
+    """Two spinning processes are counted within a few samples (on a machine with others
+    at work the count is higher still, never lower)."""
+    import subprocess
+    import sys
+
+    spin = [
+        sys.executable,
+        "-c",
+        "import time\nend = time.time() + 5\nwhile time.time() < end: pass",
+    ]
+    spinners = [subprocess.Popen(spin) for _ in range(2)]
+    try:
+        time.sleep(0.3)
+        assert split_read.busy_cores(samples=20, interval=0.01) >= 1.5
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
 
 
 def test_a_loader_takes_a_judge_per_file(store, sample, tmp_path) -> None:

@@ -18,6 +18,7 @@ import pickle
 import queue
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection, Pipe
@@ -45,7 +46,7 @@ def cores() -> int:
 
 def readers_to_use() -> int:
     """How many processes should read a big file's first pass: one per core that nobody else
-    keeps busy (the 1-minute load average says how many are), the reader's own included.
+    keeps busy now (:func:`busy_cores`), the reader's own included.
 
     Measured on a 2-core machine (bench/bench_tui.py, 100,000 sessions): idle, two readers
     loaded it in 6.2 s against about 7-8 s for one; with other work keeping both cores busy
@@ -53,11 +54,30 @@ def readers_to_use() -> int:
     part reader judges the same situations again and its rows are passed on twice, and on a
     busy machine it only takes the CPU from the UI and from the other reader)."""
     total = cores()
-    try:
-        busy = os.getloadavg()[0]
-    except OSError:
+    busy = busy_cores()
+    if busy is None:
         return 1
-    return max(1, min(total, int(total + 1 - busy)))
+    return max(1, min(total, round(total + 1 - busy)))
+
+
+def busy_cores(samples: int = 3, interval: float = 0.005) -> float | None:
+    """How many cores other processes keep busy now: the tasks running or ready to run
+    (the fourth field of /proc/loadavg), less this one, over a few samples; else the 1-minute
+    load average. Not the load average first: it still counts, for a minute, work that has
+    ended (a second ``view`` right after the first would read with one process)."""
+    try:
+        counts = []
+        for sample in range(samples):
+            if sample:
+                time.sleep(interval)
+            with open("/proc/loadavg", encoding="ascii") as file:
+                counts.append(int(file.read().split()[3].partition("/")[0]) - 1)
+        return sum(counts) / len(counts)
+    except (OSError, ValueError, IndexError):
+        try:
+            return os.getloadavg()[0]
+        except OSError:
+            return None
 
 
 # What passing a row on costs the reader, against reading and judging it: about 4.4 µs against
