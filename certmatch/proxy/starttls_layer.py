@@ -76,9 +76,10 @@ class StartTlsLayer(layer.Layer):
     """Relays a STARTTLS protocol's plaintext phase, then hands over to mitmproxy's TLS layers.
 
     States, as in mitmproxy's own layers: ``start`` -> ``relay_plaintext`` ->
-    ``relay_tls`` (the TLS layers below do the work) -> ``done``. Every state takes
-    every event that can still reach it: a timer armed in one state may fire in a later
-    one, and a connection may close at any time.
+    ``relay_tls`` (the TLS layers below do the work) -> ``relay_established`` (both
+    handshakes over: a bare pass-through) or ``done``. Every state takes every event that
+    can still reach it: a timer armed in one state may fire in a later one, and a
+    connection may close at any time.
     """
 
     child_layer: layer.Layer | None
@@ -304,6 +305,27 @@ class StartTlsLayer(layer.Layer):
             if isinstance(command, commands.SendData) and command.connection == self.context.server:
                 self._server_tls_started = True
             yield command
+        if self._handshakes_over():
+            self._handle_event = self.relay_established
+
+    def _handshakes_over(self) -> bool:
+        """Nothing left for this layer to watch: from now on the TLS layers below see every
+        event as they would under mitmproxy's own ``NextLayer``."""
+        if not (self._server_tls_started and self._client_hello_relayed):
+            return False  # the late-bytes checks above still apply
+        if self.tls_child is not None:
+            return True  # observe mode arms no handshake deadline
+        return self.context.client.tls_established and self.context.server.tls_established
+
+    def relay_established(self, event: events.Event) -> layer.CommandGenerator[None]:
+        """The relay after both handshakes: hands each event straight to the TLS layers (as
+        mitmproxy's ``NextLayer`` does once it has chosen), which keeps a long session's
+        bulk as cheap per chunk as stock mitmproxy's. Only this layer's own timers stop here:
+        the handshake deadline, now moot, and any of the plaintext phase."""
+        if isinstance(event, events.Wakeup) and event.command in self._timers:
+            return _no_commands()
+        assert self.child_layer is not None
+        return self.child_layer.handle_event(event)
 
     def _handshake_deadline(self) -> layer.CommandGenerator[None]:
         if self.context.client.tls_established and self.context.server.tls_established:
@@ -341,6 +363,10 @@ class StartTlsLayer(layer.Layer):
             yield from self._end_plaintext(error, failed_side=side)
 
 
+def _no_commands() -> layer.CommandGenerator[None]:
+    yield from ()
+
+
 class BoundedTCPLayer(CloseOrderTCPLayer):
     """The relay after a STARTTLS handshake: keeps only the latest message in the flow.
 
@@ -350,10 +376,13 @@ class BoundedTCPLayer(CloseOrderTCPLayer):
     """
 
     def relay_messages(self, event: events.Event) -> layer.CommandGenerator[None]:
-        yield from super().relay_messages(event)
+        # Trimmed before the next message is appended rather than after each relay (no
+        # generator of its own around mitmproxy's on every chunk): a hook still finds the
+        # message before the latest too, and at most two are kept.
         flow: tcp.TCPFlow | None = self.flow
         if flow is not None and len(flow.messages) > 1:
             del flow.messages[:-1]
+        return super().relay_messages(event)
 
 
 class StartTlsAddon:

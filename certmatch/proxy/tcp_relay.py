@@ -20,8 +20,6 @@ from mitmproxy import tcp
 from mitmproxy.proxy import events, layer
 from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.layers import TCPLayer
-from mitmproxy.proxy.layers.tcp import TcpMessageInjected
-from mitmproxy.proxy.utils import expect
 
 FIRST_CLOSE = "certmatch_first_close"
 
@@ -29,8 +27,9 @@ FIRST_CLOSE = "certmatch_first_close"
 class CloseOrderTCPLayer(TCPLayer):
     """``TCPLayer`` that records which connection closed first."""
 
-    @expect(events.DataReceived, events.ConnectionClosed, TcpMessageInjected)
     def relay_messages(self, event: events.Event) -> layer.CommandGenerator[None]:
+        # Returns mitmproxy's own generator, which checks the event's type, rather than
+        # wrapping it in one more: this runs for every chunk of a long session.
         flow = self.flow
         if (
             isinstance(event, events.ConnectionClosed)
@@ -39,7 +38,7 @@ class CloseOrderTCPLayer(TCPLayer):
         ):
             side = "client" if event.connection == self.context.client else "server"
             flow.metadata[FIRST_CLOSE] = (side, time.monotonic())
-        yield from super().relay_messages(event)
+        return super().relay_messages(event)
 
 
 def adopt(context: Context, flow: tcp.TCPFlow) -> bool:
