@@ -368,11 +368,12 @@ def _no_commands() -> layer.CommandGenerator[None]:
 
 
 class BoundedTCPLayer(CloseOrderTCPLayer):
-    """The relay after a STARTTLS handshake: keeps only the latest message in the flow.
+    """The relay after a STARTTLS handshake: keeps at most the latest two messages in the flow.
 
     mitmproxy's ``TCPLayer`` appends every chunk to ``flow.messages`` for the session's whole
     life; the ``tcp_message`` hook (the capture addon's) reads only the latest one, so the
-    others are dropped once it has run and memory stays flat however long the session lasts.
+    older ones are dropped before the next is appended and memory stays flat however long
+    the session lasts.
     """
 
     def relay_messages(self, event: events.Event) -> layer.CommandGenerator[None]:

@@ -268,7 +268,8 @@ class ReaderProcess:
             batch = self._unpack(message[1])
             if len(batch.rows) >= BIG_BATCH_ROWS and self._collector_threshold is None:
                 # A big file's rows stay for good, and each full collection walks them all
-                # again (about 3 s of the UI's CPU for a million). While they come, only the
+                # again (measured apart: unpacking a million rows took 2.4-3.4 s of CPU with
+                # them, 1.3-1.4 s without). While they come, only the
                 # young generations are collected; the full collections resume after the pass.
                 self._collector_threshold = gc.get_threshold()
                 gc.set_threshold(*self._collector_threshold[:2], FULL_COLLECTIONS_DEFERRED)
