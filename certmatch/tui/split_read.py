@@ -18,7 +18,6 @@ import pickle
 import queue
 import signal
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection, Pipe
@@ -67,9 +66,10 @@ def busy_cores(samples: int = 3, interval: float = 0.005) -> float | None:
     ended (a second ``view`` right after the first would read with one process)."""
     try:
         counts = []
+        pause = threading.Event()  # waited on, not slept: time.sleep fails under faketime
         for sample in range(samples):
             if sample:
-                time.sleep(interval)
+                pause.wait(interval)
             with open("/proc/loadavg", encoding="ascii") as file:
                 counts.append(int(file.read().split()[3].partition("/")[0]) - 1)
         return sum(counts) / len(counts)
