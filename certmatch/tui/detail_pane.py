@@ -40,6 +40,8 @@ class DetailPane(ScrollView, can_focus=True, inherit_bindings=False):
     DEFAULT_CSS = """
     DetailPane {
         background: $surface;
+        overflow-x: hidden;  /* lines wrap to the width; a moment's wider layout while the
+                                vertical scroll bar comes must not leave a horizontal one */
     }
     """
 
