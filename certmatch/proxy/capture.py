@@ -61,7 +61,14 @@ from certmatch.core.starttls import GREETING, MACHINES
 from certmatch.core.text import printable
 from certmatch.core.trust import TrustStore, TrustStoreError
 from certmatch.net.probe import probe_with_sni
-from certmatch.proxy import handshake_timeout, listen_backlog, mirror, presentation, tcp_relay
+from certmatch.proxy import (
+    handshake_timeout,
+    listen_backlog,
+    mirror,
+    presentation,
+    reverse_dial,
+    tcp_relay,
+)
 from certmatch.proxy.client_decision import ClientWatch
 from certmatch.proxy.connection_facts import (
     client_id,
@@ -310,6 +317,8 @@ class CertmatchCapture:
     @_never_raises
     def client_connected(self, client: connection.Client) -> None:
         session = self.sessions[client.id] = _Session(client=client)
+        # reverse:tls://: the ClientHello is read even when the server cannot be reached.
+        session.server = reverse_dial.dial_after_client_hello(client)
         if client.transport_protocol == "tcp":
             # Every TCP client, until its TLS handshake, STARTTLS layer or plain HTTP request
             # (a reverse TLS client's ClientHello, a SOCKS5 or CONNECT request, a greeting).
@@ -501,8 +510,9 @@ class CertmatchCapture:
                 )
             return
         if session.facts is None:
-            # Reverse mode dials before the client's ClientHello: the record is written
-            # when the client connection ends, so that it is written once.
+            # Dialled before the client's ClientHello (a transparent or forward mode; a
+            # reverse:tls one dials after it): the record is written when the client
+            # connection ends, so that it is written once.
             session.connect_error = f"cannot connect: {error}"
             return
         session.facts.server_error = f"cannot connect: {error}"
