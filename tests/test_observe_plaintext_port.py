@@ -13,7 +13,7 @@ from test_observe_bad_input import observing
 
 from certmatch.core.judge import Judge
 from certmatch.core.trust import TrustStore
-from certmatch.proxy.observe import plaintext_server
+from certmatch.proxy.plaintext_port import plaintext_server
 
 GOOD = "imap.example.test"
 

@@ -78,6 +78,7 @@ from certmatch.proxy.connection_facts import (
     refusing_connection,
     set_faithful_sni,
 )
+from certmatch.proxy.plaintext_port import implicit_tls_on_plaintext_port
 from certmatch.proxy.session_dns import DnsJob, SessionDns, parse_resolvers, wants_dns
 from certmatch.proxy.starttls_hooks import StartTlsData
 
@@ -368,10 +369,13 @@ class CertmatchCapture:
         client = data.context.client
         self.starttls_upgrades.pop(client.id, None)
         session = self._session(client)
-        facts = new_facts(client, data.context.server, None, ctx.options.certmatch_host)
+        if data.client_tls is not None:
+            facts = implicit_tls_on_plaintext_port(data, ctx.options.certmatch_host)
+        else:
+            facts = new_facts(client, data.context.server, None, ctx.options.certmatch_host)
+            facts.tls_kind = "starttls"
+            facts.starttls = data.facts
         facts.protocol = data.protocol
-        facts.tls_kind = "starttls"
-        facts.starttls = data.facts
         if data.failed_side == "client":
             facts.client_error = data.error
         else:

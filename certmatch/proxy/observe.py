@@ -58,6 +58,7 @@ from certmatch.core.trust import TrustStore, TrustStoreError
 from certmatch.net.side_handshake import SideHandshakes, SideResult
 from certmatch.proxy.capture import ca_certificate_pems, log_verdict
 from certmatch.proxy.connection_facts import new_facts
+from certmatch.proxy.plaintext_port import implicit_tls_on_plaintext_port, plaintext_server
 from certmatch.proxy.redirect_loop import RedirectLoopGuard
 from certmatch.proxy.starttls_hooks import StartTlsData
 from certmatch.proxy.starttls_layer import DEFAULT_TIMEOUT_S, StartTlsLayer
@@ -229,28 +230,6 @@ class ObserveLayer(layer.Layer):
                 f"the server closed the connection during the handshake (phase {data.wire.phase})"
             )
         yield ObserveEndHook(data)
-
-
-_GREETING_SHOWN = 80
-
-
-def plaintext_server(first: bytes) -> str | None:
-    """What to record when a server's first bytes, where a TLS ServerHello was due, are a
-    line of text (an SMTP, IMAP, POP3 or NNTP greeting): the server speaks plaintext on this
-    port, as ``certmatch probe`` says of it. None for anything else."""
-    if not first or first[0] in (tls_wire.HANDSHAKE, tls_wire.ALERT):
-        return None
-    line = first.split(b"\n", 1)[0].rstrip(b"\r")
-    if not line or not all(0x20 <= byte < 0x7F or byte == 0x09 for byte in line):
-        return None
-    text = line.decode("ascii")
-    if len(text) > _GREETING_SHOWN:
-        text = text[: _GREETING_SHOWN - 3] + "..."
-    return (
-        f"the server speaks plaintext here, not TLS: its first bytes were {text!r}, as on a "
-        "STARTTLS or plaintext port. Point the client at the server's implicit-TLS port "
-        "(993, 995, 465), or set it to use STARTTLS on this one"
-    )
 
 
 # -- choosing the layer ------------------------------------------------------------------
@@ -514,10 +493,18 @@ class ObserveAddon:
         """A STARTTLS connection that never reached TLS: recorded as the capture addon does."""
         try:
             context = data.context
-            facts = new_facts(context.client, context.server, None, ctx.options.certmatch_host)
+            if data.client_tls is not None:
+                # A TLS client on this STARTTLS port: recorded as when its ClientHello comes
+                # before the greeting (the server speaks plaintext here), which went upstream
+                # unchanged.
+                facts = implicit_tls_on_plaintext_port(data, ctx.options.certmatch_host)
+                facts.presented = "real"
+                facts.upstream_sni = facts.sni
+            else:
+                facts = new_facts(context.client, context.server, None, ctx.options.certmatch_host)
+                facts.tls_kind = "starttls"
+                facts.starttls = data.facts
             facts.protocol = data.protocol
-            facts.tls_kind = "starttls"
-            facts.starttls = data.facts
             if data.failed_side == "client":  # whose doing it was, as the capture addon says
                 facts.client_error = data.error
             else:

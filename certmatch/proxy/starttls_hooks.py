@@ -22,6 +22,7 @@ from mitmproxy.proxy.commands import StartHook
 from mitmproxy.proxy.context import Context
 
 from certmatch.core.facts import StartTlsFacts
+from certmatch.core.tls_wire import WireSession
 
 
 @dataclass
@@ -40,6 +41,10 @@ class StartTlsData:
     client_silent: bool = False
     """For ``starttls_plaintext_end``: the client closed without sending a byte (a port
     check or a health probe)."""
+    client_tls: WireSession | None = None
+    """For ``starttls_plaintext_end``: the client answered the plaintext greeting with a TLS
+    handshake (set up for implicit TLS on this port); its bytes read as TLS (its
+    ``client_hello`` says what it asked for, unless it stopped before the whole of it)."""
 
 
 @dataclass

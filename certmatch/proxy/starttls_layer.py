@@ -40,6 +40,7 @@ from mitmproxy.proxy.layers import ClientTLSLayer, ServerTLSLayer, modes
 from mitmproxy.proxy.layers.http import HttpLayer, HttpStream
 from mitmproxy.proxy.utils import expect
 
+from certmatch.core import tls_wire
 from certmatch.core.facts import StartTlsFacts
 from certmatch.core.starttls import (
     GREETING,
@@ -53,6 +54,7 @@ from certmatch.core.starttls import (
 )
 from certmatch.core.text import printable
 from certmatch.proxy import close_race
+from certmatch.proxy.plaintext_port import SERVER_FIRST_KEPT, client_hello_after_greeting
 from certmatch.proxy.starttls_hooks import (
     StartTlsData,
     StarttlsHandshakeTimeoutHook,
@@ -104,6 +106,9 @@ class StartTlsLayer(layer.Layer):
         self._server_tls_started = False
         self._client_spoke = False
         self._client_hello_relayed = False
+        self._server_first = b""  # the start of the server's first data (its greeting)
+        self._hello_wire: tls_wire.WireSession | None = None  # a TLS client on this port
+        self._hello_read = 0
 
     def __repr__(self) -> str:
         return f"StartTlsLayer({self.machine.protocol}, {self.machine.phase})"
@@ -141,8 +146,13 @@ class StartTlsLayer(layer.Layer):
         if isinstance(event, events.DataReceived):
             before = machine.phase
             if by_server:
+                if not self._server_first:
+                    self._server_first = event.data[:SERVER_FIRST_KEPT]
                 relay = machine.server_data(event.data)
             else:
+                if not self._client_spoke and _starts_a_tls_handshake(event.data):
+                    yield from self._start_reading_client_hello(event.data)
+                    return
                 self._client_spoke = True
                 relay = machine.client_data(event.data)
             if relay.to_server:
@@ -175,6 +185,30 @@ class StartTlsLayer(layer.Layer):
                 f"{machine.upgrade_command}"
             )
         yield from self._end_plaintext(error, failed_side=who)
+
+    @expect(events.DataReceived, events.ConnectionClosed, events.Wakeup)
+    def read_client_hello(self, event: events.Event) -> layer.CommandGenerator[None]:
+        """The client answered the plaintext greeting with a TLS handshake: relay as ever, read
+        the client's bytes as TLS until its ClientHello is whole (it may span TCP segments),
+        then end the connection with a record that says the client is set up for implicit
+        TLS here."""
+        assert self._hello_wire is not None
+        if isinstance(event, events.Wakeup):
+            if event.command is self._timer:
+                yield from self._end_client_hello()
+            return
+        assert isinstance(event, events.ConnectionEvent)
+        if isinstance(event, events.DataReceived):
+            if event.connection == self.context.server:
+                yield commands.SendData(self.context.client, event.data)
+                return
+            yield commands.SendData(self.context.server, event.data)
+            self._hello_read += len(event.data)
+            self._hello_wire.client_data(event.data)
+            if self._client_hello_read():
+                yield from self._end_client_hello()
+            return
+        yield from self._end_client_hello()
 
     @expect(events.ConnectionEvent, events.CommandCompleted, events.MessageInjected)
     def relay_tls(self, event: events.Event) -> layer.CommandGenerator[None]:
@@ -231,6 +265,7 @@ class StartTlsLayer(layer.Layer):
         *,
         client_silent: bool = False,
         failed_side: Literal["server", "client"] = "server",
+        client_tls: tls_wire.WireSession | None = None,
     ) -> layer.CommandGenerator[None]:
         self._handle_event = self.done
         machine = self.machine
@@ -241,7 +276,13 @@ class StartTlsLayer(layer.Layer):
         )
         yield StarttlsPlaintextEndHook(
             StartTlsData(
-                self.context, machine.protocol, machine.facts, error, failed_side, client_silent
+                self.context,
+                machine.protocol,
+                machine.facts,
+                error,
+                failed_side,
+                client_silent,
+                client_tls,
             )
         )
         yield from self._close_both()
@@ -252,6 +293,36 @@ class StartTlsLayer(layer.Layer):
         for conn in (self.context.server, self.context.client):
             if conn.state is not ConnectionState.CLOSED:
                 yield commands.CloseConnection(conn)
+
+    # -- a TLS client on this STARTTLS port --------------------------------------------
+
+    def _start_reading_client_hello(self, data: bytes) -> layer.CommandGenerator[None]:
+        self._client_spoke = True
+        self._hello_wire = tls_wire.WireSession()
+        self._handle_event = self.read_client_hello
+        yield from self._arm_timer()  # a client that stops mid-ClientHello is not waited for
+        yield from self.read_client_hello(events.DataReceived(self.context.client, data))
+
+    def _client_hello_read(self) -> bool:
+        wire = self._hello_wire
+        assert wire is not None
+        return (
+            wire.client_hello is not None
+            or wire.finished
+            or wire.error is not None
+            or self._hello_read >= tls_wire.MAX_HANDSHAKE_PREFIX
+        )
+
+    def _end_client_hello(self) -> layer.CommandGenerator[None]:
+        machine = self.machine
+        error = client_hello_after_greeting(machine.protocol, self._server_first)
+        yield commands.Log(
+            f"certmatch: the client started a TLS handshake where the server speaks "
+            f"{machine.protocol} in plaintext first (implicit TLS on a STARTTLS port); "
+            "closing the connection.",
+            logging.WARNING,
+        )
+        yield from self._end_plaintext(error, failed_side="server", client_tls=self._hello_wire)
 
     # -- upgrade -------------------------------------------------------------------
 
@@ -365,6 +436,12 @@ class StartTlsLayer(layer.Layer):
 
 def _no_commands() -> layer.CommandGenerator[None]:
     yield from ()
+
+
+def _starts_a_tls_handshake(data: bytes) -> bool:
+    """The client's first bytes open a TLS handshake (or SSL 2.0's compatible hello) rather
+    than the protocol's first command."""
+    return tls_wire.starts_like_tls(data) or tls_wire.starts_like_sslv2_hello(data)
 
 
 class BoundedTCPLayer(CloseOrderTCPLayer):

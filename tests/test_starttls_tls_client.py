@@ -1,0 +1,184 @@
+"""A TLS client on a STARTTLS port when the server's greeting wins the race.
+
+In ``reverse:tcp://`` (and transparent) mode the proxy connects to the server at once, so a
+client set up for implicit TLS may see the server's plaintext greeting before its ClientHello
+leaves. The STARTTLS layer then took the ClientHello for an IMAP command, and the session was
+recorded as ``starttls-not-requested`` ("everything the client sent ... crossed the network
+unencrypted"), which was untrue: the client sent a ClientHello and nothing else. It is now
+recorded as when the ClientHello comes first: ``upstream-tls-failed``, "the server speaks
+plaintext here, not TLS", with the SNI, requested host and TLS versions of the ClientHello.
+
+Real dovecot on its STARTTLS port; the client is Python's ssl (OpenSSL), which reads the
+greeting before it starts its handshake, so the race is decided on purpose.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from proxy_fixtures import RunningProxy, inprocess_proxy
+from servers.clients import LoopbackIMAP4
+from test_observe_bad_input import real_client_hello
+
+from certmatch.core.diagnosis import Diagnosis, diagnose
+from certmatch.core.facts import SessionFacts
+from certmatch.core.trust import TrustStore
+from certmatch.proxy.observe import ObserveAddon
+from certmatch.proxy.starttls_layer import StartTlsAddon
+
+pytestmark = pytest.mark.timeout(90)
+
+ASKED = "imap.example.test"
+PLAINTEXT_HERE = "the server speaks plaintext here, not TLS: its first bytes were '* OK"
+
+
+@contextlib.contextmanager
+def proxy_to(tmp: Path, mode: str, pki, how: str, **options: object) -> Iterator[RunningProxy]:
+    """The capture (``intercept``) or observe addon, with the STARTTLS layer."""
+    addon = {"addon": ObserveAddon()} if how == "observe" else {}
+    with inprocess_proxy(
+        tmp,
+        mode,
+        extra_addons=(StartTlsAddon(),),
+        ca_file=[str(pki.root_ca)],
+        **addon,  # type: ignore[arg-type]
+        **options,
+    ) as proxy:
+        yield proxy
+
+
+def greeting_then_client_hello(port: int, pki) -> bytes:
+    """Connect, read the server's greeting, then start a TLS handshake as an implicit-TLS
+    client does; returns the greeting."""
+    context = ssl.create_default_context(cafile=str(pki.root_ca))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        greeting = sock.recv(4096)
+        with contextlib.suppress(ssl.SSLError, OSError):
+            context.wrap_socket(sock, server_hostname=ASKED)
+    return greeting
+
+
+def judged(session: SessionFacts, pki) -> Diagnosis:
+    return diagnose(session, TrustStore.load([pki.root_ca], use_system=False))
+
+
+def assert_recorded_as_a_tls_client_on_a_plaintext_port(session: SessionFacts, pki) -> None:
+    assert (session.sni, session.requested_host, session.requested_host_source) == (
+        ASKED,
+        ASKED,
+        "sni",
+    )
+    assert "TLSv1.3" in session.client_tls_versions  # read from the ClientHello
+    assert session.tls_kind == "implicit" and session.starttls is None
+    assert (session.server_error or "").startswith(PLAINTEXT_HERE)
+    assert session.client_error is None
+    diagnosis = judged(session, pki)
+    assert diagnosis.verdict == "error"
+    assert diagnosis.cause_ids == ("upstream-tls-failed",)
+    assert "starttls-not-requested" not in diagnosis.cause_ids
+    assert "implicit-TLS port" in diagnosis.primary.explanation  # what to change
+    assert "unencrypted" not in diagnosis.primary.explanation
+
+
+@pytest.mark.parametrize("how", ["intercept", "observe"])
+def test_a_client_hello_after_the_greeting_is_a_tls_client_on_a_plaintext_port(
+    tmp_path, dovecot, pki, how
+) -> None:
+    mode = f"reverse:tcp://127.0.0.1:{dovecot.imap_port}"
+    with proxy_to(tmp_path, mode, pki, how) as proxy:
+        greeting = greeting_then_client_hello(proxy.port, pki)
+        [session] = proxy.sessions(1, timeout=10)
+        # The proxy goes on: a STARTTLS client after it is served as ever.
+        trusting = ssl.create_default_context(cafile=str(pki.root_ca))  # observed: the real
+        trusting.load_verify_locations(cafile=str(proxy.ca_file))  # intercepted: the proxy's
+        imap = LoopbackIMAP4(ASKED, proxy.port)
+        imap.starttls(trusting)
+        imap.logout()
+        upgraded = proxy.sessions(2, timeout=10)[1]
+    assert greeting.startswith(b"* OK")  # the greeting did come first
+    assert session.protocol == "imap"
+    assert_recorded_as_a_tls_client_on_a_plaintext_port(session, pki)
+    assert any(
+        "answered the server's IMAP greeting with a TLS ClientHello" in n for n in session.notes
+    )
+    if how == "observe":
+        assert session.presented == "real" and session.upstream_sni == ASKED
+    assert upgraded.tls_kind == "starttls" and upgraded.sni == ASKED
+
+
+def test_both_orders_give_the_same_record(tmp_path, dovecot, pki) -> None:
+    """Observe mode, where the order can be set: ``reverse:tls://`` reads the ClientHello
+    before it connects (the ClientHello first); ``reverse:tcp://`` with a client that waits
+    for the greeting (the greeting first)."""
+    records = []
+    for scheme in ("tls", "tcp"):
+        mode = f"reverse:{scheme}://127.0.0.1:{dovecot.imap_port}"
+        with proxy_to(tmp_path / scheme, mode, pki, "observe") as proxy:
+            if scheme == "tls":
+                context = ssl.create_default_context(cafile=str(pki.root_ca))
+                with (
+                    socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock,
+                    contextlib.suppress(ssl.SSLError, OSError),
+                ):
+                    context.wrap_socket(sock, server_hostname=ASKED)
+            else:
+                greeting_then_client_hello(proxy.port, pki)
+            [session] = proxy.sessions(1, timeout=10)
+        assert_recorded_as_a_tls_client_on_a_plaintext_port(session, pki)
+        records.append(session)
+    hello_first, greeting_first = records
+    assert hello_first.server_error == greeting_first.server_error
+    assert (
+        judged(hello_first, pki).primary.explanation
+        == judged(greeting_first, pki).primary.explanation
+    )
+
+
+def test_a_client_hello_split_over_segments_after_the_greeting_keeps_its_sni(
+    tmp_path, dovecot, pki
+) -> None:
+    hello = real_client_hello(ASKED)
+    mode = f"reverse:tcp://127.0.0.1:{dovecot.imap_port}"
+    with proxy_to(tmp_path, mode, pki, "intercept") as proxy:
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            assert sock.recv(4096).startswith(b"* OK")
+            for part in (hello[:3], hello[3:60], hello[60:]):
+                sock.sendall(part)
+                time.sleep(0.1)  # each its own segment, read on its own
+            sock.settimeout(10)
+            with contextlib.suppress(OSError):
+                while sock.recv(4096):
+                    pass  # until the proxy closes
+        [session] = proxy.sessions(1, timeout=10)
+    assert session.sni == ASKED and session.requested_host_source == "sni"
+    assert (session.server_error or "").startswith(PLAINTEXT_HERE)
+
+
+def test_a_client_that_stops_mid_client_hello_is_not_waited_for_past_the_timeout(
+    tmp_path, dovecot, pki
+) -> None:
+    hello = real_client_hello(ASKED)
+    mode = f"reverse:tcp://127.0.0.1:{dovecot.imap_port}"
+    with proxy_to(tmp_path, mode, pki, "intercept", starttls_timeout=1) as proxy:
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+            assert sock.recv(4096).startswith(b"* OK")
+            sock.sendall(hello[:40])  # and nothing more
+            sent = time.monotonic()
+            sock.settimeout(10)
+            with contextlib.suppress(OSError):
+                while sock.recv(4096):
+                    pass  # whatever dovecot answers the 40 bytes, relayed; then the close
+            waited = time.monotonic() - sent
+        [session] = proxy.sessions(1, timeout=10)
+    assert waited < 8  # closed by the proxy after certmatch_starttls_timeout=1, not by us
+    assert session.sni is None and session.requested_host_source == "reverse-target"
+    assert (session.server_error or "").startswith(PLAINTEXT_HERE)
+    assert "the client stopped before the end of its ClientHello" in session.notes
+    assert "starttls-not-requested" not in judged(session, pki).cause_ids
