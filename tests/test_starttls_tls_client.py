@@ -8,8 +8,13 @@ unencrypted"), which was untrue: the client sent a ClientHello and nothing else.
 recorded as when the ClientHello comes first: ``upstream-tls-failed``, "the server speaks
 plaintext here, not TLS", with the SNI, requested host and TLS versions of the ClientHello.
 
+When the ClientHello comes first, ``reverse:tcp://`` used to end the client's TLS at the proxy
+(mitmproxy's choice for that mode) and the capture addon recorded ``upstream-unreachable``
+("certmatch could not connect"), untrue as well: it is now recorded the same way.
+
 Real dovecot on its STARTTLS port; the client is Python's ssl (OpenSSL), which reads the
-greeting before it starts its handshake, so the race is decided on purpose.
+greeting before it starts its handshake when the greeting is to come first, so the race is
+decided on purpose.
 """
 
 from __future__ import annotations
@@ -104,9 +109,7 @@ def test_a_client_hello_after_the_greeting_is_a_tls_client_on_a_plaintext_port(
     assert greeting.startswith(b"* OK")  # the greeting did come first
     assert session.protocol == "imap"
     assert_recorded_as_a_tls_client_on_a_plaintext_port(session, pki)
-    assert any(
-        "answered the server's IMAP greeting with a TLS ClientHello" in n for n in session.notes
-    )
+    assert any("certmatch relayed what the client sent" in n for n in session.notes)
     if how == "observe":
         assert session.presented == "real" and session.upstream_sni == ASKED
     assert upgraded.tls_kind == "starttls" and upgraded.sni == ASKED
@@ -182,3 +185,43 @@ def test_a_client_that_stops_mid_client_hello_is_not_waited_for_past_the_timeout
     assert (session.server_error or "").startswith(PLAINTEXT_HERE)
     assert "the client stopped before the end of its ClientHello" in session.notes
     assert "starttls-not-requested" not in judged(session, pki).cause_ids
+
+
+def client_hello_at_once(port: int, pki) -> None:
+    """A TLS client that starts its handshake as soon as it is connected: its ClientHello
+    waits in the proxy's socket before the proxy has even dialled the server."""
+    context = ssl.create_default_context(cafile=str(pki.root_ca))
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as sock,
+        contextlib.suppress(ssl.SSLError, OSError),
+    ):
+        context.wrap_socket(sock, server_hostname=ASKED)
+
+
+def test_intercepting_a_client_hello_before_the_greeting_gives_the_same_record(
+    tmp_path, dovecot, pki
+) -> None:
+    mode = f"reverse:tcp://127.0.0.1:{dovecot.imap_port}"
+    with proxy_to(tmp_path, mode, pki, "intercept") as proxy:
+        client_hello_at_once(proxy.port, pki)
+        [session] = proxy.sessions(1, timeout=10)
+    assert_recorded_as_a_tls_client_on_a_plaintext_port(session, pki)
+    assert session.protocol == "imap"  # named by the greeting (dovecot's port is not 143)
+    assert session.action is None  # nothing was shown to the client: no certificate of ours
+
+
+def test_reverse_tcp_to_an_implicit_tls_server_says_which_mode_to_use(
+    tmp_path, dovecot, pki
+) -> None:
+    """The client's ClientHello goes to dovecot's IMAPS port, which answers with TLS: the
+    proxy was started with the wrong scheme, and the record says so."""
+    mode = f"reverse:tcp://127.0.0.1:{dovecot.imaps_port}"
+    with proxy_to(tmp_path, mode, pki, "intercept") as proxy:
+        client_hello_at_once(proxy.port, pki)
+        [session] = proxy.sessions(1, timeout=10)
+    assert session.sni == ASKED and session.requested_host_source == "sni"
+    error = session.server_error or ""
+    assert error.startswith("the server answered the client's ClientHello with TLS")
+    assert "--mode reverse:tls://" in error
+    diagnosis = judged(session, pki)
+    assert diagnosis.verdict == "error" and diagnosis.cause_ids == ("upstream-tls-failed",)

@@ -40,7 +40,6 @@ from mitmproxy.proxy.layers import ClientTLSLayer, ServerTLSLayer, modes
 from mitmproxy.proxy.layers.http import HttpLayer, HttpStream
 from mitmproxy.proxy.utils import expect
 
-from certmatch.core import tls_wire
 from certmatch.core.facts import StartTlsFacts
 from certmatch.core.starttls import (
     GREETING,
@@ -54,7 +53,11 @@ from certmatch.core.starttls import (
 )
 from certmatch.core.text import printable
 from certmatch.proxy import close_race
-from certmatch.proxy.plaintext_port import SERVER_FIRST_KEPT, client_hello_after_greeting
+from certmatch.proxy.plaintext_port import (
+    SERVER_FIRST_KEPT,
+    TlsClientOnPlaintextPort,
+    starts_a_tls_handshake,
+)
 from certmatch.proxy.starttls_hooks import (
     StartTlsData,
     StarttlsHandshakeTimeoutHook,
@@ -107,8 +110,6 @@ class StartTlsLayer(layer.Layer):
         self._client_spoke = False
         self._client_hello_relayed = False
         self._server_first = b""  # the start of the server's first data (its greeting)
-        self._hello_wire: tls_wire.WireSession | None = None  # a TLS client on this port
-        self._hello_read = 0
 
     def __repr__(self) -> str:
         return f"StartTlsLayer({self.machine.protocol}, {self.machine.phase})"
@@ -150,8 +151,8 @@ class StartTlsLayer(layer.Layer):
                     self._server_first = event.data[:SERVER_FIRST_KEPT]
                 relay = machine.server_data(event.data)
             else:
-                if not self._client_spoke and _starts_a_tls_handshake(event.data):
-                    yield from self._start_reading_client_hello(event.data)
+                if not self._client_spoke and starts_a_tls_handshake(event.data):
+                    yield from self._tls_client(event.data)
                     return
                 self._client_spoke = True
                 relay = machine.client_data(event.data)
@@ -185,30 +186,6 @@ class StartTlsLayer(layer.Layer):
                 f"{machine.upgrade_command}"
             )
         yield from self._end_plaintext(error, failed_side=who)
-
-    @expect(events.DataReceived, events.ConnectionClosed, events.Wakeup)
-    def read_client_hello(self, event: events.Event) -> layer.CommandGenerator[None]:
-        """The client answered the plaintext greeting with a TLS handshake: relay as ever, read
-        the client's bytes as TLS until its ClientHello is whole (it may span TCP segments),
-        then end the connection with a record that says the client is set up for implicit
-        TLS here."""
-        assert self._hello_wire is not None
-        if isinstance(event, events.Wakeup):
-            if event.command is self._timer:
-                yield from self._end_client_hello()
-            return
-        assert isinstance(event, events.ConnectionEvent)
-        if isinstance(event, events.DataReceived):
-            if event.connection == self.context.server:
-                yield commands.SendData(self.context.client, event.data)
-                return
-            yield commands.SendData(self.context.server, event.data)
-            self._hello_read += len(event.data)
-            self._hello_wire.client_data(event.data)
-            if self._client_hello_read():
-                yield from self._end_client_hello()
-            return
-        yield from self._end_client_hello()
 
     @expect(events.ConnectionEvent, events.CommandCompleted, events.MessageInjected)
     def relay_tls(self, event: events.Event) -> layer.CommandGenerator[None]:
@@ -265,7 +242,6 @@ class StartTlsLayer(layer.Layer):
         *,
         client_silent: bool = False,
         failed_side: Literal["server", "client"] = "server",
-        client_tls: tls_wire.WireSession | None = None,
     ) -> layer.CommandGenerator[None]:
         self._handle_event = self.done
         machine = self.machine
@@ -282,7 +258,6 @@ class StartTlsLayer(layer.Layer):
                 error,
                 failed_side,
                 client_silent,
-                client_tls,
             )
         )
         yield from self._close_both()
@@ -296,33 +271,27 @@ class StartTlsLayer(layer.Layer):
 
     # -- a TLS client on this STARTTLS port --------------------------------------------
 
-    def _start_reading_client_hello(self, data: bytes) -> layer.CommandGenerator[None]:
+    def _tls_client(self, data: bytes) -> layer.CommandGenerator[None]:
+        """The client answered the greeting with a TLS handshake: it is set up for implicit
+        TLS here. The layer that reads its ClientHello and records it takes over."""
         self._client_spoke = True
-        self._hello_wire = tls_wire.WireSession()
-        self._handle_event = self.read_client_hello
-        yield from self._arm_timer()  # a client that stops mid-ClientHello is not waited for
-        yield from self.read_client_hello(events.DataReceived(self.context.client, data))
-
-    def _client_hello_read(self) -> bool:
-        wire = self._hello_wire
-        assert wire is not None
-        return (
-            wire.client_hello is not None
-            or wire.finished
-            or wire.error is not None
-            or self._hello_read >= tls_wire.MAX_HANDSHAKE_PREFIX
+        self._timer = None  # the plaintext phase's timers now stop nothing
+        self.child_layer = TlsClientOnPlaintextPort(
+            self.context,
+            self.timeout,
+            protocol=self.machine.protocol,
+            server_first=self._server_first,
+            announce=False,
         )
+        self._handle_event = self.relay_tls_client
+        yield from self.relay_tls_client(events.Start())
+        yield from self.relay_tls_client(events.DataReceived(self.context.client, data))
 
-    def _end_client_hello(self) -> layer.CommandGenerator[None]:
-        machine = self.machine
-        error = client_hello_after_greeting(machine.protocol, self._server_first)
-        yield commands.Log(
-            f"certmatch: the client started a TLS handshake where the server speaks "
-            f"{machine.protocol} in plaintext first (implicit TLS on a STARTTLS port); "
-            "closing the connection.",
-            logging.WARNING,
-        )
-        yield from self._end_plaintext(error, failed_side="server", client_tls=self._hello_wire)
+    def relay_tls_client(self, event: events.Event) -> layer.CommandGenerator[None]:
+        if isinstance(event, events.Wakeup) and event.command in self._timers:
+            return  # a timer of the plaintext phase
+        assert self.child_layer is not None
+        yield from self.child_layer.handle_event(event)
 
     # -- upgrade -------------------------------------------------------------------
 
@@ -438,12 +407,6 @@ def _no_commands() -> layer.CommandGenerator[None]:
     yield from ()
 
 
-def _starts_a_tls_handshake(data: bytes) -> bool:
-    """The client's first bytes open a TLS handshake (or SSL 2.0's compatible hello) rather
-    than the protocol's first command."""
-    return tls_wire.starts_like_tls(data) or tls_wire.starts_like_sslv2_hello(data)
-
-
 class BoundedTCPLayer(CloseOrderTCPLayer):
     """The relay after a STARTTLS handshake: keeps at most the latest two messages in the flow.
 
@@ -512,7 +475,17 @@ class StartTlsAddon:
         parents = context.layers
         if chosen is not None and chosen in parents:
             parents = parents[: parents.index(chosen)]
-        if mode == "off" or not _plaintext_tcp_to_known_server(context, parents):
+        if mode == "off":
+            return
+        if _tls_client_on_reverse_tcp(context, parents, nextlayer.data_client()):
+            # mitmproxy would end the client's TLS here and speak plaintext to the server.
+            del context.layers[len(parents) :]
+            context.client.tls = context.server.tls = False  # set by its TLS layers, if chosen
+            nextlayer.layer = TlsClientOnPlaintextPort(
+                context, ctx.options.certmatch_starttls_timeout
+            )
+            return
+        if not _plaintext_tcp_to_known_server(context, parents):
             return
         port = context.server.address[1] if context.server.address else None
         protocol = detect_protocol(port, nextlayer.data_server(), nextlayer.data_client(), mode)
@@ -525,6 +498,24 @@ class StartTlsAddon:
         nextlayer.layer = StartTlsLayer(
             context, make_machine(protocol), ctx.options.certmatch_starttls_timeout
         )
+
+
+def _tls_client_on_reverse_tcp(
+    context: Context, parents: list[layer.Layer], client_data: bytes
+) -> bool:
+    """A client that starts a TLS handshake in ``--mode reverse:tcp://``, where the server is
+    to speak plaintext first (a STARTTLS port): implicit TLS on the wrong port, or a proxy
+    pointed at an implicit-TLS server with the wrong scheme. (In the other modes mitmproxy
+    speaks TLS to the server too, and the capture addon records what the server answers.)"""
+    if context.client.transport_protocol != "tcp" or not parents:
+        return False
+    spec = context.client.proxy_mode
+    return (
+        isinstance(parents[-1], modes.ReverseProxy)
+        and isinstance(spec, mode_specs.ReverseMode)
+        and spec.scheme == "tcp"
+        and starts_a_tls_handshake(client_data)
+    )
 
 
 def _plaintext_tcp_to_known_server(context: Context, parents: list[layer.Layer]) -> bool:
