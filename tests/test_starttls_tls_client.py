@@ -27,12 +27,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from proxy_fixtures import RunningProxy, inprocess_proxy
+from proxy_fixtures import RunningProxy, free_port, inprocess_proxy, mitmdump_process, venv_bin
 from servers.clients import LoopbackIMAP4
 from test_observe_bad_input import real_client_hello
 
 from certmatch.core.diagnosis import Diagnosis, diagnose
 from certmatch.core.facts import SessionFacts
+from certmatch.core.recording import read_recording
 from certmatch.core.trust import TrustStore
 from certmatch.proxy.observe import ObserveAddon
 from certmatch.proxy.starttls_layer import StartTlsAddon
@@ -225,3 +226,38 @@ def test_reverse_tcp_to_an_implicit_tls_server_says_which_mode_to_use(
     assert "--mode reverse:tls://" in error
     diagnosis = judged(session, pki)
     assert diagnosis.verdict == "error" and diagnosis.cause_ids == ("upstream-tls-failed",)
+
+
+@pytest.mark.parametrize("order", ["greeting first", "client hello first"])
+def test_the_certmatch_proxy_command_records_both_orders_alike(
+    tmp_path, dovecot, pki, order
+) -> None:
+    """The real command: its addons load as scripts, whose hooks run before mitmproxy's own."""
+    listen = free_port()
+    argv = [
+        venv_bin("certmatch"),
+        "proxy",
+        "--mode",
+        f"reverse:tcp://127.0.0.1:{dovecot.imap_port}",
+        "--listen-port",
+        str(listen),
+        "--record",
+        str(tmp_path / "rec.jsonl"),
+        "--confdir",
+        str(tmp_path / "conf"),
+        "--no-dns",
+    ]
+    with mitmdump_process(tmp_path, argv, port=listen):
+        if order == "greeting first":
+            assert greeting_then_client_hello(listen, pki).startswith(b"* OK")
+        else:
+            client_hello_at_once(listen, pki)
+        deadline = time.monotonic() + 10
+        while not (sessions := _recorded(tmp_path / "rec.jsonl")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert len(sessions) == 1, (tmp_path / "proxy.log").read_text(errors="replace")
+    assert_recorded_as_a_tls_client_on_a_plaintext_port(sessions[0], pki)
+
+
+def _recorded(path: Path) -> list[SessionFacts]:
+    return read_recording(path).sessions if path.exists() else []
