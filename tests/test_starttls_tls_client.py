@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
+import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +37,7 @@ from certmatch.core.facts import SessionFacts
 from certmatch.core.recording import read_recording
 from certmatch.core.trust import TrustStore
 from certmatch.proxy.observe import ObserveAddon
+from certmatch.proxy.plaintext_port import PLAINTEXT_ANSWER
 from certmatch.proxy.starttls_layer import StartTlsAddon
 
 pytestmark = pytest.mark.timeout(90)
@@ -261,3 +263,38 @@ def test_the_certmatch_proxy_command_records_both_orders_alike(
 
 def _recorded(path: Path) -> list[SessionFacts]:
     return read_recording(path).sessions if path.exists() else []
+
+
+def _through_socks5(port: int, destination: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(b"\x05\x01\x00")
+    assert sock.recv(2) == b"\x05\x00"
+    sock.sendall(
+        b"\x05\x01\x00\x01" + socket.inet_aton("127.0.0.1") + struct.pack(">H", destination)
+    )
+    assert sock.recv(10)[:2] == b"\x05\x00"
+    return sock
+
+
+@pytest.mark.parametrize("mode", ["reverse:tls", "socks5"])
+def test_intercepting_where_mitmproxy_speaks_tls_to_a_plaintext_port(
+    tmp_path, dovecot, pki, mode
+) -> None:
+    """reverse:tls:// and the forward modes (transparent alike): mitmproxy's own TLS layer
+    reads the greeting, and its words ('The remote server does not speak TLS.') become the
+    same sentence, without the greeting it did not keep."""
+    spec = f"reverse:tls://127.0.0.1:{dovecot.imap_port}" if mode == "reverse:tls" else mode
+    context = ssl.create_default_context(cafile=str(pki.root_ca))
+    with proxy_to(tmp_path, spec, pki, "intercept") as proxy:
+        if mode == "socks5":
+            sock = _through_socks5(proxy.port, dovecot.imap_port)
+        else:
+            sock = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
+        with sock, contextlib.suppress(ssl.SSLError, OSError):
+            context.wrap_socket(sock, server_hostname=ASKED)
+        [session] = proxy.sessions(1, timeout=10)
+    assert session.sni == ASKED and session.requested_host_source == "sni"
+    assert session.server_error == PLAINTEXT_ANSWER
+    diagnosis = judged(session, pki)
+    assert diagnosis.cause_ids == ("upstream-tls-failed",)
+    assert "implicit-TLS port" in diagnosis.primary.explanation

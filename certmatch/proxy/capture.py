@@ -78,7 +78,7 @@ from certmatch.proxy.connection_facts import (
     refusing_connection,
     set_faithful_sni,
 )
-from certmatch.proxy.plaintext_port import implicit_tls_on_plaintext_port
+from certmatch.proxy.plaintext_port import PLAINTEXT_ANSWER, implicit_tls_on_plaintext_port
 from certmatch.proxy.session_dns import DnsJob, SessionDns, parse_resolvers, wants_dns
 from certmatch.proxy.starttls_hooks import StartTlsData
 
@@ -967,6 +967,10 @@ class CertmatchCapture:
             facts.notes.append(f"internal error in {hook}: {type(exc).__name__}: {exc}")
 
 
+# mitmproxy's words when the server answered its ClientHello with ASCII where a TLS record was
+# due (``proxy/layers/tls.py``, ``receive_handshake_data``): a greeting, as on a STARTTLS port.
+MITMPROXY_NOT_TLS = "The remote server does not speak TLS."
+
 # mitmproxy's error when it stops dialling the server because the client connection ended
 # (``proxy/server.py``): the client left, the server was never at fault.
 CONNECTION_CANCELLED = "connection cancelled"
@@ -985,6 +989,8 @@ def _server_tls_error(error: str | None, facts: SessionFacts) -> str:
         # mitmproxy's words when the server's connection closed mid-handshake (proxy/tunnel.py)
         sent = "" if facts.chain else ", before sending a certificate"
         return f"the server closed the connection during the TLS handshake{after}{sent}"
+    if error == MITMPROXY_NOT_TLS and not after:
+        return PLAINTEXT_ANSWER
     return error or "TLS handshake with the server failed"
 
 

@@ -63,6 +63,15 @@ def plaintext_server(first: bytes) -> str | None:
     )
 
 
+# When the server's first bytes are not at hand (mitmproxy's own TLS layer read them), only
+# that they were text where a ServerHello was due.
+PLAINTEXT_ANSWER = (
+    "the server speaks plaintext here, not TLS: it answered the ClientHello with text where a "
+    "TLS ServerHello was due, as on a STARTTLS or plaintext port. Point the client at the "
+    "server's implicit-TLS port (993, 995, 465), or set it to use STARTTLS on this one"
+)
+
+
 def client_hello_after_greeting(protocol: str, server_first: bytes) -> str:
     """What to record when the client answered the server's plaintext greeting with a TLS
     ClientHello: the same words as for the other order (:func:`plaintext_server`), or, with no
