@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.widgets import Input
 
 import certmatch.tui
 from certmatch.core.diagnosis import diagnose
@@ -36,7 +38,7 @@ from certmatch.tui.footer import FooterEntry, KeyFooter, fitting, footer_entries
 from certmatch.tui.loader import Loader
 from certmatch.tui.model import Filter, FilterError, Group, Row
 from certmatch.tui.screens import ConfirmScreen, HelpScreen, PromptScreen
-from certmatch.tui.session_list import shorten_names
+from certmatch.tui.session_list import cause_text, shorten_names
 from certmatch.tui.source import RecordingSource
 
 pytestmark = pytest.mark.pure
@@ -262,7 +264,20 @@ async def test_export_writes_json_and_pem_and_says_where(store, tmp_path) -> Non
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: loaded(app), "the recording to load")
         facts = current_facts(app)
-        await pilot.press("c")
+        await pilot.press("c")  # asks where, and writes nothing yet
+        assert isinstance(app.screen, PromptScreen) and list(tmp_path.iterdir()) == []
+        assert app.screen.query_one(Input).value == str(tmp_path.resolve())
+        await pilot.press("escape")
+        assert list(tmp_path.iterdir()) == []
+        target = tmp_path / "exports"
+        (tmp_path / "a-file").touch()
+        await pilot.press("c", "ctrl+u", *str(tmp_path / "a-file"), "enter")
+        assert isinstance(app.screen, PromptScreen), "a file is no directory: the prompt stays"
+        assert "is a file, not a directory" in str(app.screen.query_one("#prompt-error").render())
+        await pilot.press("ctrl+u", *str(target), "enter")
+        assert not isinstance(app.screen, PromptScreen)
+        (tmp_path / "a-file").unlink()
+        tmp_path = target
         written = sorted(tmp_path.iterdir())
         assert [p.name for p in written] == [
             f"certmatch-{facts.id}.chain.pem",
@@ -274,7 +289,11 @@ async def test_export_writes_json_and_pem_and_says_where(store, tmp_path) -> Non
         assert len(certs) == len(facts.chain)
         assert [p.stat().st_mode & 0o777 for p in written] == [0o600, 0o600]  # owner-only
         messages = [n.message for n in app._notifications]
-        assert any(str(written[0]) in m and str(written[1]) in m for m in messages)
+        assert any(
+            f"{written[0].name} and {written[1].name} in {target}" in m for m in messages
+        ) or any(f"{written[1].name} and {written[0].name} in {target}" in m for m in messages)
+        await pilot.press("c")  # the next export offers the same directory
+        assert app.screen.query_one(Input).value == str(target.resolve())
 
 
 @run_async
@@ -292,6 +311,32 @@ async def test_help_and_quit(store) -> None:
     assert app.return_code == 0
 
 
+@run_async
+async def test_the_help_scrolls_as_less_does(store) -> None:
+    app = app_on(store)
+    async with app.run_test(size=NEWCOMER) as pilot:
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        scroll = app.screen.query_one(VerticalScroll)
+        await pilot.pause()
+        assert scroll.max_scroll_y > scroll.size.height, "the help is longer than two screens"
+        await pilot.press("j", "j")
+        assert scroll.scroll_y == 2
+        await pilot.press("k")
+        assert scroll.scroll_y == 1
+        await pilot.press("space")
+        assert scroll.scroll_y == 1 + scroll.size.height
+        await pilot.press("b")
+        assert scroll.scroll_y == 1
+        await pilot.press("G")
+        assert scroll.scroll_y == scroll.max_scroll_y
+        await pilot.press("g")
+        assert scroll.scroll_y == 0
+        # The cause ids fit their column: none runs into its title.
+        for row in app.screen.query(".help-cause"):
+            assert len(str(row.render())) <= row.size.width
+
+
 def _declared_bindings() -> dict[str, list[Binding]]:
     """The BINDINGS every class of the TUI declares itself (not inherited from Textual)."""
     declared: dict[str, list[Binding]] = {}
@@ -300,6 +345,26 @@ def _declared_bindings() -> dict[str, list[Binding]]:
             if isinstance(cls, type) and cls.__module__ == module.name and "BINDINGS" in vars(cls):
                 declared[name] = [b for b in cls.BINDINGS if isinstance(b, Binding)]
     return declared
+
+
+def test_every_key_in_the_table_is_one_a_terminal_can_send() -> None:
+    """A made-up key name binds nothing: ] arrives as right_square_bracket, not bracketright."""
+    from textual.keys import Keys, _character_to_key
+
+    printable = [chr(code) for code in range(0x20, 0x7F)]
+    known = {key.value for key in Keys} | set(printable)
+    known |= {_character_to_key(char) for char in printable}
+    for key in keys.KEYS:
+        for name in key.names:
+            assert name in known, f"{name!r} ({key.action}) is no key Textual reports"
+
+
+def test_the_help_has_one_line_per_key_and_no_key_twice_in_one_view() -> None:
+    shown = [line for line, _ in keys.help_lines()]
+    for view in keys.View.LIST, keys.View.DETAIL, keys.View.HELP:
+        names = [name for key in keys.keys_for(view) for name in key.names]
+        assert len(names) == len(set(names)), f"a key is bound twice in {view}"
+    assert len(shown) == len(set(shown)), "a line of keys appears twice in the help"
 
 
 def test_every_binding_comes_from_the_key_table() -> None:
@@ -463,6 +528,25 @@ async def test_follow_waits_for_a_recording_the_proxy_has_not_created_yet(
         with RecordingWriter(path, tool_version="test") as writer:
             writer.write(_session(sample[1], 0))
         await wait_for(pilot, lambda: len(app.sessions.rows) == 1, "the new file to be read")
+
+
+@run_async
+async def test_at_80_columns_the_status_keeps_the_follow_state_and_cuts_with_an_ellipsis(
+    store, sample, tmp_path
+) -> None:
+    path = tmp_path / "live.jsonl"
+    _write(path, [_session(sample[0], 0), _session(sample[1], 1)])
+    app = app_on(store, path, follow=True, show_all=True, poll_interval=0.02)
+    async with app.run_test(size=NEWCOMER) as pilot:
+        await wait_for(pilot, lambda: loaded(app), "the recording to load")
+        await pilot.press("f", *"host:!nothing-at-all.example.test protocol:imap,smtp,pop3")
+        await pilot.press("enter", "g")  # reading the first session: new ones are counted
+        _write(path, [_session(sample[2], 2)])
+        await wait_for(pilot, lambda: len(app.sessions.rows) == 3, "the new session")
+        await pilot.pause()
+        status = screen_lines(app)[0]
+        assert "following +1 new" in status, status
+        assert status.rstrip().endswith("…"), "the cut filter and file name end in …"
 
 
 # --- entry point, model and cache -----------------------------------------------------------
@@ -870,6 +954,37 @@ async def test_q_and_escape_go_back_from_the_full_screen_detail_and_q_quits_the_
     assert app.return_code == 0
 
 
+@run_async
+async def test_the_list_and_the_headline_count_the_further_causes_alike() -> None:
+    """wildcard-apex showed +1 in the list and +2 in the headline: a warning beside it was
+    counted in one and not the other. Both count failures; the headline names the warnings."""
+    store = TrustStore.load([RECORDINGS / "ca.pem"], use_system=False)
+    app = app_on(store, *sorted(RECORDINGS.glob("*.jsonl")), show_all=True)
+    async with app.run_test(size=(200, 45)) as pilot:
+        await wait_for(pilot, lambda: loaded(app), "the recordings to load")
+        listing = app.sessions.session_list
+        checked = warned = 0
+        for position in range(len(listing.items)):
+            listing.cursor = position
+            await pilot.pause()
+            d = app.sessions.detail_pane.detail
+            assert d is not None
+            primary = d[0].primary
+            if primary is None:
+                continue
+            pattern = re.escape(primary.id) + r"( \+(\d+))?"
+            j = app.sessions.rows[listing.items[position]].judgement
+            cell = cause_text(j.primary, j.causes, 80)  # the list's cell, uncut
+            row = re.search(pattern, cell)
+            headline = app.sessions.detail_pane.plain.splitlines()[0]
+            top = re.search(pattern, headline)
+            assert row and top, (cell, headline)
+            assert row.group(2) == top.group(2), (cell, headline)
+            warned += "warning" in headline.partition(f"({primary.cause.severity})")[2]
+            checked += 1
+        assert checked > 30 and warned > 0
+
+
 def test_a_security_finding_or_a_failing_match_never_shows_a_tick() -> None:
     from certmatch.tui.severity import badge, severity_of
 
@@ -984,10 +1099,10 @@ async def test_in_the_full_screen_detail_arrows_scroll_and_brackets_change_sessi
         await pilot.press("g")
         assert detail.scroll_y == 0
         assert listing.cursor == 0, "no key above changes the session"
-        await pilot.press("bracketright")
+        await pilot.press("]")  # typed as a terminal sends it
         assert listing.cursor == 1 and current_facts(app).id == sample[1].id
         assert app.sessions.view is keys.View.DETAIL
-        await pilot.press("bracketleft")
+        await pilot.press("[")
         assert listing.cursor == 0 and current_facts(app).id == sample[0].id
         footer = screen_lines(app)[-1]
         assert "[/] Session" in footer and "space Page detail" in footer
@@ -999,7 +1114,7 @@ async def test_in_the_full_screen_detail_arrows_scroll_and_brackets_change_sessi
         assert detail.max_scroll_y == 0
         await pilot.press("down", "pagedown", "space")
         assert listing.cursor == 0
-        await pilot.press("q", "bracketright")
+        await pilot.press("q", "]")
         assert listing.cursor == 1, "[ and ] change the session in the list too"
 
 
@@ -1299,7 +1414,7 @@ async def test_follow_waits_for_an_empty_file_and_a_directory_gains_files(
     )
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: app.sessions.initial_load_done, "the first pass")
-        assert f"waiting for {empty}" in str(app.query_one("#status").render())
+        assert f"waiting for {empty.name}" in str(app.query_one("#status").render())
         _write(empty, [_session(sample[0], 0)])
         await wait_for(pilot, lambda: len(app.sessions.rows) == 1, "the file once written")
         _write(tmp_path / "later.jsonl", [_session(sample[1], 1)])
@@ -1350,6 +1465,36 @@ async def test_sessions_of_several_files_are_in_time_order(store, sample, tmp_pa
         app.sessions.session_list.cursor = 1
         await pilot.pause()
         assert current_facts(app).id == "grown-3"
+
+
+@run_async
+async def test_the_cursor_starts_on_the_earliest_failing_session_of_several_files(
+    store, sample, tmp_path
+) -> None:
+    """Put in time order, the list's row numbers change: the cursor nobody moved must not
+    follow a stale number to another row (it did, showing the 2nd session's detail)."""
+    passing = [f for f in sample if not diagnose(f, store).failed]
+    failing = [f for f in sample if diagnose(f, store).failed]
+
+    def at(template: SessionFacts, number: int, minute: int) -> SessionFacts:
+        facts = _session(template, number)
+        facts.started = f"2026-01-01T10:{minute:02d}:00+00:00"
+        return facts
+
+    # In file order the first failing session is a's third; in time order it is b's first.
+    _write(
+        tmp_path / "a.jsonl",
+        [at(passing[0], 0, 1), at(passing[0], 1, 3), at(failing[0], 2, 5)],
+    )
+    _write(tmp_path / "b.jsonl", [at(failing[0], 3, 0), at(failing[0], 4, 2)])
+    app = app_on(store, tmp_path / "a.jsonl", tmp_path / "b.jsonl")
+    async with app.run_test(size=NEWCOMER) as pilot:
+        await wait_for(pilot, lambda: loaded(app), "the recordings to load")
+        await pilot.pause()
+        listing = app.sessions.session_list
+        times = [app.sessions.rows[i].time for i in listing.items]
+        assert times == [f"2026-01-01 10:0{m}:00" for m in (0, 2, 5)]
+        assert listing.cursor == 0 and current_facts(app).id == "grown-3"
 
 
 def test_a_huge_line_is_one_problem_read_in_bounded_pieces(store, sample, tmp_path) -> None:

@@ -142,7 +142,7 @@ def _show(result: DemoResult, *, tui: bool) -> int:
                 run_view(
                     [str(result.recording)],
                     follow=False,
-                    show_all=True,
+                    show_all=False,  # as `view`: the failing sessions; `a` shows them all
                     ca_files=[str(result.ca_file)],
                     use_system_store=False,
                 )

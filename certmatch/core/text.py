@@ -57,3 +57,8 @@ def printable(text: str, *, escape_backslash: bool = True) -> str:
         else:
             out.append(char)
     return "".join(out)
+
+
+def counted(number: int, noun: str) -> str:
+    """``1 session``, ``2 sessions``, ``1,024 bad lines``: the count and the noun, agreeing."""
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"

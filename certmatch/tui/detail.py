@@ -29,10 +29,16 @@ from rich.text import Text
 from certmatch.core.causes import Citation
 from certmatch.core.diagnosis import Diagnosis
 from certmatch.core.report import Explanation, shown_names, shown_prose, three_names
-from certmatch.core.text import printable
+from certmatch.core.text import counted, printable
 from certmatch.tui import colours
 from certmatch.tui.session_list import fit
-from certmatch.tui.severity import SEVERITY_STYLES, SEVERITY_SYMBOLS, badge, cause_severity
+from certmatch.tui.severity import (
+    SEVERITY_STYLES,
+    SEVERITY_SYMBOLS,
+    badge,
+    cause_severity,
+    further_causes,
+)
 
 # The headline's badge, by severity (``certmatch.tui.severity``): a security finding is never
 # green, nor a ✓.
@@ -198,9 +204,12 @@ def _headline(w: _Writer, d: Diagnosis) -> None:
             f"{SEVERITY_SYMBOLS[primary_severity]} {primary.id}",
             SEVERITY_STYLES[primary_severity],
         )
-        if len(d.findings) > 1:
-            top.append(f" +{len(d.findings) - 1}", "bold")
+        further, warnings = further_causes(primary.id, [f.cause.id for f in d.findings])
+        if further:
+            top.append(f" +{len(further)}", "bold")
         top.append(f" ({primary_severity})", colours.MUTED)
+        if warnings:
+            top.append(f" · {counted(len(warnings), 'warning')} below", colours.MUTED)
         w.add("", top)
         w.add(" ", primary.cause.title, "bold")
     asked = Text("asked ")

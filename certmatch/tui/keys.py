@@ -43,7 +43,9 @@ class Key:
     action: str  # the action it runs on the screen that binds it
     where: View
     label: str  # the footer's word for it
-    help: str  # the help screen's line; "" when the line of the key before covers it too
+    # The help screen's line; "" when the line of the key before covers it too; None when the
+    # list's line for the same keys says what they do in the full-screen detail as well.
+    help: str | None
     footer: bool = True  # shown in the footer
     palette: str = ""  # the command palette's title; "" when it is not in the palette
     palette_help: str = ""  # the palette's line under the title (the key is appended)
@@ -84,8 +86,8 @@ _DISPLAY = {
     "left": "←",
     "right": "→",
     "escape": "Esc",
-    "bracketright": "]",
-    "bracketleft": "[",
+    "right_square_bracket": "]",
+    "left_square_bracket": "[",
     "space": "space",
 }
 
@@ -168,33 +170,12 @@ KEYS: tuple[Key, ...] = (
     Key(
         "pageup", "page_up", View.LIST, "Page up", "", key_display="PgUp", group=MOVE, footer=False
     ),
-    Key(
-        "j,down",
-        "detail_line_down",
-        View.DETAIL,
-        "Scroll",
-        "scroll the full-screen detail a line down / up",
-        footer=False,
-    ),
-    Key("k,up", "detail_line_up", View.DETAIL, "Scroll up", "", footer=False),
-    Key(
-        "pagedown",
-        "detail_page_down",
-        View.DETAIL,
-        "Page down",
-        "scroll the full-screen detail a page down / up",
-        footer=False,
-    ),
-    Key("pageup", "detail_page_up", View.DETAIL, "Page up", "", footer=False),
-    Key(
-        "g,home",
-        "detail_top",
-        View.DETAIL,
-        "Top",
-        "the full-screen detail's top / end",
-        footer=False,
-    ),
-    Key("G,end", "detail_end", View.DETAIL, "End", "", footer=False),
+    Key("j,down", "detail_line_down", View.DETAIL, "Scroll", None, footer=False),
+    Key("k,up", "detail_line_up", View.DETAIL, "Scroll up", None, footer=False),
+    Key("pagedown", "detail_page_down", View.DETAIL, "Page down", None, footer=False),
+    Key("pageup", "detail_page_up", View.DETAIL, "Page up", None, footer=False),
+    Key("g,home", "detail_top", View.DETAIL, "Top", None, footer=False),
+    Key("G,end", "detail_end", View.DETAIL, "End", None, footer=False),
     Key(
         "enter",
         "toggle_detail",
@@ -223,20 +204,24 @@ KEYS: tuple[Key, ...] = (
         palette_help="Find text in the list",
     ),
     Key(
-        "bracketleft",
+        "left_square_bracket",
         "previous_session",
         View.SESSIONS,
         "Previous session",
         "previous / next session, in the list and in the full-screen detail",
+        palette="Previous session",
+        palette_help="The session before this one, in both views",
         key_display="[",
         group=SESSION,
     ),
     Key(
-        "bracketright",
+        "right_square_bracket",
         "next_session",
         View.SESSIONS,
         "Next session",
         "",
+        palette="Next session",
+        palette_help="The session after this one, in both views",
         key_display="]",
         group=SESSION,
     ),
@@ -320,9 +305,10 @@ KEYS: tuple[Key, ...] = (
         "export",
         View.SESSIONS,
         "Export",
-        "export the selected session: JSON and PEM chain to files, JSON to the clipboard",
+        "export the selected session: JSON and PEM chain to a directory you choose, JSON "
+        "to the clipboard",
         palette="Export selected session",
-        palette_help="JSON and PEM chain to files",
+        palette_help="JSON and PEM chain to files in a directory you choose",
     ),
     Key(
         "ctrl+p",
@@ -333,6 +319,20 @@ KEYS: tuple[Key, ...] = (
         textual=True,
     ),
     Key("escape,q,question_mark", "close", View.HELP, "Close help", "close this help"),
+    # The help scrolls with the arrows, PgDn/PgUp and Home/End by itself, and as in less.
+    Key(
+        "j",
+        "help_line_down",
+        View.HELP,
+        "Down",
+        "in this help: j / k scroll a line, space / b a page, g / G to its top / end",
+        footer=False,
+    ),
+    Key("k", "help_line_up", View.HELP, "Up", None, footer=False),
+    Key("space", "help_page_down", View.HELP, "Page down", None, footer=False),
+    Key("b", "help_page_up", View.HELP, "Page up", None, footer=False),
+    Key("g", "help_top", View.HELP, "Top", None, footer=False),
+    Key("G", "help_end", View.HELP, "End", None, footer=False),
     Key("escape", "cancel", View.PROMPT, "Cancel", "close a prompt (filter, find) unchanged"),
     Key("y", "yes", View.CONFIRM, "Yes", "yes, in a question (quit while the proxy records)"),
     Key("n,escape", "no", View.CONFIRM, "No", "no: stay"),
@@ -354,10 +354,13 @@ def bindings(view: View) -> list[BindingType]:
 def help_lines() -> list[tuple[str, str]]:
     """(keys as typed, what they do) for the help screen, in table order.
 
-    A key whose ``help`` is empty shares the line of the key before it: "PgDn / PgUp".
+    A key whose ``help`` is empty shares the line of the key before it: "PgDn / PgUp"; one
+    whose ``help`` is None has no line of its own.
     """
     lines: list[tuple[str, str]] = []
     for key in KEYS:
+        if key.help is None:
+            continue
         if key.help:
             lines.append((key.shown, key.help))
         else:

@@ -20,6 +20,10 @@ from typing import Protocol
 
 from certmatch.core.text import printable
 
+# The TUI's exit status when the proxy it watched had stopped before the user quit: the
+# recording ends early, and a script that ran `certmatch proxy --tui` must be able to tell.
+EXIT_PROXY_STOPPED = 2
+
 # The line ``certmatch proxy`` prints once mitmproxy listens (cli/proxy.py ``listen_banner``).
 _LISTENING = re.compile(r"proxy listening on (?P<where>.*), recording to ")
 _TIMESTAMP = re.compile(r"^\[\d\d:\d\d:\d\d(\.\d+)?\] ")

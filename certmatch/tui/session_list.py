@@ -34,7 +34,7 @@ from certmatch.tui.severity import (
     SEVERITY_STYLES,
     Severity,
     badge,
-    cause_severity,
+    further_causes,
 )
 
 
@@ -130,14 +130,10 @@ def fit_keeping(text: str, suffix: str, width: int) -> str:
 
 
 def cause_text(primary: str, causes: tuple[str, ...], width: int) -> str:
-    """The primary cause and how many more causes hold: ``cn-ignored-san-present +1``.
-
-    Beside a failing or security primary, only further failures count: a warning beside it
-    (``ca-profile-violation``, ``wrong-order``) is in the detail, and the row keeps its cells
-    for the cause that decides the session."""
-    further = [c for c in causes if c != primary]
-    if cause_severity(primary) != "warning":
-        further = [c for c in further if cause_severity(c) != "warning"]
+    """The primary cause and how many more causes hold: ``cn-ignored-san-present +1``
+    (counted as :func:`further_causes` says: the row keeps its cells for the cause that decides
+    the session)."""
+    further, _warnings = further_causes(primary, causes)
     more = f" +{len(further)}" if further else ""
     return fit_keeping(primary or "-", more, width)
 

@@ -10,6 +10,8 @@ which ``check`` prints too; this module adds the TUI's styles.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from certmatch.core.report import SEVERITY_SYMBOLS, cause_severity
 from certmatch.core.report import SessionSeverity as Severity
 from certmatch.core.report import session_severity as severity_of
@@ -23,6 +25,7 @@ __all__ = [
     "Severity",
     "badge",
     "cause_severity",
+    "further_causes",
     "severity_of",
 ]
 
@@ -41,3 +44,16 @@ MONO_SEVERITY_STYLES: dict[Severity, str] = {
     "warning": "bold",
     "ok": "",
 }
+
+
+def further_causes(primary: str, causes: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The causes besides ``primary`` that its ``+N`` counts, and the warnings it leaves out.
+
+    Beside a failing or security primary, only further failures count: a warning beside it
+    (``ca-profile-violation``, ``wrong-order``) is told in the detail, not in the count. The
+    list's row and the detail's headline both count this way, so their ``+N`` agree."""
+    further = [c for c in causes if c != primary]
+    if cause_severity(primary) == "warning":
+        return further, []
+    counted = [c for c in further if cause_severity(c) != "warning"]
+    return counted, [c for c in further if cause_severity(c) == "warning"]

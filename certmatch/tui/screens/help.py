@@ -22,7 +22,8 @@ class HelpScreen(ModalScreen[None]):
     """Every key binding with its description, the filter syntax, the verdicts and cause ids."""
 
     BINDINGS: ClassVar[list[BindingType]] = keys.bindings(View.HELP)
-    DEFAULT_CSS = """
+    DEFAULT_CSS = (
+        """
     HelpScreen { align: center middle; }
     HelpScreen > VerticalScroll {
         width: 90%;
@@ -33,15 +34,24 @@ class HelpScreen(ModalScreen[None]):
     }
     HelpScreen .help-row { height: auto; }
     HelpScreen .help-keys { width: 23; padding-left: 2; }
-    HelpScreen .help-cause { width: 30; padding-left: 2; }
     HelpScreen .help-text { width: 1fr; }
     HelpScreen .help-heading { text-style: bold; margin-top: 1; }
     """
+        + (
+            # As wide as the longest cause id, its indent and a space before its title.
+            f"HelpScreen .help-cause {{ width: {max(map(len, CAUSES)) + 3}; padding-left: 2; }}"
+        )
+    )
 
     def compose(self) -> ComposeResult:
         # Two columns, so that a line that wraps keeps its indent.
         with VerticalScroll():
-            yield Static(Text("certmatch: keys (q or Esc closes this help)", style="bold"))
+            yield Static(
+                Text(
+                    "certmatch: keys (q or Esc closes this help; j/k and space/b scroll it)",
+                    style="bold",
+                )
+            )
             for shown, description in keys.help_lines():
                 yield _row(shown, description, "help-keys")
             yield Static("Filter (f)", classes="help-heading")
@@ -63,6 +73,24 @@ class HelpScreen(ModalScreen[None]):
 
     def action_close(self) -> None:
         self.dismiss(None)
+
+    def action_help_line_down(self) -> None:
+        self.query_one(VerticalScroll).scroll_down(animate=False)
+
+    def action_help_line_up(self) -> None:
+        self.query_one(VerticalScroll).scroll_up(animate=False)
+
+    def action_help_page_down(self) -> None:
+        self.query_one(VerticalScroll).scroll_page_down(animate=False)
+
+    def action_help_page_up(self) -> None:
+        self.query_one(VerticalScroll).scroll_page_up(animate=False)
+
+    def action_help_top(self) -> None:
+        self.query_one(VerticalScroll).scroll_home(animate=False)
+
+    def action_help_end(self) -> None:
+        self.query_one(VerticalScroll).scroll_end(animate=False)
 
 
 def _row(left: str, text: str, left_class: str) -> Horizontal:

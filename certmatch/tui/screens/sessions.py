@@ -28,11 +28,11 @@ from textual.worker import get_current_worker
 from certmatch.core.judge import Judge
 from certmatch.core.recording import LineProblem
 from certmatch.core.report import shown_prose
-from certmatch.core.text import printable
+from certmatch.core.text import counted, printable
 from certmatch.core.trust import TrustStore
 from certmatch.tui import keys
 from certmatch.tui.detail_pane import DetailPane
-from certmatch.tui.export import export_session, session_json
+from certmatch.tui.export import export_session, export_stem, session_json
 from certmatch.tui.footer import KeyFooter
 from certmatch.tui.keys import View
 from certmatch.tui.loader import Batch
@@ -44,7 +44,7 @@ from certmatch.tui.messages import (
     SessionHighlighted,
 )
 from certmatch.tui.model import FILTER_HELP, Filter, FilterError, Group, Grouping, Row, select
-from certmatch.tui.proxy_watch import LiveProxy, ProxyState
+from certmatch.tui.proxy_watch import EXIT_PROXY_STOPPED, LiveProxy, ProxyState
 from certmatch.tui.reader import ReaderProcess
 from certmatch.tui.screens.confirm import ConfirmScreen
 from certmatch.tui.screens.help import HelpScreen
@@ -69,11 +69,6 @@ def _file_of(error: str) -> str:
     where = error.partition(": ")[0]
     path, colon, line = where.rpartition(":")
     return path if colon and line.isdigit() else where
-
-
-def counted(number: int, noun: str) -> str:
-    """``1 session``, ``2 sessions``, ``1,024 bad lines``: the count and the noun, agreeing."""
-    return f"{number:,} {noun}{'' if number == 1 else 's'}"
 
 
 def proxy_banner(proxy: LiveProxy, state: ProxyState) -> Text:
@@ -128,6 +123,8 @@ class SessionsScreen(Screen[None]):
     }
     SessionsScreen #status {
         height: 1;
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
         background: $primary-background;
         color: $text;
         padding: 0 1;
@@ -270,6 +267,11 @@ class SessionsScreen(Screen[None]):
     @property
     def proxy_running(self) -> bool:
         return self.proxy is not None and (self.proxy_state is None or self.proxy_state.running)
+
+    @property
+    def proxy_stopped(self) -> bool:
+        """A proxy was watched and it stopped: nothing more is recorded."""
+        return self.proxy is not None and not self.proxy_running
 
     # --- loading ---------------------------------------------------------------------------
 
@@ -450,7 +452,10 @@ class SessionsScreen(Screen[None]):
         # stays on top, on the earliest session.
         current = self.rows[item] if isinstance(item, int) and listing.cursor > 0 else None
         self.rows.sort(key=attrgetter("time"))  # in place: the list shares it; stable
-        self.rebuild()
+        # The list's row numbers are stale now: the cursor is put back by the session it was
+        # on, or on top.
+        listing.set_reactive(SessionList.cursor, 0)
+        self.rebuild(keep=False)
         if current is not None and not self.grouped:
             position = next(i for i, row in enumerate(self.rows) if row is current)
             at = bisect.bisect_left(self._visible, position)
@@ -460,19 +465,20 @@ class SessionsScreen(Screen[None]):
 
     # --- the list --------------------------------------------------------------------------
 
-    def rebuild(self) -> None:
-        """Recompute what the list shows after the filter, all/failing or grouping changed."""
+    def rebuild(self, *, keep: bool = True) -> None:
+        """Recompute what the list shows after the filter, all/failing or grouping changed;
+        the cursor stays on its session (or group) if ``keep``, else where it is."""
         started = time.perf_counter()
         listing = self.session_list
-        keep = listing.current_item
+        kept = listing.current_item if keep else None
         self._test = self.filter.predicate(self.show_all)
         self._visible = select(self.rows, self._test)
         self._grouping = Grouping()
         if self.grouped:
             self._grouping.add(self.rows, self._visible)
-            self._show_groups(keep if isinstance(keep, Group) else None)
+            self._show_groups(kept if isinstance(kept, Group) else None)
         else:
-            row = keep.last if isinstance(keep, Group) else keep
+            row = kept.last if isinstance(kept, Group) else kept
             listing.set_items(self._visible, grouped=False, keep=row)
         self.last_filter_seconds = time.perf_counter() - started
         self.new_sessions = 0
@@ -522,8 +528,8 @@ class SessionsScreen(Screen[None]):
         return "Nothing to show."
 
     def _update_status(self) -> None:
-        """Counts, filter, find, follow and bad lines first; the file names last, where a
-        narrow terminal cuts them."""
+        """Counts, loading, follow state, find and bad lines first; then the filter as typed;
+        the file names last. A narrow terminal cuts the line at its end, with "…"."""
         listing = self.session_list
         listing.empty_message = self._empty_message()
         parts = [f"{counted(len(self.rows), 'session')}, {self.failing:,} failing"]
@@ -535,21 +541,21 @@ class SessionsScreen(Screen[None]):
             )
         else:
             parts.append(f"showing {shown}: {len(self._visible):,}")
-        if not self.filter.empty:
-            parts.append(f"filter: {printable(self.filter.text)}")
-        if self.find_text:
-            parts.append(f"find “{printable(self.find_text)}” {self.find_position()}")
         if not self.initial_load_done:
             read, total = self.progress
             percent = 100 * read // total if total else 0
             parts.append(f"loading {percent}%")
         if self.following:
-            following = "following"
+            # The file is still read, but nothing more comes once its proxy stopped.
+            following = "proxy stopped: no more sessions" if self.proxy_stopped else "following"
             if self.new_sessions:
                 following += f" +{self.new_sessions:,} new (G: newest)"
-            if self.loader.waiting:
-                following += f" (waiting for {printable(', '.join(self.loader.waiting))})"
+            if self.loader.waiting and not self.proxy_stopped:
+                waiting = ", ".join(Path(name).name for name in self.loader.waiting)
+                following += f" (waiting for {printable(waiting)})"
             parts.append(following)
+        if self.find_text:
+            parts.append(f"find “{printable(self.find_text)}” {self.find_position()}")
         if self.problems:
             parts.append(f"{counted(len(self.problems), 'bad line')} skipped")
         if self.unreadable:
@@ -557,6 +563,9 @@ class SessionsScreen(Screen[None]):
             one = len(unreadable) == 1
             what = Path(unreadable[0]).name if one else counted(len(unreadable), "file")
             parts.append(f"{printable(what)} not read")
+        # The filter as typed can be long: after the state it does not tell.
+        if not self.filter.empty:
+            parts.append(f"filter: {printable(self.filter.text)}")
         names = [Path(name).name for name in self.loader.names()]
         parts.append(
             printable(names[0])
@@ -749,9 +758,10 @@ class SessionsScreen(Screen[None]):
         )
 
     def quit_now(self) -> None:
-        """Stop the reader thread first, so no file is read while exiting; then exit."""
+        """Stop the reader thread first, so no file is read while exiting; then exit (not 0
+        if the proxy had stopped by itself: the recording ended early)."""
         self.stop_loader()
-        self.app.exit(0)
+        self.app.exit(EXIT_PROXY_STOPPED if self.proxy_stopped else 0)
 
     def action_back(self) -> None:
         """From the full-screen detail back to the list (q, Esc)."""
@@ -865,6 +875,8 @@ class SessionsScreen(Screen[None]):
         self._update_status()
 
     def action_export(self) -> None:
+        """Ask where (the last directory, at first the one given), then write the session's
+        JSON and PEM chain there and copy the JSON to the clipboard."""
         self._show_detail()
         if self.detail_pane.detail is None:
             self.notify(
@@ -872,24 +884,53 @@ class SessionsScreen(Screen[None]):
             )
             return
         d, recording = self.detail_pane.detail
-        try:
-            written = export_session(d, recording, self.export_dir)
-        except OSError as error:
+        stem = export_stem(d.facts.id)
+
+        def folder(text: str) -> Path:
+            return Path(text.strip() or ".").expanduser()
+
+        def check(text: str) -> str | None:
+            if folder(text).exists() and not folder(text).is_dir():
+                return f"{text.strip()} is a file, not a directory: give a directory to write to"
+            return None
+
+        def write(text: str | None) -> None:
+            if text is None:
+                return
+            self.export_dir = folder(text)
+            try:
+                written = export_session(d, recording, self.export_dir)
+            except OSError as error:
+                self.notify(
+                    f"Could not write to {printable(str(self.export_dir.resolve()))}: "
+                    f"{shown_prose(str(error.strerror or error))}.",
+                    title="Export failed",
+                    severity="error",
+                    markup=False,
+                )
+                return
+            self.app.copy_to_clipboard(session_json(d, recording))
+            names = " and ".join(printable(p.name) for p in written)
             self.notify(
-                f"Could not write to {printable(str(self.export_dir.resolve()))}: "
-                f"{shown_prose(str(error.strerror or error))}.",
-                title="Export failed",
-                severity="error",
+                f"{names} in {printable(str(written[0].parent.resolve()))}; the JSON is also "
+                "on the clipboard.",
+                title="Exported",
+                timeout=5,
                 markup=False,
             )
-            return
-        self.app.copy_to_clipboard(session_json(d, recording))
-        where = " and ".join(printable(str(p.resolve())) for p in written)
-        self.notify(
-            f"Wrote {where}. The JSON is also on the clipboard.",
-            title=f"Exported session {printable(d.facts.id)}",
-            timeout=8,
-            markup=False,
+
+        self.app.push_screen(
+            PromptScreen(
+                f"Export session {printable(d.facts.id)} to the directory",
+                value=str(self.export_dir.resolve()),
+                help_text=(
+                    f"Enter writes {stem}.json (the diagnosis, as check --json shows it) and "
+                    f"{stem}.chain.pem there, readable by you only, and copies the JSON to the "
+                    "clipboard. A directory that does not exist is made. Esc: no export."
+                ),
+                check=check,
+            ),
+            write,
         )
 
     def action_help(self) -> None:
