@@ -22,7 +22,7 @@ from test_tui import low_contrast, run_async, wait_for
 
 from certmatch.core.trust import TrustStore
 from certmatch.tui.app import CertmatchApp
-from certmatch.tui.proxy_watch import LiveProxy, mitmproxy_ca_cert
+from certmatch.tui.proxy_watch import EXIT_PROXY_STOPPED, LiveProxy, mitmproxy_ca_cert
 from certmatch.tui.screens import ConfirmScreen
 
 pytestmark = pytest.mark.timeout(120)
@@ -107,6 +107,108 @@ def test_proxy_tui_shows_live_sessions_and_quits_cleanly(tmp_path, dovecot, pki)
         subprocess.run([tmux, "kill-session", "-t", session], capture_output=True, check=False)
     log = (tmp_path / "live.jsonl.proxy.log").read_text()
     assert "recording TLS sessions to" in log
+
+
+def test_a_proxy_that_dies_under_proxy_tui_is_told_and_the_exit_status_is_not_0(
+    tmp_path, dovecot
+) -> None:
+    """The TUI opens after a line saying the proxy is starting; when the proxy dies, the status
+    stops saying "following", and after q the command says so and exits 2, not 0."""
+    try:
+        tmux = require_binary("tmux", "tmux")
+    except MissingSystemPackage as err:
+        pytest.fail(str(err), pytrace=False)
+    port = free_port()
+    record = tmp_path / "live.jsonl"
+    session = f"certmatch-{uuid.uuid4().hex[:8]}"
+    command = " ".join(
+        [
+            venv_bin("certmatch"),
+            "proxy",
+            "--tui",
+            "--mode",
+            f"reverse:tls://127.0.0.1:{dovecot.imaps_port}",
+            "--listen-port",
+            str(port),
+            "--record",
+            str(record),
+            "--confdir",
+            str(tmp_path / "conf"),
+        ]
+    )
+    shell = f"{command}; echo EXIT=$?; sleep 60"
+    subprocess.run(
+        [tmux, "new-session", "-d", "-s", session, "-x", "100", "-y", "30", "sh", "-c", shell],
+        check=True,
+    )
+    try:
+        _wait_for_screen(tmux, session, "starting the proxy", timeout=10)
+        wait_for_port(port, timeout=45)
+        _wait_for_screen(tmux, session, "following")
+        proxy = subprocess.run(
+            ["pgrep", "-f", "--", f"-m certmatch proxy .*--record {record}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.split()
+        assert len(proxy) == 1, proxy
+        subprocess.run(["kill", proxy[0]], check=True)  # SIGTERM: it exits 0, but not by us
+        screen = _wait_for_screen(tmux, session, "The proxy stopped")
+        assert "proxy stopped: no more sessions" in screen and "following" not in screen
+        subprocess.run([tmux, "send-keys", "-t", session, "q"], check=True)
+        screen = _wait_for_screen(tmux, session, "EXIT=")
+        assert "EXIT=2" in screen, screen
+        assert "the proxy stopped by itself" in " ".join(screen.split())
+    finally:
+        subprocess.run([tmux, "kill-session", "-t", session], capture_output=True, check=False)
+
+
+def test_closing_the_terminal_of_proxy_tui_leaves_no_process_behind(tmp_path) -> None:
+    """SIGHUP (the terminal closed): the proxy stops and so do the TUI and its reader, though
+    the terminal they would restore is gone (they once hung writing to it)."""
+    try:
+        tmux = require_binary("tmux", "tmux")
+    except MissingSystemPackage as err:
+        pytest.fail(str(err), pytrace=False)
+    port = free_port()
+    record = tmp_path / "live.jsonl"
+    session = f"certmatch-{uuid.uuid4().hex[:8]}"
+    command = [
+        venv_bin("certmatch"),
+        "proxy",
+        "--tui",
+        "--mode",
+        "reverse:tls://127.0.0.1:1",
+        "--listen-port",
+        str(port),
+        "--record",
+        str(record),
+        "--confdir",
+        str(tmp_path / "conf"),
+    ]
+    subprocess.run(
+        [tmux, "new-session", "-d", "-s", session, "-x", "100", "-y", "30", " ".join(command)],
+        check=True,
+    )
+    try:
+        wait_for_port(port, timeout=45)
+        _wait_for_screen(tmux, session, "following")
+    finally:
+        subprocess.run([tmux, "kill-session", "-t", session], capture_output=True, check=False)
+
+    def left() -> list[str]:
+        found = subprocess.run(
+            ["pgrep", "-f", "--", f"--record {record}"], capture_output=True, text=True, check=False
+        )
+        return found.stdout.split()
+
+    deadline = time.monotonic() + 15
+    while left() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    leftover = left()
+    for pid in leftover:
+        subprocess.run(["kill", "-9", pid], check=False)
+    assert leftover == [], "processes of proxy --tui outlived its terminal"
 
 
 # --- the TUI watches the proxy it shows -----------------------------------------------------
@@ -231,8 +333,10 @@ async def test_a_running_proxy_shows_where_it_listens_and_its_ca_and_its_death(
                 pilot, lambda: "The proxy stopped" in _banner(app), "the banner of a death", 30
             )
             assert app.query_one("#proxy").has_class("-failed")
+            assert "proxy stopped: no more sessions" in _status(app)
+            assert "following" not in _status(app)
             await pilot.press("q")  # nothing records any more: no question
-        assert app.return_code == 0
+        assert app.return_value == EXIT_PROXY_STOPPED != 0  # the recording ended early
     finally:
         _stop(child)
 

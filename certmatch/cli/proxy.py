@@ -14,6 +14,7 @@ import signal
 import socket
 import stat
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -504,7 +505,15 @@ def _run_with_tui(args: argparse.Namespace) -> int:
     with open_private(log_path) as log:
         log_start = log.seek(0, os.SEEK_END)  # this run's lines start here; older runs precede
         child = subprocess.Popen(child_argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        # mitmproxy takes seconds to start on a busy machine: say so, not a blank terminal.
+        print(
+            f"certmatch: starting the proxy (its log: {log_path}); the live view opens once it "
+            "listens…",
+            file=sys.stderr,
+            flush=True,
+        )
         stop = StopRequest()
+        stopped_first: int | None = None
         previous = _on_stop_signals(lambda: child.terminate(), stop)
         try:
             # Imported once the proxy is starting: the two take seconds each on a busy machine.
@@ -539,6 +548,7 @@ def _run_with_tui(args: argparse.Namespace) -> int:
             code = run_view(
                 [str(record)], follow=True, show_all=True, ca_files=args.ca_file, proxy=live
             )
+            stopped_first = child.poll()  # the proxy's exit status if it stopped before the TUI
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
@@ -550,6 +560,13 @@ def _run_with_tui(args: argparse.Namespace) -> int:
                 child.wait()
     if stop.signum is not None:
         return 128 + stop.signum
+    if stopped_first is not None:
+        print(
+            f"certmatch: the proxy stopped by itself (exit {stopped_first}) before the TUI was "
+            f"quit, so {record} ends there; its log says why: {log_path}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     if child.returncode not in (0, -15) and code == EXIT_OK:
         print(
             f"certmatch: the proxy stopped with exit {child.returncode}; see {log_path}",
@@ -560,6 +577,13 @@ def _run_with_tui(args: argparse.Namespace) -> int:
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+STOP_GRACE = 5.0  # seconds the TUI has to exit after a stop signal
+
+
+def _exit_after(seconds: float, code: int) -> None:
+    """End the process with ``code`` unless it ended within ``seconds``."""
+    threading.Event().wait(seconds)
+    os._exit(code)
 
 
 @dataclass
@@ -577,6 +601,10 @@ def _on_stop_signals(stop_child: Callable[[], None], request: StopRequest) -> di
     context reset on the way out and prints a traceback over the terminal. The TUI sees the
     request on its next proxy poll (every 0.25 s) and exits as on ``q``, which restores the
     terminal. A second signal gets the default handling again.
+
+    If the TUI has not exited ``STOP_GRACE`` seconds later, the process ends anyway: after
+    SIGHUP the terminal is gone, and Textual's last writes to it can block for ever (seen: a
+    closed tmux pane left the TUI and its reader running, the proxy stopped).
     """
     previous: dict[int, Any] = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
 
@@ -585,6 +613,9 @@ def _on_stop_signals(stop_child: Callable[[], None], request: StopRequest) -> di
         stop_child()
         for other, handler in previous.items():
             signal.signal(other, handler)
+        threading.Thread(
+            target=_exit_after, args=(STOP_GRACE, 128 + signum), daemon=True, name="stop-grace"
+        ).start()
 
     for signum in STOP_SIGNALS:
         signal.signal(signum, stop)
