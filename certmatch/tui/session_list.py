@@ -286,11 +286,19 @@ class SessionList(ScrollView, can_focus=True, inherit_bindings=False):
             at += width + 1
         return starts
 
+    @property
+    def pinned_width(self) -> int:
+        """The cells of the columns that stay put when the list scrolls sideways: the verdict
+        (and, grouped, the count before it), so that a scrolled row still says how it ended."""
+        pinned = 2 if self.grouped else 1
+        return sum(self.widths[:pinned]) + pinned
+
     def scroll_columns(self, direction: int) -> None:
         """Scroll sideways to the next column (1) or the previous one (-1)."""
         self._update_size()  # the widths follow the width, which a scrollbar can change
         x = round(self.scroll_x)
-        starts = self.column_starts()
+        pinned = self.pinned_width
+        starts = [start - pinned for start in self.column_starts() if start >= pinned]
         if direction > 0:
             target = next((s for s in starts if s > x), x)
             target = min(target, round(self.max_scroll_x))
@@ -440,7 +448,7 @@ class SessionList(ScrollView, can_focus=True, inherit_bindings=False):
                 fit(_title(c.title, w), w) for c, w in zip(self.columns, widths, strict=True)
             )
             style = base + self.get_component_rich_style("session-list--header")
-            return self._strip([(header, None)], scroll_x, width, style)
+            return self._strip([(header, None)], scroll_x, width, style, pinned=self.pinned_width)
         index = scroll_y + y - 1
         if index >= len(self.items):
             if index == 0:
@@ -466,7 +474,9 @@ class SessionList(ScrollView, can_focus=True, inherit_bindings=False):
                 for text, extra in cells
             ]
         match = self.get_component_rich_style("session-list--match") if self.find_text else None
-        return self._strip(cells, scroll_x, width, style, self.find_text, match)
+        return self._strip(
+            cells, scroll_x, width, style, self.find_text, match, pinned=self.pinned_width
+        )
 
     @staticmethod
     def _strip(
@@ -476,9 +486,11 @@ class SessionList(ScrollView, can_focus=True, inherit_bindings=False):
         style: Style,
         find: str = "",
         match: Style | None = None,
+        pinned: int = 0,
     ) -> Strip:
         """The cells joined by spaces, cut at the right edge with … if that cuts text; where
-        ``find`` shows (any case), it is styled ``match``."""
+        ``find`` shows (any case), it is styled ``match``. The first ``pinned`` cells stay in
+        place when scrolled sideways; what follows them scrolls."""
         line = " ".join(text for text, _ in cells)
         shown = cut_at_edge(line, scroll_x + width)
         segments: list[Segment] = []
@@ -494,7 +506,15 @@ class SessionList(ScrollView, can_focus=True, inherit_bindings=False):
             segments.append(Segment(piece, style + extra if extra is not None else style))
         if find and match is not None:
             segments = highlight(segments, shown, find, match)
-        return Strip(segments).crop_extend(scroll_x, scroll_x + width, style)
+        strip = Strip(segments)
+        if scroll_x and 0 < pinned < width:
+            return Strip.join(
+                [
+                    strip.crop_extend(0, pinned, style),
+                    strip.crop_extend(pinned + scroll_x, scroll_x + width, style),
+                ]
+            )
+        return strip.crop_extend(scroll_x, scroll_x + width, style)
 
     def _row_segments(self, index: int, style: Style) -> list[Segment]:
         """Session row ``index`` whole, every column at the list's widths, uncut by the edge
