@@ -1387,6 +1387,8 @@ async def test_follow_reads_the_new_file_after_a_rotation_by_renaming(
 
 @run_async
 async def test_follow_reads_a_truncated_file_again_from_its_start(store, sample, tmp_path) -> None:
+    from certmatch.tui.severity import badge
+
     path = tmp_path / "live.jsonl"
     _write(path, [_session(sample[n], n) for n in range(3)])
     app = app_on(store, path, follow=True, show_all=True, poll_interval=0.02)
@@ -1401,7 +1403,13 @@ async def test_follow_reads_a_truncated_file_again_from_its_start(store, sample,
         app.sessions.session_list.cursor = 0
         await pilot.pause()
         assert app.sessions.detail_pane.detail is None
-        assert "can no longer be read back" in detail_text(app)
+        text = detail_text(app)
+        assert "can no longer be read back" in text
+        # What the list knew stays on screen: the badge, the cause, what was asked.
+        first = app.sessions.rows[0]
+        assert badge(first.judgement.verdict, first.judgement.causes)[0] in text
+        assert first.judgement.primary in text  # "" for a match
+        assert f"asked {first.host}" in text and "→ certificate:" in text
 
 
 @run_async

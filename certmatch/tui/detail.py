@@ -26,11 +26,12 @@ from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 
-from certmatch.core.causes import Citation
+from certmatch.core.causes import CAUSES, Citation
 from certmatch.core.diagnosis import Diagnosis
 from certmatch.core.report import Explanation, shown_names, shown_prose, three_names
 from certmatch.core.text import counted, printable
 from certmatch.tui import colours
+from certmatch.tui.model import Row
 from certmatch.tui.session_list import fit
 from certmatch.tui.severity import (
     SEVERITY_STYLES,
@@ -310,6 +311,40 @@ def detail_lines(d: Diagnosis, recording: str, *, group_count: int | None = None
         style=colours.MUTED,
     )
     w.add("  recording: ", printable(recording), colours.MUTED)
+    return w.lines
+
+
+def row_lines(row: Row, problem: str) -> list[Line]:
+    """What the list knew of a session whose line can no longer be read back (``problem``
+    says why): its badge and cause, what was asked and what the certificate names."""
+    j = row.judgement
+    w = _Writer()
+    w.add(" ", shown_prose(problem), f"bold {colours.RED}")
+    w.blank()
+    label, severity = badge(j.verdict, j.causes)
+    top = Text()
+    top.append(f" {label} ", BADGE_STYLES[severity])
+    if j.primary:
+        further, _warnings = further_causes(j.primary, j.causes)
+        top.append("  ")
+        top.append(f"{SEVERITY_SYMBOLS[cause_severity(j.primary)]} {j.primary}", "bold")
+        if further:
+            top.append(f" +{len(further)}", "bold")
+    w.add("", top)
+    if j.primary in CAUSES:
+        w.add(" ", CAUSES[j.primary].title, "bold")
+    asked = Text("asked ")
+    asked.append(printable(row.host or "(unknown)"), "bold")
+    asked.append(f" ({_host_source(row.host_source)}) → certificate: ")
+    asked.append(shown_names(j.presented_names) or "(no certificate)", "bold")
+    w.add(" ", asked)
+    w.add(" ", f"SNI: {printable(row.sni) if row.sni is not None else '(none sent)'}")
+    w.add(" ", f"protocol: {printable(row.protocol)}, at {printable(row.time)} UTC")
+    w.add(" ", f"client: {printable(row.client)}")
+    w.blank()
+    w.add(
+        " ", "The rest of the detail (evidence, chain, fix) was in the line that is gone.", "italic"
+    )
     return w.lines
 
 

@@ -26,7 +26,15 @@ from certmatch.core.judge import Judge
 from certmatch.core.recording import RecordingError
 from certmatch.core.report import shown_prose
 from certmatch.tui import colours
-from certmatch.tui.detail import Line, as_text, detail_lines, line_segments, wrap_lines
+from certmatch.tui.detail import (
+    Line,
+    as_text,
+    detail_lines,
+    line_segments,
+    row_lines,
+    wrap_lines,
+)
+from certmatch.tui.model import Row
 from certmatch.tui.source import RecordingSource
 
 NOTHING_SELECTED = "Select a session to see why it fails, the evidence and the fix."
@@ -66,8 +74,16 @@ class DetailPane(ScrollView, can_focus=True, inherit_bindings=False):
         self.detail = None
         self._set_lines([Line(Text(), Text(NOTHING_SELECTED, style="italic"))])
 
-    def show(self, source: RecordingSource, offset: int, group_count: int | None = None) -> None:
-        """The session whose line starts at ``offset`` in ``source``; nothing to do if shown."""
+    def show(
+        self,
+        source: RecordingSource,
+        offset: int,
+        group_count: int | None = None,
+        row: Row | None = None,
+    ) -> None:
+        """The session whose line starts at ``offset`` in ``source``; nothing to do if shown.
+        If its line cannot be read back (the file was truncated or replaced), what the list
+        knew of it, ``row``, with the reason."""
         shown = (source, offset, group_count)
         if self._shown is not None and shown[0] is self._shown[0] and shown[1:] == self._shown[1:]:
             return
@@ -76,8 +92,11 @@ class DetailPane(ScrollView, can_focus=True, inherit_bindings=False):
         except RecordingError as error:
             self._shown = None
             self.detail = None
-            message = Text(shown_prose(str(error)), style=f"bold {colours.RED}")
-            self._set_lines([Line(Text(), message)])
+            if row is not None:
+                self._set_lines(row_lines(row, str(error)))
+            else:
+                message = Text(shown_prose(str(error)), style=f"bold {colours.RED}")
+                self._set_lines([Line(Text(), message)])
             return
         d = self.judge_of(source).diagnose(facts)
         self._shown = shown

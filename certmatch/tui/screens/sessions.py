@@ -661,7 +661,7 @@ class SessionsScreen(Screen[None]):
             row, count = self.rows[item.last], item.count
         else:
             row, count = self.rows[item], None
-        self.detail_pane.show(self.loader.sources[row.source], row.offset, count)
+        self.detail_pane.show(self.loader.sources[row.source], row.offset, count, row)
 
     # --- actions (keys.KEYS binds them) ----------------------------------------------------
 
