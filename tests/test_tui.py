@@ -804,6 +804,7 @@ def test_citation_links_point_at_the_section_cited() -> None:
 @run_async
 async def test_the_detail_shows_the_three_names_when_the_session_has_dns_facts() -> None:
     from certmatch.core.report import three_names
+    from certmatch.tui.detail import HOST_SOURCE_WORDS
 
     store = TrustStore.load([RECORDINGS / "ca.pem"], use_system=False)
     app = app_on(store, RECORDINGS / "cname-alias.jsonl", show_all=True)
@@ -811,8 +812,9 @@ async def test_the_detail_shows_the_three_names_when_the_session_has_dns_facts()
         await wait_for(pilot, lambda: loaded(app), "the recording to load")
         await pilot.pause()
         d = app.sessions.detail_pane.detail[0]
-        names = three_names(d)
+        names = three_names(d, source_words=HOST_SOURCE_WORDS)
         assert names and names[0].startswith("client:")
+        assert "(option)" not in app.sessions.detail_pane.plain  # one wording on one screen
         plain = app.sessions.detail_pane.plain
         for line in names:
             assert line[13:] in plain, line

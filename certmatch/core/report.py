@@ -29,7 +29,7 @@ diagnosis's sentences, which already quote names through it, through :func:`show
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -201,14 +201,16 @@ def explanation_lines(finding: Finding, *, indent: str = "") -> list[str]:
     return lines
 
 
-def three_names(d: Diagnosis) -> list[str]:
+def three_names(d: Diagnosis, *, source_words: Mapping[str, str] | None = None) -> list[str]:
     """The three names side by side (Microsoft KB Q198564), each with where it came from: the
-    client's (and its source), what DNS said (CNAME chain and addresses per resolver, PTR,
-    SRV, MX) and the certificate's. [] when the session has no DNS facts."""
+    client's (and its source, as ``source_words`` says it, else its id), what DNS said (CNAME
+    chain and addresses per resolver, PTR, SRV, MX) and the certificate's. [] when the session
+    has no DNS facts."""
     f = d.facts
     if f.dns is None:
         return []
-    client = f"{printable(f.requested_host or '?')} ({printable(f.requested_host_source)})"
+    source = (source_words or {}).get(f.requested_host_source, f.requested_host_source)
+    client = f"{printable(f.requested_host or '?')} ({printable(source)})"
     dns = [printable(line) for line in dns_summary(f.dns, f.requested_host)] or ["(no answer)"]
     return [
         f"client:      {client}",

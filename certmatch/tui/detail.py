@@ -231,7 +231,7 @@ def _names_side_by_side(w: _Writer, d: Diagnosis) -> None:
     the three names, client, DNS and certificate (``report.three_names``), as check --explain
     shows them."""
     f = d.facts
-    three = three_names(d)
+    three = three_names(d, source_words=HOST_SOURCE_WORDS)
     if three:
         # Each line is a 13-cell label ("client:      ", "DNS:         ", …) and its value.
         for line in three:
