@@ -1462,6 +1462,20 @@ def test_view_inputs_wait_when_following_and_skip_empty_files_in_a_directory(
 
 
 @run_async
+async def test_at_80_columns_the_status_says_an_empty_file_was_skipped(
+    store, sample, tmp_path
+) -> None:
+    (tmp_path / "empty.jsonl").touch()
+    _write(tmp_path / "good.jsonl", [_session(sample[0], 0)])
+    files, _ = run_view_inputs([str(tmp_path)], follow=False)
+    app = app_on(store, *files, show_all=True)
+    async with app.run_test(size=NEWCOMER) as pilot:
+        await wait_for(pilot, lambda: loaded(app), "the recordings to load")
+        await pilot.pause()
+        assert "1 empty file skipped" in screen_lines(app)[0]  # before the file names
+
+
+@run_async
 async def test_sessions_of_several_files_are_in_time_order(store, sample, tmp_path) -> None:
     def at(number: int, minute: int) -> SessionFacts:
         facts = _session(sample[number], number)

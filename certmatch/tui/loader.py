@@ -33,6 +33,10 @@ BATCH_ROWS = 50_000
 _by_time = attrgetter("time")
 
 
+# The end of the note for an empty file that is not read (the status counts these notes).
+SKIPPED_EMPTY = "the file is empty (no header yet); skipped"
+
+
 @dataclass
 class Batch:
     """Rows and skipped lines read since the previous batch, and how far reading got."""
@@ -184,9 +188,7 @@ class Loader:
                 if source.is_empty() and final:
                     if index - 1 not in self._skipped:
                         self._skipped.add(index - 1)
-                        batch.notes.append(
-                            f"{source.name}: the file is empty (no header yet); skipped"
-                        )
+                        batch.notes.append(f"{source.name}: {SKIPPED_EMPTY}")
                     continue
                 if not final and not source.exists_with_header():
                     waiting.append(source.name)

@@ -35,7 +35,7 @@ from certmatch.tui.detail_pane import DetailPane
 from certmatch.tui.export import export_session, export_stem, session_json
 from certmatch.tui.footer import KeyFooter
 from certmatch.tui.keys import View
-from certmatch.tui.loader import Batch
+from certmatch.tui.loader import SKIPPED_EMPTY, Batch
 from certmatch.tui.messages import (
     BatchLoaded,
     FindCounted,
@@ -558,6 +558,8 @@ class SessionsScreen(Screen[None]):
             parts.append(f"find “{printable(self.find_text)}” {self.find_position()}")
         if self.problems:
             parts.append(f"{counted(len(self.problems), 'bad line')} skipped")
+        if skipped := sum(1 for note in self.notes if note.endswith(SKIPPED_EMPTY)):
+            parts.append(f"{counted(skipped, 'empty file')} skipped")
         if self.unreadable:
             unreadable = self.unreadable
             one = len(unreadable) == 1
