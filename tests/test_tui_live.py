@@ -394,7 +394,9 @@ async def test_a_stop_signal_noted_by_the_handler_makes_the_tui_exit_128_plus_th
             assert signal.getsignal(signal.SIGTERM) is previous[signal.SIGTERM]  # a 2nd: default
             await wait_for(pilot, lambda: not app.is_running, "the TUI to exit", timeout=5)
         assert app.return_value == 128 + signal.SIGTERM
+        assert request.grace is not None and request.grace.is_alive()  # would end a hung TUI
     finally:
+        request.done()  # the TUI exited: this test process must not be ended 5 s later
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         _stop(child)

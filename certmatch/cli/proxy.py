@@ -545,9 +545,12 @@ def _run_with_tui(args: argparse.Namespace) -> int:
             live.wait_until_listening(30)  # the status then shows where it listens, or why not
             if stop.signum is not None:
                 return 128 + stop.signum
-            code = run_view(
-                [str(record)], follow=True, show_all=True, ca_files=args.ca_file, proxy=live
-            )
+            try:
+                code = run_view(
+                    [str(record)], follow=True, show_all=True, ca_files=args.ca_file, proxy=live
+                )
+            finally:
+                stop.done()
             stopped_first = child.poll()  # the proxy's exit status if it stopped before the TUI
         finally:
             for signum, handler in previous.items():
@@ -580,20 +583,22 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 STOP_GRACE = 5.0  # seconds the TUI has to exit after a stop signal
 
 
-def _exit_after(seconds: float, code: int) -> None:
-    """End the process with ``code`` unless it ended within ``seconds``."""
-    threading.Event().wait(seconds)
-    os._exit(code)
-
-
 @dataclass
 class StopRequest:
     """The stop signal received, if any; the TUI polls it and exits 128 + the signal number."""
 
     signum: int | None = None
+    grace: threading.Timer | None = None  # ends the process if the TUI does not exit in time
+
+    def done(self) -> None:
+        """The TUI has exited: no need to end the process any more."""
+        if self.grace is not None:
+            self.grace.cancel()
 
 
-def _on_stop_signals(stop_child: Callable[[], None], request: StopRequest) -> dict[int, Any]:
+def _on_stop_signals(
+    stop_child: Callable[[], None], request: StopRequest, *, grace: float | None = None
+) -> dict[int, Any]:
     """Handle SIGTERM and SIGHUP: stop the child and note the signal in ``request``; returns
     the handlers they replace.
 
@@ -602,7 +607,8 @@ def _on_stop_signals(stop_child: Callable[[], None], request: StopRequest) -> di
     request on its next proxy poll (every 0.25 s) and exits as on ``q``, which restores the
     terminal. A second signal gets the default handling again.
 
-    If the TUI has not exited ``STOP_GRACE`` seconds later, the process ends anyway: after
+    If the TUI has not exited ``grace`` seconds later (``STOP_GRACE`` by default; 0: never),
+    the process ends anyway (``request.done()`` once it exited calls that off): after
     SIGHUP the terminal is gone, and Textual's last writes to it can block for ever (seen: a
     closed tmux pane left the TUI and its reader running, the proxy stopped).
     """
@@ -613,9 +619,11 @@ def _on_stop_signals(stop_child: Callable[[], None], request: StopRequest) -> di
         stop_child()
         for other, handler in previous.items():
             signal.signal(other, handler)
-        threading.Thread(
-            target=_exit_after, args=(STOP_GRACE, 128 + signum), daemon=True, name="stop-grace"
-        ).start()
+        seconds = STOP_GRACE if grace is None else grace
+        if seconds > 0:
+            request.grace = threading.Timer(seconds, os._exit, args=(128 + signum,))
+            request.grace.daemon = True
+            request.grace.start()
 
     for signum in STOP_SIGNALS:
         signal.signal(signum, stop)
