@@ -13,6 +13,7 @@ import socket
 import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from proxy_fixtures import free_port, venv_bin, wait_for_port
@@ -163,9 +164,9 @@ def test_a_proxy_that_dies_under_proxy_tui_is_told_and_the_exit_status_is_not_0(
         subprocess.run([tmux, "kill-session", "-t", session], capture_output=True, check=False)
 
 
-def test_closing_the_terminal_of_proxy_tui_leaves_no_process_behind(tmp_path) -> None:
-    """SIGHUP (the terminal closed): the proxy stops and so do the TUI and its reader, though
-    the terminal they would restore is gone (they once hung writing to it)."""
+def _proxy_tui_in_tmux(tmp_path) -> tuple[str, str, Path]:
+    """``certmatch proxy --tui`` in a tmux session, once it listens and follows: (tmux, the
+    session, the recording)."""
     try:
         tmux = require_binary("tmux", "tmux")
     except MissingSystemPackage as err:
@@ -186,29 +187,70 @@ def test_closing_the_terminal_of_proxy_tui_leaves_no_process_behind(tmp_path) ->
         "--confdir",
         str(tmp_path / "conf"),
     ]
+    # From a shell that stays, as a person runs it: when the TUI dies the terminal's session
+    # goes on (its leader's exit would send SIGHUP to everything the TUI started).
+    shell = f"{' '.join(command)}; sleep 60"
     subprocess.run(
-        [tmux, "new-session", "-d", "-s", session, "-x", "100", "-y", "30", " ".join(command)],
+        [tmux, "new-session", "-d", "-s", session, "-x", "100", "-y", "30", "sh", "-c", shell],
         check=True,
     )
     try:
         wait_for_port(port, timeout=45)
         _wait_for_screen(tmux, session, "following")
-    finally:
+    except BaseException:
         subprocess.run([tmux, "kill-session", "-t", session], capture_output=True, check=False)
+        raise
+    return tmux, session, record
 
-    def left() -> list[str]:
-        found = subprocess.run(
-            ["pgrep", "-f", "--", f"--record {record}"], capture_output=True, text=True, check=False
-        )
-        return found.stdout.split()
 
-    deadline = time.monotonic() + 15
-    while left() and time.monotonic() < deadline:
+def _processes_of(record: Path) -> list[str]:
+    """certmatch's processes for ``record`` (Python ones: not the shell or tmux around them)."""
+    found = subprocess.run(
+        ["pgrep", "-f", "--", f"python.* --record {record}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return found.stdout.split()
+
+
+def _left_after(record: Path, seconds: float) -> list[str]:
+    """The processes of ``record``'s proxy --tui still running ``seconds`` later (then killed)."""
+    deadline = time.monotonic() + seconds
+    while _processes_of(record) and time.monotonic() < deadline:
         time.sleep(0.2)
-    leftover = left()
+    leftover = _processes_of(record)
     for pid in leftover:
         subprocess.run(["kill", "-9", pid], check=False)
-    assert leftover == [], "processes of proxy --tui outlived its terminal"
+    return leftover
+
+
+def test_closing_the_terminal_of_proxy_tui_leaves_no_process_behind(tmp_path) -> None:
+    """SIGHUP (the terminal closed): the proxy stops and so do the TUI and its reader, though
+    the terminal they would restore is gone (they once hung writing to it)."""
+    tmux, session, record = _proxy_tui_in_tmux(tmp_path)
+    subprocess.run([tmux, "kill-session", "-t", session], capture_output=True, check=False)
+    assert _left_after(record, 15) == [], "processes of proxy --tui outlived its terminal"
+
+
+def test_a_killed_tui_takes_its_proxy_with_it(tmp_path) -> None:
+    """SIGKILL of the TUI's process (the out-of-memory killer): its proxy child must not go on
+    listening and recording with nothing to show it (it did, with parent PID 1)."""
+    tmux, session, record = _proxy_tui_in_tmux(tmp_path)
+    try:
+        tui = subprocess.run(
+            # the oldest python of it: the TUI (its reader is forked from it later; tmux's
+            # own command line holds the text too, but not "python")
+            ["pgrep", "-o", "-f", "--", f"python .*certmatch proxy --tui .*--record {record}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.split()
+        assert len(tui) == 1, tui
+        subprocess.run(["kill", "-9", tui[0]], check=True)
+        assert _left_after(record, 15) == [], "the proxy outlived the TUI that ran it"
+    finally:
+        subprocess.run([tmux, "kill-session", "-t", session], capture_output=True, check=False)
 
 
 # --- the TUI watches the proxy it shows -----------------------------------------------------

@@ -504,7 +504,13 @@ def _run_with_tui(args: argparse.Namespace) -> int:
     child_argv = [sys.executable, "-m", "certmatch", *[a for a in args.argv if a != "--tui"]]
     with open_private(log_path) as log:
         log_start = log.seek(0, os.SEEK_END)  # this run's lines start here; older runs precede
-        child = subprocess.Popen(child_argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        child = subprocess.Popen(
+            child_argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            preexec_fn=_die_with_parent(os.getpid()),  # noqa: PLW1509 - before any thread
+        )
         # mitmproxy takes seconds to start on a busy machine: say so, not a blank terminal.
         print(
             f"certmatch: starting the proxy (its log: {log_path}); the live view opens once it "
@@ -577,6 +583,25 @@ def _run_with_tui(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
     return code
+
+
+def _die_with_parent(parent: int) -> Callable[[], None] | None:
+    """For the proxy child of ``proxy --tui``: SIGTERM when the TUI's process dies, even by
+    SIGKILL (the out-of-memory killer), so no proxy is left listening and recording unseen.
+    Linux only (prctl PR_SET_PDEATHSIG); elsewhere None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+
+    def arm() -> None:
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the signal was asked for
+            os._exit(1)
+
+    return arm
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
