@@ -394,7 +394,12 @@ def _is_wildcard(host: str) -> bool:
 class ListenBanner:
     """mitmproxy addon: once the proxy listens, print what is really bound (mitmproxy picks
     the port for ``:0`` and a mode's ``@host:port`` overrides ``--listen-host``), and warn
-    when that is not loopback only."""
+    when that is not loopback only.
+
+    mitmproxy binds its servers, then sends ``running`` to its addons in chain order;
+    :func:`_run_mitmdump` puts this one first, so the line is not held back by the others'
+    ``running`` work (tlsconfig loads its CA again there).
+    """
 
     def __init__(self, record: Path) -> None:
         self.record = record
@@ -411,7 +416,7 @@ class ListenBanner:
 
 
 def _run_mitmdump(mitm_args: list[str], *addons: object) -> None:
-    """Run mitmdump as ``mitmdump`` itself does, with ``addons`` added to its master."""
+    """Run mitmdump as ``mitmdump`` itself does, with ``addons`` first in its master's chain."""
     from mitmproxy.options import Options
     from mitmproxy.tools import cmdline
     from mitmproxy.tools.dump import DumpMaster
@@ -421,6 +426,9 @@ def _run_mitmdump(mitm_args: list[str], *addons: object) -> None:
         def __init__(self, options: Options, **kwargs: Any) -> None:
             super().__init__(options, **kwargs)
             self.addons.add(*addons)
+            if addons:  # their hooks first: the banner prints as soon as the servers are bound
+                chain = self.addons.chain
+                chain[:] = [*chain[-len(addons) :], *chain[: -len(addons)]]
 
     def filter_options(parsed: argparse.Namespace) -> dict[str, str]:
         # As mitmdump: filter expressions after the options apply to what it shows and saves.

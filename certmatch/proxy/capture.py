@@ -145,6 +145,7 @@ class CertmatchCapture:
         self.dns: SessionDns | None = None  # None: DNS is not asked (certmatch_dns=false)
         # Records waiting for their DNS facts (at most SessionDns.wait seconds each).
         self.dns_waits: dict[asyncio.Task[None], _Session] = {}
+        self._watching: list[object] = []  # proxyserver addons whose rebinds set the backlog
 
     # -- options -----------------------------------------------------------
 
@@ -238,10 +239,17 @@ class CertmatchCapture:
         )
 
     def running(self) -> None:
+        self._watch_servers()
+        self._set_backlog()
+
+    def _watch_servers(self) -> None:
+        """Set the backlog whenever mitmproxy (re)binds its servers. Watched from the first
+        ``configure`` on, the sockets get it as soon as they are bound, before any addon's
+        ``running`` (where the listen banner says the proxy listens)."""
         proxyserver = ctx.master.addons.get("proxyserver")
-        if proxyserver is not None:
-            self._set_backlog()
+        if proxyserver is not None and proxyserver not in self._watching:
             proxyserver.servers.changed.connect(self._set_backlog)
+            self._watching.append(proxyserver)
 
     def _set_backlog(self) -> None:
         """Give mitmproxy's listening sockets certmatch_listen_backlog (also on a rebind)."""
@@ -260,6 +268,7 @@ class CertmatchCapture:
         if listen_backlog.OPTION in updated:
             if ctx.options.certmatch_listen_backlog < 1:
                 raise exceptions.OptionsError(f"{listen_backlog.OPTION}: give a number, at least 1")
+            self._watch_servers()
             self._set_backlog()  # the sockets already bound, if any
         if handshake_timeout.OPTION in updated and ctx.options.certmatch_handshake_timeout < 1:
             raise exceptions.OptionsError(
