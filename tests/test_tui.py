@@ -259,6 +259,54 @@ async def test_grouped_view_counts_sessions_per_host_certificate_and_cause(store
 
 
 @run_async
+async def test_grouping_and_ungrouping_keep_the_selected_session(store) -> None:
+    app = app_on(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: loaded(app), "the recording to load")
+        listing = app.sessions.session_list
+        await pilot.press("j", "j", "j")
+        selected = listing.current_item
+        assert isinstance(selected, int)
+        row = app.sessions.rows[selected]
+        await pilot.press("v")
+        group = listing.current_item
+        assert isinstance(group, Group) and listing.cursor != 3  # the group moved in the list
+        assert (group.host, group.judgement.primary) == (row.host, row.judgement.primary)
+        await pilot.press("v")
+        assert listing.current_item == selected, "back on the session selected before"
+
+
+@run_async
+async def test_a_session_the_detail_cannot_lay_out_is_told_and_the_tui_goes_on(
+    store, monkeypatch
+) -> None:
+    """A bug in laying out one session (injected here) must not end the TUI: under
+    proxy --tui that ended the recording too (trial T saw a traceback end it)."""
+    from certmatch.tui import detail_pane
+
+    real = detail_pane.detail_lines
+    app = app_on(store, show_all=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: loaded(app), "the recording to load")
+        first = current_facts(app).id
+        broken = {first}
+
+        def lines(d, recording, **options):
+            if d.facts.id in broken:
+                raise KeyError("a bug")
+            return real(d, recording, **options)
+
+        monkeypatch.setattr(detail_pane, "detail_lines", lines)
+        await pilot.press("j", "k")
+        assert app.is_running and app.sessions.detail_pane.detail is None
+        text = app.sessions.detail_pane.text
+        assert f"could not lay out session {first} (KeyError" in " ".join(text.split())
+        assert "asked " in text  # what the list knows of it
+        await pilot.press("j")
+        assert current_facts(app).id != first  # the next one shows as ever
+
+
+@run_async
 async def test_export_writes_json_and_pem_and_says_where(store, tmp_path) -> None:
     app = app_on(store, export_dir=tmp_path)
     async with app.run_test(size=SIZE) as pilot:
@@ -445,8 +493,13 @@ async def test_command_palette_runs_the_same_actions(store) -> None:
             "Grouped view on/off",
             "Export selected session",
             "Help",
+            "Next session",
+            "Previous session",
+            "Quit",
         ):
             assert wanted in titles
+        for textuals_own in ("Keys", "Maximize", "Theme", "Screenshot"):
+            assert textuals_own not in titles  # they broke the layout and are in no help
         await pilot.press("ctrl+p")
         await pilot.press(*"Grouped view")
         await wait_for(
@@ -1272,6 +1325,33 @@ def test_the_proxy_watch_reads_the_listen_line_errors_and_warnings_from_the_log(
     live.observe = True  # observe mode: the clients must not be told to trust certmatch's CA
     observing = str(proxy_banner(live, running))
     assert "clients trust" not in observing and "server's own certificate" in observing
+
+
+def test_a_dead_proxys_banner_fits_its_log_to_the_screen_and_keeps_its_last_line(
+    tmp_path,
+) -> None:
+    import subprocess
+    import sys
+
+    from certmatch.tui.proxy_watch import LiveProxy, ProxyState, mitmproxy_ca_cert
+    from certmatch.tui.screens.sessions import proxy_banner
+
+    child = subprocess.Popen([sys.executable, "-c", "raise SystemExit(0)"])
+    child.wait()
+    live = LiveProxy(
+        child,
+        tmp_path / "x.log",
+        modes=["reverse:tls://mail.example.test:993"],
+        ca_cert=mitmproxy_ca_cert(tmp_path / "conf"),
+    )
+    tail = [f"line {n} " + "word " * 30 for n in range(20)]
+    state = ProxyState(running=False, exit_code=-9, tail=tail)
+    lines = str(proxy_banner(live, state, width=78, log_lines=6)).splitlines()
+    assert lines[0].startswith("✗ The proxy stopped (killed by SIGKILL)")
+    log = lines[1:-1]
+    assert len(log) == 6 and all(len(line) <= 78 for line in log)
+    assert log[-1].startswith("    ") and "line 19" in " ".join(log)  # the real end, indented
+    assert lines[-1].endswith("q quits.")
 
 
 # --- the filter language: ! everywhere, errors that suggest, cause prefixes -------------------

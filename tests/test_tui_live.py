@@ -300,7 +300,8 @@ def _status(app: CertmatchApp) -> str:
 
 
 def _banner(app: CertmatchApp) -> str:
-    return str(app.query_one("#proxy").render())
+    """The banner's words (its log lines wrap to the width under their indent)."""
+    return " ".join(str(app.query_one("#proxy").render()).split())
 
 
 @run_async
@@ -370,6 +371,10 @@ async def test_a_running_proxy_shows_where_it_listens_and_its_ca_and_its_death(
             assert not isinstance(app.screen, ConfirmScreen) and app.is_running
             await pilot.press("escape")  # Esc in the list does nothing
             assert app.is_running
+            await pilot.press("F")  # not following: the status says the proxy records on
+            assert "not following: the proxy records on (F)" in _status(app)
+            await pilot.press("F")
+            assert "following" in _status(app) and "not following" not in _status(app)
             child.terminate()  # the proxy dies under the TUI
             await wait_for(
                 pilot, lambda: "The proxy stopped" in _banner(app), "the banner of a death", 30
@@ -377,6 +382,8 @@ async def test_a_running_proxy_shows_where_it_listens_and_its_ca_and_its_death(
             assert app.query_one("#proxy").has_class("-failed")
             assert "proxy stopped: no more sessions" in _status(app)
             assert "following" not in _status(app)
+            await pilot.press("F")  # off: the proxy's state stays said
+            assert "proxy stopped: no more sessions" in _status(app)
             await pilot.press("q")  # nothing records any more: no question
         assert app.return_value == EXIT_PROXY_STOPPED != 0  # the recording ended early
     finally:

@@ -86,9 +86,14 @@ class CertmatchApp(App[int]):
         return self.sessions
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """certmatch's actions, and of Textual's own only Quit (which asks first while a proxy
+        records): its Keys panel, Maximize, Theme and Screenshot broke the layout, the
+        contrast or the live status, and no key or help mentions them."""
         if isinstance(screen, SessionsScreen):
             yield from keys.system_commands(screen, screen.view)
-        yield from super().get_system_commands(screen)
+        for command in super().get_system_commands(screen):
+            if command.title == "Quit":
+                yield command
 
     def action_quit(self) -> None:  # type: ignore[override]
         """Quit (ctrl+q) as q does in the list: while a proxy records, ask first (a second

@@ -69,10 +69,10 @@ class DetailPane(ScrollView, can_focus=True, inherit_bindings=False):
 
     # --- content ---------------------------------------------------------------------------
 
-    def show_nothing(self) -> None:
+    def show_nothing(self, why: str = NOTHING_SELECTED) -> None:
         self._shown = None
         self.detail = None
-        self._set_lines([Line(Text(), Text(NOTHING_SELECTED, style="italic"))])
+        self._set_lines([Line(Text(), Text(why, style="italic"))])
 
     def show(
         self,
@@ -98,10 +98,24 @@ class DetailPane(ScrollView, can_focus=True, inherit_bindings=False):
                 message = Text(shown_prose(str(error)), style=f"bold {colours.RED}")
                 self._set_lines([Line(Text(), message)])
             return
-        d = self.judge_of(source).diagnose(facts)
+        try:
+            d = self.judge_of(source).diagnose(facts)
+            lines = detail_lines(d, source.name, group_count=group_count)
+        except Exception as error:  # noqa: BLE001 - one session's bug must not end the TUI
+            # (under proxy --tui that would stop the recording too)
+            self._shown = None
+            self.detail = None
+            failed = _layout_failed(facts.id, error)
+            if row is not None:
+                self._set_lines(row_lines(row, failed))
+            else:
+                self._set_lines(
+                    [Line(Text(), Text(shown_prose(failed), style=f"bold {colours.RED}"))]
+                )
+            return
         self._shown = shown
         self.detail = (d, source.name)
-        self._set_lines(detail_lines(d, source.name, group_count=group_count))
+        self._set_lines(lines)
 
     @property
     def plain(self) -> str:
@@ -191,3 +205,11 @@ class DetailPane(ScrollView, can_focus=True, inherit_bindings=False):
         style = event.style
         if isinstance(style, Style) and style.link:
             self.app.open_url(style.link)
+
+
+def _layout_failed(session_id: str, error: Exception) -> str:
+    return (
+        f"certmatch could not lay out session {session_id} ({type(error).__name__}: {error}). "
+        "This is certmatch's bug, not the recording's: please report it with this session's "
+        "line from the recording."
+    )

@@ -333,6 +333,11 @@ class Grouping:
             found.judgement = j
             found.protocols.add(row.protocol)
 
+    def group_of(self, row: Row) -> Group | None:
+        """The group ``row`` belongs to, if it was added."""
+        j = row.judgement
+        return self._groups.get((row.host, j.leaf_sha256, j.primary))
+
     def sorted(self) -> list[Group]:
         """Most sessions first, then by host."""
         return sorted(self._groups.values(), key=lambda g: (-g.count, g.host, g.judgement.primary))

@@ -8,6 +8,8 @@ the first rows show while a big recording is still being read.
 from __future__ import annotations
 
 import bisect
+import signal
+import textwrap
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -31,7 +33,7 @@ from certmatch.core.report import shown_prose
 from certmatch.core.text import counted, printable
 from certmatch.core.trust import TrustStore
 from certmatch.tui import keys
-from certmatch.tui.detail_pane import DetailPane
+from certmatch.tui.detail_pane import NOTHING_SELECTED, DetailPane
 from certmatch.tui.export import export_session, export_stem, session_json
 from certmatch.tui.footer import KeyFooter
 from certmatch.tui.keys import View
@@ -71,25 +73,34 @@ def _file_of(error: str) -> str:
     return path if colon and line.isdigit() else where
 
 
-def proxy_banner(proxy: LiveProxy, state: ProxyState) -> Text:
+def proxy_banner(
+    proxy: LiveProxy, state: ProxyState, *, width: int = 0, log_lines: int = _TAIL_SHOWN
+) -> Text:
     """The proxy's line above the status: where it listens, the CA to trust, its log; or, once
-    it stopped or reported an error, what happened, what it said, and what to do."""
+    it stopped or reported an error, what happened, what it said, and what to do.
+
+    Once it stopped, at most ``log_lines`` lines of its log, wrapped to ``width`` cells under
+    their indent (when given), so that the banner's height is bounded and its last line, where
+    the whole log is and that q quits, always shows."""
     text = Text()
     log = printable(str(proxy.log_path))
     if not state.running:
         text.append(
-            f"✗ The proxy stopped (exit {state.exit_code}): nothing more is recorded.", "bold"
+            f"✗ The proxy stopped ({_exit_text(state.exit_code)}): nothing more is recorded.",
+            "bold",
         )
         if state.first_errors:
             text.append(" It reported:\n", "bold")
             lines = state.first_errors
             if state.last_error not in lines:
                 lines = [*lines, "…", state.last_error]
+            shown = _wrapped(lines, width)[: max(1, log_lines)]  # the first ones
         else:
             text.append(" The end of its log:\n", "bold")
-            lines = state.tail[-_TAIL_SHOWN:] or ["(the log is empty)"]
-        for line in lines:
-            text.append(f"  {line}\n")
+            tail = state.tail[-max(1, log_lines) :] or ["(the log is empty)"]
+            shown = _wrapped(tail, width)[-max(1, log_lines) :]  # the last ones
+        for line in shown:
+            text.append(f"{line}\n")
         if state.advice:
             text.append(f"{state.advice}\n", "bold")
         text.append(f"Its whole log: {log}. q quits.")
@@ -111,6 +122,33 @@ def proxy_banner(proxy: LiveProxy, state: ProxyState) -> Text:
     if state.warning:
         text.append(f"\n⚠ {state.warning}")
     return text
+
+
+def _wrapped(lines: list[str], width: int) -> list[str]:
+    """Log lines indented by two, each wrapped to ``width`` under its own indent (all on one
+    line each when ``width`` is 0)."""
+    if not width:
+        return [f"  {line}" for line in lines]
+    return [
+        part
+        for line in lines
+        for part in textwrap.wrap(
+            line, width, initial_indent="  ", subsequent_indent="    ", break_on_hyphens=False
+        )
+        or ["  "]
+    ]
+
+
+def _exit_text(code: int | None) -> str:
+    """``exit 3``, or ``killed by SIGKILL`` for a process a signal ended."""
+    if code is None:
+        return "exit status unknown"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit {code}"
 
 
 class SessionsScreen(Screen[None]):
@@ -194,6 +232,7 @@ class SessionsScreen(Screen[None]):
         self._first_notes = list(notes)
         self.failing = 0
         self.initial_load_done = False
+        self._row_before_grouping: int | None = None  # the session selected when v grouped
         self.progress = (0, 0)
         self.last_filter_seconds = 0.0
         self.find_text = ""
@@ -260,9 +299,26 @@ class SessionsScreen(Screen[None]):
         self.proxy_state = state
         if seen == (state.running, state.errors, state.listening, state.warning):
             return
-        self._proxy_line.update(proxy_banner(self.proxy, state))
+        self._show_banner()
         self._proxy_line.set_class(state.failed, "-failed")
         self._update_status()
+
+    def _show_banner(self) -> None:
+        """The proxy's banner, its log lines fitted to the screen: at 80x24 a dead proxy's
+        banner once took half the screen and lost its last line."""
+        if self.proxy is None or self.proxy_state is None:
+            return
+        width, height = self.size
+        banner = proxy_banner(
+            self.proxy,
+            self.proxy_state,
+            width=max(20, width - 2),  # the banner's padding
+            log_lines=max(2, min(_TAIL_SHOWN, height // 4)),
+        )
+        self._proxy_line.update(banner)
+
+    def on_resize(self) -> None:
+        self._show_banner()
 
     @property
     def proxy_running(self) -> bool:
@@ -452,6 +508,7 @@ class SessionsScreen(Screen[None]):
         # stays on top, on the earliest session.
         current = self.rows[item] if isinstance(item, int) and listing.cursor > 0 else None
         self.rows.sort(key=attrgetter("time"))  # in place: the list shares it; stable
+        self._row_before_grouping = None
         # The list's row numbers are stale now: the cursor is put back by the session it was
         # on, or on top.
         listing.set_reactive(SessionList.cursor, 0)
@@ -473,12 +530,24 @@ class SessionsScreen(Screen[None]):
         kept = listing.current_item if keep else None
         self._test = self.filter.predicate(self.show_all)
         self._visible = select(self.rows, self._test)
+        grouped_before = self._grouping
         self._grouping = Grouping()
         if self.grouped:
             self._grouping.add(self.rows, self._visible)
+            if isinstance(kept, int):  # from the sessions: the group of the one selected
+                self._row_before_grouping = kept
+                kept = self._grouping.group_of(self.rows[kept])
             self._show_groups(kept if isinstance(kept, Group) else None)
         else:
             row = kept.last if isinstance(kept, Group) else kept
+            before = self._row_before_grouping
+            if (
+                isinstance(kept, Group)
+                and before is not None
+                and before < len(self.rows)
+                and grouped_before.group_of(self.rows[before]) is kept
+            ):
+                row = before  # back on the session selected before grouping
             listing.set_items(self._visible, grouped=False, keep=row)
         self.last_filter_seconds = time.perf_counter() - started
         self.new_sessions = 0
@@ -545,15 +614,20 @@ class SessionsScreen(Screen[None]):
             read, total = self.progress
             percent = 100 * read // total if total else 0
             parts.append(f"loading {percent}%")
+        if self.proxy_stopped:
+            parts.append("proxy stopped: no more sessions")
+        elif self.proxy is not None and not self.following:
+            parts.append("not following: the proxy records on (F)")
         if self.following:
             # The file is still read, but nothing more comes once its proxy stopped.
-            following = "proxy stopped: no more sessions" if self.proxy_stopped else "following"
+            following = "" if self.proxy_stopped else "following"
             if self.new_sessions:
                 following += f" +{self.new_sessions:,} new (G: newest)"
             if self.loader.waiting and not self.proxy_stopped:
                 waiting = ", ".join(Path(name).name for name in self.loader.waiting)
                 following += f" (waiting for {printable(waiting)})"
-            parts.append(following)
+            if following.strip():
+                parts.append(following.strip())
         if self.find_text:
             parts.append(f"find “{printable(self.find_text)}” {self.find_position()}")
         if self.problems:
@@ -656,7 +730,13 @@ class SessionsScreen(Screen[None]):
     def _show_detail(self) -> None:
         item = self.session_list.current_item
         if item is None:
-            self.detail_pane.show_nothing()
+            loaded_empty = self.initial_load_done and not self.session_list.items
+            self.detail_pane.show_nothing(
+                "No session is listed, so there is nothing to explain: "
+                + shown_prose(self._empty_message())
+                if loaded_empty
+                else NOTHING_SELECTED
+            )
             return
         count: int | None
         if isinstance(item, Group):
@@ -795,12 +875,15 @@ class SessionsScreen(Screen[None]):
             self._loading = True
         self.loader.follow(self.following)
         self._update_status()
-        self.notify(
-            "Following: new sessions are read and shown as they are recorded."
-            if self.following
-            else "Stopped following.",
-            timeout=3,
-        )
+        if self.following and self.proxy_stopped:
+            message = "Following, but the proxy has stopped: no new session will come."
+        elif self.following:
+            message = "Following: new sessions are read and shown as they are recorded."
+        elif self.proxy_running:
+            message = "Stopped following: the proxy still records; F shows what it records."
+        else:
+            message = "Stopped following."
+        self.notify(message, timeout=3)
 
     def action_filter(self) -> None:
         def check(text: str) -> str | None:
