@@ -1327,6 +1327,32 @@ def test_the_proxy_watch_reads_the_listen_line_errors_and_warnings_from_the_log(
     assert "clients trust" not in observing and "server's own certificate" in observing
 
 
+def test_a_failed_start_is_told_by_its_cause_not_mitmproxys_last_word(tmp_path) -> None:
+    """`proxy --mode local` without sudo: mitmproxy logs the cause, a Rust stack, then
+    "Error logged during startup, exiting...". The banner must say the cause (trial T)."""
+    from certmatch.tui.proxy_watch import LiveProxy, mitmproxy_ca_cert
+
+    log = tmp_path / "x.log"
+    log.write_text(
+        "[05:03:20.963] Loading script starttls.py\n"
+        "[05:03:20.979] Failed to run sudo.\n\nCaused by:\n    No such file or directory (os "
+        "error 2)\n\nStack backtrace:\n   0: <unknown>\n   1: start_thread\n"
+        "             at ./nptl/pthread_create.c:442:8\n"
+        "Error logged during startup, exiting...\n"
+    )
+
+    class Exited:
+        def poll(self) -> int:
+            return 1
+
+    live = LiveProxy(Exited(), log, modes=["local"], ca_cert=mitmproxy_ca_cert(tmp_path / "conf"))
+    state = live.check()
+    assert state.first_errors == [
+        "Failed to run sudo. Caused by: No such file or directory (os error 2)",
+        "Error logged during startup, exiting...",
+    ]
+
+
 def test_a_dead_proxys_banner_fits_its_log_to_the_screen_and_keeps_its_last_line(
     tmp_path,
 ) -> None:

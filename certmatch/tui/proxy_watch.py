@@ -38,6 +38,11 @@ ERROR_MARKERS = (
     "certmatch: internal error",
 )
 WARNING_MARKERS = ("certmatch: WARNING:", "certmatch: warning:")
+# mitmproxy's last word when a mode fails to start; the cause is the log entry it ends.
+STARTUP_FAILED = "Error logged during startup"
+# Lines of a Rust or Python stack in that entry: noise in a banner.
+_STACK_LINE = re.compile(r"^\s*(\d+: |at |File \"|Stack backtrace:|Traceback \(most recent)")
+ENTRY_LINES_KEPT = 6
 # What to do about the errors a person meets most, by words in the error.
 ADVICE = (
     (
@@ -128,6 +133,7 @@ class LiveProxy:
         self._offset = log_offset
         self._partial = b""
         self._tail: deque[str] = deque(maxlen=TAIL_LINES)
+        self._entry: list[str] = []  # the log entry being read: a timestamped line and its own
 
     def check(self) -> ProxyState:
         """Read the log's new lines and poll the process; the state, updated."""
@@ -175,11 +181,29 @@ class LiveProxy:
             self._line(raw)
 
     def _line(self, raw: bytes) -> None:
-        text = _TIMESTAMP.sub("", raw.decode("utf-8", "replace").rstrip("\r"))
+        decoded = raw.decode("utf-8", "replace").rstrip("\r")
+        text = _TIMESTAMP.sub("", decoded)
+        if text != decoded:
+            self._entry = []  # a new log entry starts
         if not text.strip():
             return
         shown = printable(text[:_LONGEST_LINE])
         self._tail.append(shown)
+        if STARTUP_FAILED in text and self._entry:
+            # "Failed to run sudo. Caused by: No such file or directory": the cause, without
+            # the stack that follows it, as one error before mitmproxy's last word.
+            cause = " ".join(line.strip() for line in self._entry if not _STACK_LINE.match(line))
+            cause = printable(cause[:_LONGEST_LINE])
+            if (
+                cause
+                and cause not in self.state.first_errors
+                and len(self.state.first_errors) < ERRORS_KEPT
+            ):
+                self.state.errors += 1
+                self.state.first_errors.append(cause)
+            self._entry = []
+        elif len(self._entry) < ENTRY_LINES_KEPT:
+            self._entry.append(text)
         if found := _LISTENING.search(text):
             self.state.listening = printable(found["where"])
         elif any(marker in text for marker in ERROR_MARKERS):
