@@ -189,9 +189,10 @@ class LiveProxy:
             return
         shown = printable(text[:_LONGEST_LINE])
         self._tail.append(shown)
-        if STARTUP_FAILED in text and self._entry:
+        if STARTUP_FAILED in text and self._entry and not self.state.errors:
             # "Failed to run sudo. Caused by: No such file or directory": the cause, without
-            # the stack that follows it, as one error before mitmproxy's last word.
+            # the stack that follows it, as one error before mitmproxy's last word (when no
+            # error came before it: a failure to listen is told on its own line).
             cause = " ".join(line.strip() for line in self._entry if not _STACK_LINE.match(line))
             cause = printable(cause[:_LONGEST_LINE])
             if (
