@@ -80,10 +80,15 @@ class Command:
     line_seconds: list[float] = field(default_factory=list)  # until the listen line
 
 
-def time_exit(command: Command, env: dict[str, str]) -> float:
+def time_exit(command: Command, env: dict[str, str], workdir: Path) -> float:
     start = time.monotonic()
     done = subprocess.run(
-        command.argv(0, Path()), check=False, env=env, capture_output=True, timeout=TIMEOUT_S
+        command.argv(0, workdir),
+        check=False,
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        timeout=TIMEOUT_S,
     )
     elapsed = time.monotonic() - start
     if done.returncode != 0:
@@ -99,6 +104,7 @@ def time_listen(command: Command, env: dict[str, str], workdir: Path) -> tuple[f
     start = time.monotonic()
     child = subprocess.Popen(
         command.argv(port, workdir),
+        cwd=workdir,  # not the checkout: ``-m certmatch`` imports the installed or --also code
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -204,6 +210,18 @@ def child_env(bytecode: str, cache: Path) -> dict[str, str]:
     return env
 
 
+def imported_from(env: dict[str, str], cwd: Path) -> str:
+    """Where ``python -m certmatch`` with ``env`` imports certmatch from."""
+    return subprocess.run(
+        [sys.executable, "-c", "import certmatch; print(certmatch.__file__)"],
+        check=True,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+
 def spread(values: Sequence[float]) -> str:
     return f"{statistics.median(values):6.2f} s ({min(values):.2f}–{max(values):.2f})"
 
@@ -241,9 +259,12 @@ def main() -> int:
         for command in todo:
             env = {**warm, **command.env}
             if command.kind == "exit":
-                time_exit(command, env)
+                time_exit(command, env, workdirs[command.name])
             else:
                 time_listen(command, env, workdirs[command.name])
+        for command in todo:
+            if command.name.startswith("certmatch proxy"):
+                print(f"  {command.name}: {imported_from({**warm, **command.env}, root)}")
         if args.bytecode == "none":
             cache = root / "empty-pycache"
             cache.mkdir()
@@ -253,7 +274,7 @@ def main() -> int:
             for command in todo[shift:] + todo[:shift]:
                 run_env = {**env, **command.env}
                 if command.kind == "exit":
-                    command.seconds.append(time_exit(command, run_env))
+                    command.seconds.append(time_exit(command, run_env, workdirs[command.name]))
                 else:
                     accepted, line = time_listen(command, run_env, workdirs[command.name])
                     command.seconds.append(accepted)
