@@ -39,7 +39,6 @@ import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from mitmproxy import connection, ctx, exceptions, tcp, tls
@@ -56,7 +55,6 @@ from certmatch.core.facts import SessionFacts, StartTlsFacts
 from certmatch.core.identity import is_ip_address
 from certmatch.core.judge import Judge, Judgement
 from certmatch.core.recording import RecordingError, RecordingWriter
-from certmatch.core.report import shown_names
 from certmatch.core.starttls import GREETING, MACHINES
 from certmatch.core.text import printable
 from certmatch.core.trust import TrustStore, TrustStoreError
@@ -80,6 +78,11 @@ from certmatch.proxy.connection_facts import (
 )
 from certmatch.proxy.plaintext_port import PLAINTEXT_ANSWER, implicit_tls_on_plaintext_port
 from certmatch.proxy.session_dns import DnsJob, SessionDns, parse_resolvers, wants_dns
+from certmatch.proxy.session_log import (
+    ca_certificate_pems,
+    log_verdict,
+    verdict_log_line,  # noqa: F401  (tests import it here)
+)
 from certmatch.proxy.starttls_hooks import StartTlsData
 
 logger = logging.getLogger("certmatch")
@@ -1014,49 +1017,6 @@ def _left_after_upgrade(facts: SessionFacts, upgrade: StartTlsData) -> None:
         f"the client closed the connection after the server accepted {command or 'the upgrade'}, "
         "before its TLS ClientHello"
     )
-
-
-def ca_certificate_pems(ca_files: Sequence[str]) -> list[str]:
-    """The text of each CA file (already read once by ``TrustStore.load``), for the
-    recording's header: ``check`` then judges with the anchors the proxy judged with."""
-    return [Path(path).read_text(encoding="ascii", errors="replace") for path in ca_files]
-
-
-def log_verdict(facts: SessionFacts, verdict: Diagnosis | Judgement | None) -> None:
-    """One log line per recorded session that fails or has a finding: what was asked, what
-    was presented, the verdict. A clean match is logged only with ``termlog_verbosity=debug``:
-    each line costs the proxy some 2 % of a handshake's CPU (mitmproxy formats it twice and
-    runs an event through every addon for it), and the recording holds every session."""
-    if verdict is None or verdict.failed:
-        logger.warning(verdict_log_line(facts, verdict))
-    elif _has_causes(verdict) or getattr(ctx.options, "termlog_verbosity", "") == "debug":
-        logger.info(verdict_log_line(facts, verdict))
-
-
-def _has_causes(verdict: Diagnosis | Judgement) -> bool:
-    if isinstance(verdict, Judgement):
-        return bool(verdict.causes)
-    return bool(verdict.findings)
-
-
-def verdict_log_line(facts: SessionFacts, verdict: Diagnosis | Judgement | None) -> str:
-    """The log line for a recorded session, every name from the network escaped so that a
-    hostile SNI or certificate name cannot drive the terminal showing the log."""
-    host = printable(str(facts.requested_host))
-    if verdict is None:
-        return f"certmatch: {host}: no verdict ({printable('; '.join(facts.notes))})"
-    names = shown_names(verdict.presented_names) or "no certificate"
-    line = (
-        f"certmatch: {printable(facts.protocol)} {host} "
-        f"[{printable(facts.requested_host_source)}, SNI {printable(facts.sni or 'none')}] "
-        f"-> {names}: {verdict.verdict}"
-    )
-    primary = verdict.primary.id if isinstance(verdict, Diagnosis) and verdict.primary else None
-    if isinstance(verdict, Judgement):
-        primary = verdict.primary or None
-    if primary:
-        line += f" ({primary})"
-    return line
 
 
 addons = [CertmatchCapture()]

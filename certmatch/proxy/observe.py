@@ -56,10 +56,10 @@ from certmatch.core.starttls import NEEDS_MORE, detect_protocol, make_machine
 from certmatch.core.text import printable
 from certmatch.core.trust import TrustStore, TrustStoreError
 from certmatch.net.side_handshake import SideHandshakes, SideResult
-from certmatch.proxy.capture import ca_certificate_pems, log_verdict
 from certmatch.proxy.connection_facts import new_facts
 from certmatch.proxy.plaintext_port import implicit_tls_on_plaintext_port, plaintext_server
 from certmatch.proxy.redirect_loop import RedirectLoopGuard
+from certmatch.proxy.session_log import ca_certificate_pems, log_verdict
 from certmatch.proxy.starttls_hooks import StartTlsData
 from certmatch.proxy.starttls_layer import DEFAULT_TIMEOUT_S, StartTlsLayer
 
