@@ -583,6 +583,19 @@ async def test_follow_waits_for_a_recording_the_proxy_has_not_created_yet(
         await wait_for(pilot, lambda: len(app.sessions.rows) == 1, "the new file to be read")
 
 
+def test_the_status_takes_a_second_line_only_when_its_parts_do_not_fit() -> None:
+    from certmatch.tui.screens.sessions import _status_lines
+
+    parts = ["3 sessions, 1 failing", "showing all: 3", "following +1 new (G: newest)"]
+    assert _status_lines(parts, 80) == [" · ".join(parts)]
+    assert _status_lines([*parts, "filter: x", "live.jsonl"], 70) == [
+        " · ".join(parts),
+        "filter: x · live.jsonl",
+    ]
+    assert _status_lines(["x" * 100], 70) == ["x" * 100]  # cut on screen, with …
+    assert _status_lines([*parts, "3 files: " + "a.jsonl, " * 20], 80)[1:] == []  # names: cut
+
+
 @run_async
 async def test_at_80_columns_the_status_keeps_the_follow_state_and_cuts_with_an_ellipsis(
     store, sample, tmp_path
@@ -597,9 +610,11 @@ async def test_at_80_columns_the_status_keeps_the_follow_state_and_cuts_with_an_
         _write(path, [_session(sample[2], 2)])
         await wait_for(pilot, lambda: len(app.sessions.rows) == 3, "the new session")
         await pilot.pause()
-        status = screen_lines(app)[0]
-        assert "following +1 new" in status, status
-        assert status.rstrip().endswith("…"), "the cut filter and file name end in …"
+        first, second = screen_lines(app)[:2]
+        assert "following +1 new" in first, first
+        assert "filter: host:!nothing-at-all.example.test protocol:imap,smtp,pop3" in second
+        assert second.rstrip().endswith("live.jsonl"), "the second line is the rest"
+        assert "verdict" in screen_lines(app)[2]  # the list's header right below
 
 
 # --- entry point, model and cache -----------------------------------------------------------

@@ -139,6 +139,21 @@ def _wrapped(lines: list[str], width: int) -> list[str]:
     ]
 
 
+def _status_lines(parts: list[str], width: int) -> list[str]:
+    """The status's parts joined by " · " on one line, or on two when the state does not fit
+    in ``width``: whole parts on the first, the rest on the second (cut at its end with "…").
+    The last part, the file names, alone takes no second line: it is cut with "…"."""
+    line = " · ".join(parts)
+    if len(" · ".join(parts[:-1])) <= width:
+        return [line]
+    first: list[str] = []
+    for number, part in enumerate(parts):
+        if len(" · ".join([*first, part])) > width and first:
+            return [" · ".join(first), " · ".join(parts[number:])]
+        first.append(part)
+    return [line]  # one part alone is wider than the line: cut it
+
+
 def _exit_text(code: int | None) -> str:
     """``exit 3``, or ``killed by SIGKILL`` for a process a signal ended."""
     if code is None:
@@ -319,6 +334,7 @@ class SessionsScreen(Screen[None]):
 
     def on_resize(self) -> None:
         self._show_banner()
+        self._update_status()
 
     @property
     def proxy_running(self) -> bool:
@@ -648,10 +664,14 @@ class SessionsScreen(Screen[None]):
             if len(names) == 1
             else f"{len(names)} files: {printable(', '.join(names))}"
         )
-        # One line, whatever it says: no layout (which would measure the whole detail again).
-        self._status.update(
-            Text(" · ".join(parts), no_wrap=True, overflow="ellipsis"), layout=False
-        )
+        # One line, or two when the state does not fit in one (at 80 columns: following,
+        # +N new, a find and a filter); the file names may be cut, with "…". The height
+        # changes only then: a layout measures the whole detail again.
+        lines = _status_lines(parts, max(20, self.size.width - 2))  # the status's padding
+        height = len(lines)
+        if self._status.styles.height is None or self._status.styles.height.value != height:
+            self._status.styles.height = height
+        self._status.update(Text("\n".join(lines), no_wrap=True, overflow="ellipsis"), layout=False)
         if not listing.items:
             listing.refresh()
 
