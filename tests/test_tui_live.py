@@ -110,11 +110,11 @@ def test_proxy_tui_shows_live_sessions_and_quits_cleanly(tmp_path, dovecot, pki)
     assert "recording TLS sessions to" in log
 
 
-def test_a_proxy_that_dies_under_proxy_tui_is_told_and_the_exit_status_is_not_0(
-    tmp_path, dovecot
-) -> None:
-    """The TUI opens after a line saying the proxy is starting; when the proxy dies, the status
-    stops saying "following", and after q the command says so and exits 2, not 0."""
+def _proxy_tui_in_tmux(
+    tmp_path, target: str = "reverse:tls://127.0.0.1:1", then: str = "sleep 60"
+) -> tuple[str, str, Path]:
+    """``certmatch proxy --tui`` in a tmux session (a shell runs ``then`` after it), once it
+    said it starts, listens and follows: (tmux, the session, the recording)."""
     try:
         tmux = require_binary("tmux", "tmux")
     except MissingSystemPackage as err:
@@ -122,30 +122,44 @@ def test_a_proxy_that_dies_under_proxy_tui_is_told_and_the_exit_status_is_not_0(
     port = free_port()
     record = tmp_path / "live.jsonl"
     session = f"certmatch-{uuid.uuid4().hex[:8]}"
-    command = " ".join(
-        [
-            venv_bin("certmatch"),
-            "proxy",
-            "--tui",
-            "--mode",
-            f"reverse:tls://127.0.0.1:{dovecot.imaps_port}",
-            "--listen-port",
-            str(port),
-            "--record",
-            str(record),
-            "--confdir",
-            str(tmp_path / "conf"),
-        ]
-    )
-    shell = f"{command}; echo EXIT=$?; sleep 60"
+    command = [
+        venv_bin("certmatch"),
+        "proxy",
+        "--tui",
+        "--mode",
+        target,
+        "--listen-port",
+        str(port),
+        "--record",
+        str(record),
+        "--confdir",
+        str(tmp_path / "conf"),
+    ]
+    # From a shell that stays, as a person runs it: when the TUI dies the terminal's session
+    # goes on (its leader's exit would send SIGHUP to everything the TUI started).
+    shell = f"{' '.join(command)}; {then}"
     subprocess.run(
         [tmux, "new-session", "-d", "-s", session, "-x", "100", "-y", "30", "sh", "-c", shell],
         check=True,
     )
     try:
-        _wait_for_screen(tmux, session, "starting the proxy", timeout=10)
+        _wait_for_screen(tmux, session, "starting the proxy", timeout=10)  # not a blank screen
         wait_for_port(port, timeout=45)
         _wait_for_screen(tmux, session, "following")
+    except BaseException:
+        subprocess.run([tmux, "kill-session", "-t", session], capture_output=True, check=False)
+        raise
+    return tmux, session, record
+
+
+def test_a_proxy_that_dies_under_proxy_tui_is_told_and_the_exit_status_is_not_0(
+    tmp_path, dovecot
+) -> None:
+    """The TUI opens after a line saying the proxy is starting; when the proxy dies, the status
+    stops saying "following", and after q the command says so and exits 2, not 0."""
+    target = f"reverse:tls://127.0.0.1:{dovecot.imaps_port}"
+    tmux, session, record = _proxy_tui_in_tmux(tmp_path, target, "echo EXIT=$?; sleep 60")
+    try:
         proxy = subprocess.run(
             ["pgrep", "-f", "--", f"-m certmatch proxy .*--record {record}"],
             capture_output=True,
@@ -162,45 +176,6 @@ def test_a_proxy_that_dies_under_proxy_tui_is_told_and_the_exit_status_is_not_0(
         assert "the proxy stopped by itself" in " ".join(screen.split())
     finally:
         subprocess.run([tmux, "kill-session", "-t", session], capture_output=True, check=False)
-
-
-def _proxy_tui_in_tmux(tmp_path) -> tuple[str, str, Path]:
-    """``certmatch proxy --tui`` in a tmux session, once it listens and follows: (tmux, the
-    session, the recording)."""
-    try:
-        tmux = require_binary("tmux", "tmux")
-    except MissingSystemPackage as err:
-        pytest.fail(str(err), pytrace=False)
-    port = free_port()
-    record = tmp_path / "live.jsonl"
-    session = f"certmatch-{uuid.uuid4().hex[:8]}"
-    command = [
-        venv_bin("certmatch"),
-        "proxy",
-        "--tui",
-        "--mode",
-        "reverse:tls://127.0.0.1:1",
-        "--listen-port",
-        str(port),
-        "--record",
-        str(record),
-        "--confdir",
-        str(tmp_path / "conf"),
-    ]
-    # From a shell that stays, as a person runs it: when the TUI dies the terminal's session
-    # goes on (its leader's exit would send SIGHUP to everything the TUI started).
-    shell = f"{' '.join(command)}; sleep 60"
-    subprocess.run(
-        [tmux, "new-session", "-d", "-s", session, "-x", "100", "-y", "30", "sh", "-c", shell],
-        check=True,
-    )
-    try:
-        wait_for_port(port, timeout=45)
-        _wait_for_screen(tmux, session, "following")
-    except BaseException:
-        subprocess.run([tmux, "kill-session", "-t", session], capture_output=True, check=False)
-        raise
-    return tmux, session, record
 
 
 def _processes_of(record: Path) -> list[str]:
