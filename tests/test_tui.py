@@ -597,7 +597,7 @@ def test_the_status_takes_a_second_line_only_when_its_parts_do_not_fit() -> None
 
 
 @run_async
-async def test_at_80_columns_the_status_keeps_the_follow_state_and_cuts_with_an_ellipsis(
+async def test_at_80_columns_the_status_shows_the_follow_state_and_the_filter(
     store, sample, tmp_path
 ) -> None:
     path = tmp_path / "live.jsonl"
