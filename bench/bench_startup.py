@@ -22,14 +22,21 @@ module at every start (``PYTHONDONTWRITEBYTECODE=1`` and an empty cache), as a v
 (e.g. a ``git worktree`` of an older commit) to the same rounds, for before/after figures.
 
 Printed: medians with their range, the median of each round's ratio to stock mitmdump (to
-its accepting port; ``--version`` to ``mitmdump --version``), and the 1-minute load average
-before and after.
+its accepting port; ``--version`` to ``mitmdump --version``); the CPU time (user + system,
+from /proc) each had used when ready (certmatch: its listen line; stock: its port accepts),
+which a busy machine disturbs less than wall time; with ``--also``, certmatch over each other
+tree paired by round; and the 1-minute load average before and after.
+
+mitmproxy loads ``-s`` scripts (certmatch's addons) in a task that runs right after it binds
+its sockets, so certmatch's port accepts before its addons are loaded; such a client waits in
+the kernel's queue. The listen line comes once they are loaded and the servers are up.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import socket
 import statistics
 import subprocess
@@ -78,9 +85,23 @@ class Command:
     env: dict[str, str] = field(default_factory=dict)
     seconds: list[float] = field(default_factory=list)  # to exit, or until the port accepts
     line_seconds: list[float] = field(default_factory=list)  # until the listen line
+    cpu: list[float] = field(default_factory=list)  # CPU seconds until it exits, or is ready
 
 
-def time_exit(command: Command, env: dict[str, str], workdir: Path) -> float:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a running process, from /proc (clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def time_exit(command: Command, env: dict[str, str], workdir: Path) -> tuple[float, float]:
+    """Seconds until it exits, and its CPU seconds."""
+    cpu_before = children_cpu()
     start = time.monotonic()
     done = subprocess.run(
         command.argv(0, workdir),
@@ -91,15 +112,19 @@ def time_exit(command: Command, env: dict[str, str], workdir: Path) -> float:
         timeout=TIMEOUT_S,
     )
     elapsed = time.monotonic() - start
+    cpu = children_cpu() - cpu_before
     if done.returncode != 0:
         raise SystemExit(
             f"{command.name} failed ({done.returncode}): {done.stderr.decode()[-500:]}"
         )
-    return elapsed
+    return elapsed, cpu
 
 
-def time_listen(command: Command, env: dict[str, str], workdir: Path) -> tuple[float, float | None]:
-    """Seconds until the port accepts, and until the listen line appeared (None: it never did)."""
+def time_listen(
+    command: Command, env: dict[str, str], workdir: Path
+) -> tuple[float, float | None, float]:
+    """Seconds until the port accepts, until the listen line appeared (None: it never did),
+    and CPU seconds until it is ready: the listen line, or for stock mitmdump the port."""
     port = free_port()
     start = time.monotonic()
     child = subprocess.Popen(
@@ -111,6 +136,7 @@ def time_listen(command: Command, env: dict[str, str], workdir: Path) -> tuple[f
         stderr=subprocess.STDOUT,
     )
     seen: list[float] = []
+    cpu: list[float] = []
     output: list[str] = []
 
     def read() -> None:
@@ -120,6 +146,7 @@ def time_listen(command: Command, env: dict[str, str], workdir: Path) -> tuple[f
             output.append(line)
             if not seen and LISTEN_LINE in line:
                 seen.append(time.monotonic() - start)
+                cpu.append(cpu_seconds(child.pid))
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
@@ -131,6 +158,8 @@ def time_listen(command: Command, env: dict[str, str], workdir: Path) -> tuple[f
                 break
             if accepted is None and accepts(port):
                 accepted = time.monotonic() - start
+                if not wants_line:
+                    cpu.append(cpu_seconds(child.pid))
             if accepted is not None and (seen or not wants_line):
                 break
             time.sleep(0.005)
@@ -144,7 +173,7 @@ def time_listen(command: Command, env: dict[str, str], workdir: Path) -> tuple[f
         reader.join(5)
     if accepted is None:
         raise SystemExit(f"{command.name} never listened:\n{''.join(output)[-2000:]}")
-    return accepted, (seen[0] if seen else None)
+    return accepted, (seen[0] if seen else None), (cpu[0] if cpu else float("nan"))
 
 
 def commands(extra: Sequence[tuple[str, Path]]) -> list[Command]:
@@ -274,10 +303,13 @@ def main() -> int:
             for command in todo[shift:] + todo[:shift]:
                 run_env = {**env, **command.env}
                 if command.kind == "exit":
-                    command.seconds.append(time_exit(command, run_env, workdirs[command.name]))
+                    elapsed, cpu = time_exit(command, run_env, workdirs[command.name])
+                    command.seconds.append(elapsed)
+                    command.cpu.append(cpu)
                 else:
-                    accepted, line = time_listen(command, run_env, workdirs[command.name])
+                    accepted, line, cpu = time_listen(command, run_env, workdirs[command.name])
                     command.seconds.append(accepted)
+                    command.cpu.append(cpu)
                     if line is not None:
                         command.line_seconds.append(line)
             print(f"  round {number + 1}/{args.rounds}, load {load_average():.2f}", flush=True)
@@ -308,6 +340,26 @@ def main() -> int:
             print(
                 f"  {command.name + ' listen line':<40}{spread(command.line_seconds):>24}"
                 f"{ratio(command.line_seconds, stock):>9}  stock accepts"
+            )
+    print(f"\n  {'CPU (user + system) until':<40}{'median (range)':>24}{'ratio':>9}  to")
+    for command in todo:
+        anchor, what = (
+            (by_name["mitmdump --version"].cpu, "it exits")
+            if command.kind == "exit"
+            else (by_name["mitmdump (stock)"].cpu, "listening")
+        )
+        print(
+            f"  {command.name + ', ' + what:<40}{spread(command.cpu):>24}"
+            f"{ratio(command.cpu, anchor):>9}  {'mitmdump --version' if command.kind == 'exit' else 'stock'}"
+        )
+    mine = by_name["certmatch proxy"]
+    for name, _src in extra:
+        other = by_name[f"certmatch proxy ({name})"]
+        if len(other.line_seconds) == len(mine.line_seconds) == len(other.seconds):
+            print(
+                f"\n  certmatch proxy / ({name}), paired by round: listen line "
+                f"{ratio(mine.line_seconds, other.line_seconds).strip()}, CPU until ready "
+                f"{ratio(mine.cpu, other.cpu).strip()}"
             )
     print(f"\nload average (1 min): {load_before:.2f} before, {load_after:.2f} after")
     return 0
