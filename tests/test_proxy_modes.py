@@ -42,7 +42,7 @@ CURL_PEER_FAILED_VERIFICATION = 60  # curl's exit code for a certificate it refu
 def _sessions(record: Path, expected: int, timeout: float = 5.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if record.exists():
+        if record.exists() and record.stat().st_size > 0:  # its header written
             sessions = read_recording(record).sessions
             if len(sessions) >= expected:
                 return sessions

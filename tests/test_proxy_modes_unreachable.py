@@ -55,7 +55,9 @@ def _sessions(tmp_path, expected: int, timeout: float = 10.0):
     record = tmp_path / "rec.jsonl"
     deadline = time.monotonic() + timeout
     while True:
-        sessions = read_recording(record).sessions if record.exists() else []
+        # The addon creates the file before its header is written: empty is "not yet".
+        started = record.exists() and record.stat().st_size > 0
+        sessions = read_recording(record).sessions if started else []
         if len(sessions) >= expected or time.monotonic() > deadline:
             return sessions
         time.sleep(0.05)

@@ -607,7 +607,9 @@ def held_open_proxy(
 def wait_for_sessions(record: Path, expected: int = 1, timeout: float = 5.0) -> list[SessionFacts]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if record.exists() and len(read_recording(record).sessions) >= expected:
+        # (the file exists a moment before its header is written)
+        started = record.exists() and record.stat().st_size > 0
+        if started and len(read_recording(record).sessions) >= expected:
             break
         time.sleep(0.05)
     return read_recording(record).sessions if record.exists() else []
