@@ -70,6 +70,8 @@ class DetailPane(ScrollView, can_focus=True, inherit_bindings=False):
     # --- content ---------------------------------------------------------------------------
 
     def show_nothing(self, why: str = NOTHING_SELECTED) -> None:
+        if self._shown is None and self.detail is None and self.plain == why:
+            return  # already says it: no repaint
         self._shown = None
         self.detail = None
         self._set_lines([Line(Text(), Text(why, style="italic"))])

@@ -674,6 +674,8 @@ class SessionsScreen(Screen[None]):
         self._status.update(Text("\n".join(lines), no_wrap=True, overflow="ellipsis"), layout=False)
         if not listing.items:
             listing.refresh()
+            if self.detail_pane.detail is None:
+                self._show_detail()  # the empty list's reason changes with the load, the proxy
 
     # --- find ------------------------------------------------------------------------------
 
