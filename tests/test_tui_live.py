@@ -305,7 +305,11 @@ async def test_a_proxy_that_cannot_listen_shows_a_red_banner_with_its_log_at_onc
                 assert banner.has_class("-failed")
                 assert "another program listens on that port" in _banner(app)
                 assert str(live.log_path) in _banner(app)
-                assert "the proxy is not running" in app.sessions.session_list.empty_message
+                await wait_for(  # once the first pass is done (later than the banner when busy)
+                    pilot,
+                    lambda: "the proxy is not running" in app.sessions.session_list.empty_message,
+                    "the empty list to say the proxy is not running",
+                )
                 await pilot.pause()
                 assert low_contrast(app) == [], "the red banner reads at 4.5:1"
                 await pilot.press("q")  # nothing is recording: no question
